@@ -1,0 +1,221 @@
+//! One conformance suite for every [`Log`] backend: each check takes a fresh log and
+//! asserts behaviour through the trait alone. The embedded backend runs it in this crate's
+//! tests; another backend runs the same functions against its own server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::log::{
+    CleanupPolicy, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint, TopicBatch,
+    TopicSpec,
+};
+use crate::partitioner::partition_for;
+
+pub fn spec(name: &str, partitions: u32) -> TopicSpec {
+    TopicSpec {
+        name: name.into(),
+        partitions,
+        cleanup: CleanupPolicy::Delete,
+        retention_ms: None,
+    }
+}
+
+pub fn record(key: &str, value: String) -> Record {
+    Record {
+        key: key.as_bytes().to_vec(),
+        value: value.into_bytes(),
+        timestamp_ms: 1_700_000_000_000,
+    }
+}
+
+async fn drain<C: LogConsumer>(consumer: &mut C, expected: usize) -> Vec<crate::ConsumedRecord> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < expected && tokio::time::Instant::now() < deadline {
+        out.extend(
+            consumer
+                .poll(1000, Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn all_from_start(topic: &str, partitions: u32) -> Vec<PartitionOffset> {
+    (0..partitions)
+        .map(|p| PartitionOffset {
+            topic: topic.into(),
+            partition: p,
+            offset: 0,
+        })
+        .collect()
+}
+
+/// Records of one key keep their order; offsets are dense from 0 per partition.
+pub async fn ordering_and_offsets<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.order", 3)).await.unwrap();
+    let keys = ["BHP", "RIO", "CBA", "ANZ", "WBC"];
+    let records: Vec<_> = (0..500)
+        .map(|i| record(keys[i % keys.len()], format!("{i}")))
+        .collect();
+    log.produce(
+        vec![TopicBatch {
+            topic: "t.order".into(),
+            records,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let ends = log.end_offsets("t.order").await.unwrap();
+    assert_eq!(ends.iter().sum::<u64>(), 500);
+    let mut consumer = log.consumer(all_from_start("t.order", 3)).unwrap();
+    let got = drain(&mut consumer, 500).await;
+    assert_eq!(got.len(), 500);
+    let mut per_key: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    let mut per_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for r in &got {
+        assert_eq!(
+            r.partition,
+            partition_for(&r.key, 3),
+            "key routed by murmur2"
+        );
+        per_key
+            .entry(r.key.clone())
+            .or_default()
+            .push(String::from_utf8(r.value.clone()).unwrap().parse().unwrap());
+        per_partition.entry(r.partition).or_default().push(r.offset);
+    }
+    for values in per_key.values() {
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "per-key order kept");
+    }
+    for (p, offsets) in per_partition {
+        let want: Vec<u64> = (0..ends[p as usize]).collect();
+        assert_eq!(offsets, want, "partition {p} offsets are dense from 0");
+    }
+}
+
+/// A consumer assigned at an offset starts exactly there.
+pub async fn resume_from_position<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.resume", 1)).await.unwrap();
+    for chunk in 0..4 {
+        let records = (0..25)
+            .map(|i| record("k", format!("{}", chunk * 25 + i)))
+            .collect();
+        log.produce(
+            vec![TopicBatch {
+                topic: "t.resume".into(),
+                records,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    for start in [0u64, 1, 24, 25, 26, 99, 100] {
+        let mut c = log
+            .consumer(vec![PartitionOffset {
+                topic: "t.resume".into(),
+                partition: 0,
+                offset: start,
+            }])
+            .unwrap();
+        let got = drain(&mut c, (100 - start) as usize).await;
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        assert_eq!(
+            offsets,
+            (start..100).collect::<Vec<_>>(),
+            "resume at {start}"
+        );
+        assert_eq!(c.positions()[0].offset, 100);
+    }
+}
+
+/// Many partitions, one large produce.
+pub async fn many_partitions_large_batch<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.large", 32)).await.unwrap();
+    let records: Vec<_> = (0..50_000)
+        .map(|i| record(&format!("SYM{}", i % 300), format!("{i:08}")))
+        .collect();
+    log.produce(
+        vec![TopicBatch {
+            topic: "t.large".into(),
+            records,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let mut c = log.consumer(all_from_start("t.large", 32)).unwrap();
+    let got = drain(&mut c, 50_000).await;
+    assert_eq!(got.len(), 50_000);
+    let mut values: Vec<_> = got.into_iter().map(|r| r.value).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 50_000, "every record exactly once");
+}
+
+/// An empty topic yields nothing, promptly; creating twice is fine; partition counts must agree.
+pub async fn empty_topic_and_idempotent_create<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.empty", 2)).await.unwrap();
+    log.ensure_topic(&spec("t.empty", 2)).await.unwrap();
+    assert!(log.ensure_topic(&spec("t.empty", 3)).await.is_err());
+    assert_eq!(log.end_offsets("t.empty").await.unwrap(), vec![0, 0]);
+    let mut c = log.consumer(all_from_start("t.empty", 2)).unwrap();
+    assert!(
+        c.poll(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        log.topics()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "t.empty")
+    );
+    assert!(log.end_offsets("t.missing").await.is_err());
+}
+
+/// Group offsets and source checkpoints are stored and read back.
+pub async fn group_offsets_and_checkpoints<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.groups", 2)).await.unwrap();
+    assert_eq!(
+        log.group_offsets("g", "t.groups").await.unwrap(),
+        vec![None, None]
+    );
+    log.commit_group(
+        "g",
+        &[PartitionOffset {
+            topic: "t.groups".into(),
+            partition: 1,
+            offset: 7,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        log.group_offsets("g", "t.groups").await.unwrap(),
+        vec![None, Some(7)]
+    );
+    assert_eq!(log.source_checkpoint("file-a").await.unwrap(), None);
+    let cp = SourceCheckpoint {
+        source: "file-a".into(),
+        state: b"42".to_vec(),
+    };
+    log.produce(
+        vec![TopicBatch {
+            topic: "t.groups".into(),
+            records: vec![record("k", "v".into())],
+        }],
+        Some(cp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        log.source_checkpoint("file-a").await.unwrap(),
+        Some(b"42".to_vec())
+    );
+}

@@ -1,0 +1,228 @@
+//! The dead-letter store: every rejected record, with its raw bytes, where it came from,
+//! what kind of error it hit and why. A redb file in the data directory, bounded in
+//! entries (the oldest are dropped first) and idempotent: a record rejected twice at the
+//! same source position is stored once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LogError, Result};
+use crate::metrics;
+
+const BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("dead_letters_by_seq");
+const BY_SOURCE: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+
+/// A rejected record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Pipeline stage that rejected it, e.g. `ingest.asx`, `lake.decode`.
+    pub stage: String,
+    /// Where the record came from: `trades/7078.csv:42` or `market.equities.trades.asx/0@17`.
+    pub source: String,
+    /// Error kind from a closed set (`column_count`, `number`, `date`, `negative_price`, …).
+    pub kind: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// The raw record as received.
+    #[serde(with = "raw_text")]
+    pub raw: Vec<u8>,
+    /// When it was rejected, microseconds since the epoch.
+    pub rejected_at_us: i64,
+}
+
+mod raw_text {
+    //! Raw bytes as text when they are UTF-8 (CSV lines are), else as a list of numbers.
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn serialize<S: Serializer>(raw: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(raw) {
+            Ok(text) => Raw::Text(text.to_string()).serialize(s),
+            Err(_) => Raw::Bytes(raw.to_vec()).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(match Raw::deserialize(d)? {
+            Raw::Text(t) => t.into_bytes(),
+            Raw::Bytes(b) => b,
+        })
+    }
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct DeadLetterStore {
+    db: Arc<Database>,
+    max_entries: u64,
+}
+
+impl DeadLetterStore {
+    pub fn open(path: &Path, max_entries: u64) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(8 * 1024 * 1024)
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| {
+                LogError::storage(format!("opening dead-letter store {}", path.display()), e)
+            })?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| LogError::storage("initialising dead-letter store", e))?;
+        txn.open_table(BY_SEQ)
+            .map_err(|e| LogError::storage("initialising dead-letter store", e))?;
+        txn.open_table(BY_SOURCE)
+            .map_err(|e| LogError::storage("initialising dead-letter store", e))?;
+        txn.commit()
+            .map_err(|e| LogError::storage("initialising dead-letter store", e))?;
+        Ok(DeadLetterStore {
+            db: Arc::new(db),
+            max_entries: max_entries.max(1),
+        })
+    }
+
+    /// Stores the letters durably; returns how many were new (not already stored).
+    pub fn append(&self, letters: &[DeadLetter]) -> Result<usize> {
+        if letters.is_empty() {
+            return Ok(0);
+        }
+        let err = |e: redb::Error| LogError::storage("writing dead letters", e);
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut added = 0;
+        {
+            let mut by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
+            let mut by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+            let mut next = by_seq
+                .last()
+                .map_err(|e| err(e.into()))?
+                .map_or(0, |(k, _)| k.value() + 1);
+            for letter in letters {
+                let key = format!("{}\u{0}{}", letter.stage, letter.source);
+                if by_source
+                    .get(key.as_str())
+                    .map_err(|e| err(e.into()))?
+                    .is_some()
+                {
+                    continue;
+                }
+                let json = serde_json::to_vec(letter).expect("dead letter serialises");
+                by_source
+                    .insert(key.as_str(), json.as_slice())
+                    .map_err(|e| err(e.into()))?;
+                by_seq
+                    .insert(next, key.as_str())
+                    .map_err(|e| err(e.into()))?;
+                next += 1;
+                added += 1;
+                metrics::dead_lettered(&letter.stage, &letter.kind);
+            }
+            // Rotate: drop the oldest beyond the cap.
+            while by_seq.len().map_err(|e| err(e.into()))? > self.max_entries {
+                let Some((_, key)) = by_seq.pop_first().map_err(|e| err(e.into()))? else {
+                    break;
+                };
+                by_source.remove(key.value()).map_err(|e| err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(added)
+    }
+
+    /// Number of stored letters.
+    pub fn len(&self) -> Result<u64> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| LogError::storage("reading dead letters", e))?;
+        let table = txn
+            .open_table(BY_SEQ)
+            .map_err(|e| LogError::storage("reading dead letters", e))?;
+        table
+            .len()
+            .map_err(|e| LogError::storage("reading dead letters", e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Up to `limit` letters, oldest first, skipping the first `skip`.
+    pub fn list(&self, skip: usize, limit: usize) -> Result<Vec<DeadLetter>> {
+        let err = |e: redb::Error| LogError::storage("reading dead letters", e);
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
+        let by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for entry in by_seq
+            .iter()
+            .map_err(|e| err(e.into()))?
+            .skip(skip)
+            .take(limit)
+        {
+            let (_, key) = entry.map_err(|e| err(e.into()))?;
+            if let Some(json) = by_source.get(key.value()).map_err(|e| err(e.into()))? {
+                out.push(
+                    serde_json::from_slice(json.value()).map_err(|e| {
+                        LogError::Corrupt(format!("dead letter {}: {e}", key.value()))
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(source: &str) -> DeadLetter {
+        DeadLetter {
+            stage: "ingest.asx".into(),
+            source: source.into(),
+            kind: "number".into(),
+            reason: "price 'x' is not a decimal number".into(),
+            raw: b"03/10/2014,10:00:00.000,x,1,0,,".to_vec(),
+            rejected_at_us: 1,
+        }
+    }
+
+    #[test]
+    fn stores_once_per_source_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::open(&dir.path().join("dlq.redb"), 3).unwrap();
+        assert_eq!(store.append(&[letter("a:1"), letter("a:2")]).unwrap(), 2);
+        assert_eq!(
+            store.append(&[letter("a:1")]).unwrap(),
+            0,
+            "same source is not stored twice"
+        );
+        store.append(&[letter("a:3"), letter("a:4")]).unwrap();
+        assert_eq!(store.len().unwrap(), 3);
+        let sources: Vec<_> = store
+            .list(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.source)
+            .collect();
+        assert_eq!(
+            sources,
+            ["a:2", "a:3", "a:4"],
+            "the oldest is dropped first"
+        );
+        assert_eq!(store.list(0, 1).unwrap()[0].raw, letter("x").raw);
+    }
+}

@@ -1,0 +1,577 @@
+//! The embedded log backend: one redb database file in the data directory.
+//!
+//! Each partition is a redb table keyed by the base offset of a record batch (as Kafka
+//! stores batches, one B-tree entry carries many records, which keeps appends cheap).
+//! A produce is one redb write transaction with `Immediate` durability: when it returns,
+//! the records and any source checkpoint are on disk together, or neither is. The file is
+//! opened in redb's multi-writer mode, so an ingest process and a lake-writer process can
+//! share it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{
+    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+};
+use tokio::sync::Notify;
+
+use crate::error::{LogError, Result};
+use crate::log::{
+    ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint, TopicBatch,
+    TopicSpec,
+};
+use crate::metrics;
+use crate::partitioner::partition_for;
+
+const TOPICS: TableDefinition<&str, &str> = TableDefinition::new("topics");
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("source_checkpoints");
+const GROUPS: TableDefinition<&str, u64> = TableDefinition::new("group_offsets");
+
+/// How often a waiting consumer looks for records written by another process.
+const CROSS_PROCESS_POLL: Duration = Duration::from_millis(50);
+
+fn partition_table(topic: &str, partition: u32) -> String {
+    format!("partition/{topic}/{partition}")
+}
+
+fn group_key(group: &str, topic: &str, partition: u32) -> String {
+    format!("{group}\u{0}{topic}\u{0}{partition}")
+}
+
+/// The embedded log. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+    appended: Arc<Notify>,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(64 * 1024 * 1024)
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| LogError::storage(format!("opening log {}", path.display()), e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| LogError::storage("initialising log", e))?;
+        for result in [
+            txn.open_table(TOPICS).map(drop),
+            txn.open_table(CHECKPOINTS).map(drop),
+            txn.open_table(GROUPS).map(drop),
+        ] {
+            result.map_err(|e| LogError::storage("initialising log tables", e))?;
+        }
+        txn.commit()
+            .map_err(|e| LogError::storage("initialising log", e))?;
+        Ok(EmbeddedLog {
+            db: Arc::new(db),
+            path: Arc::new(path.to_path_buf()),
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn spec(&self, topic: &str) -> Result<TopicSpec> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| LogError::storage("reading topics", e))?;
+        let table = txn
+            .open_table(TOPICS)
+            .map_err(|e| LogError::storage("reading topics", e))?;
+        let raw = table
+            .get(topic)
+            .map_err(|e| LogError::storage("reading topics", e))?
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+        serde_json::from_str(raw.value())
+            .map_err(|e| LogError::Corrupt(format!("topic spec of {topic}: {e}")))
+    }
+
+    fn produce_blocking(
+        &self,
+        batches: Vec<TopicBatch>,
+        checkpoint: Option<SourceCheckpoint>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let specs: Vec<TopicSpec> = batches
+            .iter()
+            .map(|b| self.spec(&b.topic))
+            .collect::<Result<_>>()?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| LogError::storage("starting append", e))?;
+        let mut appended = 0usize;
+        for (batch, spec) in batches.iter().zip(&specs) {
+            let mut by_partition: Vec<Vec<&Record>> = vec![Vec::new(); spec.partitions as usize];
+            for record in &batch.records {
+                by_partition[partition_for(&record.key, spec.partitions) as usize].push(record);
+            }
+            for (partition, records) in by_partition.iter().enumerate() {
+                if records.is_empty() {
+                    continue;
+                }
+                let name = partition_table(&batch.topic, partition as u32);
+                let mut table = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&name))
+                    .map_err(|e| LogError::storage(format!("opening {name}"), e))?;
+                let end = end_offset(&table)?;
+                let encoded = encode_batch(records);
+                table
+                    .insert(end, encoded.as_slice())
+                    .map_err(|e| LogError::storage(format!("appending to {name}"), e))?;
+                appended += records.len();
+            }
+            metrics::records_appended(&batch.topic, batch.records.len());
+        }
+        if let Some(cp) = checkpoint {
+            let mut table = txn
+                .open_table(CHECKPOINTS)
+                .map_err(|e| LogError::storage("opening checkpoints", e))?;
+            table
+                .insert(cp.source.as_str(), cp.state.as_slice())
+                .map_err(|e| LogError::storage("storing checkpoint", e))?;
+        }
+        txn.commit()
+            .map_err(|e| LogError::storage("committing append", e))?;
+        metrics::append_latency(started.elapsed());
+        tracing::debug!(records = appended, "log append committed");
+        self.appended.notify_waiters();
+        Ok(())
+    }
+}
+
+fn end_offset<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64> {
+    match table
+        .last()
+        .map_err(|e| LogError::storage("reading partition end", e))?
+    {
+        None => Ok(0),
+        Some((base, batch)) => Ok(base.value() + u64::from(batch_len(batch.value())?)),
+    }
+}
+
+/// Batch layout: record count (u32 LE), then per record: timestamp (i64 LE),
+/// key length (u32 LE), key, value length (u32 LE), value.
+fn encode_batch(records: &[&Record]) -> Vec<u8> {
+    let size: usize = records
+        .iter()
+        .map(|r| 16 + r.key.len() + r.value.len())
+        .sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        out.extend_from_slice(&r.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r.key);
+        out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r.value);
+    }
+    out
+}
+
+fn batch_len(bytes: &[u8]) -> Result<u32> {
+    bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| LogError::Corrupt("record batch shorter than its header".into()))
+}
+
+/// Decodes the records of a batch at `base`, skipping those before `from`.
+fn decode_batch(
+    bytes: &[u8],
+    base: u64,
+    from: u64,
+    max: usize,
+    topic: &Arc<str>,
+    partition: u32,
+    out: &mut Vec<ConsumedRecord>,
+) -> Result<()> {
+    let corrupt = || LogError::Corrupt(format!("record batch at {topic}/{partition}@{base}"));
+    let count = batch_len(bytes)?;
+    let mut pos = 4usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let s = bytes.get(pos..pos + n).ok_or_else(corrupt)?;
+        pos += n;
+        Ok(s)
+    };
+    for i in 0..u64::from(count) {
+        let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+        let klen = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let key = take(klen)?;
+        let vlen = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let value = take(vlen)?;
+        let offset = base + i;
+        if offset < from {
+            continue;
+        }
+        if out.len() >= max {
+            break;
+        }
+        out.push(ConsumedRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            key: key.to_vec(),
+            value: value.to_vec(),
+            timestamp_ms: ts,
+        });
+    }
+    Ok(())
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl Future<Output = Result<T>> + Send {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| LogError::storage("log worker thread", e))?
+    }
+}
+
+use std::future::Future;
+
+impl Log for EmbeddedLog {
+    type Consumer = EmbeddedConsumer;
+
+    fn ensure_topic(&self, spec: &TopicSpec) -> impl Future<Output = Result<()>> + Send {
+        let this = self.clone();
+        let spec = spec.clone();
+        blocking(move || {
+            if spec.partitions == 0 || spec.name.is_empty() {
+                return Err(LogError::InvalidSpec(format!(
+                    "topic '{}' with {} partitions",
+                    spec.name, spec.partitions
+                )));
+            }
+            let txn = this
+                .db
+                .begin_write()
+                .map_err(|e| LogError::storage("creating topic", e))?;
+            {
+                let mut table = txn
+                    .open_table(TOPICS)
+                    .map_err(|e| LogError::storage("creating topic", e))?;
+                let existing = table
+                    .get(spec.name.as_str())
+                    .map_err(|e| LogError::storage("creating topic", e))?
+                    .map(|v| v.value().to_string());
+                if let Some(existing) = existing {
+                    let existing: TopicSpec = serde_json::from_str(&existing).map_err(|e| {
+                        LogError::Corrupt(format!("topic spec of {}: {e}", spec.name))
+                    })?;
+                    if existing.partitions != spec.partitions {
+                        return Err(LogError::PartitionMismatch {
+                            topic: spec.name.clone(),
+                            existing: existing.partitions,
+                            requested: spec.partitions,
+                        });
+                    }
+                    return Ok(());
+                }
+                let json = serde_json::to_string(&spec).expect("topic spec serialises");
+                table
+                    .insert(spec.name.as_str(), json.as_str())
+                    .map_err(|e| LogError::storage("creating topic", e))?;
+                for p in 0..spec.partitions {
+                    let name = partition_table(&spec.name, p);
+                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&name))
+                        .map_err(|e| LogError::storage("creating partition", e))?;
+                }
+            }
+            txn.commit()
+                .map_err(|e| LogError::storage("creating topic", e))?;
+            tracing::info!(topic = %spec.name, partitions = spec.partitions, "topic created");
+            Ok(())
+        })
+    }
+
+    fn topics(&self) -> impl Future<Output = Result<Vec<TopicSpec>>> + Send {
+        let this = self.clone();
+        blocking(move || {
+            let txn = this
+                .db
+                .begin_read()
+                .map_err(|e| LogError::storage("listing topics", e))?;
+            let table = txn
+                .open_table(TOPICS)
+                .map_err(|e| LogError::storage("listing topics", e))?;
+            let mut out = Vec::new();
+            for entry in table
+                .iter()
+                .map_err(|e| LogError::storage("listing topics", e))?
+            {
+                let (name, spec) = entry.map_err(|e| LogError::storage("listing topics", e))?;
+                out.push(serde_json::from_str(spec.value()).map_err(|e| {
+                    LogError::Corrupt(format!("topic spec of {}: {e}", name.value()))
+                })?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn produce(
+        &self,
+        batches: Vec<TopicBatch>,
+        checkpoint: Option<SourceCheckpoint>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let this = self.clone();
+        blocking(move || this.produce_blocking(batches, checkpoint))
+    }
+
+    fn atomic_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn source_checkpoint(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        let this = self.clone();
+        let source = source.to_string();
+        blocking(move || {
+            let txn = this
+                .db
+                .begin_read()
+                .map_err(|e| LogError::storage("reading checkpoint", e))?;
+            let table = txn
+                .open_table(CHECKPOINTS)
+                .map_err(|e| LogError::storage("reading checkpoint", e))?;
+            Ok(table
+                .get(source.as_str())
+                .map_err(|e| LogError::storage("reading checkpoint", e))?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<u64>>> + Send {
+        let this = self.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let spec = this.spec(&topic)?;
+            let txn = this
+                .db
+                .begin_read()
+                .map_err(|e| LogError::storage("reading offsets", e))?;
+            (0..spec.partitions)
+                .map(|p| {
+                    let name = partition_table(&topic, p);
+                    match txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
+                        Ok(table) => end_offset(&table),
+                        Err(TableError::TableDoesNotExist(_)) => Ok(0),
+                        Err(e) => Err(LogError::storage(format!("opening {name}"), e)),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn consumer(&self, assignment: Vec<PartitionOffset>) -> Result<EmbeddedConsumer> {
+        for a in &assignment {
+            let spec = self.spec(&a.topic)?;
+            if a.partition >= spec.partitions {
+                return Err(LogError::UnknownPartition {
+                    topic: a.topic.clone(),
+                    partitions: spec.partitions,
+                    partition: a.partition,
+                });
+            }
+        }
+        let positions = assignment
+            .into_iter()
+            .map(|a| Position {
+                table: partition_table(&a.topic, a.partition),
+                topic: a.topic.into(),
+                partition: a.partition,
+                next: a.offset,
+            })
+            .collect();
+        Ok(EmbeddedConsumer {
+            log: self.clone(),
+            positions,
+            cursor: 0,
+        })
+    }
+
+    fn commit_group(
+        &self,
+        group: &str,
+        offsets: &[PartitionOffset],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let this = self.clone();
+        let group = group.to_string();
+        let offsets = offsets.to_vec();
+        blocking(move || {
+            let txn = this
+                .db
+                .begin_write()
+                .map_err(|e| LogError::storage("committing group offsets", e))?;
+            {
+                let mut table = txn
+                    .open_table(GROUPS)
+                    .map_err(|e| LogError::storage("committing group offsets", e))?;
+                for o in &offsets {
+                    table
+                        .insert(group_key(&group, &o.topic, o.partition).as_str(), o.offset)
+                        .map_err(|e| LogError::storage("committing group offsets", e))?;
+                }
+            }
+            txn.commit()
+                .map_err(|e| LogError::storage("committing group offsets", e))
+        })
+    }
+
+    fn group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send {
+        let this = self.clone();
+        let group = group.to_string();
+        let topic = topic.to_string();
+        blocking(move || {
+            let spec = this.spec(&topic)?;
+            let txn = this
+                .db
+                .begin_read()
+                .map_err(|e| LogError::storage("reading group offsets", e))?;
+            let table = txn
+                .open_table(GROUPS)
+                .map_err(|e| LogError::storage("reading group offsets", e))?;
+            (0..spec.partitions)
+                .map(|p| {
+                    Ok(table
+                        .get(group_key(&group, &topic, p).as_str())
+                        .map_err(|e| LogError::storage("reading group offsets", e))?
+                        .map(|v| v.value()))
+                })
+                .collect()
+        })
+    }
+}
+
+struct Position {
+    table: String,
+    topic: Arc<str>,
+    partition: u32,
+    next: u64,
+}
+
+/// Reads assigned partitions of an [`EmbeddedLog`].
+pub struct EmbeddedConsumer {
+    log: EmbeddedLog,
+    positions: Vec<Position>,
+    cursor: usize,
+}
+
+impl EmbeddedConsumer {
+    fn read_available(&mut self, max: usize) -> Result<Vec<ConsumedRecord>> {
+        let mut out = Vec::new();
+        if self.positions.is_empty() || max == 0 {
+            return Ok(out);
+        }
+        let txn = self
+            .log
+            .db
+            .begin_read()
+            .map_err(|e| LogError::storage("reading log", e))?;
+        let n = self.positions.len();
+        // Fair share per partition, starting where the last poll stopped.
+        let share = max.div_ceil(n).max(1);
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let idx = (self.cursor + i) % n;
+            let pos = &mut self.positions[idx];
+            let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(&pos.table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(LogError::storage(format!("opening {}", pos.table), e)),
+            };
+            let limit = (out.len() + share).min(max);
+            // Start from the batch holding `next` (the last batch whose base is <= next).
+            let start = table
+                .range(..=pos.next)
+                .map_err(|e| LogError::storage("reading log", e))?
+                .next_back()
+                .transpose()
+                .map_err(|e| LogError::storage("reading log", e))?
+                .map_or(pos.next, |(base, _)| base.value());
+            for entry in table
+                .range(start..)
+                .map_err(|e| LogError::storage("reading log", e))?
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (base, batch) = entry.map_err(|e| LogError::storage("reading log", e))?;
+                decode_batch(
+                    batch.value(),
+                    base.value(),
+                    pos.next,
+                    limit,
+                    &pos.topic,
+                    pos.partition,
+                    &mut out,
+                )?;
+                if let Some(last) = out
+                    .last()
+                    .filter(|r| r.partition == pos.partition && *r.topic == *pos.topic)
+                {
+                    pos.next = pos.next.max(last.offset + 1);
+                }
+            }
+        }
+        self.cursor = (self.cursor + 1) % n;
+        Ok(out)
+    }
+}
+
+impl LogConsumer for EmbeddedConsumer {
+    fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<ConsumedRecord>>> + Send {
+        async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let notified = self.log.appended.clone();
+                let notified = notified.notified();
+                let records = self.read_available(max)?;
+                if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+                    metrics::records_read(records.len());
+                    return Ok(records);
+                }
+                let nap = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(CROSS_PROCESS_POLL);
+                let _ = tokio::time::timeout(nap, notified).await;
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<PartitionOffset> {
+        self.positions
+            .iter()
+            .map(|p| PartitionOffset {
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                offset: p.next,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,28 @@
+//! K2's durable stores in the data directory: the message log and the dead-letter store.
+//!
+//! # Layout
+//!
+//! - [`log`]: the `Log` / `LogConsumer` traits, shaped so Kafka can implement them.
+//! - [`embedded`]: the embedded backend on redb (the default, no external services).
+//! - [`partitioner`]: Kafka-compatible key → partition mapping.
+//! - [`dead_letter`]: rejected records with their raw bytes, source position and reason.
+//! - [`error`]: `LogError`.
+
+#[cfg(test)]
+pub mod conformance;
+pub mod dead_letter;
+pub mod embedded;
+#[cfg(test)]
+mod embedded_tests;
+pub mod error;
+pub mod log;
+mod metrics;
+pub mod partitioner;
+
+pub use dead_letter::{DeadLetter, DeadLetterStore};
+pub use embedded::{EmbeddedConsumer, EmbeddedLog};
+pub use error::{LogError, Result};
+pub use log::{
+    CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
+    TopicBatch, TopicSpec,
+};

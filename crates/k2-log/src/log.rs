@@ -1,0 +1,144 @@
+//! The log abstraction: topics split into partitions, records at offsets, consumers that
+//! read from positions they are given, and consumer-group positions kept for monitoring.
+//!
+//! The trait is shaped after Kafka so a Kafka backend can implement it directly:
+//! - records are keyed; the partition is `murmur2(key) % partitions` (Kafka's default);
+//! - `produce` returns only once every record is durable (acks=all);
+//! - a consumer is *assigned* partitions at explicit offsets (the lake's snapshot decides
+//!   where to resume; group offsets are informational);
+//! - a source checkpoint can ride along with a produce, so a file source can resume
+//!   where it stopped. The embedded backend commits it atomically with the records; a
+//!   backend that cannot must say so through [`Log::atomic_checkpoints`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// How a topic is cleaned up when it grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupPolicy {
+    /// Old records are deleted after the retention period.
+    Delete,
+    /// The latest record per key is kept.
+    Compact,
+}
+
+/// What a topic should look like.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u32,
+    pub cleanup: CleanupPolicy,
+    /// Retention in milliseconds for `Delete` topics; `None` keeps everything.
+    pub retention_ms: Option<i64>,
+}
+
+/// One record to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Producer time, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Records bound for one topic.
+#[derive(Clone, Debug)]
+pub struct TopicBatch {
+    pub topic: String,
+    pub records: Vec<Record>,
+}
+
+/// Progress of a source (e.g. how far into a file), stored under a source key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    pub source: String,
+    pub state: Vec<u8>,
+}
+
+/// A record read back, with its coordinates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub timestamp_ms: i64,
+}
+
+/// A partition and the offset to read next from it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset to read (one past the last record consumed).
+    pub offset: u64,
+}
+
+/// The durable, partitioned, replayable log.
+pub trait Log: Send + Sync + 'static {
+    type Consumer: LogConsumer;
+
+    /// Creates the topic if missing; an existing topic must have the same partition count.
+    fn ensure_topic(&self, spec: &TopicSpec) -> impl Future<Output = Result<()>> + Send;
+
+    /// Specs of all topics.
+    fn topics(&self) -> impl Future<Output = Result<Vec<TopicSpec>>> + Send;
+
+    /// Appends the batches; returns when every record is durable. With a checkpoint, the
+    /// checkpoint is stored after (or with) the records.
+    fn produce(
+        &self,
+        batches: Vec<TopicBatch>,
+        checkpoint: Option<SourceCheckpoint>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether a checkpoint is committed atomically with the records of the same produce.
+    fn atomic_checkpoints(&self) -> bool;
+
+    /// The latest checkpoint stored for a source.
+    fn source_checkpoint(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// One past the last offset of every partition of the topic.
+    fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<u64>>> + Send;
+
+    /// A consumer reading exactly the given partitions from the given offsets.
+    fn consumer(&self, assignment: Vec<PartitionOffset>) -> Result<Self::Consumer>;
+
+    /// Records a consumer group's position (for lag monitoring, not for correctness).
+    fn commit_group(
+        &self,
+        group: &str,
+        offsets: &[PartitionOffset],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// A consumer group's recorded positions for a topic, per partition.
+    fn group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send;
+}
+
+/// Reads assigned partitions in offset order.
+pub trait LogConsumer: Send + 'static {
+    /// Up to `max` records, waiting at most `wait` when there are none yet. Records of one
+    /// partition come in offset order; partitions are interleaved fairly.
+    fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<ConsumedRecord>>> + Send;
+
+    /// Current read positions.
+    fn positions(&self) -> Vec<PartitionOffset>;
+}
