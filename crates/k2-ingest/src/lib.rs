@@ -1,1 +1,18 @@
-//! placeholder
+//! K2's sources: they read market data where it is published and append it to the log.
+//!
+//! # Layout
+//!
+//! - [`asx`]: parsing of the ASX sample files (trades, quotes, company info) into records.
+//! - [`ingest`]: `ingest asx`, exactly once into the log with per-file checkpoints.
+//! - [`synthetic`]: deterministic ASX-format data of any size, for benchmarks.
+
+pub mod asx;
+pub mod ingest;
+#[cfg(test)]
+mod ingest_tests;
+mod metrics;
+pub mod synthetic;
+
+pub use ingest::{
+    FileSummary, IngestError, IngestOptions, IngestSummary, Progress, ingest_asx, topic_specs,
+};

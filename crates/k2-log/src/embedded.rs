@@ -82,6 +82,10 @@ impl EmbeddedLog {
         &self.path
     }
 
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     fn spec(&self, topic: &str) -> Result<TopicSpec> {
         let txn = self
             .db

@@ -18,6 +18,7 @@ pub mod error;
 pub mod log;
 mod metrics;
 pub mod partitioner;
+pub mod schema_store;
 
 pub use dead_letter::{DeadLetter, DeadLetterStore};
 pub use embedded::{EmbeddedConsumer, EmbeddedLog};
@@ -26,3 +27,4 @@ pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
+pub use schema_store::SchemaStore;

@@ -1,0 +1,495 @@
+//! `ingest asx`: reads an ASX sample directory and appends its records to the log.
+//!
+//! Exactly once into the log: each file's progress (bytes and lines done, and a hash of
+//! those bytes) is a source checkpoint stored with the records of the same chunk. Running
+//! the ingest again skips what is done, resumes a file cut short, and refuses a file whose
+//! already-ingested part has changed. Bad rows go to the dead-letter store (idempotently,
+//! keyed by file and line) and never stop the file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use k2_log::{
+    CleanupPolicy, DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore,
+    SourceCheckpoint, TopicBatch, TopicSpec,
+};
+use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::asx::{self, Company, LocalClock, Rejection, RowSource};
+use crate::metrics;
+
+pub const STAGE: &str = "ingest.asx";
+
+/// What can stop an ingest (a bad row never does).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Layout(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl IngestError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IngestError::Log(e) => e.is_retryable(),
+            IngestError::Io { .. } => true,
+            IngestError::Layout(_) => false,
+        }
+    }
+}
+
+/// Settings of an ingest run.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Rows per log append (and per checkpoint).
+    pub chunk_rows: usize,
+    /// Partitions of the trades and quotes topics when they are created.
+    pub partitions: u32,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            chunk_rows: 50_000,
+            partitions: 4,
+        }
+    }
+}
+
+/// Progress of the file being read, for a progress bar.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub file: &'a str,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub rows_done: u64,
+}
+
+/// Outcome of one file.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FileSummary {
+    pub file: String,
+    pub data_type: String,
+    pub symbol: Option<String>,
+    /// Data rows read in this run (excluding any already ingested before).
+    pub rows_read: u64,
+    pub produced: u64,
+    pub dead_lettered: u64,
+    pub blank_lines: u64,
+    /// Rows ingested by an earlier run and skipped now.
+    pub already_ingested_lines: u64,
+    pub error: Option<String>,
+}
+
+/// Outcome of an ingest run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestSummary {
+    pub files: Vec<FileSummary>,
+    pub seconds: f64,
+}
+
+impl IngestSummary {
+    pub fn produced(&self) -> u64 {
+        self.files.iter().map(|f| f.produced).sum()
+    }
+    pub fn dead_lettered(&self) -> u64 {
+        self.files.iter().map(|f| f.dead_lettered).sum()
+    }
+    pub fn rows_read(&self) -> u64 {
+        self.files.iter().map(|f| f.rows_read).sum()
+    }
+    pub fn failed_files(&self) -> impl Iterator<Item = &FileSummary> {
+        self.files.iter().filter(|f| f.error.is_some())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FileCheckpoint {
+    bytes: u64,
+    lines: u64,
+    prefix_xxh3: u64,
+}
+
+/// The topic specs K2 uses for an exchange's data.
+pub fn topic_specs(asset_class: AssetClass, exchange: &str, partitions: u32) -> Vec<TopicSpec> {
+    DataType::ALL
+        .iter()
+        .map(|&dt| {
+            let name = TopicName::new(asset_class, dt, exchange).to_string();
+            match dt {
+                DataType::ReferenceData => TopicSpec {
+                    name,
+                    partitions: 1,
+                    cleanup: CleanupPolicy::Compact,
+                    retention_ms: None,
+                },
+                _ => TopicSpec {
+                    name,
+                    partitions,
+                    cleanup: CleanupPolicy::Delete,
+                    retention_ms: Some(7 * 24 * 3_600_000),
+                },
+            }
+        })
+        .collect()
+}
+
+struct Encoder {
+    ids: BTreeMap<DataType, u32>,
+}
+
+impl Encoder {
+    fn record(&self, mut rec: MarketRecord, now_us: i64) -> Record {
+        rec.set_ingestion_timestamp(now_us);
+        let mut value = Vec::with_capacity(256);
+        avro::encode(&rec, self.ids[&rec.data_type()], &mut value);
+        Record {
+            key: rec.partition_key().as_bytes().to_vec(),
+            value,
+            timestamp_ms: now_us / 1000,
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Ingests `dir` (the ASX sample layout) into `log`.
+pub async fn ingest_asx<L: Log + SchemaStore>(
+    log: &L,
+    dlq: &DeadLetterStore,
+    dir: &Path,
+    options: &IngestOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<IngestSummary, IngestError> {
+    let started = Instant::now();
+    let info_path = dir.join("reference-data").join("company_info.csv");
+    let info = std::fs::read_to_string(&info_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => IngestError::Layout(format!(
+            "{} is not an ASX sample directory: {} is missing",
+            dir.display(),
+            info_path.display()
+        )),
+        _ => IngestError::Io {
+            path: info_path.clone(),
+            source: e,
+        },
+    })?;
+    for spec in topic_specs(AssetClass::Equities, asx::EXCHANGE, options.partitions) {
+        log.ensure_topic(&spec).await?;
+    }
+    let mut ids = BTreeMap::new();
+    for &dt in DataType::ALL {
+        let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE);
+        ids.insert(
+            dt,
+            log.register(&topic.subject(), avro::schema_for(dt)).await?,
+        );
+    }
+    let encoder = Encoder { ids };
+    let receive_us = now_us();
+    let mut summary = IngestSummary::default();
+
+    // Reference data first: the symbols of the market files come from it.
+    let (companies, rejected) = asx::parse_company_info(&info);
+    summary
+        .files
+        .push(ingest_reference(log, dlq, &encoder, &info, &companies, rejected, receive_us).await?);
+
+    for (sub, dt) in [("trades", DataType::Trades), ("quotes", DataType::Quotes)] {
+        let folder = dir.join(sub);
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(IngestError::Io {
+                    path: folder,
+                    source: e,
+                });
+            }
+        };
+        files.sort();
+        for path in files {
+            let rel = format!(
+                "{sub}/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let company_id = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let mut file_summary = FileSummary {
+                file: rel.clone(),
+                data_type: dt.to_string(),
+                ..Default::default()
+            };
+            let Some(company) = companies.get(&company_id) else {
+                file_summary.error = Some(format!(
+                    "company {company_id} ({rel}) is not listed in reference-data/company_info.csv; file not ingested"
+                ));
+                tracing::error!(file = %rel, "unknown company; file not ingested");
+                metrics::file_failed(STAGE);
+                summary.files.push(file_summary);
+                continue;
+            };
+            file_summary.symbol = Some(company.symbol.clone());
+            let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE).to_string();
+            match ingest_file(
+                log,
+                dlq,
+                &encoder,
+                &path,
+                &rel,
+                &topic,
+                dt,
+                company,
+                receive_us,
+                options,
+                &mut file_summary,
+                progress,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(IngestError::Layout(msg)) => {
+                    tracing::error!(file = %rel, error = %msg, "file not ingested");
+                    metrics::file_failed(STAGE);
+                    file_summary.error = Some(msg);
+                }
+                Err(e) => return Err(e),
+            }
+            summary.files.push(file_summary);
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        produced = summary.produced(),
+        dead_lettered = summary.dead_lettered(),
+        seconds = summary.seconds,
+        "ingest finished"
+    );
+    Ok(summary)
+}
+
+async fn ingest_reference<L: Log>(
+    log: &L,
+    dlq: &DeadLetterStore,
+    encoder: &Encoder,
+    info: &str,
+    companies: &BTreeMap<String, Company>,
+    rejected: Vec<(u64, String, Rejection)>,
+    receive_us: i64,
+) -> Result<FileSummary, IngestError> {
+    let rel = "reference-data/company_info.csv";
+    let mut summary = FileSummary {
+        file: rel.into(),
+        data_type: DataType::ReferenceData.to_string(),
+        ..Default::default()
+    };
+    let source = format!("asx:{rel}");
+    let hash = xxhash_rust::xxh3::xxh3_64(info.as_bytes());
+    let state = serde_json::to_vec(&FileCheckpoint {
+        bytes: info.len() as u64,
+        lines: companies.len() as u64,
+        prefix_xxh3: hash,
+    })
+    .expect("checkpoint serialises");
+    summary.rows_read = (companies.len() + rejected.len()) as u64;
+    if log.source_checkpoint(&source).await?.as_deref() == Some(state.as_slice()) {
+        summary.already_ingested_lines = summary.rows_read;
+        summary.rows_read = 0;
+        return Ok(summary);
+    }
+    let letters: Vec<DeadLetter> = rejected
+        .into_iter()
+        .map(|(line, raw, r)| dead_letter(format!("{rel}:{line}"), r, raw.into_bytes()))
+        .collect();
+    summary.dead_lettered = letters.len() as u64;
+    dlq.append(&letters)?;
+    let now = now_us();
+    let records: Vec<Record> = companies
+        .values()
+        .map(|c| encoder.record(asx::company_record(c, receive_us), now))
+        .collect();
+    summary.produced = records.len() as u64;
+    let topic =
+        TopicName::new(AssetClass::Equities, DataType::ReferenceData, asx::EXCHANGE).to_string();
+    log.produce(
+        vec![TopicBatch { topic, records }],
+        Some(SourceCheckpoint { source, state }),
+    )
+    .await?;
+    metrics::rows(STAGE, summary.produced, summary.dead_lettered);
+    Ok(summary)
+}
+
+fn dead_letter(source: String, r: Rejection, raw: Vec<u8>) -> DeadLetter {
+    DeadLetter {
+        stage: STAGE.into(),
+        source,
+        kind: r.kind.into(),
+        reason: r.reason,
+        raw,
+        rejected_at_us: now_us(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest_file<L: Log>(
+    log: &L,
+    dlq: &DeadLetterStore,
+    encoder: &Encoder,
+    path: &Path,
+    rel: &str,
+    topic: &str,
+    data_type: DataType,
+    company: &Company,
+    receive_us: i64,
+    options: &IngestOptions,
+    summary: &mut FileSummary,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(), IngestError> {
+    let io_err = |e| IngestError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let total = file.metadata().map_err(io_err)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let source = format!("asx:{rel}");
+    let done: FileCheckpoint = match log.source_checkpoint(&source).await? {
+        Some(raw) => serde_json::from_slice(&raw)
+            .map_err(|e| IngestError::Layout(format!("checkpoint of {rel} is unreadable: {e}")))?,
+        None => FileCheckpoint::default(),
+    };
+    let mut hasher = Xxh3::new();
+    let mut buf = Vec::with_capacity(256);
+    let mut bytes = 0u64;
+    let mut line_no = 0u64;
+    // Verify the part ingested before is unchanged, then continue after it.
+    if done.bytes > 0 {
+        if total < done.bytes {
+            return Err(IngestError::Layout(format!(
+                "{rel} is shorter ({total} bytes) than the {} bytes already ingested from it; it was replaced, not appended to",
+                done.bytes
+            )));
+        }
+        while bytes < done.bytes {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf);
+            bytes += n as u64;
+            line_no += 1;
+        }
+        if bytes != done.bytes || hasher.digest() != done.prefix_xxh3 {
+            return Err(IngestError::Layout(format!(
+                "{rel} changed since it was ingested (its first {} bytes differ); refusing to ingest it again",
+                done.bytes
+            )));
+        }
+        summary.already_ingested_lines = line_no;
+        if bytes == total {
+            return Ok(());
+        }
+    }
+
+    let mut clock = LocalClock::new();
+    let mut records: Vec<MarketRecord> = Vec::with_capacity(options.chunk_rows);
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io_err)?;
+        if n > 0 {
+            hasher.update(&buf);
+            bytes += n as u64;
+            line_no += 1;
+            let mut line = &buf[..];
+            while let [rest @ .., b'\n' | b'\r'] = line {
+                line = rest;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                summary.blank_lines += 1;
+            } else {
+                summary.rows_read += 1;
+                let src = RowSource {
+                    company,
+                    line: line_no,
+                    receive_us,
+                };
+                let parsed = match std::str::from_utf8(line) {
+                    Ok(text) => match data_type {
+                        DataType::Trades => asx::parse_trade(text, &src, &mut clock),
+                        _ => asx::parse_quote(text, &src, &mut clock),
+                    },
+                    Err(_) => Err(Rejection {
+                        kind: "encoding",
+                        reason: "row is not valid UTF-8".into(),
+                    }),
+                };
+                match parsed {
+                    Ok(rec) => records.push(rec),
+                    Err(r) => {
+                        letters.push(dead_letter(format!("{rel}:{line_no}"), r, line.to_vec()))
+                    }
+                }
+            }
+        }
+        let at_end = n == 0;
+        if records.len() + letters.len() >= options.chunk_rows || (at_end && (bytes > done.bytes)) {
+            summary.produced += records.len() as u64;
+            summary.dead_lettered += letters.len() as u64;
+            metrics::rows(STAGE, records.len() as u64, letters.len() as u64);
+            dlq.append(&letters)?;
+            letters.clear();
+            let state = serde_json::to_vec(&FileCheckpoint {
+                bytes,
+                lines: line_no,
+                prefix_xxh3: hasher.digest(),
+            })
+            .expect("checkpoint serialises");
+            // One ingestion time per append: the moment the chunk goes to the log.
+            let now = now_us();
+            let batch = TopicBatch {
+                topic: topic.to_string(),
+                records: records.drain(..).map(|r| encoder.record(r, now)).collect(),
+            };
+            log.produce(
+                vec![batch],
+                Some(SourceCheckpoint {
+                    source: source.clone(),
+                    state,
+                }),
+            )
+            .await?;
+            progress(Progress {
+                file: rel,
+                bytes_done: bytes,
+                bytes_total: total,
+                rows_done: summary.rows_read,
+            });
+        }
+        if at_end {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Schema registry storage for the embedded log: Avro schemas by id and subjects by name,
+//! with the semantics of the Confluent Schema Registry (ids are global and stable: the same
+//! schema text registered under any subject gets the same id; a subject keeps versions).
+//! It lives in the log's database because the ids describe the bytes in the log.
+
+use std::future::Future;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::embedded::EmbeddedLog;
+use crate::error::{LogError, Result};
+
+const SCHEMAS: TableDefinition<u32, &str> = TableDefinition::new("schemas");
+const SCHEMA_IDS: TableDefinition<&str, u32> = TableDefinition::new("schema_ids");
+/// `subject\0version` → schema id.
+const SUBJECT_VERSIONS: TableDefinition<&str, u32> = TableDefinition::new("subject_versions");
+
+/// Where schemas are registered and looked up.
+pub trait SchemaStore: Send + Sync {
+    /// Registers `schema` under `subject`; returns its global id (existing if already known).
+    fn register(&self, subject: &str, schema: &str) -> impl Future<Output = Result<u32>> + Send;
+    /// The schema text of an id.
+    fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send;
+}
+
+fn version_key(subject: &str, version: u32) -> String {
+    format!("{subject}\u{0}{version:010}")
+}
+
+impl EmbeddedLog {
+    fn register_blocking(&self, subject: &str, schema: &str) -> Result<u32> {
+        let err = |e: redb::Error| LogError::storage("registering schema", e);
+        let txn = self.db().begin_write().map_err(|e| err(e.into()))?;
+        let id = {
+            let mut schemas = txn.open_table(SCHEMAS).map_err(|e| err(e.into()))?;
+            let mut ids = txn.open_table(SCHEMA_IDS).map_err(|e| err(e.into()))?;
+            let mut versions = txn
+                .open_table(SUBJECT_VERSIONS)
+                .map_err(|e| err(e.into()))?;
+            let existing = ids
+                .get(schema)
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value());
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = schemas
+                        .last()
+                        .map_err(|e| err(e.into()))?
+                        .map_or(1, |(k, _)| k.value() + 1);
+                    schemas.insert(id, schema).map_err(|e| err(e.into()))?;
+                    ids.insert(schema, id).map_err(|e| err(e.into()))?;
+                    id
+                }
+            };
+            let prefix = format!("{subject}\u{0}");
+            let mut latest: Option<(u32, u32)> = None;
+            for entry in versions
+                .range(prefix.as_str()..)
+                .map_err(|e| err(e.into()))?
+            {
+                let (k, v) = entry.map_err(|e| err(e.into()))?;
+                let Some(version) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                let version: u32 = version.parse().map_err(|_| {
+                    LogError::Corrupt(format!("subject version key {:?}", k.value()))
+                })?;
+                latest = Some((version, v.value()));
+            }
+            match latest {
+                Some((_, latest_id)) if latest_id == id => {}
+                other => {
+                    let next = other.map_or(1, |(v, _)| v + 1);
+                    versions
+                        .insert(version_key(subject, next).as_str(), id)
+                        .map_err(|e| err(e.into()))?;
+                    tracing::info!(subject, id, version = next, "schema registered");
+                }
+            }
+            id
+        };
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(id)
+    }
+
+    fn schema_blocking(&self, id: u32) -> Result<Option<String>> {
+        let err = |e: redb::Error| LogError::storage("reading schema", e);
+        let txn = self.db().begin_read().map_err(|e| err(e.into()))?;
+        let schemas = match txn.open_table(SCHEMAS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        Ok(schemas
+            .get(id)
+            .map_err(|e| err(e.into()))?
+            .map(|v| v.value().to_string()))
+    }
+}
+
+impl SchemaStore for EmbeddedLog {
+    fn register(&self, subject: &str, schema: &str) -> impl Future<Output = Result<u32>> + Send {
+        let this = self.clone();
+        let (subject, schema) = (subject.to_string(), schema.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || this.register_blocking(&subject, &schema))
+                .await
+                .map_err(|e| LogError::storage("schema worker thread", e))?
+        }
+    }
+
+    fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send {
+        let this = self.clone();
+        async move {
+            tokio::task::spawn_blocking(move || this.schema_blocking(id))
+                .await
+                .map_err(|e| LogError::storage("schema worker thread", e))?
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_are_global_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(&dir.path().join("log.redb")).unwrap();
+        let a = log
+            .register("t1-value", r#"{"type":"string"}"#)
+            .await
+            .unwrap();
+        let again = log
+            .register("t1-value", r#"{"type":"string"}"#)
+            .await
+            .unwrap();
+        let other_subject = log
+            .register("t2-value", r#"{"type":"string"}"#)
+            .await
+            .unwrap();
+        let b = log
+            .register("t1-value", r#"{"type":"long"}"#)
+            .await
+            .unwrap();
+        assert_eq!(a, again);
+        assert_eq!(a, other_subject);
+        assert_ne!(a, b);
+        assert_eq!(
+            log.schema(b).await.unwrap().as_deref(),
+            Some(r#"{"type":"long"}"#)
+        );
+        assert_eq!(log.schema(999).await.unwrap(), None);
+    }
+}
