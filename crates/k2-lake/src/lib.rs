@@ -1,1 +1,23 @@
-//! placeholder
+//! K2's lake: Iceberg tables, the exactly-once writer that fills them from the log, and
+//! the DataFusion query engine that answers from them.
+//!
+//! # Layout
+//!
+//! - [`tables`]: the table definitions and the SQL catalog (SQLite) they live in.
+//! - [`columns`]: records → Arrow batches in the tables' exact Arrow schema.
+//! - [`writer`]: log → Parquet → Iceberg fast-append, log positions in the snapshot.
+//! - [`query`]: parameterised market queries, time travel, read-only SQL, limits.
+//! - [`error`]: `LakeError`.
+
+pub mod columns;
+pub mod error;
+#[cfg(test)]
+mod lake_tests;
+mod metrics;
+pub mod query;
+pub mod tables;
+pub mod writer;
+
+pub use error::{LakeError, Result};
+pub use tables::{LakeTable, ensure_tables, open_catalog};
+pub use writer::{WriterOptions, WriterSummary};

@@ -9,6 +9,7 @@
 //! - [`enums`]: asset class, trade side, data type.
 //! - [`ids`]: deterministic message ids derived from the source identity.
 //! - [`record`]: `Trade`, `Quote`, `ReferenceData` and the `MarketRecord` sum.
+//! - [`exchange`]: exchange time zones and trading days.
 //! - [`topic`]: topic names `market.{asset_class}.{data_type}.{exchange}`.
 //! - [`avro`]: Avro binary codec in the Confluent wire format, schemas from `schemas/avro/`.
 //! - [`error`]: `ModelError`.
@@ -17,6 +18,7 @@ pub mod avro;
 pub mod decimal;
 pub mod enums;
 pub mod error;
+pub mod exchange;
 pub mod ids;
 pub mod record;
 pub mod topic;

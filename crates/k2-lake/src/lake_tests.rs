@@ -1,0 +1,255 @@
+//! The spine end to end, in process: the bundled ASX sample → embedded log → lake writer →
+//! Iceberg tables → queries, checked against figures computed straight from the CSV files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use k2_log::{DeadLetterStore, EmbeddedLog};
+
+use crate::query::{BarInterval, MarketFilter, QueryEngine, QueryOptions};
+use crate::tables::LakeTable;
+use crate::writer::{self, WriterOptions};
+use crate::{LakeError, open_catalog};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
+}
+
+struct Lake {
+    _dir: tempfile::TempDir,
+    log: EmbeddedLog,
+    dlq: DeadLetterStore,
+    catalog: Arc<iceberg_catalog_sql::SqlCatalog>,
+}
+
+async fn lake() -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&dir.path().join("log.redb")).unwrap();
+    let dlq = DeadLetterStore::open(&dir.path().join("dlq.redb"), 10_000).unwrap();
+    let catalog = open_catalog(
+        &dir.path().join("catalog.db"),
+        &dir.path().join("warehouse"),
+    )
+    .await
+    .unwrap();
+    Lake {
+        _dir: dir,
+        log,
+        dlq,
+        catalog,
+    }
+}
+
+async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
+    let options = WriterOptions {
+        max_rows,
+        until_caught_up: true,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    writer::run(
+        &l.log,
+        l.catalog.clone(),
+        &l.dlq,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap()
+}
+
+/// BHP's daily figures computed independently: plain string splitting and integer maths.
+fn bhp_from_csv() -> BTreeMap<String, (i64, i64, i64, i64, i128, i64, i128)> {
+    let text = std::fs::read_to_string(sample().join("trades/7078.csv")).unwrap();
+    let units = |s: &str| -> i64 {
+        let (i, f) = s.split_once('.').unwrap_or((s, ""));
+        i.parse::<i64>().unwrap() * 100_000_000 + format!("{f:0<8}").parse::<i64>().unwrap()
+    };
+    let mut days: BTreeMap<String, Vec<(String, usize, i64, i64)>> = BTreeMap::new();
+    for (line, row) in text.lines().enumerate() {
+        let f: Vec<&str> = row.trim_end().split(',').collect();
+        // Every row is in March 2014 (AEDT), so the local date is the file's date.
+        let (m, d, y) = (&f[0][0..2], &f[0][3..5], &f[0][6..10]);
+        days.entry(format!("{y}-{m}-{d}")).or_default().push((
+            f[1].to_string(),
+            line,
+            units(f[2]),
+            units(f[3]),
+        ));
+    }
+    days.into_iter()
+        .map(|(day, mut rows)| {
+            rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            let open = rows.first().unwrap().2;
+            let close = rows.last().unwrap().2;
+            let high = rows.iter().map(|r| r.2).max().unwrap();
+            let low = rows.iter().map(|r| r.2).min().unwrap();
+            let volume: i128 = rows.iter().map(|r| r.3 as i128).sum();
+            let notional: i128 = rows.iter().map(|r| r.2 as i128 * r.3 as i128).sum();
+            (
+                day,
+                (open, high, low, close, volume, rows.len() as i64, notional),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_lands_exactly_and_answers_match_the_csv() {
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    // Small batches: many commits, so resuming and time travel have something to show.
+    let summary = write_all(&l, 40_000).await;
+    assert!(summary.commits >= 5, "{summary:?}");
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    assert_eq!(
+        engine.count(LakeTable::Trades, None).await.unwrap(),
+        91_631 + 232 + 11
+    );
+    assert_eq!(
+        engine.count(LakeTable::Quotes, None).await.unwrap(),
+        77_849 + 549 + 60
+    );
+    assert_eq!(engine.count(LakeTable::Companies, None).await.unwrap(), 4);
+
+    // Running the writer again finds nothing new.
+    let again = write_all(&l, 40_000).await;
+    assert_eq!(again.commits, 0);
+    assert_eq!(engine.count(LakeTable::Trades, None).await.unwrap(), 91_874);
+
+    // Daily summaries equal the independent computation, to the last unit.
+    let expected = bhp_from_csv();
+    assert_eq!(expected.len(), 5);
+    for (day, (open, high, low, close, volume, count, notional)) in &expected {
+        let date: NaiveDate = day.parse().unwrap();
+        let s = engine
+            .daily_summary("BHP", date, Some("ASX"), None)
+            .await
+            .unwrap()
+            .expect("BHP traded");
+        let o = &s.ohlcv;
+        assert_eq!(
+            (o.open, o.high, o.low, o.close),
+            (*open, *high, *low, *close),
+            "{day}"
+        );
+        assert_eq!(
+            (o.volume, o.trade_count, o.notional),
+            (*volume, *count, *notional),
+            "{day}"
+        );
+    }
+    assert!(
+        engine
+            .daily_summary("BHP", "2014-03-15".parse().unwrap(), Some("ASX"), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Bars: every interval covers the day's trades exactly, and candles are consistent.
+    let day: NaiveDate = "2014-03-10".parse().unwrap();
+    for interval in BarInterval::ALL {
+        let bars = engine
+            .ohlcv("BHP", interval, day, day, Some("ASX"), None)
+            .await
+            .unwrap();
+        let count: i64 = bars.iter().map(|b| b.ohlcv.trade_count).sum();
+        assert_eq!(count, expected["2014-03-10"].5, "{interval:?}");
+        for b in &bars {
+            let o = &b.ohlcv;
+            assert!(
+                o.low <= o.open.min(o.close) && o.high >= o.open.max(o.close),
+                "{interval:?} {b:?}"
+            );
+            assert!(o.vwap() >= o.low && o.vwap() <= o.high);
+        }
+        if interval == BarInterval::D1 {
+            assert_eq!(
+                bars.len(),
+                1,
+                "one trading day is one daily bar, not split at UTC midnight"
+            );
+        }
+    }
+
+    // Trades newest first, with a limit.
+    let filter = MarketFilter {
+        symbol: Some("BHP".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let rows: usize = engine
+        .trades(&filter, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 100);
+    assert_eq!(engine.symbols(None).await.unwrap(), ["BHP", "DVN", "MWR"]);
+
+    // Time travel: the first snapshot holds fewer rows than now, and stays the same.
+    let snaps = engine.snapshots(LakeTable::Trades).await.unwrap();
+    assert!(snaps.len() >= 2);
+    let first = snaps[0].snapshot_id;
+    let then = engine.count(LakeTable::Trades, Some(first)).await.unwrap();
+    assert!(then > 0 && then < 91_874);
+    assert_eq!(snaps[0].added_records, Some(then));
+    assert!(matches!(
+        engine.count(LakeTable::Trades, Some(42)).await,
+        Err(LakeError::NotFound(_))
+    ));
+
+    // Free SQL is read-only.
+    let n = engine
+        .sql("SELECT count(*) AS n FROM trades WHERE symbol = 'DVN'")
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+    for bad in [
+        "DROP TABLE trades",
+        "INSERT INTO trades SELECT * FROM trades",
+        "CREATE TABLE x AS SELECT 1",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let err = engine.sql(bad).await.unwrap_err();
+        assert!(matches!(err, LakeError::NotReadOnly(_)), "{bad}: {err}");
+    }
+    assert_eq!(engine.count(LakeTable::Trades, None).await.unwrap(), 91_874);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_fail_with_clear_errors() {
+    let l = lake().await;
+    crate::ensure_tables(l.catalog.as_ref()).await.unwrap();
+    let tight = QueryOptions {
+        memory_limit_mb: 1,
+        timeout: Duration::from_secs(60),
+        max_rows: 10,
+    };
+    let engine = QueryEngine::new(l.catalog.clone(), tight).unwrap();
+    let err = engine
+        .sql("SELECT v, count(*) FROM generate_series(1, 3000000) AS g(v) GROUP BY v")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::MemoryLimit { .. }), "{err}");
+    assert!(err.to_string().contains("memory limit"));
+
+    let quick = QueryOptions {
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let engine = QueryEngine::new(l.catalog.clone(), quick).unwrap();
+    let err = engine
+        .sql("SELECT count(*) FROM generate_series(1, 20000000000)")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::Timeout(_)), "{err}");
+}

@@ -1,0 +1,32 @@
+//! Metrics of the lake writer and the query engine, declared in one place. Labels are
+//! bounded: table names and query kinds are closed sets.
+
+use std::time::Duration;
+
+pub(crate) fn rows_committed(table: &'static str, rows: usize, files: usize, elapsed: Duration) {
+    metrics::counter!("k2_lake_rows_committed_total", "table" => table).increment(rows as u64);
+    metrics::counter!("k2_lake_files_committed_total", "table" => table).increment(files as u64);
+    metrics::counter!("k2_lake_commits_total", "table" => table).increment(1);
+    metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn records_consumed(n: usize) {
+    metrics::counter!("k2_lake_records_consumed_total").increment(n as u64);
+}
+
+pub(crate) fn decode_failed(kind: &'static str) {
+    metrics::counter!("k2_lake_decode_errors_total", "kind" => kind).increment(1);
+}
+
+pub(crate) fn commit_failed(table: &'static str) {
+    metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
+}
+
+pub(crate) fn lag(table: &'static str, records: u64) {
+    metrics::gauge!("k2_lake_lag_records", "table" => table).set(records as f64);
+}
+
+pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("k2_query_total", "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::histogram!("k2_query_seconds", "kind" => kind).record(elapsed.as_secs_f64());
+}

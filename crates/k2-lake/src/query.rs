@@ -1,0 +1,654 @@
+//! The query engine: DataFusion over the Iceberg tables.
+//!
+//! Market queries are fixed SQL texts whose only inputs are `$n` parameters: no user value
+//! is ever formatted into SQL. Each runs against one table pinned at a snapshot (the
+//! current one, or any earlier one for time travel), under a memory limit and a timeout.
+//! Free SQL is read-only (DDL, DML and statements are refused by the planner).
+//!
+//! A "day" is the exchange's trading day (the `trade_date` column), so daily summaries and
+//! 1d bars follow the exchange calendar, not the UTC date.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
+use chrono::NaiveDate;
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use iceberg::Catalog;
+use iceberg_datafusion::{IcebergCatalogProvider, IcebergStaticTableProvider};
+use k2_model::exchange;
+use serde::Serialize;
+
+use crate::error::{LakeError, Result};
+use crate::metrics;
+use crate::tables::LakeTable;
+
+/// Limits of the query runtime.
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// Memory the query operators may reserve, in MiB. Exceeding it fails the query.
+    pub memory_limit_mb: u64,
+    /// Wall-clock limit per query.
+    pub timeout: Duration,
+    /// Largest result a free SQL query may return.
+    pub max_rows: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            memory_limit_mb: 1024,
+            timeout: Duration::from_secs(30),
+            max_rows: 100_000,
+        }
+    }
+}
+
+/// Filters of a trades or quotes query.
+#[derive(Clone, Debug, Default)]
+pub struct MarketFilter {
+    pub symbol: Option<String>,
+    pub exchange: Option<String>,
+    /// Inclusive start, UTC microseconds.
+    pub start_us: Option<i64>,
+    /// Exclusive end, UTC microseconds.
+    pub end_us: Option<i64>,
+    pub limit: usize,
+}
+
+/// Bar intervals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarInterval {
+    M1,
+    M5,
+    M15,
+    M30,
+    H1,
+    D1,
+}
+
+impl BarInterval {
+    pub const ALL: [BarInterval; 6] = [
+        BarInterval::M1,
+        BarInterval::M5,
+        BarInterval::M15,
+        BarInterval::M30,
+        BarInterval::H1,
+        BarInterval::D1,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BarInterval::M1 => "1m",
+            BarInterval::M5 => "5m",
+            BarInterval::M15 => "15m",
+            BarInterval::M30 => "30m",
+            BarInterval::H1 => "1h",
+            BarInterval::D1 => "1d",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        BarInterval::ALL
+            .into_iter()
+            .find(|i| i.as_str() == text)
+            .ok_or_else(|| {
+                LakeError::InvalidArgument(format!(
+                    "interval '{text}' is not one of 1m, 5m, 15m, 30m, 1h, 1d"
+                ))
+            })
+    }
+
+    fn sql_interval(self) -> &'static str {
+        match self {
+            BarInterval::M1 => "INTERVAL '1 minute'",
+            BarInterval::M5 => "INTERVAL '5 minutes'",
+            BarInterval::M15 => "INTERVAL '15 minutes'",
+            BarInterval::M30 => "INTERVAL '30 minutes'",
+            BarInterval::H1 => "INTERVAL '1 hour'",
+            BarInterval::D1 => "INTERVAL '1 day'",
+        }
+    }
+}
+
+/// Open, high, low, close, volume and VWAP of a set of trades. Prices are in units of
+/// 10^-8; volume and notional are exact wide integers (units of 10^-8 and 10^-16).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ohlcv {
+    pub open: i64,
+    pub high: i64,
+    pub low: i64,
+    pub close: i64,
+    pub volume: i128,
+    pub trade_count: i64,
+    pub notional: i128,
+}
+
+impl Ohlcv {
+    /// Volume-weighted average price in units of 10^-8, rounded half to even.
+    pub fn vwap(&self) -> i64 {
+        if self.volume == 0 {
+            return 0;
+        }
+        div_round_half_even(self.notional, self.volume) as i64
+    }
+}
+
+fn div_round_half_even(n: i128, d: i128) -> i128 {
+    let (q, r) = (n / d, n % d);
+    let twice = 2 * r.abs();
+    match twice.cmp(&d.abs()) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + n.signum() * d.signum(),
+        std::cmp::Ordering::Equal => {
+            if q % 2 == 0 {
+                q
+            } else {
+                q + n.signum() * d.signum()
+            }
+        }
+    }
+}
+
+/// A day of one symbol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DailySummary {
+    pub symbol: String,
+    pub date: NaiveDate,
+    pub ohlcv: Ohlcv,
+}
+
+/// One bar; `start_us` is the bar's opening instant (for 1d bars, the trading day's start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bar {
+    pub start_us: i64,
+    pub ohlcv: Ohlcv,
+}
+
+/// One snapshot of a table.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotInfo {
+    pub snapshot_id: i64,
+    pub parent_id: Option<i64>,
+    pub timestamp_ms: i64,
+    pub operation: String,
+    pub added_records: Option<u64>,
+    pub total_records: Option<u64>,
+    pub added_files: Option<u64>,
+    pub log_offsets: Option<String>,
+}
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct QueryEngine {
+    catalog: Arc<dyn Catalog>,
+    runtime: Arc<RuntimeEnv>,
+    options: QueryOptions,
+}
+
+const ORDER: &str = r#""timestamp" ASC, source_sequence ASC, message_id ASC"#;
+
+impl QueryEngine {
+    pub fn new(catalog: Arc<dyn Catalog>, options: QueryOptions) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit((options.memory_limit_mb as usize) << 20, 1.0)
+            // No spilling: a query over its memory budget fails with a clear error.
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| LakeError::Query(e.to_string()))?;
+        Ok(QueryEngine {
+            catalog,
+            runtime,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig::new()
+            .with_default_catalog_and_schema("k2", "market_data")
+            .with_information_schema(true)
+            .with_target_partitions(2)
+    }
+
+    /// A context holding `table` as `t`, at `snapshot` or the current snapshot.
+    async fn context_for(&self, table: LakeTable, snapshot: Option<i64>) -> Result<SessionContext> {
+        let t = self
+            .catalog
+            .load_table(&table.ident())
+            .await
+            .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+        let provider = match snapshot {
+            None => IcebergStaticTableProvider::try_new_from_table(t).await,
+            Some(id) => {
+                if t.metadata().snapshot_by_id(id).is_none() {
+                    return Err(LakeError::NotFound(format!("snapshot {id} of {table}")));
+                }
+                IcebergStaticTableProvider::try_new_from_table_snapshot(t, id).await
+            }
+        }
+        .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
+        let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
+        ctx.register_table("t", Arc::new(provider))
+            .map_err(|e| LakeError::Query(e.to_string()))?;
+        Ok(ctx)
+    }
+
+    /// Plans `sql` with its parameters and collects the result, within the limits.
+    async fn run(
+        &self,
+        kind: &'static str,
+        ctx: &SessionContext,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>> {
+        let started = Instant::now();
+        let work = async {
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let mut df: DataFrame = ctx.sql_with_options(sql, options).await?;
+            if !params.is_empty() {
+                df = df.with_param_values(params)?;
+            }
+            if let Some(n) = limit {
+                df = df.limit(0, Some(n))?;
+            }
+            df.collect().await
+        };
+        let result = match tokio::time::timeout(self.options.timeout, work).await {
+            Err(_) => Err(LakeError::Timeout(self.options.timeout)),
+            Ok(r) => r.map_err(|e| self.classify(e)),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(LakeError::Timeout(_)) => "timeout",
+            Err(LakeError::MemoryLimit { .. }) => "memory_limit",
+            Err(_) => "error",
+        };
+        metrics::query(kind, outcome, started.elapsed());
+        result
+    }
+
+    fn classify(&self, e: DataFusionError) -> LakeError {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(detail) => LakeError::MemoryLimit {
+                limit_mb: self.options.memory_limit_mb,
+                detail: detail.clone(),
+            },
+            DataFusionError::Plan(msg) if msg.contains("not supported") => {
+                LakeError::NotReadOnly(msg.clone())
+            }
+            other => LakeError::Query(other.to_string()),
+        }
+    }
+
+    /// Trades matching `filter`, newest first.
+    pub async fn trades(
+        &self,
+        filter: &MarketFilter,
+        snapshot: Option<i64>,
+    ) -> Result<Vec<RecordBatch>> {
+        let cols = r#""timestamp", symbol, exchange, price, quantity, side, trade_conditions, source_sequence, trade_id, message_id"#;
+        self.market_rows("trades", LakeTable::Trades, cols, filter, snapshot)
+            .await
+    }
+
+    /// Quotes matching `filter`, newest first.
+    pub async fn quotes(
+        &self,
+        filter: &MarketFilter,
+        snapshot: Option<i64>,
+    ) -> Result<Vec<RecordBatch>> {
+        let cols = r#""timestamp", symbol, exchange, bid_price, bid_quantity, ask_price, ask_quantity, source_sequence, quote_id, message_id"#;
+        self.market_rows("quotes", LakeTable::Quotes, cols, filter, snapshot)
+            .await
+    }
+
+    async fn market_rows(
+        &self,
+        kind: &'static str,
+        table: LakeTable,
+        cols: &str,
+        filter: &MarketFilter,
+        snapshot: Option<i64>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        let mut param = |cond: &str, value: ScalarValue| {
+            params.push(value);
+            conds.push(cond.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(s) = &filter.symbol {
+            param("symbol = ?", ScalarValue::from(s.as_str()));
+        }
+        if let Some(x) = &filter.exchange {
+            param(
+                "exchange = ?",
+                ScalarValue::from(x.to_ascii_uppercase().as_str()),
+            );
+        }
+        if let Some(s) = filter.start_us {
+            param(r#""timestamp" >= ?"#, ts(s));
+        }
+        if let Some(e) = filter.end_us {
+            param(r#""timestamp" < ?"#, ts(e));
+        }
+        let where_clause = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let sql = format!(
+            r#"SELECT {cols} FROM t {where_clause} ORDER BY "timestamp" DESC, source_sequence DESC, message_id DESC"#
+        );
+        let ctx = self.context_for(table, snapshot).await?;
+        self.run(kind, &ctx, &sql, params, Some(filter.limit)).await
+    }
+
+    /// Open/high/low/close/volume/VWAP of one symbol over one trading day; `None` when it
+    /// has no trades that day.
+    pub async fn daily_summary(
+        &self,
+        symbol: &str,
+        date: NaiveDate,
+        exchange: Option<&str>,
+        snapshot: Option<i64>,
+    ) -> Result<Option<DailySummary>> {
+        let (lo, hi) = day_window(date, exchange);
+        let mut params = vec![
+            ScalarValue::from(symbol),
+            ScalarValue::Date32(Some(crate::columns::days_since_epoch(date))),
+            ts(lo),
+            ts(hi),
+        ];
+        let mut sql = format!(
+            r#"SELECT {aggs} FROM t WHERE symbol = $1 AND trade_date = $2 AND "timestamp" >= $3 AND "timestamp" < $4"#,
+            aggs = ohlcv_aggregates()
+        );
+        if let Some(x) = exchange {
+            params.push(ScalarValue::from(x.to_ascii_uppercase().as_str()));
+            sql.push_str(" AND exchange = $5");
+        }
+        let ctx = self.context_for(LakeTable::Trades, snapshot).await?;
+        let batches = self.run("summary", &ctx, &sql, params, None).await?;
+        let mut rows = read_ohlcv(&batches, 0)?;
+        Ok(rows
+            .pop()
+            .filter(|(_, o)| o.trade_count > 0)
+            .map(|(_, ohlcv)| DailySummary {
+                symbol: symbol.to_string(),
+                date,
+                ohlcv,
+            }))
+    }
+
+    /// Bars of one symbol over the trading days `[from, to]`.
+    pub async fn ohlcv(
+        &self,
+        symbol: &str,
+        interval: BarInterval,
+        from: NaiveDate,
+        to: NaiveDate,
+        exchange: Option<&str>,
+        snapshot: Option<i64>,
+    ) -> Result<Vec<Bar>> {
+        if to < from {
+            return Err(LakeError::InvalidArgument(format!(
+                "range ends ({to}) before it starts ({from})"
+            )));
+        }
+        let (lo, _) = day_window(from, exchange);
+        let (_, hi) = day_window(to, exchange);
+        let mut params = vec![
+            ScalarValue::from(symbol),
+            ScalarValue::Date32(Some(crate::columns::days_since_epoch(from))),
+            ScalarValue::Date32(Some(crate::columns::days_since_epoch(to))),
+            ts(lo),
+            ts(hi),
+        ];
+        let tz = exchange.map_or(chrono_tz::UTC, exchange::time_zone);
+        // Sub-day bars are aligned to the exchange's local midnight of the first day.
+        let origin = exchange::day_bounds_us(tz, from).0;
+        let bucket = match interval {
+            BarInterval::D1 => "trade_date".to_string(),
+            other => {
+                params.push(ts(origin));
+                format!(r#"date_bin({}, "timestamp", $6)"#, other.sql_interval())
+            }
+        };
+        let mut sql = format!(
+            r#"SELECT {bucket} AS bucket, {aggs} FROM t WHERE symbol = $1 AND trade_date >= $2 AND trade_date <= $3 AND "timestamp" >= $4 AND "timestamp" < $5"#,
+            aggs = ohlcv_aggregates()
+        );
+        if let Some(x) = exchange {
+            params.push(ScalarValue::from(x.to_ascii_uppercase().as_str()));
+            sql.push_str(&format!(" AND exchange = ${}", params.len()));
+        }
+        sql.push_str(" GROUP BY 1 ORDER BY 1");
+        let ctx = self.context_for(LakeTable::Trades, snapshot).await?;
+        let batches = self.run("ohlcv", &ctx, &sql, params, None).await?;
+        let rows = read_ohlcv(&batches, 1)?;
+        let mut bars = Vec::with_capacity(rows.len());
+        for (bucket, ohlcv) in rows {
+            let start_us = match bucket {
+                Bucket::Day(days) => {
+                    let date = NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+                        .ok_or_else(|| LakeError::Query(format!("bad trade_date {days}")))?;
+                    exchange::day_bounds_us(tz, date).0
+                }
+                Bucket::Instant(us) => us,
+                Bucket::None => continue,
+            };
+            bars.push(Bar { start_us, ohlcv });
+        }
+        Ok(bars)
+    }
+
+    /// Distinct symbols with trades or quotes, optionally on one exchange.
+    pub async fn symbols(&self, exchange: Option<&str>) -> Result<Vec<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for table in [LakeTable::Trades, LakeTable::Quotes] {
+            let (sql, params) = match exchange {
+                Some(x) => (
+                    "SELECT DISTINCT symbol FROM t WHERE exchange = $1",
+                    vec![ScalarValue::from(x.to_ascii_uppercase().as_str())],
+                ),
+                None => ("SELECT DISTINCT symbol FROM t", vec![]),
+            };
+            let ctx = self.context_for(table, None).await?;
+            for batch in self.run("symbols", &ctx, sql, params, None).await? {
+                let col = batch.column(0).as_string::<i32>();
+                out.extend(col.iter().flatten().map(str::to_string));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Snapshots of a table, oldest first.
+    pub async fn snapshots(&self, table: LakeTable) -> Result<Vec<SnapshotInfo>> {
+        let t = self
+            .catalog
+            .load_table(&table.ident())
+            .await
+            .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+        let mut out: Vec<SnapshotInfo> = t
+            .metadata()
+            .snapshots()
+            .map(|s| {
+                let props = &s.summary().additional_properties;
+                let num = |k: &str| props.get(k).and_then(|v| v.parse().ok());
+                SnapshotInfo {
+                    snapshot_id: s.snapshot_id(),
+                    parent_id: s.parent_snapshot_id(),
+                    timestamp_ms: s.timestamp_ms(),
+                    operation: format!("{:?}", s.summary().operation).to_lowercase(),
+                    added_records: num("added-records"),
+                    total_records: num("total-records"),
+                    added_files: num("added-data-files"),
+                    log_offsets: props.get(crate::writer::OFFSETS_PROPERTY).cloned(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| (s.timestamp_ms, s.snapshot_id));
+        Ok(out)
+    }
+
+    /// Row count of a table (at a snapshot, or now).
+    pub async fn count(&self, table: LakeTable, snapshot: Option<i64>) -> Result<u64> {
+        let ctx = self.context_for(table, snapshot).await?;
+        let batches = self
+            .run("count", &ctx, "SELECT count(*) FROM t", vec![], None)
+            .await?;
+        Ok(batches.first().map_or(0, |b| {
+            b.column(0).as_primitive::<Int64Type>().value(0) as u64
+        }))
+    }
+
+    /// Read-only SQL over all tables (`trades`, `quotes`, `reference_data.companies`).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
+        let provider = IcebergCatalogProvider::try_new(self.catalog.clone())
+            .await
+            .map_err(|e| LakeError::catalog("listing tables", e))?;
+        ctx.register_catalog("k2", Arc::new(provider));
+        self.run("sql", &ctx, sql, vec![], Some(self.options.max_rows))
+            .await
+    }
+}
+
+fn ts(us: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(us), Some("+00:00".into()))
+}
+
+/// UTC window that surely holds a trading day: the exchange's day bounds, or, for an
+/// unknown exchange, every time zone's version of that date.
+fn day_window(date: NaiveDate, exchange: Option<&str>) -> (i64, i64) {
+    match exchange {
+        Some(x) => exchange::day_bounds_us(exchange::time_zone(x), date),
+        None => {
+            let (start, end) = exchange::day_bounds_us(chrono_tz::UTC, date);
+            (start - 14 * 3_600_000_000, end + 12 * 3_600_000_000)
+        }
+    }
+}
+
+fn ohlcv_aggregates() -> String {
+    format!(
+        "first_value(price ORDER BY {ORDER}) AS open, max(price) AS high, min(price) AS low, \
+         last_value(price ORDER BY {ORDER}) AS close, sum(quantity) AS volume, count(*) AS trade_count, \
+         sum(CAST(price AS DECIMAL(38,8)) * CAST(quantity AS DECIMAL(38,8))) AS notional"
+    )
+}
+
+enum Bucket {
+    None,
+    Day(i32),
+    Instant(i64),
+}
+
+/// Reads rows of (optional bucket, open, high, low, close, volume, trade_count, notional).
+fn read_ohlcv(batches: &[RecordBatch], first: usize) -> Result<Vec<(Bucket, Ohlcv)>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let dec = |i: usize| {
+            b.column(first + i)
+                .as_primitive_opt::<Decimal128Type>()
+                .ok_or_else(|| LakeError::Query(format!("column {i} is not decimal")))
+        };
+        let (open, high, low, close, volume) = (dec(0)?, dec(1)?, dec(2)?, dec(3)?, dec(4)?);
+        let count = b.column(first + 5).as_primitive::<Int64Type>();
+        let notional = dec(6)?;
+        let vol_scale = decimal_scale(volume.data_type());
+        let notional_scale = decimal_scale(notional.data_type());
+        for r in 0..b.num_rows() {
+            let bucket = if first == 0 {
+                Bucket::None
+            } else {
+                let col = b.column(0);
+                if let Some(d) = col.as_primitive_opt::<arrow::datatypes::Date32Type>() {
+                    Bucket::Day(d.value(r))
+                } else if let Some(t) = col.as_primitive_opt::<TimestampMicrosecondType>() {
+                    Bucket::Instant(t.value(r))
+                } else if let Some(t) =
+                    col.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
+                {
+                    Bucket::Instant(t.value(r).div_euclid(1000))
+                } else {
+                    return Err(LakeError::Query(format!(
+                        "unexpected bucket type {}",
+                        col.data_type()
+                    )));
+                }
+            };
+            if open.is_null(r) {
+                out.push((
+                    bucket,
+                    Ohlcv {
+                        open: 0,
+                        high: 0,
+                        low: 0,
+                        close: 0,
+                        volume: 0,
+                        trade_count: 0,
+                        notional: 0,
+                    },
+                ));
+                continue;
+            }
+            out.push((
+                bucket,
+                Ohlcv {
+                    open: open.value(r) as i64,
+                    high: high.value(r) as i64,
+                    low: low.value(r) as i64,
+                    close: close.value(r) as i64,
+                    volume: rescale(volume.value(r), vol_scale, 8),
+                    trade_count: count.value(r),
+                    notional: rescale(notional.value(r), notional_scale, 16),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn decimal_scale(t: &arrow::datatypes::DataType) -> i8 {
+    match t {
+        arrow::datatypes::DataType::Decimal128(_, s) => *s,
+        _ => 0,
+    }
+}
+
+fn rescale(v: i128, from: i8, to: i8) -> i128 {
+    match from.cmp(&to) {
+        std::cmp::Ordering::Equal => v,
+        std::cmp::Ordering::Less => v * 10i128.pow((to - from) as u32),
+        std::cmp::Ordering::Greater => v / 10i128.pow((from - to) as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vwap_rounds_half_to_even() {
+        assert_eq!(div_round_half_even(5, 2), 2);
+        assert_eq!(div_round_half_even(7, 2), 4);
+        assert_eq!(div_round_half_even(-5, 2), -2);
+        assert_eq!(div_round_half_even(10, 3), 3);
+        assert_eq!(div_round_half_even(11, 3), 4);
+    }
+}

@@ -1,0 +1,292 @@
+//! The lake's tables, defined once: `market_data.trades`, `market_data.quotes` and
+//! `reference_data.companies`, and the catalog that holds them (the Iceberg SQL catalog on
+//! SQLite, with a warehouse on local disk).
+//!
+//! Market tables are partitioned by `day(timestamp)` and sorted by (symbol, timestamp).
+//! Beside the UTC `timestamp` they carry `trade_date`, the exchange's trading day in its own
+//! time zone, so daily answers group by the exchange calendar and not by the UTC date.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::{
+    ListType, MapType, NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField,
+    SortOrder, Transform, Type, UnboundPartitionSpec,
+};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use k2_model::DataType;
+
+use crate::error::{LakeError, Result};
+
+/// A table of the lake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LakeTable {
+    Trades,
+    Quotes,
+    Companies,
+}
+
+impl LakeTable {
+    pub const ALL: [LakeTable; 3] = [LakeTable::Trades, LakeTable::Quotes, LakeTable::Companies];
+
+    pub fn for_data_type(dt: DataType) -> Self {
+        match dt {
+            DataType::Trades => LakeTable::Trades,
+            DataType::Quotes => LakeTable::Quotes,
+            DataType::ReferenceData => LakeTable::Companies,
+        }
+    }
+
+    pub fn namespace(self) -> &'static str {
+        match self {
+            LakeTable::Trades | LakeTable::Quotes => "market_data",
+            LakeTable::Companies => "reference_data",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LakeTable::Trades => "trades",
+            LakeTable::Quotes => "quotes",
+            LakeTable::Companies => "companies",
+        }
+    }
+
+    /// `namespace.name`, as users write it.
+    pub fn qualified(self) -> String {
+        format!("{}.{}", self.namespace(), self.name())
+    }
+
+    /// Parses `trades`, `quotes`, `companies` or their qualified names.
+    pub fn parse(text: &str) -> Option<Self> {
+        LakeTable::ALL
+            .into_iter()
+            .find(|t| text == t.name() || text == t.qualified())
+    }
+
+    pub fn ident(self) -> TableIdent {
+        TableIdent::new(
+            NamespaceIdent::new(self.namespace().to_string()),
+            self.name().to_string(),
+        )
+    }
+
+    pub fn schema(self) -> Schema {
+        let fields = match self {
+            LakeTable::Trades => trade_fields(),
+            LakeTable::Quotes => quote_fields(),
+            LakeTable::Companies => company_fields(),
+        };
+        Schema::builder()
+            .with_schema_id(0)
+            .with_fields(fields.into_iter().map(Arc::new))
+            .build()
+            .expect("table schema is valid")
+    }
+
+    fn partition_spec(self) -> UnboundPartitionSpec {
+        let builder = UnboundPartitionSpec::builder();
+        match self {
+            LakeTable::Trades | LakeTable::Quotes => builder
+                .add_partition_field(TIMESTAMP_ID, "timestamp_day", Transform::Day)
+                .expect("valid partition field")
+                .build(),
+            LakeTable::Companies => builder.build(),
+        }
+    }
+
+    fn sort_order(self) -> SortOrder {
+        let field = |id| SortField {
+            source_id: id,
+            transform: Transform::Identity,
+            direction: SortDirection::Ascending,
+            null_order: NullOrder::First,
+        };
+        let mut b = SortOrder::builder();
+        b.with_order_id(1).with_sort_field(field(SYMBOL_ID));
+        if self != LakeTable::Companies {
+            b.with_sort_field(field(TIMESTAMP_ID));
+        }
+        b.build_unbound().expect("valid sort order")
+    }
+}
+
+impl std::fmt::Display for LakeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.qualified())
+    }
+}
+
+/// Field ids shared by the market tables (the writer and the scans rely on them).
+pub const SYMBOL_ID: i32 = 3;
+pub const TIMESTAMP_ID: i32 = 6;
+
+fn string() -> Type {
+    Type::Primitive(PrimitiveType::String)
+}
+fn long() -> Type {
+    Type::Primitive(PrimitiveType::Long)
+}
+fn timestamptz() -> Type {
+    Type::Primitive(PrimitiveType::Timestamptz)
+}
+fn decimal() -> Type {
+    Type::Primitive(PrimitiveType::Decimal {
+        precision: 18,
+        scale: 8,
+    })
+}
+fn date() -> Type {
+    Type::Primitive(PrimitiveType::Date)
+}
+fn vendor(id: i32, key_id: i32, value_id: i32) -> NestedField {
+    NestedField::optional(
+        id,
+        "vendor_data",
+        Type::Map(MapType::new(
+            Arc::new(NestedField::map_key_element(key_id, string())),
+            Arc::new(NestedField::map_value_element(value_id, string(), true)),
+        )),
+    )
+}
+
+fn trade_fields() -> Vec<NestedField> {
+    vec![
+        NestedField::required(1, "message_id", string()),
+        NestedField::required(2, "trade_id", string()),
+        NestedField::required(SYMBOL_ID, "symbol", string()),
+        NestedField::required(4, "exchange", string()),
+        NestedField::required(5, "asset_class", string()),
+        NestedField::required(TIMESTAMP_ID, "timestamp", timestamptz()),
+        NestedField::required(7, "trade_date", date()),
+        NestedField::required(8, "receive_timestamp", timestamptz()),
+        NestedField::required(9, "price", decimal()),
+        NestedField::required(10, "quantity", decimal()),
+        NestedField::required(11, "currency", string()),
+        NestedField::required(12, "side", string()),
+        NestedField::required(
+            13,
+            "trade_conditions",
+            Type::List(ListType::new(Arc::new(NestedField::list_element(
+                18,
+                string(),
+                true,
+            )))),
+        ),
+        NestedField::optional(14, "source_sequence", long()),
+        NestedField::required(15, "ingestion_timestamp", timestamptz()),
+        NestedField::optional(16, "platform_sequence", long()),
+        vendor(17, 19, 20),
+    ]
+}
+
+fn quote_fields() -> Vec<NestedField> {
+    vec![
+        NestedField::required(1, "message_id", string()),
+        NestedField::required(2, "quote_id", string()),
+        NestedField::required(SYMBOL_ID, "symbol", string()),
+        NestedField::required(4, "exchange", string()),
+        NestedField::required(5, "asset_class", string()),
+        NestedField::required(TIMESTAMP_ID, "timestamp", timestamptz()),
+        NestedField::required(7, "trade_date", date()),
+        NestedField::required(8, "receive_timestamp", timestamptz()),
+        NestedField::required(9, "bid_price", decimal()),
+        NestedField::required(10, "bid_quantity", decimal()),
+        NestedField::required(11, "ask_price", decimal()),
+        NestedField::required(12, "ask_quantity", decimal()),
+        NestedField::required(13, "currency", string()),
+        NestedField::optional(14, "source_sequence", long()),
+        NestedField::required(15, "ingestion_timestamp", timestamptz()),
+        NestedField::optional(16, "platform_sequence", long()),
+        vendor(17, 18, 19),
+    ]
+}
+
+fn company_fields() -> Vec<NestedField> {
+    vec![
+        NestedField::required(1, "message_id", string()),
+        NestedField::required(2, "company_id", string()),
+        NestedField::required(SYMBOL_ID, "symbol", string()),
+        NestedField::required(4, "exchange", string()),
+        NestedField::required(5, "asset_class", string()),
+        NestedField::required(6, "company_name", string()),
+        NestedField::optional(7, "isin", string()),
+        NestedField::optional(8, "currency", string()),
+        NestedField::optional(9, "listing_date", timestamptz()),
+        NestedField::optional(10, "delisting_date", timestamptz()),
+        NestedField::required(11, "is_active", Type::Primitive(PrimitiveType::Boolean)),
+        NestedField::required(12, "receive_timestamp", timestamptz()),
+        NestedField::required(13, "ingestion_timestamp", timestamptz()),
+        vendor(14, 15, 16),
+    ]
+}
+
+/// Opens the SQL catalog on SQLite at `catalog_path`, with its warehouse under `warehouse_dir`.
+pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<Arc<SqlCatalog>> {
+    std::fs::create_dir_all(warehouse_dir)
+        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
+    if let Some(parent) = catalog_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let warehouse = std::path::absolute(warehouse_dir)
+        .map_err(|e| LakeError::io(format!("resolving {}", warehouse_dir.display()), e))?;
+    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
+    let catalog = SqlCatalogBuilder::default()
+        .uri(uri)
+        .warehouse_location(format!("file://{}", warehouse.display()))
+        .sql_bind_style(SqlBindStyle::QMark)
+        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .load("k2", HashMap::new())
+        .await
+        .map_err(|e| LakeError::catalog("opening the catalog", e))?;
+    Ok(Arc::new(catalog))
+}
+
+/// Creates the namespaces and tables that do not exist yet.
+pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<()> {
+    for table in LakeTable::ALL {
+        let ns = NamespaceIdent::new(table.namespace().to_string());
+        if !catalog
+            .namespace_exists(&ns)
+            .await
+            .map_err(|e| LakeError::catalog("listing namespaces", e))?
+        {
+            catalog
+                .create_namespace(&ns, HashMap::new())
+                .await
+                .map_err(|e| {
+                    LakeError::catalog(format!("creating namespace {}", table.namespace()), e)
+                })?;
+        }
+        if catalog
+            .table_exists(&table.ident())
+            .await
+            .map_err(|e| LakeError::catalog("listing tables", e))?
+        {
+            continue;
+        }
+        let creation = TableCreation::builder()
+            .name(table.name().to_string())
+            .schema(table.schema())
+            .partition_spec(table.partition_spec())
+            .sort_order(table.sort_order())
+            .properties([
+                ("write.format.default".to_string(), "parquet".to_string()),
+                (
+                    "write.parquet.compression-codec".to_string(),
+                    "zstd".to_string(),
+                ),
+            ])
+            .build();
+        catalog
+            .create_table(&ns, creation)
+            .await
+            .map_err(|e| LakeError::catalog(format!("creating table {table}"), e))?;
+        tracing::info!(table = %table, "table created");
+    }
+    Ok(())
+}

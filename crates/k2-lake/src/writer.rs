@@ -1,0 +1,536 @@
+//! The lake writer: log → decode → batch → Parquet → Iceberg fast-append, exactly once.
+//!
+//! Exactly once rests on one rule: the log positions a commit covers are written in the
+//! same Iceberg snapshot as its data (snapshot summary property `k2.log-offsets`, the
+//! cumulative next offset of every partition feeding the table). On start the writer reads
+//! them back from each table's current snapshot and resumes there, so a crash at any point
+//! either loses the uncommitted batch (read again on restart) or keeps it (never read
+//! again). Files written but not committed are orphans no snapshot refers to; their names
+//! derive from the log positions they hold.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use iceberg::Catalog;
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use k2_log::{DeadLetter, DeadLetterStore, Log, LogConsumer, PartitionOffset, SchemaStore};
+use k2_model::{DataType, MarketRecord, TopicName, avro, exchange};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use crate::columns::{self, Row};
+use crate::error::{LakeError, Result};
+use crate::metrics;
+use crate::tables::LakeTable;
+
+/// Snapshot summary key holding the log positions a table has committed.
+pub const OFFSETS_PROPERTY: &str = "k2.log-offsets";
+const STAGE: &str = "lake.decode";
+const DAY_US: i64 = 86_400_000_000;
+
+/// How the writer batches and where it stops.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Commit a table once this many rows are waiting.
+    pub max_rows: usize,
+    /// Commit a table once its oldest waiting row is this old.
+    pub max_age: Duration,
+    /// Records taken from the log per poll.
+    pub poll_records: usize,
+    /// zstd level of the Parquet files.
+    pub zstd_level: i32,
+    /// Consumer group name under which positions are reported (monitoring only).
+    pub group: String,
+    /// Stop once every assigned partition is fully committed (batch mode).
+    pub until_caught_up: bool,
+    /// Attempts for a commit that fails with a retryable error.
+    pub commit_attempts: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            max_rows: 1_000_000,
+            max_age: Duration::from_secs(10),
+            poll_records: 50_000,
+            zstd_level: 1,
+            group: "k2-lake-writer".into(),
+            until_caught_up: false,
+            commit_attempts: 5,
+        }
+    }
+}
+
+/// What a writer run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WriterSummary {
+    pub records_consumed: u64,
+    pub rows_committed: BTreeMap<String, u64>,
+    pub commits: u64,
+    pub dead_lettered: u64,
+    pub seconds: f64,
+}
+
+struct TableState {
+    table: Table,
+    arrow_schema: SchemaRef,
+    committed: BTreeMap<String, u64>,
+    pending: Vec<Row>,
+    pending_letters: Vec<DeadLetter>,
+    /// Next offset per partition covered by the pending rows and letters.
+    pending_offsets: BTreeMap<String, u64>,
+    /// First offset of this batch per partition (names the files).
+    batch_start: BTreeMap<String, u64>,
+    oldest: Option<Instant>,
+}
+
+fn offset_key(topic: &str, partition: u32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// The committed positions recorded in a table's current snapshot.
+pub fn committed_offsets(table: &Table) -> Result<BTreeMap<String, u64>> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(BTreeMap::new());
+    };
+    match snapshot
+        .summary()
+        .additional_properties
+        .get(OFFSETS_PROPERTY)
+    {
+        None => Ok(BTreeMap::new()),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            LakeError::Query(format!(
+                "snapshot {} has an unreadable {OFFSETS_PROPERTY}: {e}",
+                snapshot.snapshot_id()
+            ))
+        }),
+    }
+}
+
+/// Runs the writer until `stop` is set (or until caught up in batch mode).
+pub async fn run<L: Log + SchemaStore + Clone>(
+    log: &L,
+    catalog: Arc<dyn Catalog>,
+    dlq: &DeadLetterStore,
+    options: &WriterOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<WriterSummary> {
+    let started = Instant::now();
+    crate::tables::ensure_tables(catalog.as_ref()).await?;
+    let mut states = BTreeMap::new();
+    for t in LakeTable::ALL {
+        let table = catalog
+            .load_table(&t.ident())
+            .await
+            .map_err(|e| LakeError::catalog(format!("loading {t}"), e))?;
+        let arrow_schema = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(|e| LakeError::catalog("arrow schema", e))?,
+        );
+        let committed = committed_offsets(&table)?;
+        states.insert(
+            t,
+            TableState {
+                table,
+                arrow_schema,
+                committed,
+                pending: Vec::new(),
+                pending_letters: Vec::new(),
+                pending_offsets: BTreeMap::new(),
+                batch_start: BTreeMap::new(),
+                oldest: None,
+            },
+        );
+    }
+
+    // Assign every partition of every K2 topic, from the position its table committed.
+    let mut routes: HashMap<Arc<str>, (LakeTable, TopicName)> = HashMap::new();
+    let mut assignment = Vec::new();
+    for spec in log.topics().await? {
+        let Ok(name) = TopicName::parse(&spec.name) else {
+            tracing::warn!(topic = %spec.name, "not a K2 topic name; not written to the lake");
+            continue;
+        };
+        let table = LakeTable::for_data_type(name.data_type);
+        for p in 0..spec.partitions {
+            let offset = states[&table]
+                .committed
+                .get(&offset_key(&spec.name, p))
+                .copied()
+                .unwrap_or(0);
+            assignment.push(PartitionOffset {
+                topic: spec.name.clone(),
+                partition: p,
+                offset,
+            });
+        }
+        routes.insert(spec.name.as_str().into(), (table, name));
+    }
+    tracing::info!(partitions = assignment.len(), "lake writer starting");
+    let mut consumer = log.consumer(assignment.clone())?;
+    let mut schema_cache: HashMap<u32, Option<DataType>> = HashMap::new();
+    let mut summary = WriterSummary::default();
+    let mut tz_cache: HashMap<String, chrono_tz::Tz> = HashMap::new();
+
+    loop {
+        let records = consumer
+            .poll(options.poll_records, Duration::from_millis(200))
+            .await?;
+        let got = records.len();
+        summary.records_consumed += got as u64;
+        metrics::records_consumed(got);
+        for rec in records {
+            let Some((table, topic_name)) = routes.get(&rec.topic) else {
+                continue;
+            };
+            let state = states.get_mut(table).expect("every table has a state");
+            let key = offset_key(&rec.topic, rec.partition);
+            state.batch_start.entry(key.clone()).or_insert(rec.offset);
+            state.pending_offsets.insert(key, rec.offset + 1);
+            state.oldest.get_or_insert_with(Instant::now);
+            match decode(log, &mut schema_cache, &rec.value, topic_name.data_type).await? {
+                Ok(record) => {
+                    let tz = *tz_cache
+                        .entry(record.exchange().to_string())
+                        .or_insert_with(|| exchange::time_zone(record.exchange()));
+                    let ts = match &record {
+                        MarketRecord::Trade(t) => t.timestamp_us,
+                        MarketRecord::Quote(q) => q.timestamp_us,
+                        MarketRecord::Reference(_) => 0,
+                    };
+                    let trade_date = columns::days_since_epoch(exchange::trading_day(tz, ts));
+                    state.pending.push(Row { record, trade_date });
+                }
+                Err((kind, reason)) => {
+                    metrics::decode_failed(kind);
+                    state.pending_letters.push(DeadLetter {
+                        stage: STAGE.into(),
+                        source: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
+                        kind: kind.into(),
+                        reason,
+                        raw: rec.value,
+                        rejected_at_us: chrono::Utc::now().timestamp_micros(),
+                    });
+                }
+            }
+        }
+        let stopping = stop.load(Ordering::Relaxed);
+        let idle = got == 0;
+        for (&t, state) in states.iter_mut() {
+            let due = state.pending.len() >= options.max_rows
+                || state.oldest.is_some_and(|o| o.elapsed() >= options.max_age)
+                || ((stopping || (idle && options.until_caught_up))
+                    && !state.pending_offsets.is_empty());
+            if due {
+                let committed =
+                    flush(t, state, catalog.as_ref(), dlq, options, &mut summary).await?;
+                if committed {
+                    let positions: Vec<PartitionOffset> = state
+                        .committed
+                        .iter()
+                        .filter_map(|(k, &offset)| {
+                            let (topic, p) = k.rsplit_once('/')?;
+                            Some(PartitionOffset {
+                                topic: topic.into(),
+                                partition: p.parse().ok()?,
+                                offset,
+                            })
+                        })
+                        .collect();
+                    // Informational only: the lake's snapshot is the source of truth.
+                    if let Err(e) = log.commit_group(&options.group, &positions).await {
+                        tracing::warn!(error = %e, "could not record consumer-group positions");
+                    }
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        if idle && options.until_caught_up && caught_up(log, &states, &routes).await? {
+            break;
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        consumed = summary.records_consumed,
+        commits = summary.commits,
+        dead_lettered = summary.dead_lettered,
+        seconds = summary.seconds,
+        "lake writer stopped"
+    );
+    Ok(summary)
+}
+
+async fn caught_up<L: Log>(
+    log: &L,
+    states: &BTreeMap<LakeTable, TableState>,
+    routes: &HashMap<Arc<str>, (LakeTable, TopicName)>,
+) -> Result<bool> {
+    let mut all = true;
+    for (topic, (table, _)) in routes {
+        let ends = log.end_offsets(topic).await?;
+        let state = &states[table];
+        let behind: u64 = ends
+            .iter()
+            .enumerate()
+            .map(|(p, &end)| {
+                end.saturating_sub(
+                    state
+                        .committed
+                        .get(&offset_key(topic, p as u32))
+                        .copied()
+                        .unwrap_or(0),
+                )
+            })
+            .sum();
+        metrics::lag(table.name(), behind);
+        all &= behind == 0;
+    }
+    Ok(all)
+}
+
+/// Decodes a payload; the inner error is a dead-letter kind and reason.
+async fn decode<L: SchemaStore>(
+    log: &L,
+    cache: &mut HashMap<u32, Option<DataType>>,
+    payload: &[u8],
+    expected: DataType,
+) -> Result<std::result::Result<MarketRecord, (&'static str, String)>> {
+    let id = match avro::schema_id(payload) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(("framing", e.to_string()))),
+    };
+    if !cache.contains_key(&id) {
+        let text = log.schema(id).await?;
+        let dt = text.and_then(|t| {
+            DataType::ALL
+                .iter()
+                .copied()
+                .find(|&dt| avro::schema_for(dt) == t)
+        });
+        cache.insert(id, dt);
+    }
+    let Some(dt) = cache[&id] else {
+        return Ok(Err((
+            "unknown_schema",
+            format!("schema id {id} is not a K2 record schema"),
+        )));
+    };
+    if dt != expected {
+        return Ok(Err((
+            "wrong_type",
+            format!("a {dt} record on a {expected} topic"),
+        )));
+    }
+    Ok(avro::decode_datum(dt, &payload[avro::HEADER_LEN..])
+        .map_err(|e| ("undecodable", e.to_string())))
+}
+
+/// Writes and commits a table's pending rows; returns whether a snapshot was committed.
+async fn flush(
+    t: LakeTable,
+    state: &mut TableState,
+    catalog: &dyn Catalog,
+    dlq: &DeadLetterStore,
+    options: &WriterOptions,
+    summary: &mut WriterSummary,
+) -> Result<bool> {
+    let started = Instant::now();
+    // Dead letters are durable before the commit that moves past them.
+    summary.dead_lettered += dlq.append(&std::mem::take(&mut state.pending_letters))? as u64;
+    if state.pending.is_empty() {
+        // Nothing to append: an Iceberg snapshot needs data files, so the positions of a
+        // batch made only of dead letters are covered by the next real commit (a restart
+        // before it re-reads them, and the dead-letter store ignores repeats).
+        state.oldest = None;
+        return Ok(false);
+    }
+    let mut rows = std::mem::take(&mut state.pending);
+    // Sorted by symbol, then time, with the source sequence and id as a deterministic tie-break.
+    rows.sort_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
+    let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
+    let files = write_files(t, state, &rows, &batch_name, options).await?;
+    let mut offsets = state.committed.clone();
+    offsets.extend(state.pending_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+    let properties = HashMap::from([
+        (
+            OFFSETS_PROPERTY.to_string(),
+            serde_json::to_string(&offsets).expect("offsets serialise"),
+        ),
+        ("k2.batch".to_string(), batch_name.clone()),
+    ]);
+    let file_count = files.len();
+    let mut attempt = 0;
+    let table = loop {
+        attempt += 1;
+        let tx = Transaction::new(&state.table);
+        let action = tx
+            .fast_append()
+            .add_data_files(files.clone())
+            .set_snapshot_properties(properties.clone());
+        let result = match action.apply(tx) {
+            Ok(tx) => tx.commit(catalog).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(table) => break table,
+            Err(e) => {
+                metrics::commit_failed(t.name());
+                let err = LakeError::catalog(format!("committing {} rows to {t}", rows.len()), e);
+                if !err.is_retryable() || attempt >= options.commit_attempts {
+                    return Err(err);
+                }
+                let delay = Duration::from_millis(100 * (1 << attempt.min(6)));
+                tracing::warn!(table = %t, attempt, error = %err, "commit failed; retrying");
+                tokio::time::sleep(delay).await;
+                state.table = catalog
+                    .load_table(&t.ident())
+                    .await
+                    .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))?;
+                // Another writer may have committed these positions meanwhile; never append twice.
+                let now_committed = committed_offsets(&state.table)?;
+                if state
+                    .pending_offsets
+                    .iter()
+                    .any(|(k, v)| now_committed.get(k).is_some_and(|c| c >= v))
+                {
+                    return Err(LakeError::Query(format!(
+                        "{t}: positions of this batch were committed by another writer; restart to resume"
+                    )));
+                }
+            }
+        }
+    };
+    state.table = table;
+    state.committed = offsets;
+    state.pending_offsets.clear();
+    state.batch_start.clear();
+    state.oldest = None;
+    let elapsed = started.elapsed();
+    metrics::rows_committed(t.name(), rows.len(), file_count, elapsed);
+    *summary.rows_committed.entry(t.qualified()).or_default() += rows.len() as u64;
+    summary.commits += 1;
+    tracing::info!(
+        table = %t,
+        rows = rows.len(),
+        files = file_count,
+        snapshot = state.table.metadata().current_snapshot_id().unwrap_or_default(),
+        ms = elapsed.as_millis() as u64,
+        "lake commit"
+    );
+    Ok(true)
+}
+
+fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
+    match r {
+        MarketRecord::Trade(t) => (
+            &t.symbol,
+            t.timestamp_us,
+            t.source_sequence.unwrap_or(0),
+            &t.message_id,
+        ),
+        MarketRecord::Quote(q) => (
+            &q.symbol,
+            q.timestamp_us,
+            q.source_sequence.unwrap_or(0),
+            &q.message_id,
+        ),
+        MarketRecord::Reference(c) => (&c.symbol, 0, 0, &c.message_id),
+    }
+}
+
+/// A name for the batch derived from the log positions it covers.
+fn batch_name(start: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>) -> String {
+    let mut key = String::new();
+    for (k, e) in end {
+        key.push_str(&format!("{k}:{}-{e};", start.get(k).copied().unwrap_or(0)));
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+async fn write_files(
+    t: LakeTable,
+    state: &TableState,
+    rows: &[Row],
+    batch_name: &str,
+    options: &WriterOptions,
+) -> Result<Vec<DataFile>> {
+    let metadata = state.table.metadata();
+    let schema = metadata.current_schema().clone();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(options.zstd_level)
+                .map_err(|e| LakeError::InvalidArgument(format!("zstd level: {e}")))?,
+        ))
+        .set_max_row_group_row_count(Some(1 << 20));
+    // Ids are unique per row: a dictionary only costs time there.
+    for col in ["message_id", "trade_id", "quote_id"] {
+        props = props.set_column_dictionary_enabled(col.into(), false);
+    }
+    let parquet = ParquetWriterBuilder::new(props.build(), schema.clone());
+    let location = DefaultLocationGenerator::new(metadata)
+        .map_err(|e| LakeError::catalog("data location", e))?;
+    let names =
+        DefaultFileNameGenerator::new(format!("k2-{batch_name}"), None, DataFileFormat::Parquet);
+    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        parquet,
+        state.table.file_io().clone(),
+        location,
+        names,
+    );
+    let builder = DataFileWriterBuilder::new(rolling);
+    let spec = metadata.default_partition_spec().as_ref().clone();
+
+    // One file per partition: market tables by UTC day of the timestamp.
+    let mut groups: BTreeMap<Option<i32>, Vec<usize>> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let day = match &row.record {
+            MarketRecord::Trade(tr) => Some(tr.timestamp_us.div_euclid(DAY_US) as i32),
+            MarketRecord::Quote(q) => Some(q.timestamp_us.div_euclid(DAY_US) as i32),
+            MarketRecord::Reference(_) => None,
+        };
+        groups.entry(day).or_default().push(i);
+    }
+    let mut files = Vec::new();
+    for (day, idx) in groups {
+        let part: Vec<&Row> = idx.into_iter().map(|i| &rows[i]).collect();
+        let batch = columns::to_batch(t, &state.arrow_schema, &part)?;
+        let key = day.map(|d| {
+            PartitionKey::new(
+                spec.clone(),
+                schema.clone(),
+                Struct::from_iter([Some(Literal::date(d))]),
+            )
+        });
+        let mut writer = builder
+            .build(key)
+            .await
+            .map_err(|e| LakeError::catalog("opening a data file", e))?;
+        writer
+            .write(batch)
+            .await
+            .map_err(|e| LakeError::catalog(format!("writing {t} data"), e))?;
+        files.extend(
+            writer
+                .close()
+                .await
+                .map_err(|e| LakeError::catalog(format!("closing {t} data file"), e))?,
+        );
+    }
+    Ok(files)
+}
