@@ -125,16 +125,22 @@ impl FromStr for Decimal8 {
 impl fmt::Display for Decimal8 {
     /// Shortest exact form: `36.667`, `0.00000001`, `20000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        let int = abs / ONE as u64;
-        let frac = abs % ONE as u64;
-        if frac == 0 {
-            return write!(f, "{sign}{int}");
-        }
-        let digits = format!("{frac:08}");
-        write!(f, "{sign}{int}.{}", digits.trim_end_matches('0'))
+        f.write_str(&format_units(i128::from(self.0), SCALE))
     }
+}
+
+/// Shortest exact decimal text of `units` × 10^-scale, for wide values such as sums
+/// of quantities (`i128` at scale 8) or notionals (scale 16).
+pub fn format_units(units: i128, scale: u32) -> String {
+    let sign = if units < 0 { "-" } else { "" };
+    let abs = units.unsigned_abs();
+    let one = 10u128.pow(scale);
+    let (int, frac) = (abs / one, abs % one);
+    if frac == 0 {
+        return format!("{sign}{int}");
+    }
+    let digits = format!("{frac:0width$}", width = scale as usize);
+    format!("{sign}{int}.{}", digits.trim_end_matches('0'))
 }
 
 impl serde::Serialize for Decimal8 {

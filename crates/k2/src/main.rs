@@ -1,1 +1,371 @@
-fn main() {}
+//! `k2`: the market-data lakehouse in one binary.
+//!
+//! # Layout
+//!
+//! - `config`: defaults, TOML file, `K2_…` environment overrides.
+//! - `telemetry`: tracing logs and the Prometheus endpoint.
+//! - `app`: the stores a command opens; ingest and consume.
+//! - `demo`: the main job on the bundled sample.
+//! - `bench`: benchmarks that print figures.
+//! - `output`, `present`: tables, CSV, JSON and Parquet output.
+
+mod app;
+mod bench;
+mod config;
+mod demo;
+mod output;
+mod present;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate};
+use clap::{Args, Parser, Subcommand};
+use k2_lake::LakeTable;
+use k2_lake::query::{BarInterval, MarketFilter};
+use k2_model::exchange;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::output::{Format, render, to_batches};
+
+#[derive(Parser)]
+#[command(
+    name = "k2",
+    version,
+    about = "K2: market data captured, kept and answered exactly"
+)]
+struct Cli {
+    /// Configuration file (default: ./k2.toml when present).
+    #[arg(long, global = true, env = "K2_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest the bundled ASX sample, land it in the lake, and answer a few questions.
+    Demo {
+        /// The sample directory.
+        #[arg(long, default_value = "samples/asx-2014-03")]
+        sample: PathBuf,
+    },
+    /// Read a source into the log.
+    Ingest {
+        #[command(subcommand)]
+        source: IngestSource,
+    },
+    /// Run the lake writer: log → Iceberg tables, exactly once.
+    Consume {
+        /// Stop once everything in the log is committed (default: run until SIGTERM).
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Ask the lake.
+    Query {
+        #[command(subcommand)]
+        query: QueryCommand,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Read-only SQL over `trades`, `quotes` and `reference_data.companies`.
+    Sql {
+        sql: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Inspect rejected records.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Measure K2 and print the figures.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IngestSource {
+    /// A directory in the ASX sample layout (trades/, quotes/, reference-data/).
+    Asx { dir: PathBuf },
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    format: Format,
+    /// Write to this file instead of standard output (required for parquet).
+    #[arg(long, short, global = true)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct MarketArgs {
+    #[arg(long)]
+    symbol: Option<String>,
+    #[arg(long)]
+    exchange: Option<String>,
+    /// One trading day (YYYY-MM-DD) in the exchange's time zone.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    date: Option<NaiveDate>,
+    /// Inclusive start: RFC 3339 time, or a date (the start of that trading day).
+    #[arg(long)]
+    start: Option<String>,
+    /// Exclusive end: RFC 3339 time, or a date (the start of that trading day).
+    #[arg(long)]
+    end: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Answer as of this snapshot id (time travel).
+    #[arg(long)]
+    snapshot: Option<i64>,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Trades, newest first.
+    Trades(MarketArgs),
+    /// Quotes, newest first.
+    Quotes(MarketArgs),
+    /// Daily open/high/low/close/volume/VWAP for one symbol and trading day.
+    Summary {
+        symbol: String,
+        date: NaiveDate,
+        #[arg(long)]
+        exchange: Option<String>,
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
+    /// OHLCV bars over trading days.
+    Ohlcv {
+        symbol: String,
+        /// 1m, 5m, 15m, 30m, 1h or 1d.
+        #[arg(long, default_value = "1h")]
+        interval: String,
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last trading day (default: --from).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        #[arg(long)]
+        exchange: Option<String>,
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
+    /// Distinct symbols.
+    Symbols {
+        #[arg(long)]
+        exchange: Option<String>,
+    },
+    /// Snapshots of a table (trades, quotes or companies).
+    Snapshots {
+        #[arg(long, default_value = "trades")]
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = cli.data_dir.clone() {
+        config.data_dir = dir;
+    }
+    let service = matches!(
+        cli.command,
+        Command::Ingest { .. } | Command::Consume { .. }
+    );
+    telemetry::init_logs(&config.telemetry, service);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo { sample } => demo::run(App::open(config)?, &sample).await,
+        Command::Bench { bench } => bench::run(config, bench).await,
+        Command::Ingest {
+            source: IngestSource::Asx { dir },
+        } => {
+            telemetry::serve_metrics(&config.telemetry)?;
+            let app = App::open(config)?;
+            let summary = app.ingest_asx(&dir).await?;
+            Ok(if summary.failed_files().next().is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Consume { until_caught_up } => {
+            telemetry::serve_metrics(&config.telemetry)?;
+            App::open(config)?.consume(until_caught_up).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { query, out } => {
+            let app = App::open(config)?;
+            let batches = query_batches(&app, query).await?;
+            render(&batches, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { sql, out } => {
+            let app = App::open(config)?;
+            let batches = app.engine().await?.sql(&sql).await?;
+            render(&batches, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command: DlqCommand::List { limit, skip },
+            out,
+        } => {
+            let app = App::open(config)?;
+            let letters = app.dlq.list(skip, limit)?;
+            eprintln!("{} dead letters stored", app.dlq.len()?);
+            let rows: Vec<present::DeadLetterRow> = letters.iter().map(Into::into).collect();
+            render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A time given as RFC 3339, or a date meaning the start of that trading day.
+fn parse_time(text: &str, exchange: Option<&str>) -> anyhow::Result<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    let date: NaiveDate = text
+        .parse()
+        .with_context(|| format!("'{text}' is neither an RFC 3339 time nor a YYYY-MM-DD date"))?;
+    let tz = exchange.map_or(chrono_tz::UTC, exchange::time_zone);
+    Ok(exchange::day_bounds_us(tz, date).0)
+}
+
+fn market_filter(a: &MarketArgs) -> anyhow::Result<MarketFilter> {
+    if a.limit == 0 || a.limit > 1_000_000 {
+        bail!("--limit must be between 1 and 1000000");
+    }
+    let ex = a.exchange.as_deref();
+    let (start_us, end_us) = match a.date {
+        Some(d) => {
+            let (s, e) = exchange::day_bounds_us(ex.map_or(chrono_tz::UTC, exchange::time_zone), d);
+            (Some(s), Some(e))
+        }
+        None => (
+            a.start.as_deref().map(|s| parse_time(s, ex)).transpose()?,
+            a.end.as_deref().map(|s| parse_time(s, ex)).transpose()?,
+        ),
+    };
+    Ok(MarketFilter {
+        symbol: a.symbol.clone(),
+        exchange: a.exchange.clone(),
+        start_us,
+        end_us,
+        limit: a.limit,
+    })
+}
+
+async fn query_batches(
+    app: &App,
+    query: QueryCommand,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    let engine = app.engine().await?;
+    Ok(match query {
+        QueryCommand::Trades(a) => engine.trades(&market_filter(&a)?, a.snapshot).await?,
+        QueryCommand::Quotes(a) => engine.quotes(&market_filter(&a)?, a.snapshot).await?,
+        QueryCommand::Summary {
+            symbol,
+            date,
+            exchange,
+            snapshot,
+        } => {
+            match engine
+                .daily_summary(&symbol, date, exchange.as_deref(), snapshot)
+                .await?
+            {
+                Some(s) => to_batches(&[present::SummaryRow::from(&s)])?,
+                None => bail!("no trades of {symbol} on {date}"),
+            }
+        }
+        QueryCommand::Ohlcv {
+            symbol,
+            interval,
+            from,
+            to,
+            exchange,
+            snapshot,
+        } => {
+            let interval = BarInterval::parse(&interval)?;
+            let bars = engine
+                .ohlcv(
+                    &symbol,
+                    interval,
+                    from,
+                    to.unwrap_or(from),
+                    exchange.as_deref(),
+                    snapshot,
+                )
+                .await?;
+            to_batches(&bars.iter().map(present::BarRow::from).collect::<Vec<_>>())?
+        }
+        QueryCommand::Symbols { exchange } => {
+            let symbols = engine.symbols(exchange.as_deref()).await?;
+            #[derive(serde::Serialize)]
+            struct Row {
+                symbol: String,
+            }
+            to_batches(
+                &symbols
+                    .into_iter()
+                    .map(|symbol| Row { symbol })
+                    .collect::<Vec<_>>(),
+            )?
+        }
+        QueryCommand::Snapshots { table } => {
+            let table = LakeTable::parse(&table).with_context(|| {
+                format!("unknown table '{table}': use trades, quotes or companies")
+            })?;
+            let snaps = engine.snapshots(table).await?;
+            to_batches(
+                &snaps
+                    .iter()
+                    .map(present::SnapshotRow::from)
+                    .collect::<Vec<_>>(),
+            )?
+        }
+    })
+}

@@ -1,0 +1,207 @@
+//! `k2 bench`: measures the real path on this machine and prints the figures.
+//!
+//! - `ingest`: CSV → log → lake committed, rows/s, on the bundled sample and on synthetic
+//!   ASX-format trades (10 M by default), and the bytes per trade in the lake vs the CSV.
+//! - `query`: warm latency (p50/p99 over many runs) of the everyday questions.
+//!
+//! Each run uses a fresh data directory, so figures include every durable write.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::Subcommand;
+use k2_lake::query::{BarInterval, MarketFilter, QueryEngine};
+
+use crate::app::App;
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput and storage per trade.
+    Ingest {
+        /// Synthetic trades to generate (0 skips the synthetic run).
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Companies the synthetic trades are spread over.
+        #[arg(long, default_value_t = 20)]
+        companies: u32,
+        #[arg(long, default_value = "samples/asx-2014-03")]
+        sample: PathBuf,
+        /// Work here instead of a temporary directory (kept afterwards).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Query latency over warm runs.
+    Query {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value = "samples/asx-2014-03")]
+        sample: PathBuf,
+    },
+}
+
+pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Ingest {
+            rows,
+            companies,
+            sample,
+            work_dir,
+        } => {
+            let tmp = tempfile::tempdir()?;
+            let root = work_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            println!(
+                "dataset                rows   ingest→log   log→lake   end-to-end   CSV B/row  lake B/row"
+            );
+            ingest_once(&config, "bundled ASX sample", &sample, &root.join("sample")).await?;
+            if rows > 0 {
+                let data = root.join("synthetic-data");
+                let t = Instant::now();
+                k2_ingest::synthetic::write_asx_trades(&data, companies, rows, 42)?;
+                eprintln!(
+                    "generated {rows} synthetic trades in {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
+                ingest_once(
+                    &config,
+                    &format!("synthetic {}M trades", rows / 1_000_000),
+                    &data,
+                    &root.join("synthetic"),
+                )
+                .await?;
+            }
+        }
+        BenchCommand::Query { runs, sample } => {
+            let tmp = tempfile::tempdir()?;
+            let mut config = config;
+            config.data_dir = tmp.path().to_path_buf();
+            let app = App::open(config)?;
+            app.ingest_asx(&sample).await?;
+            app.consume(true).await?;
+            query_latency(&app.engine().await?, runs).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest_once(
+    config: &Config,
+    name: &str,
+    data: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    config.data_dir = data_dir.to_path_buf();
+    let app = App::open(config)?;
+    let t0 = Instant::now();
+    let ingest = app.ingest_asx(data).await?;
+    let t1 = Instant::now();
+    let written = app.consume(true).await?;
+    let t2 = Instant::now();
+    let rows = ingest.produced() as f64;
+    let trade_rows = *written
+        .rows_committed
+        .get("market_data.trades")
+        .unwrap_or(&0);
+    let csv = dir_bytes(&data.join("trades"))? as f64 / trade_rows.max(1) as f64;
+    let lake = dir_bytes(
+        &app.config
+            .warehouse_dir()
+            .join("market_data")
+            .join("trades")
+            .join("data"),
+    )? as f64
+        / trade_rows.max(1) as f64;
+    let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
+    println!(
+        "{name:20} {:>9} {:>10.0}/s {:>9.0}/s {:>10.0}/s {:>10.1} {:>11.1}",
+        rows as u64,
+        rate(t1 - t0),
+        rate(t2 - t1),
+        rate(t2 - t0),
+        csv,
+        lake
+    );
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    if !dir.exists() {
+        return Ok(0);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+async fn query_latency(engine: &QueryEngine, runs: usize) -> anyhow::Result<()> {
+    let date = NaiveDate::from_ymd_opt(2014, 3, 12).expect("valid date");
+    let (start, end) =
+        k2_model::exchange::day_bounds_us(k2_model::exchange::time_zone("ASX"), date);
+    let filter = MarketFilter {
+        symbol: Some("BHP".into()),
+        exchange: Some("ASX".into()),
+        start_us: Some(start),
+        end_us: Some(end),
+        limit: 100,
+    };
+    println!(
+        "query (BHP, ASX, 2014-03-12; {runs} warm runs)     p50 ms   p99 ms  mean ms   max ms"
+    );
+    let report = |name: &str, mut samples: Vec<Duration>| {
+        samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
+        println!(
+            "{name:45} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            ms(pick(0.5)),
+            ms(pick(0.99)),
+            mean,
+            ms(*samples.last().expect("runs > 0"))
+        );
+    };
+    let runs = runs.max(1);
+    macro_rules! time {
+        ($e:expr) => {{
+            for _ in 0..5 {
+                $e;
+            }
+            let mut samples = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t = Instant::now();
+                $e;
+                samples.push(t.elapsed());
+            }
+            samples
+        }};
+    }
+    report(
+        "trades, one symbol-day, limit 100",
+        time!(engine.trades(&filter, None).await?),
+    );
+    report(
+        "daily summary",
+        time!(engine.daily_summary("BHP", date, Some("ASX"), None).await?),
+    );
+    report(
+        "1-minute bars, one day",
+        time!(
+            engine
+                .ohlcv("BHP", BarInterval::M1, date, date, Some("ASX"), None)
+                .await?
+        ),
+    );
+    Ok(())
+}

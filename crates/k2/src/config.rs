@@ -1,0 +1,316 @@
+//! Configuration: defaults, then a TOML file, then `K2_…` environment variables, parsed
+//! and validated once at start.
+//!
+//! An environment variable names a key by its path, sections separated by a double
+//! underscore: `K2_DATA_DIR=/var/k2`, `K2_QUERY__TIMEOUT_SECONDS=5`. Unknown keys are
+//! errors (a typo must not silently fall back to a default).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Environment variables that are not configuration keys.
+const NOT_KEYS: &[&str] = &["K2_CONFIG", "K2_LOG"];
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the log, the catalog, the warehouse and the dead letters live.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub writer: WriterConfig,
+    pub query: QueryConfig,
+    pub dlq: DlqConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `embedded` (the default, no external services).
+    pub backend: String,
+    /// Partitions of the trades and quotes topics when K2 creates them.
+    pub partitions: u32,
+    /// Rows per append when ingesting files.
+    pub ingest_chunk_rows: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    pub max_rows: usize,
+    pub max_age_seconds: f64,
+    pub zstd_level: i32,
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    pub memory_limit_mb: u64,
+    pub timeout_seconds: f64,
+    pub max_rows: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    pub max_entries: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `k2_lake=debug,info`. Empty: `info` for the
+    /// services (ingest, consume), `warn` for interactive commands.
+    pub log_level: String,
+    /// Address for the Prometheus `/metrics` endpoint of long-running commands; empty: off.
+    pub metrics_listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            log: LogConfig::default(),
+            writer: WriterConfig::default(),
+            query: QueryConfig::default(),
+            dlq: DlqConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            backend: "embedded".into(),
+            partitions: 4,
+            ingest_chunk_rows: 50_000,
+        }
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_rows: 1_000_000,
+            max_age_seconds: 10.0,
+            zstd_level: 1,
+            group: "k2-lake-writer".into(),
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit_mb: 1024,
+            timeout_seconds: 30.0,
+            max_rows: 100_000,
+        }
+    }
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        DlqConfig {
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: "text".into(),
+            log_level: String::new(),
+            metrics_listen: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `file` (if given, else `k2.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut table = toml::Table::new();
+        let default_file = Path::new("k2.toml");
+        let path = file.or(default_file.exists().then_some(default_file));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            table = text
+                .parse()
+                .with_context(|| format!("parsing config {}", path.display()))?;
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("K2_") else {
+                continue;
+            };
+            if NOT_KEYS.contains(&name.as_str()) || key.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+            set(&mut table, &path, parse_env_value(value))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (file or K2_… environment variables)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.log.backend != "embedded" {
+            bail!(
+                "log.backend '{}' is not available; use 'embedded'",
+                self.log.backend
+            );
+        }
+        if self.log.partitions == 0 || self.log.partitions > 1024 {
+            bail!(
+                "log.partitions must be between 1 and 1024, not {}",
+                self.log.partitions
+            );
+        }
+        if !(1..=22).contains(&self.writer.zstd_level) {
+            bail!(
+                "writer.zstd_level must be between 1 and 22, not {}",
+                self.writer.zstd_level
+            );
+        }
+        if self.writer.max_rows == 0 || self.writer.max_age_seconds <= 0.0 {
+            bail!("writer.max_rows and writer.max_age_seconds must be positive");
+        }
+        if self.query.timeout_seconds <= 0.0
+            || self.query.memory_limit_mb == 0
+            || self.query.max_rows == 0
+        {
+            bail!(
+                "query.timeout_seconds, query.memory_limit_mb and query.max_rows must be positive"
+            );
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
+            bail!(
+                "telemetry.log_format must be 'text' or 'json', not '{}'",
+                self.telemetry.log_format
+            );
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("log").join("log.redb")
+    }
+    pub fn dlq_path(&self) -> PathBuf {
+        self.data_dir.join("dlq").join("dead_letters.redb")
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        self.data_dir.join("catalog.db")
+    }
+    pub fn warehouse_dir(&self) -> PathBuf {
+        self.data_dir.join("warehouse")
+    }
+
+    pub fn writer_options(&self) -> k2_lake::WriterOptions {
+        k2_lake::WriterOptions {
+            max_rows: self.writer.max_rows,
+            max_age: Duration::from_secs_f64(self.writer.max_age_seconds),
+            zstd_level: self.writer.zstd_level,
+            group: self.writer.group.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn query_options(&self) -> k2_lake::query::QueryOptions {
+        k2_lake::query::QueryOptions {
+            memory_limit_mb: self.query.memory_limit_mb,
+            timeout: Duration::from_secs_f64(self.query.timeout_seconds),
+            max_rows: self.query.max_rows,
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Numbers and booleans keep their type; anything else is a string.
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_)))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match path {
+        [] => bail!("empty key"),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [head, rest @ ..] => {
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set(t, rest, value),
+                _ => bail!("'{head}' is not a section"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/k2.example.toml");
+        let config = Config::load_from(Some(&path), &[]).unwrap();
+        assert_eq!(config.log.backend, "embedded");
+        assert_eq!(config.query.timeout_seconds, 30.0);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = Config::load_from(
+            None,
+            &env(&[
+                ("K2_DATA_DIR", "/tmp/k2x"),
+                ("K2_QUERY__TIMEOUT_SECONDS", "5"),
+                ("K2_WRITER__GROUP", "g1"),
+                ("K2_CONFIG", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/k2x"));
+        assert_eq!(config.query.timeout_seconds, 5.0);
+        assert_eq!(config.writer.group, "g1");
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let err = Config::load_from(None, &env(&[("K2_QUERY__TIMEOUT_SECOND", "5")])).unwrap_err();
+        assert!(format!("{err:#}").contains("timeout_second"), "{err:#}");
+        assert!(Config::load_from(None, &env(&[("K2_WRITER__ZSTD_LEVEL", "99")])).is_err());
+        assert!(Config::load_from(None, &env(&[("K2_LOG__BACKEND", "zookeeper")])).is_err());
+    }
+}

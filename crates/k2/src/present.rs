@@ -1,0 +1,122 @@
+//! Rows as users see them: exact decimal text for prices and volumes, ISO times.
+
+use chrono::{DateTime, NaiveDate};
+use k2_lake::query::{Bar, DailySummary, Ohlcv, SnapshotInfo};
+use k2_log::DeadLetter;
+use k2_model::decimal::format_units;
+use serde::Serialize;
+
+pub fn iso_us(us: i64) -> String {
+    DateTime::from_timestamp_micros(us).map_or_else(
+        || us.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    )
+}
+
+#[derive(Serialize)]
+pub struct OhlcvRow {
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    pub volume: String,
+    pub trade_count: i64,
+    pub vwap: String,
+}
+
+impl From<&Ohlcv> for OhlcvRow {
+    fn from(o: &Ohlcv) -> Self {
+        let px = |u: i64| format_units(i128::from(u), 8);
+        OhlcvRow {
+            open: px(o.open),
+            high: px(o.high),
+            low: px(o.low),
+            close: px(o.close),
+            volume: format_units(o.volume, 8),
+            trade_count: o.trade_count,
+            vwap: px(o.vwap()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SummaryRow {
+    pub symbol: String,
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    pub ohlcv: OhlcvRow,
+}
+
+impl From<&DailySummary> for SummaryRow {
+    fn from(s: &DailySummary) -> Self {
+        SummaryRow {
+            symbol: s.symbol.clone(),
+            date: s.date,
+            ohlcv: (&s.ohlcv).into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BarRow {
+    pub start: String,
+    #[serde(flatten)]
+    pub ohlcv: OhlcvRow,
+}
+
+impl From<&Bar> for BarRow {
+    fn from(b: &Bar) -> Self {
+        BarRow {
+            start: iso_us(b.start_us),
+            ohlcv: (&b.ohlcv).into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SnapshotRow {
+    pub snapshot_id: i64,
+    pub parent_id: Option<i64>,
+    pub committed_at: String,
+    pub operation: String,
+    pub added_records: Option<u64>,
+    pub total_records: Option<u64>,
+    pub added_files: Option<u64>,
+}
+
+impl From<&SnapshotInfo> for SnapshotRow {
+    fn from(s: &SnapshotInfo) -> Self {
+        SnapshotRow {
+            snapshot_id: s.snapshot_id,
+            parent_id: s.parent_id,
+            committed_at: iso_us(s.timestamp_ms * 1000),
+            operation: s.operation.clone(),
+            added_records: s.added_records,
+            total_records: s.total_records,
+            added_files: s.added_files,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeadLetterRow {
+    pub rejected_at: String,
+    pub stage: String,
+    pub source: String,
+    pub kind: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+impl From<&DeadLetter> for DeadLetterRow {
+    fn from(d: &DeadLetter) -> Self {
+        DeadLetterRow {
+            rejected_at: iso_us(d.rejected_at_us),
+            stage: d.stage.clone(),
+            source: d.source.clone(),
+            kind: d.kind.clone(),
+            reason: d.reason.clone(),
+            raw: String::from_utf8_lossy(&d.raw).into_owned(),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Logs and metrics of the process: `tracing` to standard error (text or JSON), and a
+//! Prometheus `/metrics` endpoint for long-running commands when configured.
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::TelemetryConfig;
+
+/// `service`: a long-running command, which logs at `info` unless configured otherwise.
+pub fn init_logs(config: &TelemetryConfig, service: bool) {
+    let default = if !config.log_level.is_empty() {
+        config.log_level.as_str()
+    } else if service {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("K2_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Serves `/metrics` on the configured address (long-running commands only).
+pub fn serve_metrics(config: &TelemetryConfig) -> anyhow::Result<()> {
+    if config.metrics_listen.is_empty() {
+        return Ok(());
+    }
+    let addr: std::net::SocketAddr = config.metrics_listen.parse().with_context(|| {
+        format!(
+            "telemetry.metrics_listen '{}' is not an address",
+            config.metrics_listen
+        )
+    })?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    metrics::gauge!("k2_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    tracing::info!(%addr, "metrics served at /metrics");
+    Ok(())
+}

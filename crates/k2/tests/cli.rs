@@ -1,0 +1,380 @@
+//! The `k2` binary as users run it: real child processes on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TRADES: u64 = 91_631 + 232 + 11;
+const QUOTES: u64 = 77_849 + 549 + 60;
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
+}
+
+fn k2(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .env_remove("K2_CONFIG")
+        .env("K2_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("k2 runs");
+    assert!(
+        out.status.success(),
+        "k2 failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The single value of a one-row, one-column SQL answer.
+fn sql_scalar(data: &Path, sql: &str) -> u64 {
+    let out = run_ok(k2(data).args(["sql", sql, "--format", "csv"]));
+    out.lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no row in {out:?}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn demo_twice_gives_the_same_tables() {
+    let data = tempfile::tempdir().unwrap();
+    let first = run_ok(k2(data.path()).arg("demo").arg("--sample").arg(sample()));
+    assert!(first.contains("market_data.trades"), "{first}");
+    assert!(first.contains(&format!("{TRADES} rows")), "{first}");
+    assert!(
+        first.contains("36.52264159"),
+        "BHP 2014-03-10 VWAP is shown:\n{first}"
+    );
+    let snapshots = run_ok(k2(data.path()).args(["query", "snapshots", "--format", "csv"]));
+    let second = run_ok(k2(data.path()).arg("demo").arg("--sample").arg(sample()));
+    assert!(second.contains(&format!("{TRADES} rows")));
+    assert!(
+        second.contains("0 rows committed to the lake this run"),
+        "{second}"
+    );
+    assert_eq!(
+        run_ok(k2(data.path()).args(["query", "snapshots", "--format", "csv"])),
+        snapshots,
+        "no new snapshot"
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
+        TRADES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
+        TRADES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM quotes"),
+        QUOTES
+    );
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("k2 starts")
+}
+
+/// Trades snapshots committed so far, read straight from the catalog.
+fn trade_snapshots(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
+    rt.block_on(async {
+        let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &data.join("warehouse"))
+            .await
+            .unwrap();
+        match iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())
+            .await
+        {
+            Ok(t) => t.metadata().snapshots().len(),
+            Err(_) => 0,
+        }
+    })
+}
+
+#[test]
+fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let small_batches = |cmd: &mut Command| {
+        cmd.env("K2_WRITER__MAX_ROWS", "3000")
+            .env("K2_WRITER__MAX_AGE_SECONDS", "0.2")
+            .env("K2_LOG__INGEST_CHUNK_ROWS", "2000");
+    };
+    let mut kills = 0;
+    for round in 0..5 {
+        let before = trade_snapshots(&rt, data.path());
+        let mut ingest = k2(data.path());
+        small_batches(&mut ingest);
+        let mut ingest = spawn(ingest.arg("ingest").arg("asx").arg(sample()));
+        let mut writer = k2(data.path());
+        small_batches(&mut writer);
+        let mut writer = spawn(writer.arg("consume"));
+        // Let the writer commit at least once, then kill both without warning.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while trade_snapshots(&rt, data.path()) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "round {round}: the writer never committed"
+        );
+        writer.kill().unwrap(); // SIGKILL
+        writer.wait().unwrap();
+        let _ = ingest.kill();
+        ingest.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 5);
+    // Finish both jobs normally.
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    assert!(
+        trade_snapshots(&rt, data.path()) >= 6,
+        "many commits happened"
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
+        TRADES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
+        TRADES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM quotes"),
+        QUOTES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM quotes"),
+        QUOTES
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM reference_data.companies"),
+        4
+    );
+}
+
+#[test]
+fn an_unseen_company_file_with_malformed_lines_lands_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let dataset = tempfile::tempdir().unwrap();
+    copy_dir(&sample(), dataset.path());
+    // RIO (7458) is listed in company_info.csv but ships no files: give it 3 000 trades
+    // over two days and break four of them.
+    let mut text = String::new();
+    for i in 0..3000u32 {
+        let day = if i < 1500 { 10 } else { 11 };
+        let secs = 36_000 + i * 7;
+        let price = 62.0 + f64::from(i % 50) / 100.0;
+        text.push_str(&format!(
+            "03/{day}/2014,{:02}:{:02}:{:02}.{:03},{price:.2},{},0,,\r\n",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            i % 1000,
+            100 + i
+        ));
+    }
+    text.push_str("03/11/2014,15:00:00.000,six,100,0,,\r\n");
+    text.push_str("03/11/2014,15:00:01.000,62.1,100\r\n");
+    text.push_str("03/11/2014,15:00:02.000,-62.1,100,0,,\r\n");
+    text.push_str("03/32/2014,15:00:03.000,62.1,100,0,,\r\n");
+    std::fs::write(dataset.path().join("trades/7458.csv"), text).unwrap();
+
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(dataset.path()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    assert_eq!(
+        sql_scalar(
+            data.path(),
+            "SELECT count(*) FROM trades WHERE symbol = 'RIO'"
+        ),
+        3000
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
+        TRADES + 3000
+    );
+
+    let letters = run_ok(k2(data.path()).args(["dlq", "list", "--format", "json"]));
+    let letters: Vec<serde_json::Value> = serde_json::from_str(&letters).unwrap();
+    let sources: Vec<&str> = letters
+        .iter()
+        .map(|l| l["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "trades/7458.csv:3001",
+            "trades/7458.csv:3002",
+            "trades/7458.csv:3003",
+            "trades/7458.csv:3004"
+        ]
+    );
+    assert_eq!(letters[1]["kind"], "column_count");
+    assert_eq!(letters[0]["raw"], "03/11/2014,15:00:00.000,six,100,0,,");
+
+    // Bars cover exactly the good trades of each day.
+    for (day, n) in [("2014-03-10", 1500), ("2014-03-11", 1500)] {
+        let bars = run_ok(k2(data.path()).args([
+            "query",
+            "ohlcv",
+            "RIO",
+            "--interval",
+            "5m",
+            "--from",
+            day,
+            "--exchange",
+            "ASX",
+            "--format",
+            "json",
+        ]));
+        let bars: Vec<serde_json::Value> = serde_json::from_str(&bars).unwrap();
+        let count: i64 = bars
+            .iter()
+            .map(|b| b["trade_count"].as_i64().unwrap())
+            .sum();
+        assert_eq!(count, n, "{day}");
+    }
+}
+
+#[test]
+fn queries_answer_in_every_format_and_sql_is_read_only() {
+    let data = tempfile::tempdir().unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+
+    let csv = run_ok(k2(data.path()).args([
+        "query",
+        "summary",
+        "BHP",
+        "2014-03-10",
+        "--exchange",
+        "ASX",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "symbol,date,open,high,low,close,volume,trade_count,vwap"
+    );
+    assert_eq!(
+        csv.lines().nth(1).unwrap(),
+        "BHP,2014-03-10,36.667,37.72,36.12,36.16,10053864,17000,36.52264159"
+    );
+
+    let trades = run_ok(k2(data.path()).args([
+        "query",
+        "trades",
+        "--symbol",
+        "DVN",
+        "--date",
+        "2014-03-14",
+        "--exchange",
+        "ASX",
+        "--limit",
+        "5",
+        "--format",
+        "json",
+    ]));
+    let trades: Vec<serde_json::Value> = serde_json::from_str(&trades).unwrap();
+    assert_eq!(trades.len(), 5);
+    let times: Vec<&str> = trades
+        .iter()
+        .map(|t| t["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+
+    let parquet = data.path().join("bars.parquet");
+    run_ok(
+        k2(data.path())
+            .args([
+                "query",
+                "ohlcv",
+                "BHP",
+                "--interval",
+                "1d",
+                "--from",
+                "2014-03-10",
+                "--to",
+                "2014-03-14",
+                "--exchange",
+                "ASX",
+                "--format",
+                "parquet",
+                "-o",
+            ])
+            .arg(&parquet),
+    );
+    assert!(std::fs::metadata(&parquet).unwrap().len() > 0);
+
+    let table = run_ok(k2(data.path()).args(["query", "symbols"]));
+    assert!(table.contains("BHP") && table.contains("DVN") && table.contains("MWR"));
+
+    for bad in [
+        "DROP TABLE trades",
+        "DELETE FROM trades",
+        "CREATE TABLE x AS SELECT 1",
+    ] {
+        let out: Output = k2(data.path()).args(["sql", bad]).output().unwrap();
+        assert!(!out.status.success(), "{bad} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("read-only") || err.contains("not supported"),
+            "{bad}: {err}"
+        );
+    }
+    // Injection attempts are values, not SQL.
+    let out = run_ok(k2(data.path()).args([
+        "query",
+        "trades",
+        "--symbol",
+        "BHP'; DROP TABLE trades; --",
+        "--format",
+        "csv",
+    ]));
+    assert!(
+        out.lines().count() <= 1,
+        "no rows for a symbol that does not exist: {out}"
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
+        TRADES
+    );
+
+    let missing = k2(data.path())
+        .args(["query", "summary", "BHP", "2014-03-15", "--exchange", "ASX"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no trades of BHP on 2014-03-15"));
+}
