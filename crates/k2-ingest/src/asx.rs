@@ -99,16 +99,45 @@ impl LocalClock {
     }
 }
 
+/// `MM/DD/YYYY`, parsed by position (chrono's format-string parser costs more than the
+/// rest of the row).
 fn parse_date(text: &str) -> Result<NaiveDate, Rejection> {
-    NaiveDate::parse_from_str(text, "%m/%d/%Y")
-        .map_err(|_| Rejection::new("date", format!("date '{text}' is not MM/DD/YYYY")))
+    let bad = || Rejection::new("date", format!("date '{text}' is not MM/DD/YYYY"));
+    let b = text.as_bytes();
+    if b.len() != 10 || b[2] != b'/' || b[5] != b'/' {
+        return Err(bad());
+    }
+    let (m, d, y) = (digits(&b[0..2]), digits(&b[3..5]), digits(&b[6..10]));
+    match (m, d, y) {
+        (Some(m), Some(d), Some(y)) => NaiveDate::from_ymd_opt(y as i32, m, d).ok_or_else(bad),
+        _ => Err(bad()),
+    }
 }
 
+/// `HH:MM:SS.mmm`, parsed by position.
 fn parse_time(text: &str) -> Result<NaiveTime, Rejection> {
-    NaiveTime::parse_from_str(text, "%H:%M:%S%.3f")
-        .ok()
-        .filter(|_| text.len() == 12)
-        .ok_or_else(|| Rejection::new("date", format!("time '{text}' is not HH:MM:SS.mmm")))
+    let bad = || Rejection::new("date", format!("time '{text}' is not HH:MM:SS.mmm"));
+    let b = text.as_bytes();
+    if b.len() != 12 || b[2] != b':' || b[5] != b':' || b[8] != b'.' {
+        return Err(bad());
+    }
+    match (
+        digits(&b[0..2]),
+        digits(&b[3..5]),
+        digits(&b[6..8]),
+        digits(&b[9..12]),
+    ) {
+        (Some(h), Some(m), Some(s), Some(ms)) => {
+            NaiveTime::from_hms_milli_opt(h, m, s, ms).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
 }
 
 fn parse_decimal(field: &str, text: &str) -> Result<Decimal8, Rejection> {
@@ -143,10 +172,12 @@ pub struct RowSource<'a> {
 }
 
 fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (String, String) {
-    let day = date.format("%Y%m%d").to_string();
+    use chrono::Datelike;
+    let day = format!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
     let line = src.line.to_string();
     let message_id =
-        MessageId::from_source(&[EXCHANGE, kind, &src.company.company_id, &day, &line]).to_string();
+        MessageId::from_source(&[EXCHANGE, kind, &src.company.company_id, &day, &line])
+            .to_uuid_string();
     let native = format!("{EXCHANGE}-{}-{day}-{line}", src.company.company_id);
     (message_id, native)
 }
@@ -265,10 +296,11 @@ pub fn parse_quote(
     }))
 }
 
+/// A rejected line: its 1-based number, its text, and why.
+pub type RejectedLine = (u64, String, Rejection);
+
 /// Parses company_info.csv (with header) into companies by id; bad rows are returned apart.
-pub fn parse_company_info(
-    text: &str,
-) -> (BTreeMap<String, Company>, Vec<(u64, String, Rejection)>) {
+pub fn parse_company_info(text: &str) -> (BTreeMap<String, Company>, Vec<RejectedLine>) {
     let mut companies = BTreeMap::new();
     let mut rejected = Vec::new();
     for (i, raw) in text.lines().enumerate().skip(1) {

@@ -293,7 +293,7 @@ async fn ingest_reference<L: Log>(
     encoder: &Encoder,
     info: &str,
     companies: &BTreeMap<String, Company>,
-    rejected: Vec<(u64, String, Rejection)>,
+    rejected: Vec<asx::RejectedLine>,
     receive_us: i64,
 ) -> Result<FileSummary, IngestError> {
     let rel = "reference-data/company_info.csv";

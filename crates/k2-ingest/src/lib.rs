@@ -2,9 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`asx`]: parsing of the ASX sample files (trades, quotes, company info) into records.
-//! - [`ingest`]: `ingest asx`, exactly once into the log with per-file checkpoints.
-//! - [`synthetic`]: deterministic ASX-format data of any size, for benchmarks.
+//! - [`asx`] — parsing of the ASX sample files (trades, quotes, company info) into records.
+//! - [`ingest`] — `ingest asx`, exactly once into the log with per-file checkpoints.
+//! - [`synthetic`] — deterministic ASX-format data of any size, for benchmarks.
 
 pub mod asx;
 pub mod ingest;

@@ -8,7 +8,7 @@ pub enum LakeError {
     #[error("{context}: {source}")]
     Catalog {
         context: String,
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     #[error("{context}: {source}")]
     Io {
@@ -56,7 +56,7 @@ impl LakeError {
     pub(crate) fn catalog(context: impl Into<String>, source: iceberg::Error) -> Self {
         LakeError::Catalog {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

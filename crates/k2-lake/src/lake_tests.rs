@@ -63,7 +63,10 @@ async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
 }
 
 /// BHP's daily figures computed independently: plain string splitting and integer maths.
-fn bhp_from_csv() -> BTreeMap<String, (i64, i64, i64, i64, i128, i64, i128)> {
+/// (open, high, low, close, volume, trade count, notional) in 10^-8 / 10^-16 units.
+type DayFigures = (i64, i64, i64, i64, i128, i64, i128);
+
+fn bhp_from_csv() -> BTreeMap<String, DayFigures> {
     let text = std::fs::read_to_string(sample().join("trades/7078.csv")).unwrap();
     let units = |s: &str| -> i64 {
         let (i, f) = s.split_once('.').unwrap_or((s, ""));
@@ -233,6 +236,7 @@ async fn limits_fail_with_clear_errors() {
         memory_limit_mb: 1,
         timeout: Duration::from_secs(60),
         max_rows: 10,
+        ..Default::default()
     };
     let engine = QueryEngine::new(l.catalog.clone(), tight).unwrap();
     let err = engine

@@ -3,11 +3,11 @@
 //!
 //! # Layout
 //!
-//! - [`tables`]: the table definitions and the SQL catalog (SQLite) they live in.
-//! - [`columns`]: records → Arrow batches in the tables' exact Arrow schema.
-//! - [`writer`]: log → Parquet → Iceberg fast-append, log positions in the snapshot.
-//! - [`query`]: parameterised market queries, time travel, read-only SQL, limits.
-//! - [`error`]: `LakeError`.
+//! - [`tables`] — the table definitions and the SQL catalog (SQLite) they live in.
+//! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
+//! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
+//! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
+//! - [`error`] — `LakeError`.
 
 pub mod columns;
 pub mod error;

@@ -20,6 +20,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use iceberg::Catalog;
+use iceberg::table::Table;
 use iceberg_datafusion::{IcebergCatalogProvider, IcebergStaticTableProvider};
 use k2_model::exchange;
 use serde::Serialize;
@@ -37,6 +38,10 @@ pub struct QueryOptions {
     pub timeout: Duration,
     /// Largest result a free SQL query may return.
     pub max_rows: usize,
+    /// How long loaded table metadata is reused before the catalog is asked again. Reuse
+    /// keeps Iceberg's manifest cache warm; a commit becomes visible within this time.
+    /// Zero asks the catalog on every query.
+    pub metadata_refresh: Duration,
 }
 
 impl Default for QueryOptions {
@@ -45,6 +50,7 @@ impl Default for QueryOptions {
             memory_limit_mb: 1024,
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
+            metadata_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -188,6 +194,7 @@ pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     runtime: Arc<RuntimeEnv>,
     options: QueryOptions,
+    tables: std::sync::Mutex<std::collections::HashMap<LakeTable, (Instant, Table)>>,
 }
 
 const ORDER: &str = r#""timestamp" ASC, source_sequence ASC, message_id ASC"#;
@@ -206,6 +213,7 @@ impl QueryEngine {
             catalog,
             runtime,
             options,
+            tables: Default::default(),
         })
     }
 
@@ -221,12 +229,29 @@ impl QueryEngine {
     }
 
     /// A context holding `table` as `t`, at `snapshot` or the current snapshot.
-    async fn context_for(&self, table: LakeTable, snapshot: Option<i64>) -> Result<SessionContext> {
+    /// The table's metadata, reused for `metadata_refresh` after loading it.
+    async fn table(&self, table: LakeTable) -> Result<Table> {
+        let refresh = self.options.metadata_refresh;
+        if !refresh.is_zero()
+            && let Some((at, t)) = self.tables.lock().expect("table cache lock").get(&table)
+            && at.elapsed() < refresh
+        {
+            return Ok(t.clone());
+        }
         let t = self
             .catalog
             .load_table(&table.ident())
             .await
             .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+        self.tables
+            .lock()
+            .expect("table cache lock")
+            .insert(table, (Instant::now(), t.clone()));
+        Ok(t)
+    }
+
+    async fn context_for(&self, table: LakeTable, snapshot: Option<i64>) -> Result<SessionContext> {
+        let t = self.table(table).await?;
         let provider = match snapshot {
             None => IcebergStaticTableProvider::try_new_from_table(t).await,
             Some(id) => {

@@ -153,16 +153,23 @@ fn vendor(id: i32, key_id: i32, value_id: i32) -> NestedField {
     )
 }
 
-fn trade_fields() -> Vec<NestedField> {
+/// Fields 1–8, shared by the market tables; `native_id` names field 2.
+fn market_head(native_id: &str) -> Vec<NestedField> {
     vec![
         NestedField::required(1, "message_id", string()),
-        NestedField::required(2, "trade_id", string()),
+        NestedField::required(2, native_id, string()),
         NestedField::required(SYMBOL_ID, "symbol", string()),
         NestedField::required(4, "exchange", string()),
         NestedField::required(5, "asset_class", string()),
         NestedField::required(TIMESTAMP_ID, "timestamp", timestamptz()),
         NestedField::required(7, "trade_date", date()),
         NestedField::required(8, "receive_timestamp", timestamptz()),
+    ]
+}
+
+fn trade_fields() -> Vec<NestedField> {
+    let mut fields = market_head("trade_id");
+    fields.extend([
         NestedField::required(9, "price", decimal()),
         NestedField::required(10, "quantity", decimal()),
         NestedField::required(11, "currency", string()),
@@ -180,19 +187,13 @@ fn trade_fields() -> Vec<NestedField> {
         NestedField::required(15, "ingestion_timestamp", timestamptz()),
         NestedField::optional(16, "platform_sequence", long()),
         vendor(17, 19, 20),
-    ]
+    ]);
+    fields
 }
 
 fn quote_fields() -> Vec<NestedField> {
-    vec![
-        NestedField::required(1, "message_id", string()),
-        NestedField::required(2, "quote_id", string()),
-        NestedField::required(SYMBOL_ID, "symbol", string()),
-        NestedField::required(4, "exchange", string()),
-        NestedField::required(5, "asset_class", string()),
-        NestedField::required(TIMESTAMP_ID, "timestamp", timestamptz()),
-        NestedField::required(7, "trade_date", date()),
-        NestedField::required(8, "receive_timestamp", timestamptz()),
+    let mut fields = market_head("quote_id");
+    fields.extend([
         NestedField::required(9, "bid_price", decimal()),
         NestedField::required(10, "bid_quantity", decimal()),
         NestedField::required(11, "ask_price", decimal()),
@@ -202,7 +203,8 @@ fn quote_fields() -> Vec<NestedField> {
         NestedField::required(15, "ingestion_timestamp", timestamptz()),
         NestedField::optional(16, "platform_sequence", long()),
         vendor(17, 18, 19),
-    ]
+    ]);
+    fields
 }
 
 fn company_fields() -> Vec<NestedField> {

@@ -97,6 +97,35 @@ struct TableState {
     oldest: Option<Instant>,
 }
 
+/// An exchange's trading day of an instant, remembering the last day's bounds (rows come
+/// in time order, so the time-zone lookup runs about once per day).
+struct TradingDays {
+    tz: chrono_tz::Tz,
+    last: Option<(i64, i64, i32)>,
+}
+
+impl TradingDays {
+    fn new(exchange_code: &str) -> Self {
+        TradingDays {
+            tz: exchange::time_zone(exchange_code),
+            last: None,
+        }
+    }
+
+    fn day_of(&mut self, ts_us: i64) -> i32 {
+        if let Some((start, end, days)) = self.last
+            && (start..end).contains(&ts_us)
+        {
+            return days;
+        }
+        let date = exchange::trading_day(self.tz, ts_us);
+        let (start, end) = exchange::day_bounds_us(self.tz, date);
+        let days = columns::days_since_epoch(date);
+        self.last = Some((start, end, days));
+        days
+    }
+}
+
 fn offset_key(topic: &str, partition: u32) -> String {
     format!("{topic}/{partition}")
 }
@@ -184,7 +213,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut consumer = log.consumer(assignment.clone())?;
     let mut schema_cache: HashMap<u32, Option<DataType>> = HashMap::new();
     let mut summary = WriterSummary::default();
-    let mut tz_cache: HashMap<String, chrono_tz::Tz> = HashMap::new();
+    let mut days: HashMap<String, TradingDays> = HashMap::new();
 
     loop {
         let records = consumer
@@ -204,15 +233,18 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             state.oldest.get_or_insert_with(Instant::now);
             match decode(log, &mut schema_cache, &rec.value, topic_name.data_type).await? {
                 Ok(record) => {
-                    let tz = *tz_cache
-                        .entry(record.exchange().to_string())
-                        .or_insert_with(|| exchange::time_zone(record.exchange()));
-                    let ts = match &record {
-                        MarketRecord::Trade(t) => t.timestamp_us,
-                        MarketRecord::Quote(q) => q.timestamp_us,
+                    if !days.contains_key(record.exchange()) {
+                        days.insert(
+                            record.exchange().to_string(),
+                            TradingDays::new(record.exchange()),
+                        );
+                    }
+                    let calendar = days.get_mut(record.exchange()).expect("inserted above");
+                    let trade_date = match &record {
+                        MarketRecord::Trade(t) => calendar.day_of(t.timestamp_us),
+                        MarketRecord::Quote(q) => calendar.day_of(q.timestamp_us),
                         MarketRecord::Reference(_) => 0,
                     };
-                    let trade_date = columns::days_since_epoch(exchange::trading_day(tz, ts));
                     state.pending.push(Row { record, trade_date });
                 }
                 Err((kind, reason)) => {
@@ -315,17 +347,21 @@ async fn decode<L: SchemaStore>(
         Ok(id) => id,
         Err(e) => return Ok(Err(("framing", e.to_string()))),
     };
-    if !cache.contains_key(&id) {
-        let text = log.schema(id).await?;
-        let dt = text.and_then(|t| {
-            DataType::ALL
-                .iter()
-                .copied()
-                .find(|&dt| avro::schema_for(dt) == t)
-        });
-        cache.insert(id, dt);
-    }
-    let Some(dt) = cache[&id] else {
+    let known = match cache.get(&id) {
+        Some(known) => *known,
+        None => {
+            let text = log.schema(id).await?;
+            let dt = text.and_then(|t| {
+                DataType::ALL
+                    .iter()
+                    .copied()
+                    .find(|&dt| avro::schema_for(dt) == t)
+            });
+            cache.insert(id, dt);
+            dt
+        }
+    };
+    let Some(dt) = known else {
         return Ok(Err((
             "unknown_schema",
             format!("schema id {id} is not a K2 record schema"),

@@ -235,14 +235,10 @@ fn decode_batch(
     Ok(())
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl Future<Output = Result<T>> + Send {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| LogError::storage("log worker thread", e))?
-    }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::storage("log worker thread", e))?
 }
 
 use std::future::Future;
@@ -545,12 +541,8 @@ impl EmbeddedConsumer {
 }
 
 impl LogConsumer for EmbeddedConsumer {
-    fn poll(
-        &mut self,
-        max: usize,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Vec<ConsumedRecord>>> + Send {
-        async move {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<ConsumedRecord>> {
+        {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let notified = self.log.appended.clone();

@@ -2,11 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`log`]: the `Log` / `LogConsumer` traits, shaped so Kafka can implement them.
-//! - [`embedded`]: the embedded backend on redb (the default, no external services).
-//! - [`partitioner`]: Kafka-compatible key → partition mapping.
-//! - [`dead_letter`]: rejected records with their raw bytes, source position and reason.
-//! - [`error`]: `LogError`.
+//! - [`log`] — the `Log` / `LogConsumer` traits, shaped so Kafka can implement them.
+//! - [`embedded`] — the embedded backend on redb (the default, no external services).
+//! - [`partitioner`] — Kafka-compatible key → partition mapping.
+//! - [`dead_letter`] — rejected records with their raw bytes, source position and reason.
+//! - [`error`] — `LogError`.
 
 #[cfg(test)]
 pub mod conformance;

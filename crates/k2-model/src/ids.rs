@@ -35,29 +35,29 @@ impl MessageId {
     }
 }
 
+impl MessageId {
+    /// The UUID text form without going through the formatter (this runs once per record).
+    pub fn to_uuid_string(self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let b = self.0.to_be_bytes();
+        let mut out = [0u8; 36];
+        let mut pos = 0;
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out[pos] = b'-';
+                pos += 1;
+            }
+            out[pos] = HEX[(byte >> 4) as usize];
+            out[pos + 1] = HEX[(byte & 0xf) as usize];
+            pos += 2;
+        }
+        String::from_utf8(out.to_vec()).expect("hex is ASCII")
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0.to_be_bytes();
-        write!(
-            f,
-            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            b[0],
-            b[1],
-            b[2],
-            b[3],
-            b[4],
-            b[5],
-            b[6],
-            b[7],
-            b[8],
-            b[9],
-            b[10],
-            b[11],
-            b[12],
-            b[13],
-            b[14],
-            b[15]
-        )
+        f.write_str(&self.to_uuid_string())
     }
 }
 

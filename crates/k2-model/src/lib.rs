@@ -5,14 +5,14 @@
 //!
 //! # Layout
 //!
-//! - [`decimal`]: `Decimal8`, fixed-point `i64` at 10^-8 ↔ `decimal(18,8)`.
-//! - [`enums`]: asset class, trade side, data type.
-//! - [`ids`]: deterministic message ids derived from the source identity.
-//! - [`record`]: `Trade`, `Quote`, `ReferenceData` and the `MarketRecord` sum.
-//! - [`exchange`]: exchange time zones and trading days.
-//! - [`topic`]: topic names `market.{asset_class}.{data_type}.{exchange}`.
-//! - [`avro`]: Avro binary codec in the Confluent wire format, schemas from `schemas/avro/`.
-//! - [`error`]: `ModelError`.
+//! - [`decimal`] — `Decimal8`, fixed-point `i64` at 10^-8 ↔ `decimal(18,8)`.
+//! - [`enums`] — asset class, trade side, data type.
+//! - [`ids`] — deterministic message ids derived from the source identity.
+//! - [`record`] — `Trade`, `Quote`, `ReferenceData` and the `MarketRecord` sum.
+//! - [`exchange`] — exchange time zones and trading days.
+//! - [`topic`] — topic names `market.{asset_class}.{data_type}.{exchange}`.
+//! - [`avro`] — Avro binary codec in the Confluent wire format, schemas from `schemas/avro/`.
+//! - [`error`] — `ModelError`.
 
 pub mod avro;
 pub mod decimal;

@@ -52,6 +52,8 @@ pub struct QueryConfig {
     pub memory_limit_mb: u64,
     pub timeout_seconds: f64,
     pub max_rows: usize,
+    /// Reuse of loaded table metadata, in milliseconds (0: ask the catalog every query).
+    pub metadata_refresh_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -112,6 +114,7 @@ impl Default for QueryConfig {
             memory_limit_mb: 1024,
             timeout_seconds: 30.0,
             max_rows: 100_000,
+            metadata_refresh_ms: 1000,
         }
     }
 }
@@ -237,6 +240,7 @@ impl Config {
             memory_limit_mb: self.query.memory_limit_mb,
             timeout: Duration::from_secs_f64(self.query.timeout_seconds),
             max_rows: self.query.max_rows,
+            metadata_refresh: Duration::from_millis(self.query.metadata_refresh_ms),
         }
     }
 }
