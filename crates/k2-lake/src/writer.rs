@@ -529,7 +529,6 @@ async fn write_files(
         location,
         names,
     );
-    let builder = DataFileWriterBuilder::new(rolling);
     let spec = metadata.default_partition_spec().as_ref().clone();
 
     // One file per partition: market tables by UTC day of the timestamp.
@@ -542,7 +541,9 @@ async fn write_files(
         };
         groups.entry(day).or_default().push(i);
     }
-    let mut files = Vec::new();
+    // Arrow batches are built here; each partition's file is encoded and written on its
+    // own task, so a flush uses every core (Parquet encoding dominates the writer).
+    let mut tasks = Vec::new();
     for (day, idx) in groups {
         let part: Vec<&Row> = idx.into_iter().map(|i| &rows[i]).collect();
         let batch = columns::to_batch(t, &state.arrow_schema, &part)?;
@@ -553,20 +554,19 @@ async fn write_files(
                 Struct::from_iter([Some(Literal::date(d))]),
             )
         });
-        let mut writer = builder
-            .build(key)
+        let builder = DataFileWriterBuilder::new(rolling.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut writer = builder.build(key).await?;
+            writer.write(batch).await?;
+            writer.close().await
+        }));
+    }
+    let mut files = Vec::new();
+    for task in tasks {
+        let written = task
             .await
-            .map_err(|e| LakeError::catalog("opening a data file", e))?;
-        writer
-            .write(batch)
-            .await
-            .map_err(|e| LakeError::catalog(format!("writing {t} data"), e))?;
-        files.extend(
-            writer
-                .close()
-                .await
-                .map_err(|e| LakeError::catalog(format!("closing {t} data file"), e))?,
-        );
+            .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))?;
+        files.extend(written.map_err(|e| LakeError::catalog(format!("writing {t} data"), e))?);
     }
     Ok(files)
 }
