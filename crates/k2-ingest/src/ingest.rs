@@ -96,6 +96,8 @@ pub struct FileSummary {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IngestSummary {
     pub files: Vec<FileSummary>,
+    /// Files of the layout that K2 has no table for yet, with the reason.
+    pub not_ingested: Vec<String>,
     pub seconds: f64,
 }
 
@@ -275,6 +277,14 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
                 Err(e) => return Err(e),
             }
             summary.files.push(file_summary);
+        }
+    }
+    // Corporate actions have no table yet: say so instead of passing over them.
+    for name in ["dividends.csv", "stock_splits.csv", "mergers.csv"] {
+        if dir.join("reference-data").join(name).exists() {
+            summary.not_ingested.push(format!(
+                "reference-data/{name}: corporate actions have no K2 table yet"
+            ));
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();

@@ -60,6 +60,13 @@ async fn sample_ingests_exactly_once() {
     let env = env();
     let first = run(&env, &sample()).await;
     assert_eq!(first.dead_lettered(), 0);
+    assert!(
+        first
+            .not_ingested
+            .iter()
+            .any(|n| n.contains("dividends.csv")),
+        "skipped files are named"
+    );
     assert_eq!(
         count(&env.log, "market.equities.trades.asx").await,
         91_631 + 232 + 11

@@ -97,6 +97,9 @@ impl App {
                 ),
             }
         }
+        for note in &summary.not_ingested {
+            eprintln!("  not ingested: {note}");
+        }
         eprintln!(
             "ingest: {} rows read, {} appended to the log, {} dead-lettered in {:.2}s",
             summary.rows_read(),
