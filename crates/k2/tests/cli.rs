@@ -378,3 +378,73 @@ fn queries_answer_in_every_format_and_sql_is_read_only() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no trades of BHP on 2014-03-15"));
 }
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+#[test]
+fn metrics_show_data_flowing_and_sigterm_stops_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut writer = k2(data.path())
+        .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .arg("consume")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = format!("k2_lake_rows_committed_total{{table=\"trades\"}} {TRADES}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(body) = http_get(port, "/metrics") {
+            if body.contains(&want) {
+                last = body;
+                break;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        last.contains(&want),
+        "metrics never showed the trades committed:\n{last}"
+    );
+    assert!(last.contains("k2_lake_records_consumed_total"), "{last}");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(writer.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = writer.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "k2 consume did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        exit.success(),
+        "SIGTERM is a clean stop, not a failure: {exit}"
+    );
+}
