@@ -44,6 +44,29 @@ fn sql_scalar(data: &Path, sql: &str) -> u64 {
         .unwrap()
 }
 
+/// Every sample row exactly once: counts and distinct message ids of every table.
+fn assert_lake_holds_the_sample_exactly(data: &Path) {
+    for (table, rows) in [
+        ("trades", TRADES),
+        ("quotes", QUOTES),
+        ("reference_data.companies", 4),
+    ] {
+        assert_eq!(
+            sql_scalar(data, &format!("SELECT count(*) FROM {table}")),
+            rows,
+            "{table}"
+        );
+        assert_eq!(
+            sql_scalar(
+                data,
+                &format!("SELECT count(DISTINCT message_id) FROM {table}")
+            ),
+            rows,
+            "{table} has no duplicates"
+        );
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -79,18 +102,7 @@ fn demo_twice_gives_the_same_tables() {
         snapshots,
         "no new snapshot"
     );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
-        TRADES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
-        TRADES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(*) FROM quotes"),
-        QUOTES
-    );
+    assert_lake_holds_the_sample_exactly(data.path());
 }
 
 fn spawn(cmd: &mut Command) -> Child {
@@ -159,26 +171,7 @@ fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
         trade_snapshots(&rt, data.path()) >= 6,
         "many commits happened"
     );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(*) FROM trades"),
-        TRADES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
-        TRADES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(*) FROM quotes"),
-        QUOTES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM quotes"),
-        QUOTES
-    );
-    assert_eq!(
-        sql_scalar(data.path(), "SELECT count(*) FROM reference_data.companies"),
-        4
-    );
+    assert_lake_holds_the_sample_exactly(data.path());
 }
 
 #[test]
