@@ -7,7 +7,7 @@ use std::future::Future;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::embedded::EmbeddedLog;
+use crate::embedded::{EmbeddedLog, blocking};
 use crate::error::{LogError, Result};
 
 const SCHEMAS: TableDefinition<u32, &str> = TableDefinition::new("schemas");
@@ -103,20 +103,12 @@ impl SchemaStore for EmbeddedLog {
     fn register(&self, subject: &str, schema: &str) -> impl Future<Output = Result<u32>> + Send {
         let this = self.clone();
         let (subject, schema) = (subject.to_string(), schema.to_string());
-        async move {
-            tokio::task::spawn_blocking(move || this.register_blocking(&subject, &schema))
-                .await
-                .map_err(|e| LogError::storage("schema worker thread", e))?
-        }
+        blocking(move || this.register_blocking(&subject, &schema))
     }
 
     fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send {
         let this = self.clone();
-        async move {
-            tokio::task::spawn_blocking(move || this.schema_blocking(id))
-                .await
-                .map_err(|e| LogError::storage("schema worker thread", e))?
-        }
+        blocking(move || this.schema_blocking(id))
     }
 }
 
