@@ -7,6 +7,7 @@
 //! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
+//! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
 //! - [`error`] — `LakeError`.
 
 pub mod columns;
@@ -15,6 +16,7 @@ pub mod error;
 mod lake_tests;
 mod metrics;
 pub mod query;
+pub mod scan;
 pub mod tables;
 pub mod writer;
 

@@ -14,19 +14,21 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
 use chrono::NaiveDate;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use iceberg::Catalog;
 use iceberg::table::Table;
-use iceberg_datafusion::{IcebergCatalogProvider, IcebergStaticTableProvider};
 use k2_model::exchange;
 use serde::Serialize;
 
 use crate::error::{LakeError, Result};
 use crate::metrics;
+use crate::scan::SnapshotTable;
 use crate::tables::LakeTable;
 
 /// Limits of the query runtime.
@@ -251,20 +253,20 @@ impl QueryEngine {
     }
 
     async fn context_for(&self, table: LakeTable, snapshot: Option<i64>) -> Result<SessionContext> {
+        let started = Instant::now();
         let t = self.table(table).await?;
-        let provider = match snapshot {
-            None => IcebergStaticTableProvider::try_new_from_table(t).await,
-            Some(id) => {
-                if t.metadata().snapshot_by_id(id).is_none() {
-                    return Err(LakeError::NotFound(format!("snapshot {id} of {table}")));
-                }
-                IcebergStaticTableProvider::try_new_from_table_snapshot(t, id).await
-            }
+        if let Some(id) = snapshot
+            && t.metadata().snapshot_by_id(id).is_none()
+        {
+            return Err(LakeError::NotFound(format!("snapshot {id} of {table}")));
         }
-        .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
+        let provider = SnapshotTable::new(t, snapshot)
+            .await
+            .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
         ctx.register_table("t", Arc::new(provider))
             .map_err(|e| LakeError::Query(e.to_string()))?;
+        tracing::debug!(%table, context_us = started.elapsed().as_micros() as u64, "query context");
         Ok(ctx)
     }
 
@@ -287,10 +289,23 @@ impl QueryEngine {
             if !params.is_empty() {
                 df = df.with_param_values(params)?;
             }
-            if let Some(n) = limit {
+            // EXPLAIN [ANALYZE] must stay the root of its plan; its output is small.
+            let explain = matches!(
+                df.logical_plan(),
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+            );
+            if let Some(n) = limit.filter(|_| !explain) {
                 df = df.limit(0, Some(n))?;
             }
-            df.collect().await
+            let planned = started.elapsed();
+            let batches = df.collect().await?;
+            tracing::debug!(
+                kind,
+                plan_us = planned.as_micros() as u64,
+                run_us = (started.elapsed() - planned).as_micros() as u64,
+                "query"
+            );
+            Ok(batches)
         };
         let result = match tokio::time::timeout(self.options.timeout, work).await {
             Err(_) => Err(LakeError::Timeout(self.options.timeout)),
@@ -544,10 +559,25 @@ impl QueryEngine {
     /// Read-only SQL over all tables (`trades`, `quotes`, `reference_data.companies`).
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
-        let provider = IcebergCatalogProvider::try_new(self.catalog.clone())
-            .await
-            .map_err(|e| LakeError::catalog("listing tables", e))?;
-        ctx.register_catalog("k2", Arc::new(provider));
+        let catalog = MemoryCatalogProvider::new();
+        for table in LakeTable::ALL {
+            let ident = table.ident();
+            let namespace = ident.namespace().to_url_string();
+            if catalog.schema(&namespace).is_none() {
+                catalog
+                    .register_schema(&namespace, Arc::new(MemorySchemaProvider::new()))
+                    .map_err(|e| LakeError::Query(e.to_string()))?;
+            }
+            let provider = SnapshotTable::new(self.table(table).await?, None)
+                .await
+                .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
+            catalog
+                .schema(&namespace)
+                .expect("registered above")
+                .register_table(ident.name().to_string(), Arc::new(provider))
+                .map_err(|e| LakeError::Query(e.to_string()))?;
+        }
+        ctx.register_catalog("k2", Arc::new(catalog));
         self.run("sql", &ctx, sql, vec![], Some(self.options.max_rows))
             .await
     }

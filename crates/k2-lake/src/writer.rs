@@ -39,6 +39,8 @@ use crate::tables::LakeTable;
 /// Snapshot summary key holding the log positions a table has committed.
 pub const OFFSETS_PROPERTY: &str = "k2.log-offsets";
 const STAGE: &str = "lake.decode";
+/// Rows per Parquet data page (at most).
+const PAGE_ROWS: usize = 8192;
 const DAY_US: i64 = 86_400_000_000;
 
 /// How the writer batches and where it stops.
@@ -222,14 +224,29 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         let got = records.len();
         summary.records_consumed += got as u64;
         metrics::records_consumed(got);
+        let mut key: (u32, Arc<str>, String) = (u32::MAX, Arc::from(""), String::new());
         for rec in records {
             let Some((table, topic_name)) = routes.get(&rec.topic) else {
                 continue;
             };
             let state = states.get_mut(table).expect("every table has a state");
-            let key = offset_key(&rec.topic, rec.partition);
-            state.batch_start.entry(key.clone()).or_insert(rec.offset);
-            state.pending_offsets.insert(key, rec.offset + 1);
+            // Records come in runs of one partition: the key is built once per run.
+            if key.0 != rec.partition || *key.1 != *rec.topic {
+                key = (
+                    rec.partition,
+                    rec.topic.clone(),
+                    offset_key(&rec.topic, rec.partition),
+                );
+            }
+            if !state.batch_start.contains_key(&key.2) {
+                state.batch_start.insert(key.2.clone(), rec.offset);
+            }
+            match state.pending_offsets.get_mut(&key.2) {
+                Some(next) => *next = rec.offset + 1,
+                None => {
+                    state.pending_offsets.insert(key.2.clone(), rec.offset + 1);
+                }
+            }
             state.oldest.get_or_insert_with(Instant::now);
             match decode(log, &mut schema_cache, &rec.value, topic_name.data_type).await? {
                 Ok(record) => {
@@ -397,10 +414,13 @@ async fn flush(
         return Ok(false);
     }
     let mut rows = std::mem::take(&mut state.pending);
-    // Sorted by symbol, then time, with the source sequence and id as a deterministic tie-break.
-    rows.sort_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
+    // Sorted by symbol, then time, with the source sequence and the (unique) id as a
+    // deterministic tie-break; references are sorted, the rows stay where they are.
+    let mut order: Vec<&Row> = rows.iter().collect();
+    order.sort_unstable_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
     let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
-    let files = write_files(t, state, &rows, &batch_name, options).await?;
+    let files = write_files(t, state, &order, &batch_name, options).await?;
+    drop(order);
     let mut offsets = state.committed.clone();
     offsets.extend(state.pending_offsets.iter().map(|(k, v)| (k.clone(), *v)));
     let properties = HashMap::from([
@@ -453,17 +473,21 @@ async fn flush(
         }
     };
     state.table = table;
+    let row_count = rows.len();
+    // The next batch reuses the allocation (no fresh pages to fault in).
+    rows.clear();
+    state.pending = rows;
     state.committed = offsets;
     state.pending_offsets.clear();
     state.batch_start.clear();
     state.oldest = None;
     let elapsed = started.elapsed();
-    metrics::rows_committed(t.name(), rows.len(), file_count, elapsed);
-    *summary.rows_committed.entry(t.qualified()).or_default() += rows.len() as u64;
+    metrics::rows_committed(t.name(), row_count, file_count, elapsed);
+    *summary.rows_committed.entry(t.qualified()).or_default() += row_count as u64;
     summary.commits += 1;
     tracing::info!(
         table = %t,
-        rows = rows.len(),
+        rows = row_count,
         files = file_count,
         snapshot = state.table.metadata().current_snapshot_id().unwrap_or_default(),
         ms = elapsed.as_millis() as u64,
@@ -502,7 +526,7 @@ fn batch_name(start: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>) -> Str
 async fn write_files(
     t: LakeTable,
     state: &TableState,
-    rows: &[Row],
+    rows: &[&Row],
     batch_name: &str,
     options: &WriterOptions,
 ) -> Result<Vec<DataFile>> {
@@ -513,7 +537,10 @@ async fn write_files(
             ZstdLevel::try_new(options.zstd_level)
                 .map_err(|e| LakeError::InvalidArgument(format!("zstd level: {e}")))?,
         ))
-        .set_max_row_group_row_count(Some(1 << 20));
+        .set_max_row_group_row_count(Some(1 << 20))
+        // Pages of a few thousand rows: rows are sorted by symbol, so the page index lets a
+        // one-symbol query skip the pages of every other symbol.
+        .set_data_page_row_count_limit(PAGE_ROWS);
     // Ids are unique per row: a dictionary only costs time there.
     for col in ["message_id", "trade_id", "quote_id"] {
         props = props.set_column_dictionary_enabled(col.into(), false);
@@ -545,7 +572,7 @@ async fn write_files(
     // own task, so a flush uses every core (Parquet encoding dominates the writer).
     let mut tasks = Vec::new();
     for (day, idx) in groups {
-        let part: Vec<&Row> = idx.into_iter().map(|i| &rows[i]).collect();
+        let part: Vec<&Row> = idx.into_iter().map(|i| rows[i]).collect();
         let batch = columns::to_batch(t, &state.arrow_schema, &part)?;
         let key = day.map(|d| {
             PartitionKey::new(

@@ -132,6 +132,67 @@ pub async fn resume_from_position<L: Log>(log: &L) {
     }
 }
 
+/// Polls smaller than a batch cross batch boundaries without gaps or repeats, and a
+/// consumer at the end (or assigned beyond it) picks up what is appended later.
+pub async fn small_polls_and_tail<L: Log>(log: &L) {
+    log.ensure_topic(&spec("t.tail", 1)).await.unwrap();
+    let produce = async |from: usize, n: usize| {
+        let records = (from..from + n)
+            .map(|i| record("k", format!("{i}")))
+            .collect();
+        log.produce(
+            vec![TopicBatch {
+                topic: "t.tail".into(),
+                records,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    };
+    produce(0, 10).await;
+    produce(10, 10).await;
+    let at = |offset| PartitionOffset {
+        topic: "t.tail".into(),
+        partition: 0,
+        offset,
+    };
+    let mut from_start = log.consumer(vec![at(3)]).unwrap();
+    let mut beyond = log.consumer(vec![at(25)]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 17 && tokio::time::Instant::now() < deadline {
+        for r in from_start.poll(4, Duration::from_millis(50)).await.unwrap() {
+            seen.push(r.offset);
+        }
+    }
+    assert_eq!(seen, (3..20).collect::<Vec<_>>(), "small polls");
+    assert!(
+        beyond
+            .poll(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    produce(20, 10).await;
+    let tail: Vec<u64> = drain(&mut from_start, 10)
+        .await
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(tail, (20..30).collect::<Vec<_>>(), "appended after the end");
+    let beyond_got: Vec<u64> = drain(&mut beyond, 5)
+        .await
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(
+        beyond_got,
+        (25..30).collect::<Vec<_>>(),
+        "assigned beyond the end"
+    );
+}
+
 /// Many partitions, one large produce.
 pub async fn many_partitions_large_batch<L: Log>(log: &L) {
     log.ensure_topic(&spec("t.large", 32)).await.unwrap();

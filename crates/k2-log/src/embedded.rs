@@ -399,6 +399,7 @@ impl Log for EmbeddedLog {
                 topic: a.topic.into(),
                 partition: a.partition,
                 next: a.offset,
+                batch: None,
             })
             .collect();
         Ok(EmbeddedConsumer {
@@ -470,6 +471,8 @@ struct Position {
     topic: Arc<str>,
     partition: u32,
     next: u64,
+    /// Base offset of the batch holding `next`, once known.
+    batch: Option<u64>,
 }
 
 /// Reads assigned partitions of an [`EmbeddedLog`].
@@ -505,38 +508,50 @@ impl EmbeddedConsumer {
                 Err(e) => return Err(LogError::storage(format!("opening {}", pos.table), e)),
             };
             let limit = (out.len() + share).min(max);
-            // Start from the batch holding `next` (the last batch whose base is <= next).
-            let start = table
-                .range(..=pos.next)
-                .map_err(|e| LogError::storage("reading log", e))?
-                .next_back()
-                .transpose()
-                .map_err(|e| LogError::storage("reading log", e))?
-                .map_or(pos.next, |(base, _)| base.value());
-            for entry in table
-                .range(start..)
-                .map_err(|e| LogError::storage("reading log", e))?
-            {
-                if out.len() >= limit {
+            // Batches are contiguous (each starts where the previous one ended), so after
+            // the first read every batch is fetched by its exact key: one page read per
+            // batch. A range scan would also seek its open end, reading the newest batch.
+            let (mut base, mut known) = match pos.batch {
+                Some(base) => (base, true),
+                // The batch holding `next` is the last one whose base is <= next.
+                None => table
+                    .range(..=pos.next)
+                    .map_err(|e| LogError::storage("reading log", e))?
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| LogError::storage("reading log", e))?
+                    .map_or((pos.next, false), |(base, _)| (base.value(), true)),
+            };
+            while out.len() < limit {
+                let Some(batch) = table
+                    .get(base)
+                    .map_err(|e| LogError::storage("reading log", e))?
+                else {
                     break;
-                }
-                let (base, batch) = entry.map_err(|e| LogError::storage("reading log", e))?;
+                };
+                known = true;
+                let bytes = batch.value();
+                let count = u64::from(batch_len(bytes)?);
+                let before = out.len();
                 decode_batch(
-                    batch.value(),
-                    base.value(),
+                    bytes,
+                    base,
                     pos.next,
                     limit,
                     &pos.topic,
                     pos.partition,
                     &mut out,
                 )?;
-                if let Some(last) = out
-                    .last()
-                    .filter(|r| r.partition == pos.partition && *r.topic == *pos.topic)
-                {
+                if let Some(last) = out[before..].last() {
                     pos.next = pos.next.max(last.offset + 1);
                 }
+                if pos.next < base + count {
+                    break; // the rest of this batch is for the next poll
+                }
+                base += count;
             }
+            // Unknown until a batch is seen: the first one may start below `next`.
+            pos.batch = known.then_some(base);
         }
         self.cursor = (self.cursor + 1) % n;
         Ok(out)

@@ -16,6 +16,7 @@ async fn conformance_suite() {
     let (_d, log) = fresh();
     conformance::ordering_and_offsets(&log).await;
     conformance::resume_from_position(&log).await;
+    conformance::small_polls_and_tail(&log).await;
     conformance::many_partitions_large_batch(&log).await;
     conformance::empty_topic_and_idempotent_create(&log).await;
     conformance::group_offsets_and_checkpoints(&log).await;
