@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int64Array, ListArray, MapArray,
-    RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Int64Array,
+    ListArray, MapArray, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType as ArrowType, SchemaRef};
@@ -43,6 +43,21 @@ impl Cols<'_> {
     fn strings<'r>(&mut self, values: impl Iterator<Item = &'r str>) {
         self.out
             .push(Arc::new(StringArray::from_iter_values(values)));
+    }
+
+    /// UUIDs from their text form, as the 16 bytes of Iceberg's `uuid`.
+    fn uuids<'r>(&mut self, values: impl Iterator<Item = &'r str>) -> Result<()> {
+        let bytes = values
+            .map(|text| {
+                uuid::Uuid::parse_str(text)
+                    .map(|u| u.into_bytes())
+                    .map_err(|e| LakeError::InvalidArgument(format!("message id '{text}': {e}")))
+            })
+            .collect::<Result<Vec<[u8; 16]>>>()?;
+        let array = FixedSizeBinaryArray::try_from_iter(bytes.iter())
+            .map_err(|e| LakeError::arrow("uuid column", e))?;
+        self.out.push(Arc::new(array));
+        Ok(())
     }
 
     fn opt_strings<'r>(&mut self, values: impl Iterator<Item = Option<&'r str>>) {
@@ -168,7 +183,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.strings(t.iter().map(|t| t.message_id.as_str()));
+            c.uuids(t.iter().map(|t| t.message_id.as_str()))?;
             c.strings(t.iter().map(|t| t.trade_id.as_str()));
             c.strings(t.iter().map(|t| t.symbol.as_str()));
             c.strings(t.iter().map(|t| t.exchange.as_str()));
@@ -197,7 +212,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.strings(q.iter().map(|q| q.message_id.as_str()));
+            c.uuids(q.iter().map(|q| q.message_id.as_str()))?;
             c.strings(q.iter().map(|q| q.quote_id.as_str()));
             c.strings(q.iter().map(|q| q.symbol.as_str()));
             c.strings(q.iter().map(|q| q.exchange.as_str()));
@@ -226,7 +241,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.strings(r.iter().map(|r| r.message_id.as_str()));
+            c.uuids(r.iter().map(|r| r.message_id.as_str()))?;
             c.strings(r.iter().map(|r| r.company_id.as_str()));
             c.strings(r.iter().map(|r| r.symbol.as_str()));
             c.strings(r.iter().map(|r| r.exchange.as_str()));

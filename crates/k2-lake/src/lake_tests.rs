@@ -257,3 +257,33 @@ async fn limits_fail_with_clear_errors() {
         .unwrap_err();
     assert!(matches!(err, LakeError::Timeout(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_another_schema_is_refused_by_name() {
+    use iceberg::Catalog;
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let l = lake().await;
+    let ns = iceberg::NamespaceIdent::new("market_data".into());
+    l.catalog
+        .create_namespace(&ns, Default::default())
+        .await
+        .unwrap();
+    // A trades table as an older K2 made it: the message id as text.
+    let old = Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "message_id", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .build()
+        .unwrap();
+    let creation = iceberg::TableCreation::builder()
+        .name("trades".into())
+        .schema(old)
+        .build();
+    l.catalog.create_table(&ns, creation).await.unwrap();
+    let err = crate::ensure_tables(l.catalog.as_ref()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("market_data.trades") && text.contains("new data directory"),
+        "{text}"
+    );
+}

@@ -11,8 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{
+    DataType as ArrowType, Decimal128Type, Int64Type, Schema, TimestampMicrosecondType,
+};
 use chrono::NaiveDate;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::ScalarValue;
@@ -298,7 +300,12 @@ impl QueryEngine {
                 df = df.limit(0, Some(n))?;
             }
             let planned = started.elapsed();
-            let batches = df.collect().await?;
+            let batches = df
+                .collect()
+                .await?
+                .iter()
+                .map(uuids_as_text)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             tracing::debug!(
                 kind,
                 plan_us = planned.as_micros() as u64,
@@ -581,6 +588,44 @@ impl QueryEngine {
         self.run("sql", &ctx, sql, vec![], Some(self.options.max_rows))
             .await
     }
+}
+
+/// Results show Iceberg `uuid` columns (16-byte fixed binary in Arrow) in their text form.
+fn uuids_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, DataFusionError> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &ArrowType::FixedSizeBinary(16))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if field.data_type() == &ArrowType::FixedSizeBinary(16) {
+            let ids = column.as_fixed_size_binary();
+            let text: StringArray = (0..ids.len())
+                .map(|i| {
+                    ids.is_valid(i).then(|| {
+                        let bytes: [u8; 16] = ids.value(i).try_into().expect("16 bytes");
+                        uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+                    })
+                })
+                .collect();
+            fields.push(Arc::new(
+                field.as_ref().clone().with_data_type(ArrowType::Utf8),
+            ));
+            columns.push(Arc::new(text) as ArrayRef);
+        } else {
+            fields.push(field.clone());
+            columns.push(column.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+    )?)
 }
 
 fn ts(us: i64) -> ScalarValue {

@@ -124,6 +124,10 @@ impl std::fmt::Display for LakeTable {
 pub const SYMBOL_ID: i32 = 3;
 pub const TIMESTAMP_ID: i32 = 6;
 
+fn uuid() -> Type {
+    Type::Primitive(PrimitiveType::Uuid)
+}
+
 fn string() -> Type {
     Type::Primitive(PrimitiveType::String)
 }
@@ -156,7 +160,7 @@ fn vendor(id: i32, key_id: i32, value_id: i32) -> NestedField {
 /// Fields 1–8, shared by the market tables; `native_id` names field 2.
 fn market_head(native_id: &str) -> Vec<NestedField> {
     vec![
-        NestedField::required(1, "message_id", string()),
+        NestedField::required(1, "message_id", uuid()),
         NestedField::required(2, native_id, string()),
         NestedField::required(SYMBOL_ID, "symbol", string()),
         NestedField::required(4, "exchange", string()),
@@ -209,7 +213,7 @@ fn quote_fields() -> Vec<NestedField> {
 
 fn company_fields() -> Vec<NestedField> {
     vec![
-        NestedField::required(1, "message_id", string()),
+        NestedField::required(1, "message_id", uuid()),
         NestedField::required(2, "company_id", string()),
         NestedField::required(SYMBOL_ID, "symbol", string()),
         NestedField::required(4, "exchange", string()),
@@ -269,6 +273,20 @@ pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<()> {
             .await
             .map_err(|e| LakeError::catalog("listing tables", e))?
         {
+            let existing = catalog
+                .load_table(&table.ident())
+                .await
+                .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+            let have = existing.metadata().current_schema();
+            let want = table.schema();
+            if have.as_struct() != want.as_struct() {
+                return Err(LakeError::InvalidArgument(format!(
+                    "table {table} in this data directory has a schema this version of K2 does \
+                     not write (it has {}; expected {}); use a new data directory",
+                    have.as_struct(),
+                    want.as_struct()
+                )));
+            }
             continue;
         }
         let creation = TableCreation::builder()
