@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use arrow::array::AsArray;
 use chrono::NaiveDate;
 use k2_log::{DeadLetterStore, EmbeddedLog};
 
@@ -196,6 +197,44 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, 100);
+    // The newest N rows match a plain one-step ORDER BY … LIMIT, ties at the cut included:
+    // the sample has many trades sharing a millisecond.
+    let (day_start, day_end) = k2_model::exchange::day_bounds_us(
+        k2_model::exchange::time_zone("ASX"),
+        NaiveDate::from_ymd_opt(2014, 3, 12).unwrap(),
+    );
+    for limit in [1, 2, 7, 100, 1_000, 20_283, 50_000] {
+        let filter = MarketFilter {
+            symbol: Some("BHP".into()),
+            exchange: Some("asx".into()),
+            start_us: Some(day_start),
+            end_us: Some(day_end),
+            limit,
+        };
+        let ids = |batches: Vec<arrow::array::RecordBatch>| -> Vec<String> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let col = b.column_by_name("message_id").unwrap().as_string::<i32>();
+                    (0..b.num_rows())
+                        .map(|i| col.value(i).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let got = ids(engine.trades(&filter, None).await.unwrap());
+        let want = ids(engine
+            .sql(&format!(
+                "SELECT message_id FROM trades WHERE symbol = 'BHP' AND exchange = 'ASX' \
+                 AND \"timestamp\" >= to_timestamp_micros({day_start}) \
+                 AND \"timestamp\" < to_timestamp_micros({day_end}) \
+                 ORDER BY \"timestamp\" DESC, source_sequence DESC, message_id DESC LIMIT {limit}"
+            ))
+            .await
+            .unwrap());
+        assert_eq!(got.len(), limit.min(20_283), "limit {limit}");
+        assert_eq!(got, want, "newest {limit} trades");
+    }
     assert_eq!(engine.symbols(None).await.unwrap(), ["BHP", "DVN", "MWR"]);
 
     // Time travel: the first snapshot holds fewer rows than now, and stays the same.

@@ -371,37 +371,29 @@ impl QueryEngine {
         filter: &MarketFilter,
         snapshot: Option<i64>,
     ) -> Result<Vec<RecordBatch>> {
-        let mut conds = Vec::new();
-        let mut params = Vec::new();
-        let mut param = |cond: &str, value: ScalarValue| {
-            params.push(value);
-            conds.push(cond.replace('?', &format!("${}", params.len())));
-        };
+        let mut w = Conditions::default();
         if let Some(s) = &filter.symbol {
-            param("symbol = ?", ScalarValue::from(s.as_str()));
+            w.add("symbol = ?", ScalarValue::from(s.as_str()));
         }
         if let Some(x) = &filter.exchange {
-            param(
+            w.add(
                 "exchange = ?",
                 ScalarValue::from(x.to_ascii_uppercase().as_str()),
             );
         }
         if let Some(s) = filter.start_us {
-            param(r#""timestamp" >= ?"#, ts(s));
+            w.add(r#""timestamp" >= ?"#, ts(s));
         }
         if let Some(e) = filter.end_us {
-            param(r#""timestamp" < ?"#, ts(e));
+            w.add(r#""timestamp" < ?"#, ts(e));
         }
-        let where_clause = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
-        let sql = format!(
-            r#"SELECT {cols} FROM t {where_clause} ORDER BY "timestamp" DESC, source_sequence DESC, message_id DESC"#
-        );
         let ctx = self.context_for(table, snapshot).await?;
-        self.run(kind, &ctx, &sql, params, Some(filter.limit)).await
+        let sql = format!(
+            r#"SELECT {cols} FROM t {} ORDER BY "timestamp" DESC, source_sequence DESC, message_id DESC"#,
+            w.clause()
+        );
+        self.run(kind, &ctx, &sql, w.params, Some(filter.limit))
+            .await
     }
 
     /// Open/high/low/close/volume/VWAP of one symbol over one trading day; `None` when it
@@ -626,6 +618,30 @@ fn uuids_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, DataFu
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
         columns,
     )?)
+}
+
+/// A WHERE clause built from fixed condition texts, each value bound as a `$n` parameter.
+#[derive(Default)]
+struct Conditions {
+    conds: Vec<String>,
+    params: Vec<ScalarValue>,
+}
+
+impl Conditions {
+    /// `cond` holds one `?`, replaced by the next parameter's placeholder.
+    fn add(&mut self, cond: &str, value: ScalarValue) {
+        self.params.push(value);
+        self.conds
+            .push(cond.replace('?', &format!("${}", self.params.len())));
+    }
+
+    fn clause(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conds.join(" AND "))
+        }
+    }
 }
 
 fn ts(us: i64) -> ScalarValue {

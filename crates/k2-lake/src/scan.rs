@@ -3,8 +3,8 @@
 //! Iceberg's own scan (in `iceberg-datafusion`) reads every chosen file whole, in one
 //! stream. K2's tables are sorted by symbol then time, so most of a file is irrelevant to a
 //! one-symbol question; DataFusion's Parquet reader skips it: row groups and pages by their
-//! statistics (the page index), rows by the filter before the other columns are decoded,
-//! and file footers come from an in-memory cache shared by every query. Iceberg still does
+//! statistics (the page index), with file footers from an in-memory cache shared by every
+//! query. Iceberg still does
 //! what only it can: choosing the snapshot's data files, pruned by partition and file
 //! metrics with the same filters.
 //!
@@ -130,6 +130,7 @@ impl TableProvider for SnapshotTable {
         if let Some(predicate) = convert_filters_to_predicate(filters) {
             builder = builder.with_filter(predicate);
         }
+        let planning = std::time::Instant::now();
         let tasks: Vec<_> = builder
             .build()
             .map_err(external)?
@@ -139,6 +140,11 @@ impl TableProvider for SnapshotTable {
             .try_collect()
             .await
             .map_err(external)?;
+        tracing::debug!(
+            files = tasks.len(),
+            plan_files_us = planning.elapsed().as_micros() as u64,
+            "iceberg file planning"
+        );
         if tasks.iter().any(|t| !t.deletes.is_empty()) {
             // K2 only appends; another engine may have deleted rows. Iceberg applies them.
             let exact = match self.snapshot_id {
@@ -152,7 +158,7 @@ impl TableProvider for SnapshotTable {
             return exact.scan(state, projection, filters, limit).await;
         }
 
-        // DataFusion reads the files: statistics, page index and late filtering.
+        // DataFusion reads the files: statistics and page-index pruning.
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
         for (i, task) in tasks.iter().enumerate() {
@@ -173,12 +179,12 @@ impl TableProvider for SnapshotTable {
         let store_url = ObjectStoreUrl::local_filesystem();
         let store = state.runtime_env().object_store(&store_url)?;
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-        // The planner pushes the query's filters into this source (statistics and page
-        // pruning, then row filtering before the remaining columns are decoded).
+        // The planner pushes the query's filters into this source for statistics and page
+        // pruning. Row-level filtering while decoding stays off: after page pruning nearly
+        // every row read matches, and it measured slower (trades of one symbol-day,
+        // p50 10.2 ms with it, 6.9 ms without).
         let source = ParquetSource::new(self.schema.clone())
             .with_enable_page_index(true)
-            .with_pushdown_filters(true)
-            .with_reorder_filters(true)
             .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
                 store, cache,
             )));
