@@ -3,6 +3,8 @@
 //! - `ingest`: CSV → log → lake committed, rows/s, on the bundled sample and on synthetic
 //!   ASX-format trades (10 M by default), and the bytes per trade in the lake vs the CSV.
 //! - `query`: warm latency (p50/p99 over many runs) of the everyday questions.
+//! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
+//!   streams.
 //!
 //! Each run uses a fresh data directory, so figures include every durable write.
 
@@ -41,6 +43,15 @@ pub enum BenchCommand {
         #[arg(long, default_value = "samples/asx-2014-03")]
         sample: PathBuf,
     },
+    /// Sequence-tracker checks per second (one core) and memory per 10 000 streams.
+    Sequence {
+        /// Checks per workload.
+        #[arg(long, default_value_t = 200_000_000)]
+        checks: u64,
+        /// Streams the checks are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        streams: u32,
+    },
 }
 
 pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -74,6 +85,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
                 .await?;
             }
         }
+        BenchCommand::Sequence { checks, streams } => sequence(checks, streams.max(1)),
         BenchCommand::Query { runs, sample } => {
             let tmp = tempfile::tempdir()?;
             let mut config = config;
@@ -204,4 +216,88 @@ async fn query_latency(engine: &QueryEngine, runs: usize) -> anyhow::Result<()> 
         ),
     );
     Ok(())
+}
+
+/// Resident memory of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// A cheap deterministic generator (xorshift), so workloads are the same every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn sequence(checks: u64, streams: u32) {
+    use k2_pipeline::{SequenceConfig, SequenceTracker};
+    println!("sequence tracker ({checks} checks over {streams} streams, one core)");
+    println!("workload                                    checks/s    ns/check");
+    // Messages arrive round-robin over the streams, as a multi-symbol feed interleaves them.
+    let run = |name: &str, mutate: &dyn Fn(&mut XorShift, u64) -> u64| {
+        let mut t = SequenceTracker::new(SequenceConfig::default());
+        let ids: Vec<_> = (0..streams)
+            .map(|i| t.stream("BENCH", &format!("S{i:05}")))
+            .collect();
+        let mut next = vec![1u64; streams as usize];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let started = Instant::now();
+        let mut tally = 0u64;
+        for n in 0..checks {
+            let s = (n % u64::from(streams)) as usize;
+            let seq = mutate(&mut rng, next[s]);
+            next[s] = next[s].max(seq + 1);
+            tally += u64::from(t.check(ids[s], seq, n as i64) == k2_pipeline::Event::InOrder);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        std::hint::black_box(tally);
+        println!(
+            "{name:40} {:>12.0} {:>11.2}",
+            checks as f64 / secs,
+            secs * 1e9 / checks as f64
+        );
+        t
+    };
+    run("in order", &|_, next| next);
+    // 1 % skip one ahead (a gap), 1 % repeat the last one, 1 % go two back (a duplicate, or
+    // the fill of a gap just opened).
+    let t = run(
+        "mixed: 1% skip ahead, 2% behind",
+        &|rng, next| match rng.next() % 100 {
+            0 => next + 1,
+            1 => next.saturating_sub(1).max(1),
+            2 => next.saturating_sub(2).max(1),
+            _ => next,
+        },
+    );
+    let (gaps, open): (u64, usize) = t.streams().fold((0, 0), |(g, o), (_, _, s)| {
+        (g + s.stats().gaps, o + s.gaps().len())
+    });
+    println!("  ({gaps} gaps detected, {open} still open at the end)");
+    drop(t);
+
+    // Memory: RSS growth while 100 000 streams are created and fed, per 10 000 streams.
+    let before = rss_bytes();
+    let mut t = SequenceTracker::new(SequenceConfig::default());
+    for i in 0..100_000u32 {
+        let id = t.stream("BENCH", &format!("S{i:06}"));
+        for seq in [1, 2, 3, 5, 6, 9, 10] {
+            t.check(id, seq, 0);
+        }
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    std::hint::black_box(&t);
+    println!(
+        "memory: {:.2} MB per 10 000 streams (RSS growth over 100 000 streams with 2 open gaps each)",
+        grown as f64 / 10.0 / 1e6
+    );
 }

@@ -1,0 +1,10 @@
+//! K2's integrity machinery, free of I/O so it can be tested exhaustively and run anywhere.
+//!
+//! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
+//!   missing), late fills, duplicates, session resets, too old.
+
+pub mod sequence;
+
+pub use sequence::{
+    Event, GapRange, SequenceConfig, SequenceTracker, StreamId, StreamStats, StreamTracker,
+};
