@@ -111,6 +111,14 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
     // Small batches: many commits, so resuming and time travel have something to show.
     let summary = write_all(&l, 40_000).await;
     assert!(summary.commits >= 5, "{summary:?}");
+    // Every trade and quote was sequence-checked, per table and stream: the sample's line
+    // numbers run without holes, and trades and quotes of a symbol do not collide.
+    assert_eq!(
+        summary.sequence_events,
+        BTreeMap::from([("in_order", 91_874 + 78_458)]),
+        "{summary:?}"
+    );
+    assert_eq!(summary.sequence_missing, 0);
     let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
     assert_eq!(
         engine.count(LakeTable::Trades, None).await.unwrap(),
@@ -325,4 +333,37 @@ async fn a_table_with_another_schema_is_refused_by_name() {
         text.contains("market_data.trades") && text.contains("new data directory"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_line_shows_as_a_sequence_gap() {
+    let l = lake().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
+    std::fs::copy(
+        sample().join("reference-data/company_info.csv"),
+        dir.path().join("reference-data/company_info.csv"),
+    )
+    .unwrap();
+    // Line 3 is malformed (dead-lettered): the lake holds lines 1, 2, 4, 5.
+    std::fs::write(
+        dir.path().join("trades/7078.csv"),
+        "03/10/2014,10:00:00.000,36.50,100,3,X,\r\n\
+         03/10/2014,10:00:01.000,36.51,100,3,X,\r\n\
+         03/10/2014,10:00:02.000,abc,100,3,X,\r\n\
+         03/10/2014,10:00:03.000,36.52,100,3,X,\r\n\
+         03/10/2014,10:00:04.000,36.53,100,3,X,\r\n",
+    )
+    .unwrap();
+    k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let summary = write_all(&l, 1_000).await;
+    assert_eq!(
+        summary.sequence_events,
+        BTreeMap::from([("gap", 1), ("in_order", 3)]),
+        "{summary:?}"
+    );
+    assert_eq!(summary.sequence_missing, 1);
 }

@@ -27,6 +27,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use k2_log::{DeadLetter, DeadLetterStore, Log, LogConsumer, PartitionOffset, SchemaStore};
 use k2_model::{DataType, MarketRecord, TopicName, avro, exchange};
+use k2_pipeline::{Event, SequenceTracker};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
@@ -83,6 +84,12 @@ pub struct WriterSummary {
     pub rows_committed: BTreeMap<String, u64>,
     pub commits: u64,
     pub dead_lettered: u64,
+    /// Sequence-tracker events of the market records consumed (in order, gap, late fill,
+    /// duplicate, session reset, too old), summed over the (exchange, symbol) streams of
+    /// each table.
+    pub sequence_events: BTreeMap<&'static str, u64>,
+    /// Source sequences found missing by gaps.
+    pub sequence_missing: u64,
     pub seconds: f64,
 }
 
@@ -216,6 +223,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut schema_cache: HashMap<u32, Option<DataType>> = HashMap::new();
     let mut summary = WriterSummary::default();
     let mut days: HashMap<String, TradingDays> = HashMap::new();
+    // Per table: trades and quotes of a symbol number their messages separately.
+    let mut sequences: HashMap<LakeTable, SequenceTracker> = HashMap::new();
 
     loop {
         let records = consumer
@@ -262,6 +271,30 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                         MarketRecord::Quote(q) => calendar.day_of(q.timestamp_us),
                         MarketRecord::Reference(_) => 0,
                     };
+                    let stream = match &record {
+                        MarketRecord::Trade(t) => {
+                            Some((&t.exchange, &t.symbol, t.source_sequence, t.timestamp_us))
+                        }
+                        MarketRecord::Quote(q) => {
+                            Some((&q.exchange, &q.symbol, q.source_sequence, q.timestamp_us))
+                        }
+                        MarketRecord::Reference(_) => None,
+                    };
+                    if let Some((exchange, symbol, Some(seq), at_us)) = stream
+                        && let Ok(seq) = u64::try_from(seq)
+                    {
+                        let tracker = sequences.entry(*table).or_default();
+                        let event = tracker.check_named(exchange, symbol, seq, at_us);
+                        if let Event::Gap(gap) = event {
+                            summary.sequence_missing += gap.count();
+                            tracing::debug!(
+                                table = %table, exchange = %exchange, symbol = %symbol,
+                                first = gap.first, last = gap.last, "sequence gap"
+                            );
+                        }
+                        metrics::sequence_event(table.name(), event.as_str());
+                        *summary.sequence_events.entry(event.as_str()).or_default() += 1;
+                    }
                     state.pending.push(Row { record, trade_date });
                 }
                 Err((kind, reason)) => {

@@ -251,8 +251,9 @@ pub struct StreamId(u32);
 pub struct SequenceTracker {
     config: SequenceConfig,
     streams: Vec<NamedStream>,
+    /// exchange → symbol → handle: two levels so a lookup by `&str` allocates nothing.
     #[serde(skip)]
-    index: HashMap<(String, String), StreamId>,
+    index: HashMap<String, HashMap<String, StreamId>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -277,7 +278,7 @@ impl SequenceTracker {
 
     /// The handle of a stream, created on first use.
     pub fn stream(&mut self, exchange: &str, symbol: &str) -> StreamId {
-        if let Some(&id) = self.index.get(&(exchange.to_string(), symbol.to_string())) {
+        if let Some(&id) = self.index.get(exchange).and_then(|m| m.get(symbol)) {
             return id;
         }
         let id = StreamId(u32::try_from(self.streams.len()).expect("fewer than 2^32 streams"));
@@ -287,7 +288,9 @@ impl SequenceTracker {
             state: StreamTracker::default(),
         });
         self.index
-            .insert((exchange.to_string(), symbol.to_string()), id);
+            .entry(exchange.to_string())
+            .or_default()
+            .insert(symbol.to_string(), id);
         id
     }
 
@@ -308,7 +311,8 @@ impl SequenceTracker {
     /// A stream's state, if it has been seen.
     pub fn get(&self, exchange: &str, symbol: &str) -> Option<&StreamTracker> {
         self.index
-            .get(&(exchange.to_string(), symbol.to_string()))
+            .get(exchange)
+            .and_then(|m| m.get(symbol))
             .map(|id| &self.streams[id.0 as usize].state)
     }
 
@@ -330,12 +334,14 @@ impl SequenceTracker {
         let mut t: SequenceTracker = serde_json::from_slice(bytes)
             .map_err(|e| format!("sequence tracker snapshot is unreadable: {e}"))?;
         t.config = config;
-        t.index = t
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.exchange.clone(), s.symbol.clone()), StreamId(i as u32)))
-            .collect();
+        let mut index: HashMap<String, HashMap<String, StreamId>> = HashMap::new();
+        for (i, s) in t.streams.iter().enumerate() {
+            index
+                .entry(s.exchange.clone())
+                .or_default()
+                .insert(s.symbol.clone(), StreamId(i as u32));
+        }
+        t.index = index;
         Ok(t)
     }
 }

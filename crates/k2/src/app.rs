@@ -128,6 +128,18 @@ impl App {
             "lake writer: {} records consumed, {} rows committed in {} commits, {} dead-lettered, {:.2}s",
             summary.records_consumed, rows, summary.commits, summary.dead_lettered, summary.seconds
         );
+        if !summary.sequence_events.is_empty() {
+            let events: Vec<String> = summary
+                .sequence_events
+                .iter()
+                .map(|(event, n)| format!("{n} {event}"))
+                .collect();
+            eprintln!(
+                "source sequences: {}; {} missing",
+                events.join(", "),
+                summary.sequence_missing
+            );
+        }
         Ok(summary)
     }
 }
