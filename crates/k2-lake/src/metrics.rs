@@ -31,6 +31,6 @@ pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration
     metrics::histogram!("k2_query_seconds", "kind" => kind).record(elapsed.as_secs_f64());
 }
 
-pub(crate) fn sequence_event(table: &'static str, event: &'static str) {
-    metrics::counter!("k2_sequence_events_total", "table" => table, "event" => event).increment(1);
+pub(crate) fn sequence_events(table: &'static str, event: &'static str, n: u64) {
+    metrics::counter!("k2_sequence_events_total", "table" => table, "event" => event).increment(n);
 }

@@ -234,6 +234,9 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         summary.records_consumed += got as u64;
         metrics::records_consumed(got);
         let mut key: (u32, Arc<str>, String) = (u32::MAX, Arc::from(""), String::new());
+        // Sequence events of this poll, counted here and published once per poll (a
+        // labelled counter lookup per record would cost more than the check itself).
+        let mut events: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
         for rec in records {
             let Some((table, topic_name)) = routes.get(&rec.topic) else {
                 continue;
@@ -292,8 +295,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                                 first = gap.first, last = gap.last, "sequence gap"
                             );
                         }
-                        metrics::sequence_event(table.name(), event.as_str());
-                        *summary.sequence_events.entry(event.as_str()).or_default() += 1;
+                        *events.entry((table.name(), event.as_str())).or_default() += 1;
                     }
                     state.pending.push(Row { record, trade_date });
                 }
@@ -309,6 +311,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     });
                 }
             }
+        }
+        for ((table, event), n) in events {
+            metrics::sequence_events(table, event, n);
+            *summary.sequence_events.entry(event).or_default() += n;
         }
         let stopping = stop.load(Ordering::Relaxed);
         let idle = got == 0;
