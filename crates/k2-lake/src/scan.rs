@@ -54,13 +54,7 @@ impl SnapshotTable {
         let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
         // One schema in the table's life: every data file was written with it.
         let fallback = if metadata.schemas_iter().len() > 1 {
-            Some(match snapshot_id {
-                Some(id) => {
-                    IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), id)
-                        .await?
-                }
-                None => IcebergStaticTableProvider::try_new_from_table(table.clone()).await?,
-            })
+            Some(iceberg_scan(&table, snapshot_id).await?)
         } else {
             None
         };
@@ -70,6 +64,19 @@ impl SnapshotTable {
             schema: arrow_schema,
             fallback,
         })
+    }
+}
+
+/// Iceberg's own scan of `table` at `snapshot_id` (field ids and deletes applied).
+async fn iceberg_scan(
+    table: &Table,
+    snapshot_id: Option<i64>,
+) -> iceberg::Result<IcebergStaticTableProvider> {
+    match snapshot_id {
+        Some(id) => {
+            IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), id).await
+        }
+        None => IcebergStaticTableProvider::try_new_from_table(table.clone()).await,
     }
 }
 
@@ -147,14 +154,9 @@ impl TableProvider for SnapshotTable {
         );
         if tasks.iter().any(|t| !t.deletes.is_empty()) {
             // K2 only appends; another engine may have deleted rows. Iceberg applies them.
-            let exact = match self.snapshot_id {
-                Some(id) => {
-                    IcebergStaticTableProvider::try_new_from_table_snapshot(self.table.clone(), id)
-                        .await
-                }
-                None => IcebergStaticTableProvider::try_new_from_table(self.table.clone()).await,
-            }
-            .map_err(external)?;
+            let exact = iceberg_scan(&self.table, self.snapshot_id)
+                .await
+                .map_err(external)?;
             return exact.scan(state, projection, filters, limit).await;
         }
 

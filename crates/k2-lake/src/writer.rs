@@ -269,23 +269,12 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                         );
                     }
                     let calendar = days.get_mut(record.exchange()).expect("inserted above");
-                    let trade_date = match &record {
-                        MarketRecord::Trade(t) => calendar.day_of(t.timestamp_us),
-                        MarketRecord::Quote(q) => calendar.day_of(q.timestamp_us),
-                        MarketRecord::Reference(_) => 0,
-                    };
-                    let stream = match &record {
-                        MarketRecord::Trade(t) => {
-                            Some((&t.exchange, &t.symbol, t.source_sequence, t.timestamp_us))
-                        }
-                        MarketRecord::Quote(q) => {
-                            Some((&q.exchange, &q.symbol, q.source_sequence, q.timestamp_us))
-                        }
-                        MarketRecord::Reference(_) => None,
-                    };
-                    if let Some((exchange, symbol, Some(seq), at_us)) = stream
+                    let trade_date = record.event_time_us().map_or(0, |t| calendar.day_of(t));
+                    if let (Some(seq), Some(at_us)) =
+                        (record.source_sequence(), record.event_time_us())
                         && let Ok(seq) = u64::try_from(seq)
                     {
+                        let (exchange, symbol) = (record.exchange(), record.symbol());
                         let tracker = sequences.entry(*table).or_default();
                         let event = tracker.check_named(exchange, symbol, seq, at_us);
                         if let Event::Gap(gap) = event {
@@ -536,21 +525,12 @@ async fn flush(
 }
 
 fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
-    match r {
-        MarketRecord::Trade(t) => (
-            &t.symbol,
-            t.timestamp_us,
-            t.source_sequence.unwrap_or(0),
-            &t.message_id,
-        ),
-        MarketRecord::Quote(q) => (
-            &q.symbol,
-            q.timestamp_us,
-            q.source_sequence.unwrap_or(0),
-            &q.message_id,
-        ),
-        MarketRecord::Reference(c) => (&c.symbol, 0, 0, &c.message_id),
-    }
+    (
+        r.symbol(),
+        r.event_time_us().unwrap_or(0),
+        r.source_sequence().unwrap_or(0),
+        r.message_id(),
+    )
 }
 
 /// A name for the batch derived from the log positions it covers.
@@ -608,11 +588,10 @@ async fn write_files(
     // One file per partition: market tables by UTC day of the timestamp.
     let mut groups: BTreeMap<Option<i32>, Vec<usize>> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
-        let day = match &row.record {
-            MarketRecord::Trade(tr) => Some(tr.timestamp_us.div_euclid(DAY_US) as i32),
-            MarketRecord::Quote(q) => Some(q.timestamp_us.div_euclid(DAY_US) as i32),
-            MarketRecord::Reference(_) => None,
-        };
+        let day = row
+            .record
+            .event_time_us()
+            .map(|t| t.div_euclid(DAY_US) as i32);
         groups.entry(day).or_default().push(i);
     }
     // Arrow batches are built here; each partition's file is encoded and written on its

@@ -125,6 +125,24 @@ impl MarketRecord {
         }
     }
 
+    /// Exchange time of a trade or quote (reference data has none).
+    pub fn event_time_us(&self) -> Option<i64> {
+        match self {
+            MarketRecord::Trade(t) => Some(t.timestamp_us),
+            MarketRecord::Quote(q) => Some(q.timestamp_us),
+            MarketRecord::Reference(_) => None,
+        }
+    }
+
+    /// The source's own sequence of a trade or quote, where it has one.
+    pub fn source_sequence(&self) -> Option<i64> {
+        match self {
+            MarketRecord::Trade(t) => t.source_sequence,
+            MarketRecord::Quote(q) => q.source_sequence,
+            MarketRecord::Reference(_) => None,
+        }
+    }
+
     /// The log key: the symbol for market data (per-symbol ordering), the company id for
     /// reference data (so a compacted topic keeps the latest per company).
     pub fn partition_key(&self) -> &str {

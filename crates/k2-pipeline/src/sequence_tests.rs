@@ -17,6 +17,13 @@ fn tracker() -> SequenceTracker {
     SequenceTracker::new(SequenceConfig::default())
 }
 
+/// Feeds ASX:BHP the sequences in order, all at `T0`.
+fn feed(t: &mut SequenceTracker, seqs: impl IntoIterator<Item = u64>) {
+    for seq in seqs {
+        t.check_named("ASX", "BHP", seq, T0);
+    }
+}
+
 #[test]
 fn in_order_sequence() {
     let mut t = tracker();
@@ -28,8 +35,7 @@ fn in_order_sequence() {
 #[test]
 fn gap_detection() {
     let mut t = tracker();
-    t.check_named("ASX", "BHP", 1, T0);
-    t.check_named("ASX", "BHP", 2, T0);
+    feed(&mut t, [1, 2]);
     assert_eq!(
         t.check_named("ASX", "BHP", 4, T0),
         Event::Gap(GapRange { first: 3, last: 3 })
@@ -40,8 +46,7 @@ fn gap_detection() {
 #[test]
 fn gap_range_detection() {
     let mut t = tracker();
-    t.check_named("ASX", "BHP", 1, T0);
-    t.check_named("ASX", "BHP", 2, T0);
+    feed(&mut t, [1, 2]);
     assert!(matches!(t.check_named("ASX", "BHP", 10, T0), Event::Gap(_)));
     assert_eq!(gaps(&t, "ASX", "BHP"), [(3, 9)]);
     assert_eq!(t.get("ASX", "BHP").unwrap().missing(), 7);
@@ -50,9 +55,7 @@ fn gap_range_detection() {
 #[test]
 fn out_of_order_fills_the_gap() {
     let mut t = tracker();
-    for seq in [1, 2, 4] {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 2, 4]);
     assert_eq!(t.check_named("ASX", "BHP", 3, T0), Event::LateFill);
     assert!(gaps(&t, "ASX", "BHP").is_empty());
 }
@@ -60,12 +63,10 @@ fn out_of_order_fills_the_gap() {
 #[test]
 fn duplicate_detection() {
     let mut t = tracker();
-    t.check_named("ASX", "BHP", 1, T0);
-    t.check_named("ASX", "BHP", 2, T0);
+    feed(&mut t, [1, 2]);
     assert_eq!(t.check_named("ASX", "BHP", 2, T0), Event::Duplicate);
     // A sequence that filled a gap is seen; again, it is a duplicate.
-    t.check_named("ASX", "BHP", 5, T0);
-    t.check_named("ASX", "BHP", 3, T0);
+    feed(&mut t, [5, 3]);
     assert_eq!(t.check_named("ASX", "BHP", 3, T0), Event::Duplicate);
 }
 
@@ -116,9 +117,7 @@ fn overnight_reset_is_recognised_by_the_pause() {
 #[test]
 fn a_reset_gives_up_the_old_sessions_gaps() {
     let mut t = tracker();
-    for seq in [1, 2, 6] {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 2, 6]);
     let morning = T0 + 19 * 3600 * SEC;
     assert_eq!(t.check_named("ASX", "BHP", 1, morning), Event::SessionReset);
     assert!(gaps(&t, "ASX", "BHP").is_empty());
@@ -150,44 +149,33 @@ fn multi_exchange_isolation() {
 #[test]
 fn gap_backfill_splits_then_closes() {
     let mut t = tracker();
-    t.check_named("ASX", "BHP", 1, T0);
-    t.check_named("ASX", "BHP", 5, T0);
+    feed(&mut t, [1, 5]);
     assert_eq!(gaps(&t, "ASX", "BHP"), [(2, 4)]);
-    t.check_named("ASX", "BHP", 3, T0);
+    feed(&mut t, [3]);
     assert_eq!(gaps(&t, "ASX", "BHP"), [(2, 2), (4, 4)]);
-    t.check_named("ASX", "BHP", 2, T0);
-    t.check_named("ASX", "BHP", 4, T0);
+    feed(&mut t, [2, 4]);
     assert!(gaps(&t, "ASX", "BHP").is_empty());
     // Shrinking from either end.
-    t.check_named("ASX", "BHP", 10, T0);
-    t.check_named("ASX", "BHP", 6, T0);
-    t.check_named("ASX", "BHP", 9, T0);
+    feed(&mut t, [10, 6, 9]);
     assert_eq!(gaps(&t, "ASX", "BHP"), [(7, 8)]);
 }
 
 #[test]
 fn very_old_message_is_too_old() {
     let mut t = tracker();
-    for seq in 1..=1000 {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, 1..=1000);
     assert_eq!(t.check_named("ASX", "BHP", 500, T0), Event::TooOld);
     // A late fill of an open gap is recognised at any age.
     let mut t = tracker();
-    t.check_named("ASX", "BHP", 1, T0);
-    t.check_named("ASX", "BHP", 3, T0);
-    for seq in 4..=2000 {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 3]);
+    feed(&mut t, 4..=2000);
     assert_eq!(t.check_named("ASX", "BHP", 2, T0), Event::LateFill);
 }
 
 #[test]
 fn statistics() {
     let mut t = tracker();
-    for seq in [1, 2, 4, 3, 5, 5] {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 2, 4, 3, 5, 5]);
     let s = t.get("ASX", "BHP").unwrap().stats();
     assert_eq!(s.total, 6);
     assert_eq!(s.in_order, 3);
@@ -204,9 +192,7 @@ fn a_full_ledger_gives_up_its_oldest_gap() {
         ..SequenceConfig::default()
     };
     let mut t = SequenceTracker::new(config);
-    for seq in [1, 3, 5, 7] {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 3, 5, 7]);
     assert_eq!(gaps(&t, "ASX", "BHP"), [(4, 4), (6, 6)]);
     assert_eq!(t.get("ASX", "BHP").unwrap().stats().lost, 1);
 }
@@ -236,9 +222,7 @@ fn concurrent_streams_from_threads() {
 #[test]
 fn snapshot_and_restore_continue_the_streams() {
     let mut t = tracker();
-    for seq in [1, 2, 5] {
-        t.check_named("ASX", "BHP", seq, T0);
-    }
+    feed(&mut t, [1, 2, 5]);
     let bytes = t.snapshot();
     let mut r = SequenceTracker::restore(&bytes, SequenceConfig::default()).unwrap();
     assert_eq!(gaps(&r, "ASX", "BHP"), [(3, 4)]);
