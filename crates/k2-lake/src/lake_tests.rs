@@ -50,6 +50,7 @@ async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
         max_rows,
         until_caught_up: true,
         max_age: Duration::from_secs(3600),
+        state_dir: Some(l._dir.path().join("state")),
         ..Default::default()
     };
     writer::run(
@@ -111,6 +112,8 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
     // Small batches: many commits, so resuming and time travel have something to show.
     let summary = write_all(&l, 40_000).await;
     assert!(summary.commits >= 5, "{summary:?}");
+    assert_accounts(&summary);
+    assert_eq!(summary.duplicates_dropped, 0);
     // Every trade and quote was sequence-checked, per table and stream: the sample's line
     // numbers run without holes, and trades and quotes of a symbol do not collide.
     assert_eq!(
@@ -366,4 +369,203 @@ async fn a_rejected_line_shows_as_a_sequence_gap() {
         "{summary:?}"
     );
     assert_eq!(summary.sequence_missing, 1);
+}
+
+/// Every record read is committed, dead-lettered or dropped as a duplicate.
+fn assert_accounts(s: &crate::WriterSummary) {
+    let committed: u64 = s.rows_committed.values().sum();
+    assert_eq!(
+        s.records_consumed,
+        committed + s.dead_lettered + s.duplicates_dropped,
+        "records in = stored + dead-lettered + duplicates: {s:?}"
+    );
+}
+
+/// Appends the first `prefix[p]` records of every partition of every topic to the log
+/// again, byte for byte (a producer retrying, a source replayed); returns how many.
+async fn replay_prefix(log: &EmbeddedLog, prefix: &[u64]) -> u64 {
+    use k2_log::{Log, LogConsumer, PartitionOffset, Record, TopicBatch};
+    let mut again = 0;
+    for spec in log.topics().await.unwrap() {
+        let ends = log.end_offsets(&spec.name).await.unwrap();
+        for (p, &end) in ends.iter().enumerate() {
+            let want = prefix[p % prefix.len()].min(end);
+            if want == 0 {
+                continue;
+            }
+            let mut consumer = log
+                .consumer(vec![PartitionOffset {
+                    topic: spec.name.clone(),
+                    partition: p as u32,
+                    offset: 0,
+                }])
+                .unwrap();
+            let mut records = Vec::new();
+            while (records.len() as u64) < want {
+                for r in consumer
+                    .poll((want as usize) - records.len(), Duration::from_millis(100))
+                    .await
+                    .unwrap()
+                {
+                    records.push(Record {
+                        key: r.key,
+                        value: r.value,
+                        timestamp_ms: r.timestamp_ms,
+                    });
+                }
+            }
+            again += records.len() as u64;
+            log.produce(
+                vec![TopicBatch {
+                    topic: spec.name.clone(),
+                    records,
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    again
+}
+
+/// Each table's message ids, sorted.
+async fn stored_ids(l: &Lake) -> BTreeMap<LakeTable, Vec<String>> {
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    let mut out = BTreeMap::new();
+    for t in LakeTable::ALL {
+        let batches = engine
+            .sql(&format!(
+                "SELECT message_id FROM {} ORDER BY message_id",
+                t.qualified()
+            ))
+            .await
+            .unwrap();
+        let ids = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.insert(t, ids);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_log_prefix_leaves_the_lake_unchanged() {
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let first = write_all(&l, 40_000).await;
+    let before = stored_ids(&l).await;
+    assert_eq!(before[&LakeTable::Trades].len(), 91_874);
+
+    // A later writer run (fresh process state): the duplicates are recognised from the
+    // ids reloaded from the lake, and never reach the sequence tracker.
+    let again = replay_prefix(&l.log, &[5_000]).await;
+    assert!(again > 1_000, "{again}");
+    let second = write_all(&l, 40_000).await;
+    assert_eq!(second.duplicates_dropped, again, "{second:?}");
+    assert_eq!(second.commits, 0);
+    assert!(second.sequence_events.is_empty(), "{second:?}");
+    assert_accounts(&second);
+    assert_eq!(stored_ids(&l).await, before);
+    assert_eq!(
+        first.dead_lettered,
+        second.dead_lettered + first.dead_lettered
+    );
+
+    // A batch of nothing but duplicates commits no snapshot (Iceberg needs data files),
+    // so the next run reads those positions again and drops them again, with new ones.
+    let third_again = replay_prefix(&l.log, &[10]).await;
+    let third = write_all(&l, 40_000).await;
+    assert_eq!(third.duplicates_dropped, again + third_again);
+    assert_accounts(&third);
+    assert_eq!(stored_ids(&l).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_state_survives_a_restart() {
+    let l = lake().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
+    std::fs::copy(
+        sample().join("reference-data/company_info.csv"),
+        dir.path().join("reference-data/company_info.csv"),
+    )
+    .unwrap();
+    let file = dir.path().join("trades/7078.csv");
+    let line = |sec: u32, price: &str| format!("03/10/2014,10:00:0{sec}.000,{price},100,3,X,\r\n");
+    std::fs::write(
+        &file,
+        [line(0, "36.50"), line(1, "36.51"), line(2, "36.52")].concat(),
+    )
+    .unwrap();
+    k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let first = write_all(&l, 1_000).await;
+    assert_eq!(first.sequence_events, BTreeMap::from([("in_order", 3)]));
+
+    // The file grows by a bad line (dead-lettered) and a good one. The restarted writer
+    // knows the stream stopped at line 3, so line 5 is a gap of one, not a fresh start.
+    let mut grown = std::fs::read_to_string(&file).unwrap();
+    grown.push_str(&line(3, "abc"));
+    grown.push_str(&line(4, "36.54"));
+    std::fs::write(&file, grown).unwrap();
+    k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let second = write_all(&l, 1_000).await;
+    assert_eq!(
+        second.sequence_events,
+        BTreeMap::from([("gap", 1)]),
+        "{second:?}"
+    );
+    assert_eq!(second.sequence_missing, 1);
+    // Only the state named by the current snapshot is kept.
+    let states: Vec<_> = std::fs::read_dir(l._dir.path().join("state/trades"))
+        .unwrap()
+        .collect();
+    assert_eq!(states.len(), 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..Default::default() })]
+    /// Whatever prefix of each partition is replayed, and wherever the writer is
+    /// restarted, the lake ends up holding each record exactly once.
+    #[test]
+    fn replaying_any_prefix_twice_changes_nothing(
+        prefix in proptest::collection::vec(0u64..400, 1..5),
+        batch_rows in 50usize..700,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = lake().await;
+            let data = tempfile::tempdir().unwrap();
+            k2_ingest::synthetic::write_asx_trades(data.path(), 3, 900, 7).unwrap();
+            k2_ingest::ingest_asx(&l.log, &l.dlq, data.path(), &Default::default(), &mut |_| {})
+                .await
+                .unwrap();
+            let first = write_all(&l, batch_rows).await;
+            let before = stored_ids(&l).await;
+            assert_eq!(before[&LakeTable::Trades].len(), 900);
+            let again = replay_prefix(&l.log, &prefix).await;
+            let second = write_all(&l, batch_rows).await;
+            assert_eq!(second.duplicates_dropped, again);
+            assert_accounts(&first);
+            assert_accounts(&second);
+            assert_eq!(stored_ids(&l).await, before);
+        });
+    }
 }

@@ -6,12 +6,14 @@
 //! - [`tables`] — the table definitions and the SQL catalog (SQLite) they live in.
 //! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
+//! - [`integrity`] — dedup by message id and sequence tracking, restored from each snapshot.
 //! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
 //! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
 //! - [`error`] — `LakeError`.
 
 pub mod columns;
 pub mod error;
+pub mod integrity;
 #[cfg(test)]
 mod lake_tests;
 mod metrics;

@@ -34,3 +34,12 @@ pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration
 pub(crate) fn sequence_events(table: &'static str, event: &'static str, n: u64) {
     metrics::counter!("k2_sequence_events_total", "table" => table, "event" => event).increment(n);
 }
+
+pub(crate) fn duplicates_dropped(table: &'static str, n: u64) {
+    metrics::counter!("k2_dedup_duplicates_total", "table" => table).increment(n);
+}
+
+pub(crate) fn dedup_held(table: &'static str, ids: usize, bytes: usize) {
+    metrics::gauge!("k2_dedup_ids", "table" => table).set(ids as f64);
+    metrics::gauge!("k2_dedup_memory_bytes", "table" => table).set(bytes as f64);
+}

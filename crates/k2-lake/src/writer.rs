@@ -9,6 +9,7 @@
 //! derive from the log positions they hold.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,13 +28,14 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use k2_log::{DeadLetter, DeadLetterStore, Log, LogConsumer, PartitionOffset, SchemaStore};
 use k2_model::{DataType, MarketRecord, TopicName, avro, exchange};
-use k2_pipeline::{Event, SequenceTracker};
+use k2_pipeline::{DedupConfig, Event, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::columns::{self, Row};
 use crate::error::{LakeError, Result};
+use crate::integrity::{TableIntegrity, Verdict};
 use crate::metrics;
 use crate::tables::LakeTable;
 
@@ -61,6 +63,13 @@ pub struct WriterOptions {
     pub until_caught_up: bool,
     /// Attempts for a commit that fails with a retryable error.
     pub commit_attempts: u32,
+    /// Dedup window and memory bound (per table).
+    pub dedup: DedupConfig,
+    /// Sequence tracking of each (exchange, symbol) stream.
+    pub sequence: SequenceConfig,
+    /// Where sequence state is kept between runs (None: in this process only, so a
+    /// restart starts every stream afresh).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for WriterOptions {
@@ -73,6 +82,9 @@ impl Default for WriterOptions {
             group: "k2-lake-writer".into(),
             until_caught_up: false,
             commit_attempts: 5,
+            dedup: DedupConfig::default(),
+            sequence: SequenceConfig::default(),
+            state_dir: None,
         }
     }
 }
@@ -80,10 +92,14 @@ impl Default for WriterOptions {
 /// What a writer run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WriterSummary {
+    /// Records read from the log. When the run ends caught up (or stopped cleanly):
+    /// `records_consumed = rows committed + dead_lettered + duplicates_dropped`.
     pub records_consumed: u64,
     pub rows_committed: BTreeMap<String, u64>,
     pub commits: u64,
     pub dead_lettered: u64,
+    /// Records dropped because their message id was already stored or seen.
+    pub duplicates_dropped: u64,
     /// Sequence-tracker events of the market records consumed (in order, gap, late fill,
     /// duplicate, session reset, too old), summed over the (exchange, symbol) streams of
     /// each table.
@@ -104,6 +120,7 @@ struct TableState {
     /// First offset of this batch per partition (names the files).
     batch_start: BTreeMap<String, u64>,
     oldest: Option<Instant>,
+    integrity: TableIntegrity,
 }
 
 /// An exchange's trading day of an instant, remembering the last day's bounds (rows come
@@ -180,6 +197,14 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 .map_err(|e| LakeError::catalog("arrow schema", e))?,
         );
         let committed = committed_offsets(&table)?;
+        let integrity = TableIntegrity::restore(
+            t,
+            &table,
+            options.dedup.clone(),
+            options.sequence.clone(),
+            options.state_dir.as_deref(),
+        )
+        .await?;
         states.insert(
             t,
             TableState {
@@ -191,6 +216,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 pending_offsets: BTreeMap::new(),
                 batch_start: BTreeMap::new(),
                 oldest: None,
+                integrity,
             },
         );
     }
@@ -223,8 +249,6 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut schema_cache: HashMap<u32, Option<DataType>> = HashMap::new();
     let mut summary = WriterSummary::default();
     let mut days: HashMap<String, TradingDays> = HashMap::new();
-    // Per table: trades and quotes of a symbol number their messages separately.
-    let mut sequences: HashMap<LakeTable, SequenceTracker> = HashMap::new();
 
     loop {
         let records = consumer
@@ -234,9 +258,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         summary.records_consumed += got as u64;
         metrics::records_consumed(got);
         let mut key: (u32, Arc<str>, String) = (u32::MAX, Arc::from(""), String::new());
-        // Sequence events of this poll, counted here and published once per poll (a
-        // labelled counter lookup per record would cost more than the check itself).
+        // Sequence events and duplicates of this poll, counted here and published once
+        // per poll (a labelled counter lookup per record would cost more than the check).
         let mut events: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
         for rec in records {
             let Some((table, topic_name)) = routes.get(&rec.topic) else {
                 continue;
@@ -262,6 +287,24 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             state.oldest.get_or_insert_with(Instant::now);
             match decode(log, &mut schema_cache, &rec.value, topic_name.data_type).await? {
                 Ok(record) => {
+                    let event = match state.integrity.admit(&record)? {
+                        Verdict::Duplicate => {
+                            *duplicates.entry(table.name()).or_default() += 1;
+                            continue;
+                        }
+                        Verdict::Keep(event) => event,
+                    };
+                    if let Some(event) = event {
+                        if let Event::Gap(gap) = event {
+                            summary.sequence_missing += gap.count();
+                            tracing::debug!(
+                                table = %table, exchange = %record.exchange(),
+                                symbol = %record.symbol(),
+                                first = gap.first, last = gap.last, "sequence gap"
+                            );
+                        }
+                        *events.entry((table.name(), event.as_str())).or_default() += 1;
+                    }
                     if !days.contains_key(record.exchange()) {
                         days.insert(
                             record.exchange().to_string(),
@@ -270,22 +313,6 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     }
                     let calendar = days.get_mut(record.exchange()).expect("inserted above");
                     let trade_date = record.event_time_us().map_or(0, |t| calendar.day_of(t));
-                    if let (Some(seq), Some(at_us)) =
-                        (record.source_sequence(), record.event_time_us())
-                        && let Ok(seq) = u64::try_from(seq)
-                    {
-                        let (exchange, symbol) = (record.exchange(), record.symbol());
-                        let tracker = sequences.entry(*table).or_default();
-                        let event = tracker.check_named(exchange, symbol, seq, at_us);
-                        if let Event::Gap(gap) = event {
-                            summary.sequence_missing += gap.count();
-                            tracing::debug!(
-                                table = %table, exchange = %exchange, symbol = %symbol,
-                                first = gap.first, last = gap.last, "sequence gap"
-                            );
-                        }
-                        *events.entry((table.name(), event.as_str())).or_default() += 1;
-                    }
                     state.pending.push(Row { record, trade_date });
                 }
                 Err((kind, reason)) => {
@@ -304,6 +331,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         for ((table, event), n) in events {
             metrics::sequence_events(table, event, n);
             *summary.sequence_events.entry(event).or_default() += n;
+        }
+        for (table, n) in duplicates {
+            metrics::duplicates_dropped(table, n);
+            summary.duplicates_dropped += n;
         }
         let stopping = stop.load(Ordering::Relaxed);
         let idle = got == 0;
@@ -362,17 +393,20 @@ async fn caught_up<L: Log>(
     for (topic, (table, _)) in routes {
         let ends = log.end_offsets(topic).await?;
         let state = &states[table];
+        // Positions read past but not committed hold only dead letters and duplicates
+        // (the rows were flushed before this check): nothing is left to do for them.
         let behind: u64 = ends
             .iter()
             .enumerate()
             .map(|(p, &end)| {
-                end.saturating_sub(
-                    state
-                        .committed
-                        .get(&offset_key(topic, p as u32))
-                        .copied()
-                        .unwrap_or(0),
-                )
+                let key = offset_key(topic, p as u32);
+                let done = state
+                    .pending_offsets
+                    .get(&key)
+                    .or_else(|| state.committed.get(&key))
+                    .copied()
+                    .unwrap_or(0);
+                end.saturating_sub(done)
             })
             .sum();
         metrics::lag(table.name(), behind);
@@ -432,12 +466,16 @@ async fn flush(
     summary: &mut WriterSummary,
 ) -> Result<bool> {
     let started = Instant::now();
-    // Dead letters are durable before the commit that moves past them.
-    summary.dead_lettered += dlq.append(&std::mem::take(&mut state.pending_letters))? as u64;
+    // Dead letters are durable before the commit that moves past them. All count for the
+    // run's accounting, also those the store already held from a run that stopped early.
+    let letters = std::mem::take(&mut state.pending_letters);
+    dlq.append(&letters)?;
+    summary.dead_lettered += letters.len() as u64;
     if state.pending.is_empty() {
         // Nothing to append: an Iceberg snapshot needs data files, so the positions of a
-        // batch made only of dead letters are covered by the next real commit (a restart
-        // before it re-reads them, and the dead-letter store ignores repeats).
+        // batch made only of dead letters and duplicates are covered by the next real
+        // commit (a restart before it re-reads them: the dead-letter store ignores repeats
+        // and the duplicates are dropped again).
         state.oldest = None;
         return Ok(false);
     }
@@ -451,13 +489,15 @@ async fn flush(
     drop(order);
     let mut offsets = state.committed.clone();
     offsets.extend(state.pending_offsets.iter().map(|(k, v)| (k.clone(), *v)));
-    let properties = HashMap::from([
+    let mut properties = HashMap::from([
         (
             OFFSETS_PROPERTY.to_string(),
             serde_json::to_string(&offsets).expect("offsets serialise"),
         ),
         ("k2.batch".to_string(), batch_name.clone()),
     ]);
+    // The integrity state this snapshot stands for is durable before the commit.
+    properties.extend(state.integrity.save(&batch_name)?);
     let file_count = files.len();
     let mut attempt = 0;
     let table = loop {
@@ -501,6 +541,9 @@ async fn flush(
         }
     };
     state.table = table;
+    state.integrity.committed(&batch_name);
+    let dedup = state.integrity.dedup();
+    metrics::dedup_held(t.name(), dedup.len(), dedup.memory_bytes());
     let row_count = rows.len();
     // The next batch reuses the allocation (no fresh pages to fault in).
     rows.clear();

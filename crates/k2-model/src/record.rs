@@ -134,6 +134,15 @@ impl MarketRecord {
         }
     }
 
+    /// When K2 took the record in (every record has one).
+    pub fn ingestion_time_us(&self) -> i64 {
+        match self {
+            MarketRecord::Trade(t) => t.ingestion_timestamp_us,
+            MarketRecord::Quote(q) => q.ingestion_timestamp_us,
+            MarketRecord::Reference(r) => r.ingestion_timestamp_us,
+        }
+    }
+
     /// The source's own sequence of a trade or quote, where it has one.
     pub fn source_sequence(&self) -> Option<i64> {
         match self {

@@ -2,8 +2,13 @@
 //!
 //! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
 //!   missing), late fills, duplicates, session resets, too old.
+//! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
+//!   time-windowed set.
 
+pub mod dedup;
 pub mod sequence;
+
+pub use dedup::{DedupConfig, DedupStats, Deduplicator, id_bits};
 
 pub use sequence::{
     Event, GapRange, SequenceConfig, SequenceTracker, StreamId, StreamStats, StreamTracker,

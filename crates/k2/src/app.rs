@@ -125,8 +125,13 @@ impl App {
         let summary = k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop).await?;
         let rows: u64 = summary.rows_committed.values().sum();
         eprintln!(
-            "lake writer: {} records consumed, {} rows committed in {} commits, {} dead-lettered, {:.2}s",
-            summary.records_consumed, rows, summary.commits, summary.dead_lettered, summary.seconds
+            "lake writer: {} records consumed = {} rows committed (in {} commits) + {} dead-lettered + {} duplicates dropped, {:.2}s",
+            summary.records_consumed,
+            rows,
+            summary.commits,
+            summary.dead_lettered,
+            summary.duplicates_dropped,
+            summary.seconds
         );
         if !summary.sequence_events.is_empty() {
             let events: Vec<String> = summary

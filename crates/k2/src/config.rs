@@ -23,7 +23,35 @@ pub struct Config {
     pub writer: WriterConfig,
     pub query: QueryConfig,
     pub dlq: DlqConfig,
+    pub dedup: DedupConfig,
+    pub sequence: SequenceConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// Dedup of each table by message id (see `k2_pipeline::dedup`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How long an id is remembered after the record arrived.
+    pub window_seconds: u64,
+    /// Ids are forgotten a bucket of this width at a time.
+    pub bucket_seconds: u64,
+    /// Most ids remembered per table (about 30 bytes each).
+    pub max_ids: usize,
+}
+
+/// Sequence tracking of each (exchange, symbol) stream (see `k2_pipeline::sequence`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequenceConfig {
+    /// How far behind the newest sequence a message is still a duplicate or late fill.
+    pub window: u64,
+    /// A pause (exchange time) after which a drop back is a session reset.
+    pub reset_after_seconds: u64,
+    /// Sequences a session starts from: a drop back to them is a reset.
+    pub restart_max: u64,
+    /// Open gaps kept per stream.
+    pub max_open_gaps: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,6 +110,8 @@ impl Default for Config {
             writer: WriterConfig::default(),
             query: QueryConfig::default(),
             dlq: DlqConfig::default(),
+            dedup: DedupConfig::default(),
+            sequence: SequenceConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -123,6 +153,29 @@ impl Default for DlqConfig {
     fn default() -> Self {
         DlqConfig {
             max_entries: 1_000_000,
+        }
+    }
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        let d = k2_pipeline::DedupConfig::default();
+        DedupConfig {
+            window_seconds: (d.window_us / 1_000_000) as u64,
+            bucket_seconds: (d.bucket_us / 1_000_000) as u64,
+            max_ids: d.max_ids,
+        }
+    }
+}
+
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        let s = k2_pipeline::SequenceConfig::default();
+        SequenceConfig {
+            window: s.window,
+            reset_after_seconds: (s.reset_after_us / 1_000_000) as u64,
+            restart_max: s.restart_max,
+            max_open_gaps: s.max_open_gaps,
         }
     }
 }
@@ -203,6 +256,17 @@ impl Config {
                 "query.timeout_seconds, query.memory_limit_mb and query.max_rows must be positive"
             );
         }
+        if self.dedup.bucket_seconds == 0
+            || self.dedup.window_seconds < self.dedup.bucket_seconds
+            || self.dedup.max_ids == 0
+        {
+            bail!(
+                "dedup.bucket_seconds and dedup.max_ids must be positive and dedup.window_seconds at least one bucket"
+            );
+        }
+        if self.sequence.window == 0 || self.sequence.max_open_gaps == 0 {
+            bail!("sequence.window and sequence.max_open_gaps must be positive");
+        }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             bail!(
                 "telemetry.log_format must be 'text' or 'json', not '{}'",
@@ -224,6 +288,9 @@ impl Config {
     pub fn warehouse_dir(&self) -> PathBuf {
         self.data_dir.join("warehouse")
     }
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
 
     pub fn writer_options(&self) -> k2_lake::WriterOptions {
         k2_lake::WriterOptions {
@@ -231,6 +298,18 @@ impl Config {
             max_age: Duration::from_secs_f64(self.writer.max_age_seconds),
             zstd_level: self.writer.zstd_level,
             group: self.writer.group.clone(),
+            dedup: k2_pipeline::DedupConfig {
+                window_us: seconds_us(self.dedup.window_seconds),
+                bucket_us: seconds_us(self.dedup.bucket_seconds),
+                max_ids: self.dedup.max_ids,
+            },
+            sequence: k2_pipeline::SequenceConfig {
+                window: self.sequence.window,
+                reset_after_us: seconds_us(self.sequence.reset_after_seconds),
+                restart_max: self.sequence.restart_max,
+                max_open_gaps: self.sequence.max_open_gaps,
+            },
+            state_dir: Some(self.state_dir()),
             ..Default::default()
         }
     }
@@ -243,6 +322,10 @@ impl Config {
             metadata_refresh: Duration::from_millis(self.query.metadata_refresh_ms),
         }
     }
+}
+
+fn seconds_us(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

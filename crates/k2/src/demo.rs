@@ -50,12 +50,30 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
     println!("\n4. Data quality");
     let letters = app.dlq.len()?;
     println!("   dead letters stored:              {letters}  (k2 dlq list)");
+    // Accounting: nothing read goes missing between the file and the table.
+    let committed: u64 = written.rows_committed.values().sum();
+    let file_ok = ingest.rows_read() == ingest.produced() + ingest.dead_lettered();
+    let lake_ok =
+        written.records_consumed == committed + written.dead_lettered + written.duplicates_dropped;
+    let mark = |ok: bool| if ok { "holds" } else { "DOES NOT HOLD" };
     println!(
-        "   this run: {} rows read = {} appended + {} dead-lettered",
+        "   this run, files: {} rows read = {} appended to the log + {} dead-lettered ({})",
         ingest.rows_read(),
         ingest.produced(),
-        ingest.dead_lettered()
+        ingest.dead_lettered(),
+        mark(file_ok)
     );
+    println!(
+        "   this run, lake:  {} records read from the log = {} stored + {} dead-lettered + {} duplicates dropped ({})",
+        written.records_consumed,
+        committed,
+        written.dead_lettered,
+        written.duplicates_dropped,
+        mark(lake_ok)
+    );
+    if !(file_ok && lake_ok) {
+        bail!("the record accounting does not balance (see above)");
+    }
     let dupes = scalar(
         &engine
             .sql("SELECT count(*) - count(DISTINCT message_id) FROM trades")
@@ -102,7 +120,6 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
         snaps.iter().map(present::SnapshotRow::from).collect();
     render(&to_batches(&snap_rows)?, Format::Table, None)?;
 
-    let committed: u64 = written.rows_committed.values().sum();
     println!(
         "\nDone in {:.2}s: {} rows appended to the log, {} rows committed to the lake this run; peak memory {} MiB.",
         started.elapsed().as_secs_f64(),

@@ -1,0 +1,266 @@
+//! What the lake writer checks before a record reaches a table: dedup by message id, then
+//! the source sequence of each (exchange, symbol) stream.
+//!
+//! Both survive a restart without a false alarm, each anchored in the table's current
+//! snapshot so that what is restored always matches what was committed:
+//!
+//! - **Dedup** is rebuilt from the lake itself: the ids of the rows that arrived inside
+//!   the window (`k2.dedup-from-us` in the snapshot summary; Iceberg's column metrics prune
+//!   the older files). The lake is the record of what was stored, so nothing can disagree.
+//! - **Sequence state** is a JSON file under `state/<table>/`, written (durably) before the
+//!   commit and named in the snapshot summary (`k2.state`). A crash between the file and
+//!   the commit leaves an orphan file that the next commit removes; the restart restores
+//!   the file the committed snapshot names.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::TimestampMicrosecondType;
+use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::scalar::ScalarValue;
+use futures::TryStreamExt;
+use iceberg::table::Table;
+use k2_model::MarketRecord;
+use k2_pipeline::{DedupConfig, Deduplicator, Event, SequenceConfig, SequenceTracker, id_bits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LakeError, Result};
+use crate::scan::SnapshotTable;
+use crate::tables::LakeTable;
+
+/// Snapshot summary key: the sequence-state file of the committed snapshot.
+pub const STATE_PROPERTY: &str = "k2.state";
+/// Snapshot summary key: the oldest arrival time the dedup window held at the commit.
+pub const DEDUP_FROM_PROPERTY: &str = "k2.dedup-from-us";
+
+/// What became of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Seen before (same message id): dropped, counted for its stream.
+    Duplicate,
+    /// New; the sequence event when the record carries a source sequence.
+    Keep(Option<Event>),
+}
+
+/// The persisted part of a table's integrity state.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    table: String,
+    /// The batch whose commit this state belongs to.
+    batch: String,
+    sequence: serde_json::Value,
+    /// Duplicates dropped per (exchange, symbol) stream since the table began.
+    duplicates: Vec<(String, String, u64)>,
+}
+
+/// Dedup and sequence tracking of one table.
+pub struct TableIntegrity {
+    table: LakeTable,
+    dedup: Deduplicator,
+    sequence: SequenceTracker,
+    duplicates: BTreeMap<(String, String), u64>,
+    state_dir: Option<PathBuf>,
+}
+
+impl TableIntegrity {
+    /// State as of the table's current snapshot: ids reloaded from the lake, sequence state
+    /// from the file the snapshot names (when a state directory is configured).
+    pub async fn restore(
+        t: LakeTable,
+        table: &Table,
+        dedup: DedupConfig,
+        sequence: SequenceConfig,
+        state_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let mut me = TableIntegrity {
+            table: t,
+            dedup: Deduplicator::new(dedup),
+            sequence: SequenceTracker::new(sequence.clone()),
+            duplicates: BTreeMap::new(),
+            state_dir: state_dir.map(|d| d.join(t.name())),
+        };
+        let Some(snapshot) = table.metadata().current_snapshot() else {
+            return Ok(me);
+        };
+        let props = &snapshot.summary().additional_properties;
+        let from_us = match props.get(DEDUP_FROM_PROPERTY) {
+            Some(v) => Some(v.parse::<i64>().map_err(|e| {
+                LakeError::Query(format!("{t}: unreadable {DEDUP_FROM_PROPERTY} '{v}': {e}"))
+            })?),
+            None => None,
+        };
+        let started = std::time::Instant::now();
+        let loaded = me.reload_ids(table, from_us).await?;
+        tracing::info!(
+            table = %t, ids = loaded, from_us, ms = started.elapsed().as_millis() as u64,
+            "dedup window reloaded from the lake"
+        );
+        if let (Some(dir), Some(name)) = (&me.state_dir, props.get(STATE_PROPERTY)) {
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
+                        LakeError::Query(format!("state file {}: {e}", path.display()))
+                    })?;
+                    me.sequence = SequenceTracker::restore(
+                        &serde_json::to_vec(&file.sequence).expect("JSON value serialises"),
+                        sequence,
+                    )
+                    .map_err(|e| LakeError::Query(format!("state file {}: {e}", path.display())))?;
+                    me.duplicates = file
+                        .duplicates
+                        .into_iter()
+                        .map(|(e, s, n)| ((e, s), n))
+                        .collect();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::warn!(
+                    table = %t, file = %path.display(),
+                    "sequence state of the committed snapshot is missing; streams start afresh"
+                ),
+                Err(e) => {
+                    return Err(LakeError::Query(format!("reading {}: {e}", path.display())));
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Feeds the ids of the rows that arrived at or after `from_us` (all rows when None).
+    async fn reload_ids(&mut self, table: &Table, from_us: Option<i64>) -> Result<u64> {
+        let t = self.table;
+        let err = |e: datafusion::error::DataFusionError| {
+            LakeError::Query(format!("reloading {t} message ids: {e}"))
+        };
+        let provider = SnapshotTable::new(table.clone(), None)
+            .await
+            .map_err(|e| LakeError::catalog(format!("reading {t}"), e))?;
+        let ctx = SessionContext::new();
+        let mut df = ctx.read_table(Arc::new(provider)).map_err(err)?;
+        if let Some(from) = from_us {
+            df =
+                df.filter(col("ingestion_timestamp").gt_eq(lit(
+                    ScalarValue::TimestampMicrosecond(Some(from), Some("+00:00".into())),
+                )))
+                .map_err(err)?;
+        }
+        let mut stream = df
+            .select_columns(&["message_id", "ingestion_timestamp"])
+            .map_err(err)?
+            .execute_stream()
+            .await
+            .map_err(err)?;
+        let mut n = 0;
+        while let Some(batch) = stream.try_next().await.map_err(err)? {
+            let ids = batch.column(0).as_fixed_size_binary();
+            let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                let bytes: [u8; 16] = ids
+                    .value(i)
+                    .try_into()
+                    .map_err(|_| LakeError::Query(format!("{t}: a message id is not 16 bytes")))?;
+                let at = if times.is_null(i) { 0 } else { times.value(i) };
+                self.dedup.remember(u128::from_be_bytes(bytes), at);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Dedups the record, then checks its source sequence.
+    pub fn admit(&mut self, record: &MarketRecord) -> Result<Verdict> {
+        let id = id_bits(record.message_id()).ok_or_else(|| {
+            LakeError::InvalidArgument(format!(
+                "message id '{}' is not a UUID",
+                record.message_id()
+            ))
+        })?;
+        if !self.dedup.check(id, record.ingestion_time_us()) {
+            let key = (record.exchange().to_string(), record.symbol().to_string());
+            *self.duplicates.entry(key).or_default() += 1;
+            return Ok(Verdict::Duplicate);
+        }
+        let event = match (record.source_sequence(), record.event_time_us()) {
+            (Some(seq), Some(at_us)) => u64::try_from(seq).ok().map(|seq| {
+                self.sequence
+                    .check_named(record.exchange(), record.symbol(), seq, at_us)
+            }),
+            _ => None,
+        };
+        Ok(Verdict::Keep(event))
+    }
+
+    /// Writes the state the commit of `batch` will name, durably; returns the snapshot
+    /// summary properties to commit with it.
+    pub fn save(&self, batch: &str) -> Result<Vec<(String, String)>> {
+        let mut props = Vec::new();
+        if let Some(from) = self.dedup.window_start_us() {
+            props.push((DEDUP_FROM_PROPERTY.to_string(), from.to_string()));
+        }
+        let Some(dir) = &self.state_dir else {
+            return Ok(props);
+        };
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            LakeError::Query(format!("{what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+        let name = format!("sequence-{batch}.json");
+        let file = StateFile {
+            table: self.table.name().to_string(),
+            batch: batch.to_string(),
+            sequence: serde_json::from_slice(&self.sequence.snapshot())
+                .expect("tracker snapshot is JSON"),
+            duplicates: self
+                .duplicates
+                .iter()
+                .map(|((e, s), n)| (e.clone(), s.clone(), *n))
+                .collect(),
+        };
+        let tmp = dir.join(format!("{name}.tmp"));
+        let path = dir.join(&name);
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+            f.write_all(&serde_json::to_vec(&file).expect("state serialises"))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io("writing", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing", dir, e))?;
+        props.push((STATE_PROPERTY.to_string(), name));
+        Ok(props)
+    }
+
+    /// After the commit of `batch`: state files of other batches are no longer named by
+    /// the current snapshot (older ones, or orphans of a crash before a commit).
+    pub fn committed(&self, batch: &str) {
+        let Some(dir) = &self.state_dir else { return };
+        let keep = format!("sequence-{batch}.json");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name() != keep.as_str()
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(file = %entry.path().display(), error = %e, "could not remove old state");
+            }
+        }
+    }
+
+    pub fn dedup(&self) -> &Deduplicator {
+        &self.dedup
+    }
+
+    pub fn sequence(&self) -> &SequenceTracker {
+        &self.sequence
+    }
+
+    /// Duplicates dropped per (exchange, symbol) stream.
+    pub fn duplicates(&self) -> &BTreeMap<(String, String), u64> {
+        &self.duplicates
+    }
+}

@@ -1,0 +1,405 @@
+//! Dedup by message id: a Bloom filter in front of an exact, bounded, time-windowed set.
+//!
+//! Message ids are deterministic (derived from where a record came from), so a record
+//! produced twice — a retried produce, a feed's reconnect overlap, a log prefix replayed —
+//! carries the same id both times. The deduplicator answers "seen before?" exactly:
+//!
+//! - The **exact tier** holds every id of the window in sets bucketed by arrival time (the
+//!   record's ingestion time), so forgetting old ids drops whole buckets instead of
+//!   scanning.
+//! - The **Bloom tier** sits in front. A new id (the common case) is recognised by one
+//!   Bloom probe and goes straight into its bucket, whatever the number of buckets; only a
+//!   Bloom hit searches the buckets, and a hit the buckets do not confirm is a false
+//!   positive: the record passes. Nothing is dropped on the Bloom's word alone.
+//!
+//! Bounds: ids older than `window_us` behind the newest arrival are forgotten; beyond
+//! `max_ids` the oldest buckets are forgotten early (counted). A forgotten id is no
+//! longer recognised, so the window must cover how late a duplicate can arrive.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+/// Dedup window and memory bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupConfig {
+    /// How long (arrival time, microseconds) an id is remembered behind the newest arrival.
+    pub window_us: i64,
+    /// Width of one bucket of the exact tier; ids are forgotten a bucket at a time.
+    pub bucket_us: i64,
+    /// Most ids held; beyond it the oldest buckets are forgotten before their time.
+    pub max_ids: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window_us: 24 * 3600 * 1_000_000,
+            bucket_us: 3600 * 1_000_000,
+            max_ids: 10_000_000,
+        }
+    }
+}
+
+/// What the deduplicator has done.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupStats {
+    pub checked: u64,
+    pub duplicates: u64,
+    /// Bloom hits the exact tier did not confirm (the record passed).
+    pub false_positives: u64,
+    /// Ids forgotten because they left the window.
+    pub expired: u64,
+    /// Ids forgotten early to stay within `max_ids`.
+    pub evicted: u64,
+}
+
+/// Ids are hashes already: the set uses their bits as the hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed; this path is not taken.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, id: u128) {
+        self.0 = (id as u64) ^ ((id >> 64) as u64);
+    }
+}
+
+type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
+
+/// A blocked Bloom filter: each id sets 7 bits inside one 512-bit block (one cache line).
+struct Bloom {
+    blocks: Vec<[u64; 8]>,
+    /// Ids inserted since the filter was built; past `capacity` it is rebuilt larger.
+    inserted: usize,
+    capacity: usize,
+}
+
+const BLOOM_BITS_PER_ID: usize = 10;
+const BLOOM_MIN_CAPACITY: usize = 1 << 16;
+
+impl Bloom {
+    fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(BLOOM_MIN_CAPACITY);
+        let blocks = (capacity * BLOOM_BITS_PER_ID).div_ceil(512);
+        Bloom {
+            blocks: vec![[0; 8]; blocks],
+            inserted: 0,
+            capacity,
+        }
+    }
+
+    fn block(&self, id: u128) -> usize {
+        // Multiply-shift maps the high half uniformly onto the blocks.
+        (((id >> 64) as u64 as u128 * self.blocks.len() as u128) >> 64) as usize
+    }
+
+    fn bits(id: u128) -> impl Iterator<Item = (usize, u64)> {
+        let low = id as u64;
+        (0..7).map(move |i| {
+            let bit = (low >> (i * 9)) & 511;
+            ((bit >> 6) as usize, 1u64 << (bit & 63))
+        })
+    }
+
+    fn contains(&self, id: u128) -> bool {
+        let block = &self.blocks[self.block(id)];
+        Self::bits(id).all(|(word, mask)| block[word] & mask != 0)
+    }
+
+    fn insert(&mut self, id: u128) {
+        let b = self.block(id);
+        let block = &mut self.blocks[b];
+        for (word, mask) in Self::bits(id) {
+            block[word] |= mask;
+        }
+        self.inserted += 1;
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.len() * 64
+    }
+}
+
+/// The two-tier deduplicator.
+pub struct Deduplicator {
+    config: DedupConfig,
+    bloom: Bloom,
+    /// Bucket index (arrival time / bucket width) → ids that arrived in it.
+    buckets: BTreeMap<i64, IdSet>,
+    ids: usize,
+    newest_bucket: Option<i64>,
+    stats: DedupStats,
+}
+
+impl Deduplicator {
+    pub fn new(config: DedupConfig) -> Self {
+        assert!(config.bucket_us > 0, "dedup bucket width must be positive");
+        Deduplicator {
+            config,
+            bloom: Bloom::with_capacity(0),
+            buckets: BTreeMap::new(),
+            ids: 0,
+            newest_bucket: None,
+            stats: DedupStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &DedupConfig {
+        &self.config
+    }
+
+    /// Whether the id is new; a new id is remembered. `arrived_us` is the record's
+    /// ingestion time.
+    pub fn check(&mut self, id: u128, arrived_us: i64) -> bool {
+        self.stats.checked += 1;
+        if self.bloom.contains(id) {
+            if self.buckets.values().any(|set| set.contains(&id)) {
+                self.stats.duplicates += 1;
+                return false;
+            }
+            self.stats.false_positives += 1;
+        }
+        self.remember(id, arrived_us);
+        true
+    }
+
+    /// Remembers an id known to be stored (e.g. reloaded from the lake at start).
+    pub fn remember(&mut self, id: u128, arrived_us: i64) {
+        let bucket = arrived_us.div_euclid(self.config.bucket_us);
+        // Arrival rates are steady: a new bucket starts at the size of the newest one, so
+        // it does not grow (rehash, fault in fresh pages) step by step.
+        if !self.buckets.contains_key(&bucket) {
+            let hint = self
+                .newest_bucket
+                .and_then(|n| self.buckets.get(&n))
+                .map_or(0, |set| set.len());
+            self.buckets.insert(
+                bucket,
+                IdSet::with_capacity_and_hasher(hint, Default::default()),
+            );
+        }
+        let set = self.buckets.get_mut(&bucket).expect("inserted above");
+        if set.insert(id) {
+            self.ids += 1;
+            self.bloom.insert(id);
+        }
+        if self.newest_bucket.is_none_or(|n| bucket > n) {
+            self.newest_bucket = Some(bucket);
+            self.expire();
+        }
+        if self.ids > self.config.max_ids {
+            self.evict();
+        }
+        if self.bloom.inserted > self.bloom.capacity {
+            self.rebuild_bloom();
+        }
+    }
+
+    /// The oldest arrival time still remembered by the window (not by the cap).
+    pub fn window_start_us(&self) -> Option<i64> {
+        self.newest_bucket.map(|n| {
+            (n + 1) * self.config.bucket_us - self.config.window_us.max(self.config.bucket_us)
+        })
+    }
+
+    fn expire(&mut self) {
+        let Some(start) = self.window_start_us() else {
+            return;
+        };
+        let first_kept = start.div_euclid(self.config.bucket_us);
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() >= first_kept {
+                break;
+            }
+            let n = entry.remove().len();
+            self.ids -= n;
+            self.stats.expired += n as u64;
+        }
+    }
+
+    fn evict(&mut self) {
+        // Whole buckets: the newest bucket stays even if it alone exceeds the cap.
+        while self.ids > self.config.max_ids && self.buckets.len() > 1 {
+            let (_, set) = self.buckets.pop_first().expect("more than one bucket");
+            self.ids -= set.len();
+            self.stats.evicted += set.len() as u64;
+        }
+    }
+
+    /// Forgotten ids leave stale bits; the filter is rebuilt from the live ids whenever as
+    /// many ids were inserted as it was sized for, at four times the live count (growing
+    /// by fours keeps the rebuilds to about a third of an insert per id).
+    fn rebuild_bloom(&mut self) {
+        let mut bloom = Bloom::with_capacity(self.ids * 4);
+        for set in self.buckets.values() {
+            for &id in set {
+                bloom.insert(id);
+            }
+        }
+        bloom.inserted = self.ids;
+        self.bloom = bloom;
+    }
+
+    /// Ids remembered.
+    pub fn len(&self) -> usize {
+        self.ids
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids == 0
+    }
+
+    pub fn stats(&self) -> &DedupStats {
+        &self.stats
+    }
+
+    /// Heap bytes held (sets at their allocated capacity, plus the Bloom filter).
+    pub fn memory_bytes(&self) -> usize {
+        let per_slot = std::mem::size_of::<u128>() + 1;
+        self.buckets
+            .values()
+            .map(|s| s.capacity() * per_slot)
+            .sum::<usize>()
+            + self.bloom.bytes()
+    }
+}
+
+/// A message id's 128 bits from its UUID text (`8-4-4-4-12` hex digits).
+pub fn id_bits(uuid: &str) -> Option<u128> {
+    let b = uuid.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut bits: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        bits = (bits << 4) | u128::from(v);
+    }
+    Some(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOUR: i64 = 3600 * 1_000_000;
+
+    fn id(n: u64) -> u128 {
+        // Spread like real ids (which are hashes).
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n >> 7);
+        (u128::from(h) << 64) | u128::from(h.rotate_left(29) ^ n)
+    }
+
+    #[test]
+    fn new_then_duplicate_across_buckets() {
+        let mut d = Deduplicator::new(DedupConfig::default());
+        assert!(d.check(id(1), 0));
+        assert!(d.check(id(2), 5 * HOUR));
+        assert!(!d.check(id(1), 6 * HOUR), "seen in an older bucket");
+        assert!(!d.check(id(2), 5 * HOUR));
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.stats().duplicates, 2);
+        assert_eq!(d.stats().checked, 4);
+    }
+
+    #[test]
+    fn forgets_ids_that_leave_the_window() {
+        let mut d = Deduplicator::new(DedupConfig {
+            window_us: 2 * HOUR,
+            bucket_us: HOUR,
+            max_ids: 100,
+        });
+        assert!(d.check(id(1), 0));
+        assert!(d.check(id(2), HOUR + 1));
+        assert!(!d.check(id(1), HOUR + 2), "still inside the window");
+        assert!(d.check(id(3), 2 * HOUR + 5));
+        assert_eq!(d.stats().expired, 1, "the first hour left the window");
+        assert!(d.check(id(1), 2 * HOUR + 6), "forgotten, so it passes");
+        assert!(!d.check(id(2), 2 * HOUR + 7));
+        assert_eq!(d.window_start_us(), Some(HOUR));
+    }
+
+    #[test]
+    fn memory_cap_forgets_oldest_buckets_first() {
+        let mut d = Deduplicator::new(DedupConfig {
+            window_us: 100 * HOUR,
+            bucket_us: HOUR,
+            max_ids: 10,
+        });
+        for n in 0..8 {
+            assert!(d.check(id(n), 0));
+        }
+        for n in 8..14 {
+            assert!(d.check(id(n), HOUR));
+        }
+        assert_eq!(d.len(), 6, "the first bucket went when the cap was passed");
+        assert_eq!(d.stats().evicted, 8);
+        assert!(!d.check(id(13), HOUR));
+        assert!(
+            d.check(id(0), HOUR),
+            "an evicted id is no longer recognised"
+        );
+    }
+
+    #[test]
+    fn bloom_hits_are_confirmed_before_dropping() {
+        // Far more ids than the smallest filter: false positives happen and must pass.
+        let mut d = Deduplicator::new(DedupConfig::default());
+        for n in 0..400_000 {
+            assert!(d.check(id(n), 0), "new id {n} reported as a duplicate");
+        }
+        assert!(d.stats().false_positives > 0, "{:?}", d.stats());
+        for n in (0..400_000).step_by(997) {
+            assert!(!d.check(id(n), 1));
+        }
+        assert_eq!(d.stats().duplicates, 402);
+    }
+
+    #[test]
+    fn id_bits_reads_uuid_text() {
+        assert_eq!(
+            id_bits("1b4e28ba-2fa1-81d2-883f-0016d3cca427"),
+            Some(0x1b4e28ba_2fa1_81d2_883f_0016d3cca427)
+        );
+        assert_eq!(id_bits("1b4e28ba2fa181d2883f0016d3cca427"), None);
+        assert_eq!(id_bits("1b4e28ba-2fa1-81d2-883f-0016d3cca42g"), None);
+    }
+
+    proptest! {
+        /// Any stream with repeats keeps exactly the first occurrence of each id, and the
+        /// counts add up.
+        #[test]
+        fn keeps_first_occurrences(picks in prop::collection::vec(0u64..300, 0..2000)) {
+            let mut d = Deduplicator::new(DedupConfig::default());
+            let mut seen = std::collections::HashSet::new();
+            for (i, &n) in picks.iter().enumerate() {
+                let first = seen.insert(n);
+                prop_assert_eq!(d.check(id(n), i as i64 * 1_000_000), first);
+            }
+            prop_assert_eq!(d.len(), seen.len());
+            prop_assert_eq!(d.stats().duplicates as usize, picks.len() - seen.len());
+        }
+    }
+}
