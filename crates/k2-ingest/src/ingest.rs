@@ -152,15 +152,22 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn record(&self, mut rec: MarketRecord, now_us: i64) -> Record {
-        rec.set_ingestion_timestamp(now_us);
-        let mut value = Vec::with_capacity(256);
-        avro::encode(&rec, self.ids[&rec.data_type()], &mut value);
-        Record {
-            key: rec.partition_key().as_bytes().to_vec(),
-            value,
-            timestamp_ms: now_us / 1000,
-        }
+    fn record(&self, rec: MarketRecord, now_us: i64) -> Record {
+        let id = self.ids[&rec.data_type()];
+        encode(rec, id, now_us)
+    }
+}
+
+/// A record as appended to the log: keyed for its partition, Avro in the Confluent
+/// framing, stamped with the time K2 took it in.
+pub(crate) fn encode(mut rec: MarketRecord, schema_id: u32, now_us: i64) -> Record {
+    rec.set_ingestion_timestamp(now_us);
+    let mut value = Vec::with_capacity(256);
+    avro::encode(&rec, schema_id, &mut value);
+    Record {
+        key: rec.partition_key().as_bytes().to_vec(),
+        value,
+        timestamp_ms: now_us / 1000,
     }
 }
 

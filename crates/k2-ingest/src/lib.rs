@@ -4,6 +4,7 @@
 //!
 //! - [`asx`] — parsing of the ASX sample files (trades, quotes, company info) into records.
 //! - [`ingest`] — `ingest asx`, exactly once into the log with per-file checkpoints.
+//! - [`replay`] — dead letters run again through the current parser and decoder.
 //! - [`synthetic`] — deterministic ASX-format data of any size, for benchmarks.
 
 pub mod asx;
@@ -11,8 +12,10 @@ pub mod ingest;
 #[cfg(test)]
 mod ingest_tests;
 mod metrics;
+pub mod replay;
 pub mod synthetic;
 
 pub use ingest::{
     FileSummary, IngestError, IngestOptions, IngestSummary, Progress, ingest_asx, topic_specs,
 };
+pub use replay::{ReplayReport, replay_dead_letters};

@@ -26,8 +26,11 @@ use iceberg::writer::file_writer::location_generator::{
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use k2_log::{DeadLetter, DeadLetterStore, Log, LogConsumer, PartitionOffset, SchemaStore};
-use k2_model::{DataType, MarketRecord, TopicName, avro, exchange};
+use k2_log::{
+    DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE, Log, LogConsumer, PartitionOffset,
+    PayloadDecoder, SchemaStore, Undecodable,
+};
+use k2_model::{MarketRecord, TopicName, exchange};
 use k2_pipeline::{DedupConfig, Event, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -41,7 +44,6 @@ use crate::tables::LakeTable;
 
 /// Snapshot summary key holding the log positions a table has committed.
 pub const OFFSETS_PROPERTY: &str = "k2.log-offsets";
-const STAGE: &str = "lake.decode";
 /// Rows per Parquet data page (at most).
 const PAGE_ROWS: usize = 8192;
 const DAY_US: i64 = 86_400_000_000;
@@ -246,7 +248,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     }
     tracing::info!(partitions = assignment.len(), "lake writer starting");
     let mut consumer = log.consumer(assignment.clone())?;
-    let mut schema_cache: HashMap<u32, Option<DataType>> = HashMap::new();
+    let mut decoder = PayloadDecoder::default();
     let mut summary = WriterSummary::default();
     let mut days: HashMap<String, TradingDays> = HashMap::new();
 
@@ -285,7 +287,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 }
             }
             state.oldest.get_or_insert_with(Instant::now);
-            match decode(log, &mut schema_cache, &rec.value, topic_name.data_type).await? {
+            match decoder
+                .decode(log, &rec.value, topic_name.data_type)
+                .await?
+            {
                 Ok(record) => {
                     let event = match state.integrity.admit(&record)? {
                         Verdict::Duplicate => {
@@ -315,10 +320,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     let trade_date = record.event_time_us().map_or(0, |t| calendar.day_of(t));
                     state.pending.push(Row { record, trade_date });
                 }
-                Err((kind, reason)) => {
+                Err(Undecodable { kind, reason }) => {
                     metrics::decode_failed(kind);
                     state.pending_letters.push(DeadLetter {
-                        stage: STAGE.into(),
+                        stage: LAKE_DECODE_STAGE.into(),
                         source: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
                         kind: kind.into(),
                         reason,
@@ -413,47 +418,6 @@ async fn caught_up<L: Log>(
         all &= behind == 0;
     }
     Ok(all)
-}
-
-/// Decodes a payload; the inner error is a dead-letter kind and reason.
-async fn decode<L: SchemaStore>(
-    log: &L,
-    cache: &mut HashMap<u32, Option<DataType>>,
-    payload: &[u8],
-    expected: DataType,
-) -> Result<std::result::Result<MarketRecord, (&'static str, String)>> {
-    let id = match avro::schema_id(payload) {
-        Ok(id) => id,
-        Err(e) => return Ok(Err(("framing", e.to_string()))),
-    };
-    let known = match cache.get(&id) {
-        Some(known) => *known,
-        None => {
-            let text = log.schema(id).await?;
-            let dt = text.and_then(|t| {
-                DataType::ALL
-                    .iter()
-                    .copied()
-                    .find(|&dt| avro::schema_for(dt) == t)
-            });
-            cache.insert(id, dt);
-            dt
-        }
-    };
-    let Some(dt) = known else {
-        return Ok(Err((
-            "unknown_schema",
-            format!("schema id {id} is not a K2 record schema"),
-        )));
-    };
-    if dt != expected {
-        return Ok(Err((
-            "wrong_type",
-            format!("a {dt} record on a {expected} topic"),
-        )));
-    }
-    Ok(avro::decode_datum(dt, &payload[avro::HEADER_LEN..])
-        .map_err(|e| ("undecodable", e.to_string())))
 }
 
 /// Writes and commits a table's pending rows; returns whether a snapshot was committed.

@@ -15,6 +15,9 @@ use crate::metrics;
 const BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("dead_letters_by_seq");
 const BY_SOURCE: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
 
+/// Stage of the lake writer's rejections: payloads it could not decode.
+pub const LAKE_DECODE_STAGE: &str = "lake.decode";
+
 /// A rejected record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -57,6 +60,14 @@ mod raw_text {
             Raw::Bytes(b) => b,
         })
     }
+}
+
+fn source_key(letter: &DeadLetter) -> String {
+    format!("{}\u{0}{}", letter.stage, letter.source)
+}
+
+fn parse(key: &str, json: &[u8]) -> Result<DeadLetter> {
+    serde_json::from_slice(json).map_err(|e| LogError::Corrupt(format!("dead letter {key}: {e}")))
 }
 
 /// The store. Cheap to clone.
@@ -110,7 +121,7 @@ impl DeadLetterStore {
                 .map_err(|e| err(e.into()))?
                 .map_or(0, |(k, _)| k.value() + 1);
             for letter in letters {
-                let key = format!("{}\u{0}{}", letter.stage, letter.source);
+                let key = source_key(letter);
                 if by_source
                     .get(key.as_str())
                     .map_err(|e| err(e.into()))?
@@ -159,8 +170,8 @@ impl DeadLetterStore {
         Ok(self.len()? == 0)
     }
 
-    /// Up to `limit` letters, oldest first, skipping the first `skip`.
-    pub fn list(&self, skip: usize, limit: usize) -> Result<Vec<DeadLetter>> {
+    /// Up to `limit` letters with their ids, oldest first, skipping the first `skip`.
+    pub fn list(&self, skip: usize, limit: usize) -> Result<Vec<(u64, DeadLetter)>> {
         let err = |e: redb::Error| LogError::storage("reading dead letters", e);
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
         let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
@@ -172,16 +183,79 @@ impl DeadLetterStore {
             .skip(skip)
             .take(limit)
         {
-            let (_, key) = entry.map_err(|e| err(e.into()))?;
+            let (id, key) = entry.map_err(|e| err(e.into()))?;
             if let Some(json) = by_source.get(key.value()).map_err(|e| err(e.into()))? {
-                out.push(
-                    serde_json::from_slice(json.value()).map_err(|e| {
-                        LogError::Corrupt(format!("dead letter {}: {e}", key.value()))
-                    })?,
-                );
+                out.push((id.value(), parse(key.value(), json.value())?));
             }
         }
         Ok(out)
+    }
+
+    /// The letter with this id, if it is still stored.
+    pub fn get(&self, id: u64) -> Result<Option<DeadLetter>> {
+        let err = |e: redb::Error| LogError::storage("reading dead letters", e);
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
+        let by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+        let Some(key) = by_seq.get(id).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        match by_source.get(key.value()).map_err(|e| err(e.into()))? {
+            Some(json) => Ok(Some(parse(key.value(), json.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes letters (e.g. those a replay got through); returns how many were stored.
+    pub fn remove(&self, ids: &[u64]) -> Result<usize> {
+        let err = |e: redb::Error| LogError::storage("removing dead letters", e);
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut removed = 0;
+        {
+            let mut by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
+            let mut by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+            for &id in ids {
+                if let Some(key) = by_seq.remove(id).map_err(|e| err(e.into()))? {
+                    by_source.remove(key.value()).map_err(|e| err(e.into()))?;
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(removed)
+    }
+
+    /// Rewrites a stored letter in place (same id and source), e.g. with the reason a
+    /// replay found now.
+    pub fn update(&self, id: u64, letter: &DeadLetter) -> Result<bool> {
+        let err = |e: redb::Error| LogError::storage("updating a dead letter", e);
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let found = {
+            let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
+            let mut by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+            let key = by_seq
+                .get(id)
+                .map_err(|e| err(e.into()))?
+                .map(|k| k.value().to_string());
+            match key {
+                Some(key) if key == source_key(letter) => {
+                    let json = serde_json::to_vec(letter).expect("dead letter serialises");
+                    by_source
+                        .insert(key.as_str(), json.as_slice())
+                        .map_err(|e| err(e.into()))?;
+                    true
+                }
+                Some(key) => {
+                    return Err(LogError::Corrupt(format!(
+                        "dead letter {id} is {key:?}, not {:?}",
+                        source_key(letter)
+                    )));
+                }
+                None => false,
+            }
+        };
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(found)
     }
 }
 
@@ -216,13 +290,33 @@ mod tests {
             .list(0, 10)
             .unwrap()
             .into_iter()
-            .map(|l| l.source)
+            .map(|(_, l)| l.source)
             .collect();
         assert_eq!(
             sources,
             ["a:2", "a:3", "a:4"],
             "the oldest is dropped first"
         );
-        assert_eq!(store.list(0, 1).unwrap()[0].raw, letter("x").raw);
+        let (id, first) = store.list(0, 1).unwrap().remove(0);
+        assert_eq!(first.raw, letter("x").raw);
+        assert_eq!(store.get(id).unwrap(), Some(first.clone()));
+
+        let mut changed = first.clone();
+        changed.reason = "still not a number".into();
+        assert!(store.update(id, &changed).unwrap());
+        assert_eq!(store.get(id).unwrap().unwrap().reason, "still not a number");
+        assert!(
+            store.update(id, &letter("a:9")).is_err(),
+            "another source's id"
+        );
+
+        assert_eq!(store.remove(&[id, 999]).unwrap(), 1);
+        assert_eq!(store.get(id).unwrap(), None);
+        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(
+            store.append(&[first]).unwrap(),
+            1,
+            "a removed source can be dead-lettered again"
+        );
     }
 }

@@ -20,11 +20,11 @@ mod metrics;
 pub mod partitioner;
 pub mod schema_store;
 
-pub use dead_letter::{DeadLetter, DeadLetterStore};
+pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
 pub use embedded::{EmbeddedConsumer, EmbeddedLog};
 pub use error::{LogError, Result};
 pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
-pub use schema_store::SchemaStore;
+pub use schema_store::{PayloadDecoder, SchemaStore, Undecodable};

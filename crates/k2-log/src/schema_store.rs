@@ -3,7 +3,10 @@
 //! schema text registered under any subject gets the same id; a subject keeps versions).
 //! It lives in the log's database because the ids describe the bytes in the log.
 
+use std::collections::HashMap;
 use std::future::Future;
+
+use k2_model::{DataType, MarketRecord, avro};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -144,5 +147,67 @@ mod tests {
             Some(r#"{"type":"long"}"#)
         );
         assert_eq!(log.schema(999).await.unwrap(), None);
+    }
+}
+
+/// Why a payload could not be read: a dead-letter kind and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undecodable {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// Reads K2 records in the Confluent framing (magic byte, schema id, Avro datum),
+/// remembering what record type each schema id is.
+#[derive(Default)]
+pub struct PayloadDecoder {
+    known: HashMap<u32, Option<DataType>>,
+}
+
+impl PayloadDecoder {
+    /// The record, or why the payload is not a `expected` record. Only a failure to reach
+    /// the schema store is an error.
+    pub async fn decode<S: SchemaStore>(
+        &mut self,
+        store: &S,
+        payload: &[u8],
+        expected: DataType,
+    ) -> Result<std::result::Result<MarketRecord, Undecodable>> {
+        let bad = |kind, reason| Ok(Err(Undecodable { kind, reason }));
+        let id = match avro::schema_id(payload) {
+            Ok(id) => id,
+            Err(e) => return bad("framing", e.to_string()),
+        };
+        let known = match self.known.get(&id) {
+            Some(known) => *known,
+            None => {
+                let dt = store.schema(id).await?.and_then(|text| {
+                    DataType::ALL
+                        .iter()
+                        .copied()
+                        .find(|&dt| avro::schema_for(dt) == text)
+                });
+                // An unknown id is not cached: it may be registered later (dead-letter replay).
+                if dt.is_some() {
+                    self.known.insert(id, dt);
+                }
+                dt
+            }
+        };
+        let Some(dt) = known else {
+            return bad(
+                "unknown_schema",
+                format!("schema id {id} is not a K2 record schema"),
+            );
+        };
+        if dt != expected {
+            return bad("wrong_type", format!("a {dt} record on a {expected} topic"));
+        }
+        Ok(
+            avro::decode_datum(dt, &payload[avro::HEADER_LEN..]).map_err(|e| Undecodable {
+                kind: "undecodable",
+                reason: e.to_string(),
+            }),
+        )
     }
 }

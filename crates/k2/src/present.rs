@@ -100,23 +100,32 @@ impl From<&SnapshotInfo> for SnapshotRow {
 
 #[derive(Serialize)]
 pub struct DeadLetterRow {
+    pub id: u64,
     pub rejected_at: String,
     pub stage: String,
     pub source: String,
     pub kind: String,
     pub reason: String,
+    /// The raw record: its text when it is UTF-8 (CSV lines), else `hex:` and its bytes.
     pub raw: String,
 }
 
-impl From<&DeadLetter> for DeadLetterRow {
-    fn from(d: &DeadLetter) -> Self {
+impl From<&(u64, DeadLetter)> for DeadLetterRow {
+    fn from((id, d): &(u64, DeadLetter)) -> Self {
         DeadLetterRow {
+            id: *id,
             rejected_at: iso_us(d.rejected_at_us),
             stage: d.stage.clone(),
             source: d.source.clone(),
             kind: d.kind.clone(),
             reason: d.reason.clone(),
-            raw: String::from_utf8_lossy(&d.raw).into_owned(),
+            raw: match std::str::from_utf8(&d.raw) {
+                Ok(text) => text.trim_end_matches(['\r', '\n']).to_string(),
+                Err(_) => {
+                    let hex: String = d.raw.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("hex:{hex}")
+                }
+            },
         }
     }
 }

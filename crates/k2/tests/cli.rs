@@ -232,6 +232,24 @@ fn an_unseen_company_file_with_malformed_lines_lands_exactly() {
     );
     assert_eq!(letters[1]["kind"], "column_count");
     assert_eq!(letters[0]["raw"], "03/11/2014,15:00:00.000,six,100,0,,");
+    let id = letters[2]["id"].as_u64().unwrap().to_string();
+    let shown = run_ok(k2(data.path()).args(["dlq", "show", &id]));
+    assert!(
+        shown.contains("03/11/2014,15:00:02.000,-62.1,100,0,,") && shown.contains("not positive"),
+        "{shown}"
+    );
+    // Nothing was fixed: a replay keeps all four, and the lake is unchanged.
+    let replay = run_ok(k2(data.path()).args(["dlq", "replay"]));
+    assert!(
+        replay.contains("4 dead letters examined: 0 pass now"),
+        "{replay}"
+    );
+    assert_eq!(
+        run_ok(k2(data.path()).args(["dlq", "list", "--format", "json"]))
+            .matches("7458.csv")
+            .count(),
+        4
+    );
 
     // Bars cover exactly the good trades of each day.
     for (day, n) in [("2014-03-10", 1500), ("2014-03-11", 1500)] {
