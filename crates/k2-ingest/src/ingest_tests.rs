@@ -152,7 +152,7 @@ async fn malformed_rows_go_to_the_dead_letter_store_and_the_rest_lands() {
     let letters = env.dlq.list(0, 10).unwrap();
     let kinds: Vec<_> = letters
         .iter()
-        .map(|l| (l.source.as_str(), l.kind.as_str()))
+        .map(|(_, l)| (l.source.as_str(), l.kind.as_str()))
         .collect();
     assert_eq!(
         kinds,
@@ -163,7 +163,7 @@ async fn malformed_rows_go_to_the_dead_letter_store_and_the_rest_lands() {
             ("trades/7181.csv:236", "date"),
         ]
     );
-    assert_eq!(letters[0].raw, b"03/14/2014,15:00:00.000,abc,100,0,,");
+    assert_eq!(letters[0].1.raw, b"03/14/2014,15:00:00.000,abc,100,0,,");
 
     // Appending to a file resumes after what was ingested; DLQ entries are not repeated.
     let mut more = std::fs::read_to_string(&path).unwrap();
