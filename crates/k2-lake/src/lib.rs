@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`tables`] — the table definitions and the SQL catalog (SQLite) they live in.
+//! - [`audit`] — one line per Iceberg commit, in an append-only file.
 //! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each snapshot.
@@ -11,6 +12,7 @@
 //! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
 //! - [`error`] — `LakeError`.
 
+pub mod audit;
 pub mod columns;
 pub mod error;
 pub mod integrity;

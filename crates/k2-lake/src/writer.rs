@@ -36,6 +36,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
+use crate::audit::{self, AuditEntry};
 use crate::columns::{self, Row};
 use crate::error::{LakeError, Result};
 use crate::integrity::{TableIntegrity, Verdict};
@@ -72,6 +73,8 @@ pub struct WriterOptions {
     /// Where sequence state is kept between runs (None: in this process only, so a
     /// restart starts every stream afresh).
     pub state_dir: Option<PathBuf>,
+    /// The append-only commit audit file (None: commits are only logged).
+    pub audit_path: Option<PathBuf>,
 }
 
 impl Default for WriterOptions {
@@ -87,6 +90,7 @@ impl Default for WriterOptions {
             dedup: DedupConfig::default(),
             sequence: SequenceConfig::default(),
             state_dir: None,
+            audit_path: None,
         }
     }
 }
@@ -199,6 +203,12 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 .map_err(|e| LakeError::catalog("arrow schema", e))?,
         );
         let committed = committed_offsets(&table)?;
+        if let Some(path) = &options.audit_path {
+            let recovered = audit::reconcile(path, t, &table)?;
+            if recovered > 0 {
+                tracing::warn!(table = %t, commits = recovered, "audit lines recovered from snapshots");
+            }
+        }
         let integrity = TableIntegrity::restore(
             t,
             &table,
@@ -463,6 +473,8 @@ async fn flush(
     // The integrity state this snapshot stands for is durable before the commit.
     properties.extend(state.integrity.save(&batch_name)?);
     let file_count = files.len();
+    let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
+    let snapshot_before = state.table.metadata().current_snapshot_id();
     let mut attempt = 0;
     let table = loop {
         attempt += 1;
@@ -505,6 +517,27 @@ async fn flush(
         }
     };
     state.table = table;
+    let entry = AuditEntry {
+        committed_at_us: chrono::Utc::now().timestamp_micros(),
+        table: t.qualified(),
+        snapshot_before,
+        snapshot_after: state
+            .table
+            .metadata()
+            .current_snapshot_id()
+            .unwrap_or_default(),
+        rows: rows.len() as u64,
+        files: file_count as u64,
+        bytes,
+        offsets_from: std::mem::take(&mut state.batch_start),
+        offsets_to: offsets.clone(),
+        batch: batch_name.clone(),
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        recovered: false,
+    };
+    if let Some(path) = &options.audit_path {
+        audit::append(path, std::slice::from_ref(&entry))?;
+    }
     state.integrity.committed(&batch_name);
     let dedup = state.integrity.dedup();
     metrics::dedup_held(t.name(), dedup.len(), dedup.memory_bytes());
@@ -524,7 +557,11 @@ async fn flush(
         table = %t,
         rows = row_count,
         files = file_count,
-        snapshot = state.table.metadata().current_snapshot_id().unwrap_or_default(),
+        bytes,
+        snapshot_before = entry.snapshot_before.unwrap_or_default(),
+        snapshot = entry.snapshot_after,
+        batch = %entry.batch,
+        offsets = %serde_json::to_string(&entry.offsets_to).unwrap_or_default(),
         ms = elapsed.as_millis() as u64,
         "lake commit"
     );

@@ -291,6 +291,9 @@ impl Config {
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
     }
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit").join("commits.jsonl")
+    }
 
     pub fn writer_options(&self) -> k2_lake::WriterOptions {
         k2_lake::WriterOptions {
@@ -310,6 +313,7 @@ impl Config {
                 max_open_gaps: self.sequence.max_open_gaps,
             },
             state_dir: Some(self.state_dir()),
+            audit_path: Some(self.audit_path()),
             ..Default::default()
         }
     }

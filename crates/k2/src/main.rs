@@ -91,6 +91,17 @@ enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// The commit audit: every Iceberg commit of the lake writer, oldest first.
+    Audit {
+        /// Only this table (`trades`, `quotes`, `companies` or a qualified name).
+        #[arg(long)]
+        table: Option<String>,
+        /// The newest N entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Measure K2 and print the figures.
     Bench {
         #[command(subcommand)]
@@ -261,6 +272,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let app = App::open(config)?;
             let batches = app.engine().await?.sql(&sql).await?;
             render(&batches, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { table, limit, out } => {
+            let table = match table.as_deref() {
+                None => None,
+                Some(name) => Some(LakeTable::parse(name).with_context(|| {
+                    format!("unknown table '{name}'; use trades, quotes or companies")
+                })?),
+            };
+            let entries = k2_lake::audit::read(&config.audit_path())?;
+            let chosen: Vec<_> = entries
+                .iter()
+                .filter(|e| table.is_none_or(|t| e.table == t.qualified()))
+                .collect();
+            let skip = chosen.len().saturating_sub(limit);
+            eprintln!("{} commits audited", chosen.len());
+            let rows: Vec<present::AuditRow> = chosen[skip..].iter().map(|e| (*e).into()).collect();
+            render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command, out } => {

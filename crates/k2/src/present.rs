@@ -129,3 +129,45 @@ impl From<&(u64, DeadLetter)> for DeadLetterRow {
         }
     }
 }
+
+#[derive(Serialize)]
+pub struct AuditRow {
+    pub committed_at: String,
+    pub table: String,
+    pub snapshot_before: Option<i64>,
+    pub snapshot_after: i64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// `topic/partition: from..to` per partition the commit covered.
+    pub offsets: String,
+    pub duration_ms: Option<u64>,
+    pub recovered: bool,
+}
+
+impl From<&k2_lake::audit::AuditEntry> for AuditRow {
+    fn from(e: &k2_lake::audit::AuditEntry) -> Self {
+        let offsets = e
+            .offsets_to
+            .iter()
+            .filter(|(k, _)| e.recovered || e.offsets_from.contains_key(*k))
+            .map(|(k, to)| match e.offsets_from.get(k) {
+                Some(from) => format!("{k}: {from}..{to}"),
+                None => format!("{k}: ..{to}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        AuditRow {
+            committed_at: iso_us(e.committed_at_us),
+            table: e.table.clone(),
+            snapshot_before: e.snapshot_before,
+            snapshot_after: e.snapshot_after,
+            rows: e.rows,
+            files: e.files,
+            bytes: e.bytes,
+            offsets,
+            duration_ms: e.duration_ms,
+            recovered: e.recovered,
+        }
+    }
+}
