@@ -471,3 +471,82 @@ fn metrics_show_data_flowing_and_sigterm_stops_cleanly() {
         "SIGTERM is a clean stop, not a failure: {exit}"
     );
 }
+
+/// A random moment, from a seed printed for reproduction.
+struct Moments(u64);
+
+impl Moments {
+    fn next_ms(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn kill_nine_at_random_moments_over_a_million_records_lands_each_once() {
+    const ROWS: u64 = 1_000_000;
+    const COMPANIES: u64 = 20;
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    k2_ingest::synthetic::write_asx_trades(files.path(), COMPANIES as u32, ROWS, 11).unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill moments seed {seed}");
+    let mut moments = Moments(seed);
+    let batches = |cmd: &mut Command| {
+        cmd.env("K2_WRITER__MAX_ROWS", "60000")
+            .env("K2_WRITER__MAX_AGE_SECONDS", "0.5");
+    };
+    // The ingest runs to its end while the writer is killed over and over.
+    let mut ingest = spawn(k2(data.path()).arg("ingest").arg("asx").arg(files.path()));
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while kills < 12 && Instant::now() < deadline {
+        let mut writer = k2(data.path());
+        batches(&mut writer);
+        let mut writer = spawn(writer.arg("consume"));
+        std::thread::sleep(Duration::from_millis(500 + moments.next_ms(4_000)));
+        writer.kill().unwrap(); // SIGKILL, wherever it is
+        writer.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 12);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let killed_after = trade_snapshots(&rt, data.path());
+    assert!(
+        killed_after >= 3,
+        "the killed writers committed between kills ({killed_after} snapshots)"
+    );
+    let status = ingest.wait().unwrap();
+    assert!(status.success(), "ingest: {status}");
+    let mut last = k2(data.path());
+    batches(&mut last);
+    let summary = last
+        .args(["consume", "--until-caught-up"])
+        .output()
+        .unwrap();
+    assert!(summary.status.success());
+
+    let total = ROWS + COMPANIES;
+    assert_eq!(sql_scalar(data.path(), "SELECT count(*) FROM trades"), ROWS);
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
+        ROWS
+    );
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(*) FROM reference_data.companies"),
+        COMPANIES
+    );
+    let audit = run_ok(k2(data.path()).args(["audit", "--limit", "1000000", "--format", "json"]));
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let rows: u64 = audit.iter().map(|e| e["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, total, "audited rows");
+}
