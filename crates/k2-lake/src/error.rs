@@ -38,6 +38,15 @@ pub enum LakeError {
     InvalidArgument(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error(
+        "{dependency} still failing after {attempts} attempts over {seconds:.1}s, giving up: {source}"
+    )]
+    Exhausted {
+        dependency: &'static str,
+        attempts: u32,
+        seconds: f64,
+        source: Box<LakeError>,
+    },
 }
 
 impl LakeError {

@@ -713,3 +713,127 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
     let third = write_all(&l, 1_000).await;
     assert_eq!(third.commits, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_catalog_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
+    use sqlx::Connection;
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    // Another process holds the catalog database locked: every catalog call fails (after
+    // SQLite's busy timeout) until it lets go.
+    let db = l._dir.path().join("catalog.db");
+    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let options = WriterOptions {
+        max_rows: 40_000,
+        until_caught_up: true,
+        max_age: Duration::from_secs(3600),
+        retry: k2_pipeline::RetryPolicy {
+            attempts: 100,
+            base: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
+        breaker: k2_pipeline::BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_millis(200),
+        },
+        ..Default::default()
+    };
+    let (log, catalog, dlq) = (l.log.clone(), l.catalog.clone(), l.dlq.clone());
+    let writer = tokio::spawn(async move {
+        writer::run(
+            &log,
+            catalog,
+            &dlq,
+            &options,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+    });
+    // The lock is the fault: held long enough for two busy timeouts (5 s each).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(!writer.is_finished(), "the writer waits for the catalog");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    let summary = tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .expect("the writer finishes once the catalog is back")
+        .unwrap()
+        .unwrap();
+    assert!(summary.retries["catalog"] >= 2, "{summary:?}");
+    let t = &summary.breaker_transitions;
+    assert!(t.iter().any(|s| s == "catalog:open"), "{t:?}");
+    assert_eq!(
+        t.last().map(String::as_str),
+        Some("catalog:closed"),
+        "{t:?}"
+    );
+    assert_accounts(&summary);
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    assert_eq!(engine.count(LakeTable::Trades, None).await.unwrap(), 91_874);
+    assert_eq!(engine.count(LakeTable::Quotes, None).await.unwrap(), 78_458);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_that_stays_down_stops_the_writer_uncommitted_with_a_clear_error() {
+    use sqlx::Connection;
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let db = l._dir.path().join("catalog.db");
+    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let options = WriterOptions {
+        until_caught_up: true,
+        retry: k2_pipeline::RetryPolicy {
+            attempts: 2,
+            base: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+        },
+        ..Default::default()
+    };
+    let err = writer::run(
+        &l.log,
+        l.catalog.clone(),
+        &l.dlq,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            LakeError::Exhausted {
+                dependency: "catalog",
+                attempts: 2,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("catalog still failing after 2 attempts"),
+        "{text}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    // Nothing was committed; a restart lands everything.
+    let summary = write_all(&l, 1_000_000).await;
+    assert_accounts(&summary);
+    assert_eq!(summary.records_consumed, 170_336);
+}

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod columns;
 pub mod error;
+mod guard;
 pub mod integrity;
 #[cfg(test)]
 mod lake_tests;

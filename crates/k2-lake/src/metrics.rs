@@ -43,3 +43,18 @@ pub(crate) fn dedup_held(table: &'static str, ids: usize, bytes: usize) {
     metrics::gauge!("k2_dedup_ids", "table" => table).set(ids as f64);
     metrics::gauge!("k2_dedup_memory_bytes", "table" => table).set(bytes as f64);
 }
+
+pub(crate) fn breaker_state(dependency: &'static str, state: k2_pipeline::BreakerState) {
+    metrics::gauge!("k2_circuit_breaker_state", "dependency" => dependency)
+        .set(f64::from(state.level()));
+    metrics::counter!(
+        "k2_circuit_breaker_transitions_total",
+        "dependency" => dependency,
+        "to" => state.as_str()
+    )
+    .increment(1);
+}
+
+pub(crate) fn dependency_failure(dependency: &'static str) {
+    metrics::counter!("k2_dependency_failures_total", "dependency" => dependency).increment(1);
+}

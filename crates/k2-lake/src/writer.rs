@@ -31,7 +31,7 @@ use k2_log::{
     PayloadDecoder, SchemaStore, Undecodable,
 };
 use k2_model::{MarketRecord, TopicName, exchange};
-use k2_pipeline::{DedupConfig, Event, SequenceConfig};
+use k2_pipeline::{BreakerConfig, DedupConfig, Event, RetryPolicy, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
@@ -39,6 +39,7 @@ use serde::Serialize;
 use crate::audit::{self, AuditEntry};
 use crate::columns::{self, Row};
 use crate::error::{LakeError, Result};
+use crate::guard::Dependency;
 use crate::integrity::{TableIntegrity, Verdict};
 use crate::metrics;
 use crate::tables::LakeTable;
@@ -64,8 +65,10 @@ pub struct WriterOptions {
     pub group: String,
     /// Stop once every assigned partition is fully committed (batch mode).
     pub until_caught_up: bool,
-    /// Attempts for a commit that fails with a retryable error.
-    pub commit_attempts: u32,
+    /// Retries of a retryable failure of the catalog, the object store or the log.
+    pub retry: RetryPolicy,
+    /// Circuit breaker of each of those dependencies.
+    pub breaker: BreakerConfig,
     /// Dedup window and memory bound (per table).
     pub dedup: DedupConfig,
     /// Sequence tracking of each (exchange, symbol) stream.
@@ -86,7 +89,8 @@ impl Default for WriterOptions {
             zstd_level: 1,
             group: "k2-lake-writer".into(),
             until_caught_up: false,
-            commit_attempts: 5,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
             dedup: DedupConfig::default(),
             sequence: SequenceConfig::default(),
             state_dir: None,
@@ -112,7 +116,44 @@ pub struct WriterSummary {
     pub sequence_events: BTreeMap<&'static str, u64>,
     /// Source sequences found missing by gaps.
     pub sequence_missing: u64,
+    /// Retries per dependency (catalog, storage, log).
+    pub retries: BTreeMap<&'static str, u64>,
+    /// Circuit-breaker transitions in order, e.g. `catalog:open`.
+    pub breaker_transitions: Vec<String>,
     pub seconds: f64,
+}
+
+/// The writer's dependencies, each behind retries and a circuit breaker.
+struct Deps {
+    catalog: Dependency,
+    storage: Dependency,
+    log: Dependency,
+}
+
+impl Deps {
+    fn new(options: &WriterOptions) -> Self {
+        let dep = |name| Dependency::new(name, options.retry.clone(), options.breaker.clone());
+        Deps {
+            catalog: dep("catalog"),
+            storage: dep("storage"),
+            log: dep("log"),
+        }
+    }
+
+    fn report(&self, summary: &mut WriterSummary) {
+        summary.retries.clear();
+        summary.breaker_transitions.clear();
+        for d in [&self.catalog, &self.storage, &self.log] {
+            if d.retries > 0 {
+                summary.retries.insert(d.name(), d.retries);
+            }
+            summary.breaker_transitions.extend(
+                d.transitions
+                    .iter()
+                    .map(|s| format!("{}:{}", d.name(), s.as_str())),
+            );
+        }
+    }
 }
 
 struct TableState {
@@ -191,13 +232,22 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     stop: Arc<AtomicBool>,
 ) -> Result<WriterSummary> {
     let started = Instant::now();
-    crate::tables::ensure_tables(catalog.as_ref()).await?;
+    let mut deps = Deps::new(options);
+    // A catalog that is down at start is waited for like one that fails later.
+    deps.catalog
+        .call(|| crate::tables::ensure_tables(catalog.as_ref()))
+        .await?;
     let mut states = BTreeMap::new();
     for t in LakeTable::ALL {
-        let table = catalog
-            .load_table(&t.ident())
-            .await
-            .map_err(|e| LakeError::catalog(format!("loading {t}"), e))?;
+        let table = deps
+            .catalog
+            .call(|| async {
+                catalog
+                    .load_table(&t.ident())
+                    .await
+                    .map_err(|e| LakeError::catalog(format!("loading {t}"), e))
+            })
+            .await?;
         let arrow_schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| LakeError::catalog("arrow schema", e))?,
@@ -263,9 +313,27 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut days: HashMap<String, TradingDays> = HashMap::new();
 
     loop {
-        let records = consumer
-            .poll(options.poll_records, Duration::from_millis(200))
-            .await?;
+        let records = {
+            let started = Instant::now();
+            let mut attempt = 0;
+            loop {
+                deps.log.permit().await;
+                attempt += 1;
+                match consumer
+                    .poll(options.poll_records, Duration::from_millis(200))
+                    .await
+                {
+                    Ok(records) => {
+                        deps.log.succeeded();
+                        break records;
+                    }
+                    Err(e) => {
+                        let delay = deps.log.failed(e.into(), attempt, started)?;
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        };
         let got = records.len();
         summary.records_consumed += got as u64;
         metrics::records_consumed(got);
@@ -359,8 +427,18 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 || ((stopping || (idle && options.until_caught_up))
                     && !state.pending_offsets.is_empty());
             if due {
-                let committed =
-                    flush(t, state, catalog.as_ref(), dlq, options, &mut summary).await?;
+                let committed = flush(
+                    t,
+                    state,
+                    catalog.as_ref(),
+                    dlq,
+                    options,
+                    &mut deps,
+                    &mut summary,
+                )
+                .await;
+                deps.report(&mut summary);
+                let committed = committed?;
                 if committed {
                     let positions: Vec<PartitionOffset> = state
                         .committed
@@ -384,10 +462,14 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         if stopping {
             break;
         }
-        if idle && options.until_caught_up && caught_up(log, &states, &routes).await? {
+        if idle
+            && options.until_caught_up
+            && caught_up(log, &mut deps.log, &states, &routes).await?
+        {
             break;
         }
     }
+    deps.report(&mut summary);
     summary.seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         consumed = summary.records_consumed,
@@ -401,12 +483,15 @@ pub async fn run<L: Log + SchemaStore + Clone>(
 
 async fn caught_up<L: Log>(
     log: &L,
+    dep: &mut Dependency,
     states: &BTreeMap<LakeTable, TableState>,
     routes: &HashMap<Arc<str>, (LakeTable, TopicName)>,
 ) -> Result<bool> {
     let mut all = true;
     for (topic, (table, _)) in routes {
-        let ends = log.end_offsets(topic).await?;
+        let ends = dep
+            .call(|| async { Ok(log.end_offsets(topic).await?) })
+            .await?;
         let state = &states[table];
         // Positions read past but not committed hold only dead letters and duplicates
         // (the rows were flushed before this check): nothing is left to do for them.
@@ -437,6 +522,7 @@ async fn flush(
     catalog: &dyn Catalog,
     dlq: &DeadLetterStore,
     options: &WriterOptions,
+    deps: &mut Deps,
     summary: &mut WriterSummary,
 ) -> Result<bool> {
     let started = Instant::now();
@@ -459,7 +545,13 @@ async fn flush(
     let mut order: Vec<&Row> = rows.iter().collect();
     order.sort_unstable_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
     let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
-    let files = write_files(t, state, &order, &batch_name, options).await?;
+    let files = {
+        let state = &*state;
+        let (order, batch_name) = (&order, &batch_name);
+        deps.storage
+            .call(|| write_files(t, state, order, batch_name, options))
+            .await?
+    };
     drop(order);
     let mut offsets = state.committed.clone();
     offsets.extend(state.pending_offsets.iter().map(|(k, v)| (k.clone(), *v)));
@@ -475,34 +567,19 @@ async fn flush(
     let file_count = files.len();
     let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
     let snapshot_before = state.table.metadata().current_snapshot_id();
+    let started_commit = Instant::now();
     let mut attempt = 0;
     let table = loop {
+        deps.catalog.permit().await;
         attempt += 1;
-        let tx = Transaction::new(&state.table);
-        let action = tx
-            .fast_append()
-            .add_data_files(files.clone())
-            .set_snapshot_properties(properties.clone());
-        let result = match action.apply(tx) {
-            Ok(tx) => tx.commit(catalog).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(table) => break table,
-            Err(e) => {
-                metrics::commit_failed(t.name());
-                let err = LakeError::catalog(format!("committing {} rows to {t}", rows.len()), e);
-                if !err.is_retryable() || attempt >= options.commit_attempts {
-                    return Err(err);
-                }
-                let delay = Duration::from_millis(100 * (1 << attempt.min(6)));
-                tracing::warn!(table = %t, attempt, error = %err, "commit failed; retrying");
-                tokio::time::sleep(delay).await;
+        let result = async {
+            if attempt > 1 {
+                // After a failure the table may have moved: reload it, and never append a
+                // batch whose positions another writer committed meanwhile.
                 state.table = catalog
                     .load_table(&t.ident())
                     .await
                     .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))?;
-                // Another writer may have committed these positions meanwhile; never append twice.
                 let now_committed = committed_offsets(&state.table)?;
                 if state
                     .pending_offsets
@@ -513,6 +590,29 @@ async fn flush(
                         "{t}: positions of this batch were committed by another writer; restart to resume"
                     )));
                 }
+            }
+            let tx = Transaction::new(&state.table);
+            let action = tx
+                .fast_append()
+                .add_data_files(files.clone())
+                .set_snapshot_properties(properties.clone());
+            let tx = action
+                .apply(tx)
+                .map_err(|e| LakeError::catalog(format!("committing {} rows to {t}", rows.len()), e))?;
+            tx.commit(catalog)
+                .await
+                .map_err(|e| LakeError::catalog(format!("committing {} rows to {t}", rows.len()), e))
+        }
+        .await;
+        match result {
+            Ok(table) => {
+                deps.catalog.succeeded();
+                break table;
+            }
+            Err(e) => {
+                metrics::commit_failed(t.name());
+                let delay = deps.catalog.failed(e, attempt, started_commit)?;
+                tokio::time::sleep(delay).await;
             }
         }
     };

@@ -2,13 +2,16 @@
 //!
 //! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
 //!   missing), late fills, duplicates, session resets, too old.
+//! - [`resilience`] — retry backoff with jitter, and circuit breakers.
 //! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
 //!   time-windowed set.
 
 pub mod dedup;
+pub mod resilience;
 pub mod sequence;
 
 pub use dedup::{DedupConfig, DedupStats, Deduplicator, id_bits};
+pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
 
 pub use sequence::{
     Event, GapRange, SequenceConfig, SequenceTracker, StreamId, StreamStats, StreamTracker,

@@ -72,6 +72,15 @@ pub struct WriterConfig {
     pub max_age_seconds: f64,
     pub zstd_level: i32,
     pub group: String,
+    /// Attempts at a call to the catalog, object store or log that fails retryably.
+    pub retry_attempts: u32,
+    /// First backoff; doubles per attempt (jittered) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Consecutive failures that open a dependency's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before a trial call.
+    pub breaker_open_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +143,11 @@ impl Default for WriterConfig {
             max_age_seconds: 10.0,
             zstd_level: 1,
             group: "k2-lake-writer".into(),
+            retry_attempts: 8,
+            retry_base_ms: 100,
+            retry_max_ms: 5_000,
+            breaker_failures: 3,
+            breaker_open_ms: 2_000,
         }
     }
 }
@@ -248,6 +262,9 @@ impl Config {
         if self.writer.max_rows == 0 || self.writer.max_age_seconds <= 0.0 {
             bail!("writer.max_rows and writer.max_age_seconds must be positive");
         }
+        if self.writer.retry_attempts == 0 || self.writer.breaker_failures == 0 {
+            bail!("writer.retry_attempts and writer.breaker_failures must be at least 1");
+        }
         if self.query.timeout_seconds <= 0.0
             || self.query.memory_limit_mb == 0
             || self.query.max_rows == 0
@@ -311,6 +328,15 @@ impl Config {
                 reset_after_us: seconds_us(self.sequence.reset_after_seconds),
                 restart_max: self.sequence.restart_max,
                 max_open_gaps: self.sequence.max_open_gaps,
+            },
+            retry: k2_pipeline::RetryPolicy {
+                attempts: self.writer.retry_attempts,
+                base: Duration::from_millis(self.writer.retry_base_ms),
+                max_delay: Duration::from_millis(self.writer.retry_max_ms),
+            },
+            breaker: k2_pipeline::BreakerConfig {
+                failure_threshold: self.writer.breaker_failures,
+                open_for: Duration::from_millis(self.writer.breaker_open_ms),
             },
             state_dir: Some(self.state_dir()),
             audit_path: Some(self.audit_path()),

@@ -1,0 +1,121 @@
+//! A dependency of the lake writer (catalog, object storage, log) behind a retry policy
+//! and a circuit breaker, with what happens exported as metrics.
+//!
+//! A retryable failure is retried with jittered exponential backoff; the breaker opens
+//! after consecutive failures and makes calls wait instead of hammering the dependency;
+//! once the attempts are used up the call fails with [`LakeError::Exhausted`] and the
+//! writer stops without committing, so a restart resumes from the last commit.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
+
+use crate::error::{LakeError, Result};
+use crate::metrics;
+
+pub(crate) struct Dependency {
+    name: &'static str,
+    breaker: CircuitBreaker,
+    policy: RetryPolicy,
+    jitter: Jitter,
+    /// Breaker transitions, in order (for the run summary).
+    pub transitions: Vec<BreakerState>,
+    pub retries: u64,
+}
+
+impl Dependency {
+    pub fn new(name: &'static str, policy: RetryPolicy, breaker: BreakerConfig) -> Self {
+        metrics::breaker_state(name, BreakerState::Closed);
+        Dependency {
+            name,
+            breaker: CircuitBreaker::new(breaker),
+            policy,
+            jitter: Jitter::from_entropy(),
+            transitions: Vec::new(),
+            retries: 0,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn publish(&mut self, change: Option<BreakerState>) {
+        if let Some(state) = change {
+            tracing::warn!(
+                dependency = self.name,
+                state = state.as_str(),
+                "circuit breaker"
+            );
+            metrics::breaker_state(self.name, state);
+            self.transitions.push(state);
+        }
+    }
+
+    /// Waits until the breaker lets a call through.
+    pub async fn permit(&mut self) {
+        loop {
+            match self.breaker.permit(Instant::now()) {
+                Ok(change) => return self.publish(change),
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        let change = self.breaker.success();
+        self.publish(change);
+    }
+
+    /// After failed attempt `attempt` of a call begun at `started`: the wait before the
+    /// next attempt, or the error to stop with (not retryable, or attempts used up).
+    pub fn failed(&mut self, error: LakeError, attempt: u32, started: Instant) -> Result<Duration> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        metrics::dependency_failure(self.name);
+        let change = self.breaker.failure(Instant::now());
+        self.publish(change);
+        match self.policy.delay(attempt, &mut self.jitter) {
+            Some(delay) => {
+                self.retries += 1;
+                tracing::warn!(
+                    dependency = self.name, attempt, delay_ms = delay.as_millis() as u64,
+                    error = %error, "retrying"
+                );
+                Ok(delay)
+            }
+            None => Err(LakeError::Exhausted {
+                dependency: self.name,
+                attempts: attempt,
+                seconds: started.elapsed().as_secs_f64(),
+                source: Box::new(error),
+            }),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or runs out of attempts.
+    pub async fn call<T, F, Fut>(&mut self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            self.permit().await;
+            attempt += 1;
+            match op().await {
+                Ok(v) => {
+                    self.succeeded();
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let delay = self.failed(e, attempt, started)?;
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
