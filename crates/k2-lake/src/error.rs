@@ -38,6 +38,11 @@ pub enum LakeError {
     InvalidArgument(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{context}: {source}")]
+    Redis {
+        context: String,
+        source: k2_pipeline::redis::RedisError,
+    },
     #[error(
         "{dependency} still failing after {attempts} attempts over {seconds:.1}s, giving up: {source}"
     )]
@@ -58,6 +63,7 @@ impl LakeError {
             LakeError::Io { .. } => true,
             LakeError::Log(e) => e.is_retryable(),
             LakeError::Timeout(_) => true,
+            LakeError::Redis { source, .. } => source.is_retryable(),
             _ => false,
         }
     }
@@ -66,6 +72,16 @@ impl LakeError {
         LakeError::Catalog {
             context: context.into(),
             source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn redis(
+        context: impl Into<String>,
+        source: k2_pipeline::redis::RedisError,
+    ) -> Self {
+        LakeError::Redis {
+            context: context.into(),
+            source,
         }
     }
 

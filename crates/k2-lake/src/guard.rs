@@ -7,6 +7,7 @@
 //! writer stops without committing, so a restart resumes from the last commit.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
@@ -107,6 +108,31 @@ impl Dependency {
             self.permit().await;
             attempt += 1;
             match op().await {
+                Ok(v) => {
+                    self.succeeded();
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let delay = self.failed(e, attempt, started)?;
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// [`Dependency::call`] for an operation that needs `target` mutably (a consumer
+    /// polling, a state flushing), lent to each attempt in turn.
+    pub async fn call_mut<S, T>(
+        &mut self,
+        target: &mut S,
+        mut op: impl for<'a> FnMut(&'a mut S) -> Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            self.permit().await;
+            attempt += 1;
+            match op(target).await {
                 Ok(v) => {
                     self.succeeded();
                     return Ok(v);

@@ -24,12 +24,16 @@ use datafusion::scalar::ScalarValue;
 use futures::TryStreamExt;
 use iceberg::table::Table;
 use k2_model::MarketRecord;
-use k2_pipeline::{DedupConfig, Deduplicator, Event, SequenceConfig, SequenceTracker, id_bits};
+use k2_pipeline::shared::RedisSequenceTracker;
+use k2_pipeline::{
+    DedupConfig, Deduplicator, Event, GapRange, SequenceConfig, SequenceTracker, id_bits,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LakeError, Result};
 use crate::scan::SnapshotTable;
 use crate::tables::LakeTable;
+use crate::writer::RedisTarget;
 
 /// Snapshot summary key: the sequence-state file of the committed snapshot.
 pub const STATE_PROPERTY: &str = "k2.state";
@@ -41,8 +45,38 @@ pub const DEDUP_FROM_PROPERTY: &str = "k2.dedup-from-us";
 pub enum Verdict {
     /// Seen before (same message id): dropped, counted for its stream.
     Duplicate,
-    /// New; the sequence event when the record carries a source sequence.
-    Keep(Option<Event>),
+    /// New: it goes to the table (its sequence check is collected, see
+    /// [`TableIntegrity::take_events`]).
+    Keep,
+}
+
+/// Where the sequence state of the streams lives.
+enum Sequences {
+    /// In this process, persisted with each commit (see the module notes).
+    Local(SequenceTracker),
+    /// In Redis, shared by every writer pointed at it; messages are checked in one
+    /// pipelined round trip per poll.
+    Redis {
+        tracker: Box<RedisSequenceTracker>,
+        pending: Vec<(String, String, u64, i64)>,
+    },
+}
+
+/// The sequence events of a poll: counts by event, and the gaps with their stream.
+#[derive(Debug, Default)]
+pub struct PollEvents {
+    pub counts: BTreeMap<&'static str, u64>,
+    pub gaps: Vec<(String, String, GapRange)>,
+}
+
+impl PollEvents {
+    fn add(&mut self, exchange: &str, symbol: &str, event: Event) {
+        *self.counts.entry(event.as_str()).or_default() += 1;
+        if let Event::Gap(gap) = event {
+            self.gaps
+                .push((exchange.to_string(), symbol.to_string(), gap));
+        }
+    }
 }
 
 /// The persisted part of a table's integrity state.
@@ -60,25 +94,46 @@ struct StateFile {
 pub struct TableIntegrity {
     table: LakeTable,
     dedup: Deduplicator,
-    sequence: SequenceTracker,
+    sequences: Sequences,
+    events: PollEvents,
     duplicates: BTreeMap<(String, String), u64>,
     state_dir: Option<PathBuf>,
 }
 
 impl TableIntegrity {
     /// State as of the table's current snapshot: ids reloaded from the lake, sequence state
-    /// from the file the snapshot names (when a state directory is configured).
+    /// from the file the snapshot names (when a state directory is configured) or from
+    /// Redis at `redis` (`host:port`) when one is given.
     pub async fn restore(
         t: LakeTable,
         table: &Table,
         dedup: DedupConfig,
         sequence: SequenceConfig,
         state_dir: Option<&Path>,
+        redis: Option<&RedisTarget>,
     ) -> Result<Self> {
+        let sequences = match redis {
+            None => Sequences::Local(SequenceTracker::new(sequence.clone())),
+            Some(target) => Sequences::Redis {
+                tracker: Box::new(
+                    RedisSequenceTracker::connect(
+                        &target.addr,
+                        &format!("{}:{}", target.prefix, t.name()),
+                        sequence.clone(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        LakeError::redis(format!("connecting to Redis at {}", target.addr), e)
+                    })?,
+                ),
+                pending: Vec::new(),
+            },
+        };
         let mut me = TableIntegrity {
             table: t,
             dedup: Deduplicator::new(dedup),
-            sequence: SequenceTracker::new(sequence.clone()),
+            sequences,
+            events: PollEvents::default(),
             duplicates: BTreeMap::new(),
             state_dir: state_dir.map(|d| d.join(t.name())),
         };
@@ -105,11 +160,17 @@ impl TableIntegrity {
                     let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
                         LakeError::Query(format!("state file {}: {e}", path.display()))
                     })?;
-                    me.sequence = SequenceTracker::restore(
-                        &serde_json::to_vec(&file.sequence).expect("JSON value serialises"),
-                        sequence,
-                    )
-                    .map_err(|e| LakeError::Query(format!("state file {}: {e}", path.display())))?;
+                    if let Sequences::Local(tracker) = &mut me.sequences
+                        && !file.sequence.is_null()
+                    {
+                        *tracker = SequenceTracker::restore(
+                            &serde_json::to_vec(&file.sequence).expect("JSON value serialises"),
+                            sequence,
+                        )
+                        .map_err(|e| {
+                            LakeError::Query(format!("state file {}: {e}", path.display()))
+                        })?;
+                    }
                     me.duplicates = file
                         .duplicates
                         .into_iter()
@@ -182,14 +243,43 @@ impl TableIntegrity {
             *self.duplicates.entry(key).or_default() += 1;
             return Ok(Verdict::Duplicate);
         }
-        let event = match (record.source_sequence(), record.event_time_us()) {
-            (Some(seq), Some(at_us)) => u64::try_from(seq).ok().map(|seq| {
-                self.sequence
-                    .check_named(record.exchange(), record.symbol(), seq, at_us)
-            }),
-            _ => None,
-        };
-        Ok(Verdict::Keep(event))
+        if let (Some(seq), Some(at_us)) = (record.source_sequence(), record.event_time_us())
+            && let Ok(seq) = u64::try_from(seq)
+        {
+            let (exchange, symbol) = (record.exchange(), record.symbol());
+            match &mut self.sequences {
+                Sequences::Local(tracker) => {
+                    let event = tracker.check_named(exchange, symbol, seq, at_us);
+                    self.events.add(exchange, symbol, event);
+                }
+                Sequences::Redis { pending, .. } => {
+                    pending.push((exchange.to_string(), symbol.to_string(), seq, at_us));
+                }
+            }
+        }
+        Ok(Verdict::Keep)
+    }
+
+    /// The sequence events of the records admitted since the last call (with Redis, the
+    /// collected checks run now, in one round trip).
+    pub async fn take_events(&mut self) -> Result<PollEvents> {
+        if let Sequences::Redis { tracker, pending } = &mut self.sequences
+            && !pending.is_empty()
+        {
+            let messages: Vec<_> = pending
+                .iter()
+                .map(|(e, s, q, t)| (e.as_str(), s.as_str(), *q, *t))
+                .collect();
+            let events = tracker
+                .check_batch(&messages)
+                .await
+                .map_err(|e| LakeError::redis("checking sequences in Redis", e))?;
+            for ((exchange, symbol, _, _), event) in pending.iter().zip(events) {
+                self.events.add(exchange, symbol, event);
+            }
+            pending.clear();
+        }
+        Ok(std::mem::take(&mut self.events))
     }
 
     /// Writes the state the commit of `batch` will name, durably; returns the snapshot
@@ -210,8 +300,13 @@ impl TableIntegrity {
         let file = StateFile {
             table: self.table.name().to_string(),
             batch: batch.to_string(),
-            sequence: serde_json::from_slice(&self.sequence.snapshot())
-                .expect("tracker snapshot is JSON"),
+            // With Redis the streams' state lives there, shared; only the counts are here.
+            sequence: match &self.sequences {
+                Sequences::Local(tracker) => {
+                    serde_json::from_slice(&tracker.snapshot()).expect("tracker snapshot is JSON")
+                }
+                Sequences::Redis { .. } => serde_json::Value::Null,
+            },
             duplicates: self
                 .duplicates
                 .iter()
@@ -253,10 +348,6 @@ impl TableIntegrity {
 
     pub fn dedup(&self) -> &Deduplicator {
         &self.dedup
-    }
-
-    pub fn sequence(&self) -> &SequenceTracker {
-        &self.sequence
     }
 
     /// Duplicates dropped per (exchange, symbol) stream.

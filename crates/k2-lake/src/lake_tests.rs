@@ -25,33 +25,129 @@ struct Lake {
     log: EmbeddedLog,
     dlq: DeadLetterStore,
     catalog: Arc<iceberg_catalog_sql::SqlCatalog>,
+    /// PostgreSQL: the server's admin URL and this lake's own database.
+    postgres: Option<(String, String)>,
 }
 
+/// A lake on the catalog the environment names: SQLite in a temporary directory (the
+/// default), or with `K2_TEST_CATALOG=postgres` a fresh database on the PostgreSQL server
+/// at `K2_TEST_POSTGRES_URL` (the test script starts one on loopback).
 async fn lake() -> Lake {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(&dir.path().join("log.redb")).unwrap();
     let dlq = DeadLetterStore::open(&dir.path().join("dlq.redb"), 10_000).unwrap();
-    let catalog = open_catalog(
-        &dir.path().join("catalog.db"),
-        &dir.path().join("warehouse"),
-    )
-    .await
-    .unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let (catalog, postgres) = match std::env::var("K2_TEST_CATALOG").as_deref() {
+        Ok("postgres") => {
+            use sqlx::Connection;
+            let admin = std::env::var("K2_TEST_POSTGRES_URL").expect(
+                "K2_TEST_CATALOG=postgres needs K2_TEST_POSTGRES_URL (scripts/test sets both)",
+            );
+            let db = format!("k2_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (base, _) = admin.rsplit_once('/').unwrap();
+            let uri = format!("{base}/{db}");
+            let catalog = crate::open_catalog_at(&uri, "k2", &warehouse)
+                .await
+                .unwrap();
+            (catalog, Some((admin, db)))
+        }
+        Ok("sqlite") | Err(_) => (
+            open_catalog(&dir.path().join("catalog.db"), &warehouse)
+                .await
+                .unwrap(),
+            None,
+        ),
+        Ok(other) => panic!("K2_TEST_CATALOG must be sqlite or postgres, not {other}"),
+    };
     Lake {
         _dir: dir,
         log,
         dlq,
         catalog,
+        postgres,
+    }
+}
+
+/// A real catalog outage: on SQLite another connection holds the database locked (every
+/// catalog call fails after SQLite's 5 s busy timeout); on PostgreSQL the lake's database
+/// refuses connections and the open ones are cut.
+enum Outage {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection, String),
+}
+
+impl Outage {
+    async fn begin(l: &Lake) -> Outage {
+        use sqlx::Connection;
+        match &l.postgres {
+            None => {
+                let db = l._dir.path().join("catalog.db");
+                let mut holder =
+                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
+                        .await
+                        .unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut holder)
+                    .await
+                    .unwrap();
+                Outage::Sqlite(holder)
+            }
+            Some((admin, db)) => {
+                let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+                sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                )
+                .bind(db)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                Outage::Postgres(conn, db.clone())
+            }
+        }
+    }
+
+    async fn end(self) {
+        match self {
+            Outage::Sqlite(mut holder) => {
+                sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+            }
+            Outage::Postgres(mut conn, db) => {
+                sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
     }
 }
 
 async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
+    write_with(
+        l,
+        WriterOptions {
+            max_rows,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A batch-mode writer run with `options` (its state kept in the lake's directory).
+async fn write_with(l: &Lake, options: WriterOptions) -> crate::WriterSummary {
     let options = WriterOptions {
-        max_rows,
         until_caught_up: true,
         max_age: Duration::from_secs(3600),
         state_dir: Some(l._dir.path().join("state")),
-        ..Default::default()
+        ..options
     };
     writer::run(
         &l.log,
@@ -491,6 +587,69 @@ async fn a_replayed_log_prefix_leaves_the_lake_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_state_survives_a_restart() {
+    sequence_state_survives_a_restart_with(None).await;
+}
+
+/// The Redis at `K2_TEST_REDIS_ADDR` (scripts/test starts one; required in CI).
+fn test_redis() -> Option<crate::RedisTarget> {
+    match std::env::var("K2_TEST_REDIS_ADDR") {
+        Ok(addr) => Some(crate::RedisTarget {
+            addr,
+            prefix: format!("k2test-{}", uuid::Uuid::new_v4().simple()),
+        }),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("K2_TEST_REDIS_ADDR must name the test Redis in CI (scripts/test sets it)")
+        }
+        Err(_) => {
+            eprintln!("K2_TEST_REDIS_ADDR not set: Redis test skipped (scripts/test runs it)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_state_in_redis_survives_a_restart() {
+    if let Some(redis) = test_redis() {
+        sequence_state_survives_a_restart_with(Some(redis)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_lands_exactly_with_sequence_state_in_redis() {
+    let Some(redis) = test_redis() else { return };
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let summary = write_with(
+        &l,
+        WriterOptions {
+            max_rows: 40_000,
+            sequence_redis: Some(redis.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        summary.sequence_events,
+        BTreeMap::from([("in_order", 91_874 + 78_458)]),
+        "{summary:?}"
+    );
+    assert_accounts(&summary);
+    // The streams' ledgers are in Redis, readable by any writer.
+    let mut shared = k2_pipeline::shared::RedisSequenceTracker::connect(
+        &redis.addr,
+        &format!("{}:trades", redis.prefix),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (stats, gaps) = shared.stream("ASX", "BHP").await.unwrap().unwrap();
+    assert_eq!((stats.total, stats.in_order), (91_631, 91_631));
+    assert!(gaps.is_empty());
+}
+
+async fn sequence_state_survives_a_restart_with(redis: Option<crate::RedisTarget>) {
     let l = lake().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
@@ -510,7 +669,12 @@ async fn sequence_state_survives_a_restart() {
     k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
         .await
         .unwrap();
-    let first = write_all(&l, 1_000).await;
+    let options = WriterOptions {
+        max_rows: 1_000,
+        sequence_redis: redis,
+        ..Default::default()
+    };
+    let first = write_with(&l, options.clone()).await;
     assert_eq!(first.sequence_events, BTreeMap::from([("in_order", 3)]));
 
     // The file grows by a bad line (dead-lettered) and a good one. The restarted writer
@@ -522,7 +686,7 @@ async fn sequence_state_survives_a_restart() {
     k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
         .await
         .unwrap();
-    let second = write_all(&l, 1_000).await;
+    let second = write_with(&l, options).await;
     assert_eq!(
         second.sequence_events,
         BTreeMap::from([("gap", 1)]),
@@ -715,22 +879,12 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_locked_catalog_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
-    use sqlx::Connection;
+async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
     let l = lake().await;
     k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
         .await
         .unwrap();
-    // Another process holds the catalog database locked: every catalog call fails (after
-    // SQLite's busy timeout) until it lets go.
-    let db = l._dir.path().join("catalog.db");
-    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let outage = Outage::begin(&l).await;
     let options = WriterOptions {
         max_rows: 40_000,
         until_caught_up: true,
@@ -757,11 +911,10 @@ async fn a_locked_catalog_is_waited_out_through_the_breaker_and_the_run_lands_ex
         )
         .await
     });
-    // The lock is the fault: held long enough for two busy timeouts (5 s each).
+    // The outage lasts long enough for two SQLite busy timeouts (5 s each).
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(!writer.is_finished(), "the writer waits for the catalog");
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    drop(holder);
+    outage.end().await;
     let summary = tokio::time::timeout(Duration::from_secs(120), writer)
         .await
         .expect("the writer finishes once the catalog is back")
@@ -783,19 +936,11 @@ async fn a_locked_catalog_is_waited_out_through_the_breaker_and_the_run_lands_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_that_stays_down_stops_the_writer_uncommitted_with_a_clear_error() {
-    use sqlx::Connection;
     let l = lake().await;
     k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
         .await
         .unwrap();
-    let db = l._dir.path().join("catalog.db");
-    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let outage = Outage::begin(&l).await;
     let options = WriterOptions {
         until_caught_up: true,
         retry: k2_pipeline::RetryPolicy {
@@ -830,8 +975,7 @@ async fn a_catalog_that_stays_down_stops_the_writer_uncommitted_with_a_clear_err
         text.contains("catalog still failing after 2 attempts"),
         "{text}"
     );
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    drop(holder);
+    outage.end().await;
     // Nothing was committed; a restart lands everything.
     let summary = write_all(&l, 1_000_000).await;
     assert_accounts(&summary);

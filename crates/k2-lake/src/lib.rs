@@ -26,5 +26,5 @@ pub mod tables;
 pub mod writer;
 
 pub use error::{LakeError, Result};
-pub use tables::{LakeTable, ensure_tables, open_catalog};
-pub use writer::{WriterOptions, WriterSummary};
+pub use tables::{LakeTable, ensure_tables, open_catalog, open_catalog_at};
+pub use writer::{RedisTarget, WriterOptions, WriterSummary};

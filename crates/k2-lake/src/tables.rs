@@ -232,24 +232,59 @@ fn company_fields() -> Vec<NestedField> {
 
 /// Opens the SQL catalog on SQLite at `catalog_path`, with its warehouse under `warehouse_dir`.
 pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<Arc<SqlCatalog>> {
-    std::fs::create_dir_all(warehouse_dir)
-        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
     if let Some(parent) = catalog_path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
     }
+    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
+    open_catalog_at(&uri, "k2", warehouse_dir).await
+}
+
+/// The Iceberg SQL catalog in the database at `uri` — `sqlite:PATH?mode=rwc` or
+/// `postgres://user@host:port/db` — under the catalog `name` (several K2 deployments can
+/// share one database under different names).
+pub async fn open_catalog_at(
+    uri: &str,
+    name: &str,
+    warehouse_dir: &Path,
+) -> Result<Arc<SqlCatalog>> {
+    std::fs::create_dir_all(warehouse_dir)
+        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
     let warehouse = std::path::absolute(warehouse_dir)
         .map_err(|e| LakeError::io(format!("resolving {}", warehouse_dir.display()), e))?;
-    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
+    let bind_style = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        SqlBindStyle::DollarNumeric
+    } else if uri.starts_with("sqlite:") {
+        SqlBindStyle::QMark
+    } else {
+        return Err(LakeError::InvalidArgument(format!(
+            "catalog uri '{}' is neither sqlite: nor postgres://",
+            redact(uri)
+        )));
+    };
     let catalog = SqlCatalogBuilder::default()
         .uri(uri)
         .warehouse_location(format!("file://{}", warehouse.display()))
-        .sql_bind_style(SqlBindStyle::QMark)
+        .sql_bind_style(bind_style)
         .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load("k2", HashMap::new())
+        .load(name, HashMap::new())
         .await
-        .map_err(|e| LakeError::catalog("opening the catalog", e))?;
+        .map_err(|e| LakeError::catalog(format!("opening the catalog at {}", redact(uri)), e))?;
     Ok(Arc::new(catalog))
+}
+
+/// A database URI without its password, for messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &uri[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
 }
 
 /// Creates the namespaces and tables that do not exist yet.

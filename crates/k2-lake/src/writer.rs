@@ -31,7 +31,7 @@ use k2_log::{
     PayloadDecoder, SchemaStore, Undecodable,
 };
 use k2_model::{MarketRecord, TopicName, exchange};
-use k2_pipeline::{BreakerConfig, DedupConfig, Event, RetryPolicy, SequenceConfig};
+use k2_pipeline::{BreakerConfig, DedupConfig, RetryPolicy, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
@@ -76,6 +76,9 @@ pub struct WriterOptions {
     /// Where sequence state is kept between runs (None: in this process only, so a
     /// restart starts every stream afresh).
     pub state_dir: Option<PathBuf>,
+    /// Keep sequence state in Redis, shared by several writers (None: in this process,
+    /// persisted with each commit).
+    pub sequence_redis: Option<RedisTarget>,
     /// The append-only commit audit file (None: commits are only logged).
     pub audit_path: Option<PathBuf>,
 }
@@ -94,9 +97,19 @@ impl Default for WriterOptions {
             dedup: DedupConfig::default(),
             sequence: SequenceConfig::default(),
             state_dir: None,
+            sequence_redis: None,
             audit_path: None,
         }
     }
+}
+
+/// A Redis server and the key prefix K2's state lives under there.
+#[derive(Clone, Debug)]
+pub struct RedisTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// Keys are `{prefix}:{table}:seq:{exchange}:{symbol}`.
+    pub prefix: String,
 }
 
 /// What a writer run did.
@@ -128,6 +141,7 @@ struct Deps {
     catalog: Dependency,
     storage: Dependency,
     log: Dependency,
+    redis: Dependency,
 }
 
 impl Deps {
@@ -137,13 +151,14 @@ impl Deps {
             catalog: dep("catalog"),
             storage: dep("storage"),
             log: dep("log"),
+            redis: dep("redis"),
         }
     }
 
     fn report(&self, summary: &mut WriterSummary) {
         summary.retries.clear();
         summary.breaker_transitions.clear();
-        for d in [&self.catalog, &self.storage, &self.log] {
+        for d in [&self.catalog, &self.storage, &self.log, &self.redis] {
             if d.retries > 0 {
                 summary.retries.insert(d.name(), d.retries);
             }
@@ -265,6 +280,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             options.dedup.clone(),
             options.sequence.clone(),
             options.state_dir.as_deref(),
+            options.sequence_redis.as_ref(),
         )
         .await?;
         states.insert(
@@ -313,34 +329,19 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut days: HashMap<String, TradingDays> = HashMap::new();
 
     loop {
-        let records = {
-            let started = Instant::now();
-            let mut attempt = 0;
-            loop {
-                deps.log.permit().await;
-                attempt += 1;
-                match consumer
-                    .poll(options.poll_records, Duration::from_millis(200))
-                    .await
-                {
-                    Ok(records) => {
-                        deps.log.succeeded();
-                        break records;
-                    }
-                    Err(e) => {
-                        let delay = deps.log.failed(e.into(), attempt, started)?;
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        };
+        let (max, wait) = (options.poll_records, Duration::from_millis(200));
+        let records = deps
+            .log
+            .call_mut(&mut consumer, |c| {
+                Box::pin(async move { Ok(c.poll(max, wait).await?) })
+            })
+            .await?;
         let got = records.len();
         summary.records_consumed += got as u64;
         metrics::records_consumed(got);
         let mut key: (u32, Arc<str>, String) = (u32::MAX, Arc::from(""), String::new());
-        // Sequence events and duplicates of this poll, counted here and published once
-        // per poll (a labelled counter lookup per record would cost more than the check).
-        let mut events: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        // Duplicates of this poll, counted here and published once per poll (a labelled
+        // counter lookup per record would cost more than the check).
         let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
         for rec in records {
             let Some((table, topic_name)) = routes.get(&rec.topic) else {
@@ -370,23 +371,9 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 .await?
             {
                 Ok(record) => {
-                    let event = match state.integrity.admit(&record)? {
-                        Verdict::Duplicate => {
-                            *duplicates.entry(table.name()).or_default() += 1;
-                            continue;
-                        }
-                        Verdict::Keep(event) => event,
-                    };
-                    if let Some(event) = event {
-                        if let Event::Gap(gap) = event {
-                            summary.sequence_missing += gap.count();
-                            tracing::debug!(
-                                table = %table, exchange = %record.exchange(),
-                                symbol = %record.symbol(),
-                                first = gap.first, last = gap.last, "sequence gap"
-                            );
-                        }
-                        *events.entry((table.name(), event.as_str())).or_default() += 1;
+                    if state.integrity.admit(&record)? == Verdict::Duplicate {
+                        *duplicates.entry(table.name()).or_default() += 1;
+                        continue;
                     }
                     if !days.contains_key(record.exchange()) {
                         days.insert(
@@ -411,9 +398,24 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 }
             }
         }
-        for ((table, event), n) in events {
-            metrics::sequence_events(table, event, n);
-            *summary.sequence_events.entry(event).or_default() += n;
+        for (t, state) in states.iter_mut() {
+            // With Redis the checks run here; a failure is retried like any dependency's
+            // (a retry after a lost reply can count a message twice, never drop one).
+            let events = deps
+                .redis
+                .call_mut(&mut state.integrity, |i| Box::pin(i.take_events()))
+                .await?;
+            for (event, n) in events.counts {
+                metrics::sequence_events(t.name(), event, n);
+                *summary.sequence_events.entry(event).or_default() += n;
+            }
+            for (exchange, symbol, gap) in events.gaps {
+                summary.sequence_missing += gap.count();
+                tracing::debug!(
+                    table = %t, exchange = %exchange, symbol = %symbol,
+                    first = gap.first, last = gap.last, "sequence gap"
+                );
+            }
         }
         for (table, n) in duplicates {
             metrics::duplicates_dropped(table, n);
@@ -580,6 +582,14 @@ async fn flush(
                     .load_table(&t.ident())
                     .await
                     .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))?;
+                // A commit whose answer was lost (the connection dropped after the
+                // catalog applied it) shows as this very batch on top: that is success.
+                if let Some(current) = state.table.metadata().current_snapshot()
+                    && current.summary().additional_properties.get("k2.batch") == Some(&batch_name)
+                {
+                    tracing::warn!(table = %t, snapshot = current.snapshot_id(), "an earlier commit attempt had succeeded");
+                    return Ok(state.table.clone());
+                }
                 let now_committed = committed_offsets(&state.table)?;
                 if state
                     .pending_offsets

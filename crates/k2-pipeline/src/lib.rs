@@ -1,14 +1,19 @@
-//! K2's integrity machinery, free of I/O so it can be tested exhaustively and run anywhere.
+//! K2's integrity machinery: state machines free of I/O (tested exhaustively, run
+//! anywhere), and their shared form in Redis for several writers.
 //!
 //! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
 //!   missing), late fills, duplicates, session resets, too old.
+//! - [`shared`] — sequence tracking in Redis (the state machine as a Lua script), with
+//!   [`redis`], a small pipelining RESP client.
 //! - [`resilience`] — retry backoff with jitter, and circuit breakers.
 //! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
 //!   time-windowed set.
 
 pub mod dedup;
+pub mod redis;
 pub mod resilience;
 pub mod sequence;
+pub mod shared;
 
 pub use dedup::{DedupConfig, DedupStats, Deduplicator, id_bits};
 pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};

@@ -37,9 +37,12 @@ impl App {
     }
 
     pub async fn catalog(&self) -> anyhow::Result<Arc<dyn iceberg::Catalog>> {
-        let catalog =
-            k2_lake::open_catalog(&self.config.catalog_path(), &self.config.warehouse_dir())
-                .await?;
+        let c = &self.config.catalog;
+        let catalog = if c.uri.is_empty() {
+            k2_lake::open_catalog(&self.config.catalog_path(), &self.config.warehouse_dir()).await?
+        } else {
+            k2_lake::open_catalog_at(&c.uri, &c.name, &self.config.warehouse_dir()).await?
+        };
         k2_lake::ensure_tables(catalog.as_ref()).await?;
         Ok(catalog)
     }

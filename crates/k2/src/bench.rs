@@ -57,6 +57,9 @@ pub enum BenchCommand {
         /// Streams the checks are spread over.
         #[arg(long, default_value_t = 10_000)]
         streams: u32,
+        /// Also measure the Redis-backed tracker against the Redis at this `host:port`.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -91,7 +94,16 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
                 .await?;
             }
         }
-        BenchCommand::Sequence { checks, streams } => sequence(checks, streams.max(1)),
+        BenchCommand::Sequence {
+            checks,
+            streams,
+            redis,
+        } => {
+            sequence(checks, streams.max(1));
+            if let Some(addr) = redis {
+                sequence_redis(&addr, streams.max(1)).await?;
+            }
+        }
         BenchCommand::Dedup { ids } => dedup(ids.max(1)),
         BenchCommand::Query { runs, sample } => {
             let tmp = tempfile::tempdir()?;
@@ -372,4 +384,62 @@ fn dedup(ids: u64) {
         ids,
         stats.false_positives as f64 * 100.0 / ids as f64
     );
+}
+
+/// The Redis-backed tracker: messages round-robin over the streams, checked in batches
+/// (one pipelined round trip per batch, one script call per stream in it).
+async fn sequence_redis(addr: &str, streams: u32) -> anyhow::Result<()> {
+    use k2_pipeline::shared::RedisSequenceTracker;
+    let prefix = format!("k2bench:{}", std::process::id());
+    let mut tracker = RedisSequenceTracker::connect(addr, &prefix, Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis at {addr}: {e}"))?;
+    // Per round trip, one script call per stream of the batch: what matters is how many
+    // messages of a stream a batch carries (a writer's poll of 50 000 records over 100
+    // symbols carries 500 each).
+    for streams in [100, streams] {
+        sequence_redis_streams(&mut tracker, addr, streams).await?;
+    }
+    Ok(())
+}
+
+async fn sequence_redis_streams(
+    tracker: &mut k2_pipeline::shared::RedisSequenceTracker,
+    addr: &str,
+    streams: u32,
+) -> anyhow::Result<()> {
+    let symbols: Vec<String> = (0..streams).map(|i| format!("S{i:05}")).collect();
+    let exchange = format!("BENCH{streams}");
+    println!("sequence tracker in Redis at {addr} ({streams} streams, messages round-robin)");
+    println!("batch (one round trip)     checks/s    µs/batch");
+    let mut next = vec![1u64; streams as usize];
+    for batch in [1usize, 100, 1_000, 10_000, 50_000] {
+        let total = (batch * 20).clamp(2_000, 1_000_000);
+        let mut done = 0;
+        let mut n = 0u64;
+        let started = Instant::now();
+        while done < total {
+            let msgs: Vec<_> = (0..batch)
+                .map(|_| {
+                    let s = (n % u64::from(streams)) as usize;
+                    n += 1;
+                    let seq = next[s];
+                    next[s] += 1;
+                    (exchange.as_str(), symbols[s].as_str(), seq, n as i64)
+                })
+                .collect();
+            tracker
+                .check_batch(&msgs)
+                .await
+                .map_err(|e| anyhow::anyhow!("Redis at {addr}: {e}"))?;
+            done += batch;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{batch:>6} messages        {:>10.0} {:>11.0}",
+            done as f64 / secs,
+            secs * 1e6 / (done / batch) as f64
+        );
+    }
+    Ok(())
 }

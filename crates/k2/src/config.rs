@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 /// Environment variables that are not configuration keys.
 const NOT_KEYS: &[&str] = &["K2_CONFIG", "K2_LOG"];
+/// `K2_TEST_…` variables belong to the test suite (which services to use), not to K2.
+const TEST_PREFIX: &str = "K2_TEST_";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +22,7 @@ pub struct Config {
     /// Where the log, the catalog, the warehouse and the dead letters live.
     pub data_dir: PathBuf,
     pub log: LogConfig,
+    pub catalog: CatalogConfig,
     pub writer: WriterConfig,
     pub query: QueryConfig,
     pub dlq: DlqConfig,
@@ -52,6 +55,11 @@ pub struct SequenceConfig {
     pub restart_max: u64,
     /// Open gaps kept per stream.
     pub max_open_gaps: usize,
+    /// `host:port` of a Redis holding the streams' state, shared by several writers.
+    /// Empty: in the writer's process, persisted in the data directory with each commit.
+    pub redis: String,
+    /// Prefix of K2's keys in that Redis (deployments sharing a Redis differ by prefix).
+    pub redis_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -63,6 +71,26 @@ pub struct LogConfig {
     pub partitions: u32,
     /// Rows per append when ingesting files.
     pub ingest_chunk_rows: usize,
+}
+
+/// Where the Iceberg SQL catalog lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Empty: SQLite in the data directory. Else `postgres://user[:password]@host:port/db`
+    /// (or a `sqlite:` URI).
+    pub uri: String,
+    /// Catalog name inside the database (deployments sharing a database differ by name).
+    pub name: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            uri: String::new(),
+            name: "k2".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -116,6 +144,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             log: LogConfig::default(),
+            catalog: CatalogConfig::default(),
             writer: WriterConfig::default(),
             query: QueryConfig::default(),
             dlq: DlqConfig::default(),
@@ -190,6 +219,8 @@ impl Default for SequenceConfig {
             reset_after_seconds: (s.reset_after_us / 1_000_000) as u64,
             restart_max: s.restart_max,
             max_open_gaps: s.max_open_gaps,
+            redis: String::new(),
+            redis_prefix: "k2".into(),
         }
     }
 }
@@ -226,7 +257,8 @@ impl Config {
             let Some(key) = name.strip_prefix("K2_") else {
                 continue;
             };
-            if NOT_KEYS.contains(&name.as_str()) || key.is_empty() {
+            if NOT_KEYS.contains(&name.as_str()) || name.starts_with(TEST_PREFIX) || key.is_empty()
+            {
                 continue;
             }
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
@@ -339,6 +371,10 @@ impl Config {
                 open_for: Duration::from_millis(self.writer.breaker_open_ms),
             },
             state_dir: Some(self.state_dir()),
+            sequence_redis: (!self.sequence.redis.is_empty()).then(|| k2_lake::RedisTarget {
+                addr: self.sequence.redis.clone(),
+                prefix: self.sequence.redis_prefix.clone(),
+            }),
             audit_path: Some(self.audit_path()),
             ..Default::default()
         }
