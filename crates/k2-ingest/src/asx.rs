@@ -182,14 +182,29 @@ fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (String, String) {
     (message_id, native)
 }
 
+/// How far ahead of K2's clock an exchange time may be (clock skew); beyond it the row is
+/// rejected rather than stored with a time that has not happened.
+pub const FUTURE_TOLERANCE_US: i64 = 5 * 60 * 1_000_000;
+
 fn timestamp(
     clock: &mut LocalClock,
     date_text: &str,
     time_text: &str,
+    src: &RowSource<'_>,
 ) -> Result<(NaiveDate, i64), Rejection> {
     let date = parse_date(date_text)?;
     let time = parse_time(time_text)?;
-    Ok((date, clock.to_utc_us(date.and_time(time))?))
+    let ts = clock.to_utc_us(date.and_time(time))?;
+    if ts > src.receive_us.saturating_add(FUTURE_TOLERANCE_US) {
+        return Err(Rejection::new(
+            "future_timestamp",
+            format!(
+                "{date_text} {time_text} is in the future (more than {} minutes after it was read)",
+                FUTURE_TOLERANCE_US / 60_000_000
+            ),
+        ));
+    }
+    Ok((date, ts))
 }
 
 /// Parses one trade row (without its line terminator).
@@ -199,7 +214,7 @@ pub fn parse_trade(
     clock: &mut LocalClock,
 ) -> Result<MarketRecord, Rejection> {
     let f = fields(line, 7, "trade")?;
-    let (date, ts) = timestamp(clock, f[0], f[1])?;
+    let (date, ts) = timestamp(clock, f[0], f[1], src)?;
     let price = parse_decimal("price", f[2])?;
     if price.is_negative() || price.is_zero() {
         return Err(Rejection::new(
@@ -260,7 +275,7 @@ pub fn parse_quote(
     clock: &mut LocalClock,
 ) -> Result<MarketRecord, Rejection> {
     let f = fields(line, 6, "quote")?;
-    let (date, ts) = timestamp(clock, f[0], f[1])?;
+    let (date, ts) = timestamp(clock, f[0], f[1], src)?;
     let bid_price = non_negative("bid", parse_decimal("bid", f[2])?, "negative_price")?;
     let ask_price = non_negative("ask", parse_decimal("ask", f[3])?, "negative_price")?;
     let bid_quantity = non_negative(
@@ -379,11 +394,14 @@ mod tests {
         }
     }
 
+    /// Read on 2026-11-22 (rows dated later than that are in the future).
+    const READ_AT_US: i64 = 1_795_300_000_000_000;
+
     fn src(c: &Company, line: u64) -> RowSource<'_> {
         RowSource {
             company: c,
             line,
-            receive_us: 0,
+            receive_us: READ_AT_US,
         }
     }
 
@@ -472,6 +490,7 @@ mod tests {
             ),
             ("03/10/2014,10:00:00.000,36.7,-100,0,,", "negative_quantity"),
             ("03/10/2014,10:00:00.000,36.7,100,x,,", "number"),
+            ("03/10/2099,10:00:00.000,36.7,100,0,,", "future_timestamp"),
         ];
         for (row, kind) in cases {
             let err = parse_trade(row, &src(&c, 1), &mut clock).unwrap_err();

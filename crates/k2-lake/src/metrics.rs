@@ -39,9 +39,15 @@ pub(crate) fn duplicates_dropped(table: &'static str, n: u64) {
     metrics::counter!("k2_dedup_duplicates_total", "table" => table).increment(n);
 }
 
-pub(crate) fn dedup_held(table: &'static str, ids: usize, bytes: usize) {
-    metrics::gauge!("k2_dedup_ids", "table" => table).set(ids as f64);
-    metrics::gauge!("k2_dedup_memory_bytes", "table" => table).set(bytes as f64);
+pub(crate) fn dedup_held(table: &'static str, dedup: &k2_pipeline::Deduplicator) {
+    metrics::gauge!("k2_dedup_ids", "table" => table).set(dedup.len() as f64);
+    metrics::gauge!("k2_dedup_memory_bytes", "table" => table).set(dedup.memory_bytes() as f64);
+    let stats = dedup.stats();
+    // Since the writer started: Bloom hits the exact tier did not confirm (passed), and
+    // ids forgotten early to respect the memory cap.
+    metrics::gauge!("k2_dedup_bloom_false_positives", "table" => table)
+        .set(stats.false_positives as f64);
+    metrics::gauge!("k2_dedup_evicted_ids", "table" => table).set(stats.evicted as f64);
 }
 
 pub(crate) fn breaker_state(dependency: &'static str, state: k2_pipeline::BreakerState) {

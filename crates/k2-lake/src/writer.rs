@@ -649,8 +649,7 @@ async fn flush(
         audit::append(path, std::slice::from_ref(&entry))?;
     }
     state.integrity.committed(&batch_name);
-    let dedup = state.integrity.dedup();
-    metrics::dedup_held(t.name(), dedup.len(), dedup.memory_bytes());
+    metrics::dedup_held(t.name(), state.integrity.dedup());
     let row_count = rows.len();
     // The next batch reuses the allocation (no fresh pages to fault in).
     rows.clear();
