@@ -64,14 +64,14 @@ impl Dependency {
         }
     }
 
-    pub fn succeeded(&mut self) {
+    fn succeeded(&mut self) {
         let change = self.breaker.success();
         self.publish(change);
     }
 
     /// After failed attempt `attempt` of a call begun at `started`: the wait before the
     /// next attempt, or the error to stop with (not retryable, or attempts used up).
-    pub fn failed(&mut self, error: LakeError, attempt: u32, started: Instant) -> Result<Duration> {
+    fn failed(&mut self, error: LakeError, attempt: u32, started: Instant) -> Result<Duration> {
         if !error.is_retryable() {
             return Err(error);
         }
@@ -96,6 +96,27 @@ impl Dependency {
         }
     }
 
+    /// After attempt `attempt` of a call begun at `started`: the value, or `None` once the
+    /// backoff before the next attempt has passed, or the error to stop with.
+    pub async fn settle<T>(
+        &mut self,
+        outcome: Result<T>,
+        attempt: u32,
+        started: Instant,
+    ) -> Result<Option<T>> {
+        match outcome {
+            Ok(v) => {
+                self.succeeded();
+                Ok(Some(v))
+            }
+            Err(e) => {
+                let delay = self.failed(e, attempt, started)?;
+                tokio::time::sleep(delay).await;
+                Ok(None)
+            }
+        }
+    }
+
     /// Runs `op` until it succeeds, fails permanently, or runs out of attempts.
     pub async fn call<T, F, Fut>(&mut self, mut op: F) -> Result<T>
     where
@@ -103,21 +124,14 @@ impl Dependency {
         Fut: Future<Output = Result<T>>,
     {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
+        for attempt in 1.. {
             self.permit().await;
-            attempt += 1;
-            match op().await {
-                Ok(v) => {
-                    self.succeeded();
-                    return Ok(v);
-                }
-                Err(e) => {
-                    let delay = self.failed(e, attempt, started)?;
-                    tokio::time::sleep(delay).await;
-                }
+            let outcome = op().await;
+            if let Some(v) = self.settle(outcome, attempt, started).await? {
+                return Ok(v);
             }
         }
+        unreachable!("attempts are bounded by the retry policy")
     }
 
     /// [`Dependency::call`] for an operation that needs `target` mutably (a consumer
@@ -128,20 +142,13 @@ impl Dependency {
         mut op: impl for<'a> FnMut(&'a mut S) -> Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>,
     ) -> Result<T> {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
+        for attempt in 1.. {
             self.permit().await;
-            attempt += 1;
-            match op(target).await {
-                Ok(v) => {
-                    self.succeeded();
-                    return Ok(v);
-                }
-                Err(e) => {
-                    let delay = self.failed(e, attempt, started)?;
-                    tokio::time::sleep(delay).await;
-                }
+            let outcome = op(target).await;
+            if let Some(v) = self.settle(outcome, attempt, started).await? {
+                return Ok(v);
             }
         }
+        unreachable!("attempts are bounded by the retry policy")
     }
 }

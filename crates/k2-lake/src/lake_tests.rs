@@ -20,6 +20,20 @@ fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
 }
 
+/// A directory in the sample layout with the sample's company list and an (empty)
+/// `trades/` folder; tests write `trades/7078.csv` (BHP) themselves.
+fn bhp_only_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
+    std::fs::copy(
+        sample().join("reference-data/company_info.csv"),
+        dir.path().join("reference-data/company_info.csv"),
+    )
+    .unwrap();
+    dir
+}
+
 struct Lake {
     _dir: tempfile::TempDir,
     log: EmbeddedLog,
@@ -437,14 +451,7 @@ async fn a_table_with_another_schema_is_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_line_shows_as_a_sequence_gap() {
     let l = lake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
-    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
-    std::fs::copy(
-        sample().join("reference-data/company_info.csv"),
-        dir.path().join("reference-data/company_info.csv"),
-    )
-    .unwrap();
+    let dir = bhp_only_dir();
     // Line 3 is malformed (dead-lettered): the lake holds lines 1, 2, 4, 5.
     std::fs::write(
         dir.path().join("trades/7078.csv"),
@@ -651,14 +658,7 @@ async fn the_sample_lands_exactly_with_sequence_state_in_redis() {
 
 async fn sequence_state_survives_a_restart_with(redis: Option<crate::RedisTarget>) {
     let l = lake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
-    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
-    std::fs::copy(
-        sample().join("reference-data/company_info.csv"),
-        dir.path().join("reference-data/company_info.csv"),
-    )
-    .unwrap();
+    let dir = bhp_only_dir();
     let file = dir.path().join("trades/7078.csv");
     let line = |sec: u32, price: &str| format!("03/10/2014,10:00:0{sec}.000,{price},100,3,X,\r\n");
     std::fs::write(
@@ -738,14 +738,7 @@ proptest::proptest! {
 async fn dead_letters_replay_through_the_current_parser_and_decoder() {
     use k2_log::{DeadLetter, LAKE_DECODE_STAGE, Log, Record, SchemaStore, TopicBatch};
     let l = lake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("reference-data")).unwrap();
-    std::fs::create_dir_all(dir.path().join("trades")).unwrap();
-    std::fs::copy(
-        sample().join("reference-data/company_info.csv"),
-        dir.path().join("reference-data/company_info.csv"),
-    )
-    .unwrap();
+    let dir = bhp_only_dir();
     std::fs::write(
         dir.path().join("trades/7078.csv"),
         "03/10/2014,10:00:00.000,36.50,100,3,X,\r\n\

@@ -614,16 +614,11 @@ async fn flush(
                 .map_err(|e| LakeError::catalog(format!("committing {} rows to {t}", rows.len()), e))
         }
         .await;
-        match result {
-            Ok(table) => {
-                deps.catalog.succeeded();
-                break table;
-            }
-            Err(e) => {
-                metrics::commit_failed(t.name());
-                let delay = deps.catalog.failed(e, attempt, started_commit)?;
-                tokio::time::sleep(delay).await;
-            }
+        if result.is_err() {
+            metrics::commit_failed(t.name());
+        }
+        if let Some(table) = deps.catalog.settle(result, attempt, started_commit).await? {
+            break table;
         }
     };
     state.table = table;
