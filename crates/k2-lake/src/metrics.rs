@@ -26,6 +26,16 @@ pub(crate) fn lag(table: &'static str, records: u64) {
     metrics::gauge!("k2_lake_lag_records", "table" => table).set(records as f64);
 }
 
+/// Labels are bounded by the topics K2 writes and their partition counts.
+pub(crate) fn partition_lag(topic: &str, partition: u32, records: u64) {
+    metrics::gauge!(
+        "k2_log_consumer_lag_records",
+        "topic" => topic.to_string(),
+        "partition" => partition.to_string()
+    )
+    .set(records as f64);
+}
+
 pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!("k2_query_total", "kind" => kind, "outcome" => outcome).increment(1);
     metrics::histogram!("k2_query_seconds", "kind" => kind).record(elapsed.as_secs_f64());

@@ -302,33 +302,31 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     // Assign every partition of every K2 topic, from the position its table committed.
     let mut routes: HashMap<Arc<str>, (LakeTable, TopicName)> = HashMap::new();
     let mut assignment = Vec::new();
-    for spec in log.topics().await? {
-        let Ok(name) = TopicName::parse(&spec.name) else {
-            tracing::warn!(topic = %spec.name, "not a K2 topic name; not written to the lake");
-            continue;
-        };
-        let table = LakeTable::for_data_type(name.data_type);
-        for p in 0..spec.partitions {
-            let offset = states[&table]
-                .committed
-                .get(&offset_key(&spec.name, p))
-                .copied()
-                .unwrap_or(0);
-            assignment.push(PartitionOffset {
-                topic: spec.name.clone(),
-                partition: p,
-                offset,
-            });
-        }
-        routes.insert(spec.name.as_str().into(), (table, name));
-    }
+    add_new_topics(log, &mut deps.log, &states, &mut routes, &mut assignment).await?;
     tracing::info!(partitions = assignment.len(), "lake writer starting");
     let mut consumer = log.consumer(assignment.clone())?;
     let mut decoder = PayloadDecoder::default();
     let mut summary = WriterSummary::default();
     let mut days: HashMap<String, TradingDays> = HashMap::new();
 
+    let mut topics_checked = Instant::now();
     loop {
+        // Topics created after the start (another exchange, or an ingest that started
+        // later than the writer) join the assignment, read from their beginning.
+        if topics_checked.elapsed() >= TOPIC_REFRESH {
+            topics_checked = Instant::now();
+            let mut added = Vec::new();
+            add_new_topics(log, &mut deps.log, &states, &mut routes, &mut added).await?;
+            if !added.is_empty() {
+                tracing::info!(
+                    partitions = added.len(),
+                    "new topics joined the lake writer"
+                );
+                let mut all = consumer.positions();
+                all.extend(added);
+                consumer = log.consumer(all)?;
+            }
+        }
         let (max, wait) = (options.poll_records, Duration::from_millis(200));
         let records = deps
             .log
@@ -458,6 +456,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     if let Err(e) = log.commit_group(&options.group, &positions).await {
                         tracing::warn!(error = %e, "could not record consumer-group positions");
                     }
+                    report_partition_lag(log, &positions).await;
                 }
             }
         }
@@ -481,6 +480,64 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         "lake writer stopped"
     );
     Ok(summary)
+}
+
+/// How often the writer looks for topics created since it started.
+const TOPIC_REFRESH: Duration = Duration::from_secs(2);
+
+/// Routes K2 topics not yet in `routes` to their tables and appends their partitions,
+/// from the positions their tables committed, to `assignment`.
+async fn add_new_topics<L: Log>(
+    log: &L,
+    dep: &mut Dependency,
+    states: &BTreeMap<LakeTable, TableState>,
+    routes: &mut HashMap<Arc<str>, (LakeTable, TopicName)>,
+    assignment: &mut Vec<PartitionOffset>,
+) -> Result<()> {
+    let specs = dep.call(|| async { Ok(log.topics().await?) }).await?;
+    for spec in specs {
+        if routes.contains_key(spec.name.as_str()) {
+            continue;
+        }
+        let Ok(name) = TopicName::parse(&spec.name) else {
+            tracing::debug!(topic = %spec.name, "not a K2 topic name; not written to the lake");
+            continue;
+        };
+        let table = LakeTable::for_data_type(name.data_type);
+        for p in 0..spec.partitions {
+            let offset = states[&table]
+                .committed
+                .get(&offset_key(&spec.name, p))
+                .copied()
+                .unwrap_or(0);
+            assignment.push(PartitionOffset {
+                topic: spec.name.clone(),
+                partition: p,
+                offset,
+            });
+        }
+        routes.insert(spec.name.as_str().into(), (table, name));
+    }
+    Ok(())
+}
+
+/// Records per partition between the committed position and the end of the log.
+async fn report_partition_lag<L: Log>(log: &L, positions: &[PartitionOffset]) {
+    let mut topics: Vec<&str> = positions.iter().map(|p| p.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for topic in topics {
+        match log.end_offsets(topic).await {
+            Ok(ends) => {
+                for p in positions.iter().filter(|p| p.topic == topic) {
+                    if let Some(&end) = ends.get(p.partition as usize) {
+                        metrics::partition_lag(topic, p.partition, end.saturating_sub(p.offset));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(topic, error = %e, "could not read the end of the log"),
+        }
+    }
 }
 
 async fn caught_up<L: Log>(

@@ -53,24 +53,25 @@ fn all_from_start(topic: &str, partitions: u32) -> Vec<PartitionOffset> {
 }
 
 /// Records of one key keep their order; offsets are dense from 0 per partition.
-pub async fn ordering_and_offsets<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.order", 3)).await.unwrap();
+pub async fn ordering_and_offsets<L: Log>(log: &L, ns: &str) {
+    let t_order = format!("{ns}t.order");
+    log.ensure_topic(&spec(&t_order, 3)).await.unwrap();
     let keys = ["BHP", "RIO", "CBA", "ANZ", "WBC"];
     let records: Vec<_> = (0..500)
         .map(|i| record(keys[i % keys.len()], format!("{i}")))
         .collect();
     log.produce(
         vec![TopicBatch {
-            topic: "t.order".into(),
+            topic: t_order.clone(),
             records,
         }],
         None,
     )
     .await
     .unwrap();
-    let ends = log.end_offsets("t.order").await.unwrap();
+    let ends = log.end_offsets(&t_order).await.unwrap();
     assert_eq!(ends.iter().sum::<u64>(), 500);
-    let mut consumer = log.consumer(all_from_start("t.order", 3)).unwrap();
+    let mut consumer = log.consumer(all_from_start(&t_order, 3)).unwrap();
     let got = drain(&mut consumer, 500).await;
     assert_eq!(got.len(), 500);
     let mut per_key: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
@@ -97,15 +98,16 @@ pub async fn ordering_and_offsets<L: Log>(log: &L) {
 }
 
 /// A consumer assigned at an offset starts exactly there.
-pub async fn resume_from_position<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.resume", 1)).await.unwrap();
+pub async fn resume_from_position<L: Log>(log: &L, ns: &str) {
+    let t_resume = format!("{ns}t.resume");
+    log.ensure_topic(&spec(&t_resume, 1)).await.unwrap();
     for chunk in 0..4 {
         let records = (0..25)
             .map(|i| record("k", format!("{}", chunk * 25 + i)))
             .collect();
         log.produce(
             vec![TopicBatch {
-                topic: "t.resume".into(),
+                topic: t_resume.clone(),
                 records,
             }],
             None,
@@ -116,7 +118,7 @@ pub async fn resume_from_position<L: Log>(log: &L) {
     for start in [0u64, 1, 24, 25, 26, 99, 100] {
         let mut c = log
             .consumer(vec![PartitionOffset {
-                topic: "t.resume".into(),
+                topic: t_resume.clone(),
                 partition: 0,
                 offset: start,
             }])
@@ -134,15 +136,16 @@ pub async fn resume_from_position<L: Log>(log: &L) {
 
 /// Polls smaller than a batch cross batch boundaries without gaps or repeats, and a
 /// consumer at the end (or assigned beyond it) picks up what is appended later.
-pub async fn small_polls_and_tail<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.tail", 1)).await.unwrap();
+pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
+    let t_tail = format!("{ns}t.tail");
+    log.ensure_topic(&spec(&t_tail, 1)).await.unwrap();
     let produce = async |from: usize, n: usize| {
         let records = (from..from + n)
             .map(|i| record("k", format!("{i}")))
             .collect();
         log.produce(
             vec![TopicBatch {
-                topic: "t.tail".into(),
+                topic: t_tail.clone(),
                 records,
             }],
             None,
@@ -153,7 +156,7 @@ pub async fn small_polls_and_tail<L: Log>(log: &L) {
     produce(0, 10).await;
     produce(10, 10).await;
     let at = |offset| PartitionOffset {
-        topic: "t.tail".into(),
+        topic: t_tail.clone(),
         partition: 0,
         offset,
     };
@@ -194,21 +197,22 @@ pub async fn small_polls_and_tail<L: Log>(log: &L) {
 }
 
 /// Many partitions, one large produce.
-pub async fn many_partitions_large_batch<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.large", 32)).await.unwrap();
+pub async fn many_partitions_large_batch<L: Log>(log: &L, ns: &str) {
+    let t_large = format!("{ns}t.large");
+    log.ensure_topic(&spec(&t_large, 32)).await.unwrap();
     let records: Vec<_> = (0..50_000)
         .map(|i| record(&format!("SYM{}", i % 300), format!("{i:08}")))
         .collect();
     log.produce(
         vec![TopicBatch {
-            topic: "t.large".into(),
+            topic: t_large.clone(),
             records,
         }],
         None,
     )
     .await
     .unwrap();
-    let mut c = log.consumer(all_from_start("t.large", 32)).unwrap();
+    let mut c = log.consumer(all_from_start(&t_large, 32)).unwrap();
     let got = drain(&mut c, 50_000).await;
     assert_eq!(got.len(), 50_000);
     let mut values: Vec<_> = got.into_iter().map(|r| r.value).collect();
@@ -218,12 +222,14 @@ pub async fn many_partitions_large_batch<L: Log>(log: &L) {
 }
 
 /// An empty topic yields nothing, promptly; creating twice is fine; partition counts must agree.
-pub async fn empty_topic_and_idempotent_create<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.empty", 2)).await.unwrap();
-    log.ensure_topic(&spec("t.empty", 2)).await.unwrap();
-    assert!(log.ensure_topic(&spec("t.empty", 3)).await.is_err());
-    assert_eq!(log.end_offsets("t.empty").await.unwrap(), vec![0, 0]);
-    let mut c = log.consumer(all_from_start("t.empty", 2)).unwrap();
+pub async fn empty_topic_and_idempotent_create<L: Log>(log: &L, ns: &str) {
+    let t_empty = format!("{ns}t.empty");
+    let t_missing = format!("{ns}t.missing");
+    log.ensure_topic(&spec(&t_empty, 2)).await.unwrap();
+    log.ensure_topic(&spec(&t_empty, 2)).await.unwrap();
+    assert!(log.ensure_topic(&spec(&t_empty, 3)).await.is_err());
+    assert_eq!(log.end_offsets(&t_empty).await.unwrap(), vec![0, 0]);
+    let mut c = log.consumer(all_from_start(&t_empty, 2)).unwrap();
     assert!(
         c.poll(10, Duration::from_millis(50))
             .await
@@ -235,22 +241,25 @@ pub async fn empty_topic_and_idempotent_create<L: Log>(log: &L) {
             .await
             .unwrap()
             .iter()
-            .any(|t| t.name == "t.empty")
+            .any(|t| t.name == t_empty)
     );
-    assert!(log.end_offsets("t.missing").await.is_err());
+    assert!(log.end_offsets(&t_missing).await.is_err());
 }
 
 /// Group offsets and source checkpoints are stored and read back.
-pub async fn group_offsets_and_checkpoints<L: Log>(log: &L) {
-    log.ensure_topic(&spec("t.groups", 2)).await.unwrap();
+pub async fn group_offsets_and_checkpoints<L: Log>(log: &L, ns: &str) {
+    let t_groups = format!("{ns}t.groups");
+    let group = format!("{ns}g");
+    let source = format!("{ns}file-a");
+    log.ensure_topic(&spec(&t_groups, 2)).await.unwrap();
     assert_eq!(
-        log.group_offsets("g", "t.groups").await.unwrap(),
+        log.group_offsets(&group, &t_groups).await.unwrap(),
         vec![None, None]
     );
     log.commit_group(
-        "g",
+        &group,
         &[PartitionOffset {
-            topic: "t.groups".into(),
+            topic: t_groups.clone(),
             partition: 1,
             offset: 7,
         }],
@@ -258,17 +267,17 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L) {
     .await
     .unwrap();
     assert_eq!(
-        log.group_offsets("g", "t.groups").await.unwrap(),
+        log.group_offsets(&group, &t_groups).await.unwrap(),
         vec![None, Some(7)]
     );
-    assert_eq!(log.source_checkpoint("file-a").await.unwrap(), None);
+    assert_eq!(log.source_checkpoint(&source).await.unwrap(), None);
     let cp = SourceCheckpoint {
-        source: "file-a".into(),
+        source: source.clone(),
         state: b"42".to_vec(),
     };
     log.produce(
         vec![TopicBatch {
-            topic: "t.groups".into(),
+            topic: t_groups.clone(),
             records: vec![record("k", "v".into())],
         }],
         Some(cp),
@@ -276,7 +285,62 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L) {
     .await
     .unwrap();
     assert_eq!(
-        log.source_checkpoint("file-a").await.unwrap(),
+        log.source_checkpoint(&source).await.unwrap(),
         Some(b"42".to_vec())
     );
+    // The latest checkpoint of a source wins; other sources are untouched.
+    for (src, state) in [
+        (source.clone(), b"43".as_slice()),
+        (format!("{ns}file-b"), b"1"),
+    ] {
+        log.produce(
+            Vec::new(),
+            Some(SourceCheckpoint {
+                source: src,
+                state: state.to_vec(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        log.source_checkpoint(&source).await.unwrap(),
+        Some(b"43".to_vec())
+    );
+}
+
+/// Every check above, in one run against one log (topic names prefixed with `ns`).
+pub async fn run_all<L: Log>(log: &L, ns: &str) {
+    ordering_and_offsets(log, ns).await;
+    resume_from_position(log, ns).await;
+    small_polls_and_tail(log, ns).await;
+    many_partitions_large_batch(log, ns).await;
+    empty_topic_and_idempotent_create(log, ns).await;
+    group_offsets_and_checkpoints(log, ns).await;
+}
+
+/// What one connection wrote, a new connection (or a reopened file) reads in full.
+pub async fn survives_reopen<L: Log>(log: L, reopen: impl AsyncFnOnce() -> L, ns: &str) {
+    let topic = format!("{ns}t.restart");
+    log.ensure_topic(&spec(&topic, 2)).await.unwrap();
+    let records = (0..100)
+        .map(|i| record(&format!("k{i}"), format!("{i}")))
+        .collect();
+    log.produce(
+        vec![TopicBatch {
+            topic: topic.clone(),
+            records,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    drop(log);
+    let log = reopen().await;
+    assert_eq!(
+        log.end_offsets(&topic).await.unwrap().iter().sum::<u64>(),
+        100
+    );
+    let mut c = log.consumer(all_from_start(&topic, 2)).unwrap();
+    assert_eq!(drain(&mut c, 100).await.len(), 100);
 }

@@ -82,8 +82,9 @@ impl EmbeddedLog {
         &self.path
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The schema registry tables, kept in the log's own database.
+    pub fn schemas(&self) -> crate::schema_store::LocalSchemas {
+        crate::schema_store::LocalSchemas::in_database(self.db.clone())
     }
 
     fn spec(&self, topic: &str) -> Result<TopicSpec> {

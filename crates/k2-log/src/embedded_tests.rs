@@ -14,61 +14,15 @@ fn fresh() -> (tempfile::TempDir, EmbeddedLog) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
     let (_d, log) = fresh();
-    conformance::ordering_and_offsets(&log).await;
-    conformance::resume_from_position(&log).await;
-    conformance::small_polls_and_tail(&log).await;
-    conformance::many_partitions_large_batch(&log).await;
-    conformance::empty_topic_and_idempotent_create(&log).await;
-    conformance::group_offsets_and_checkpoints(&log).await;
+    conformance::run_all(&log, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
-    {
-        let log = EmbeddedLog::open(&path).unwrap();
-        log.ensure_topic(&spec("t.restart", 2)).await.unwrap();
-        let records = (0..100)
-            .map(|i| record(&format!("k{i}"), format!("{i}")))
-            .collect();
-        log.produce(
-            vec![TopicBatch {
-                topic: "t.restart".into(),
-                records,
-            }],
-            None,
-        )
-        .await
-        .unwrap();
-    }
     let log = EmbeddedLog::open(&path).unwrap();
-    assert_eq!(
-        log.end_offsets("t.restart")
-            .await
-            .unwrap()
-            .iter()
-            .sum::<u64>(),
-        100
-    );
-    let assignment = (0..2)
-        .map(|p| PartitionOffset {
-            topic: "t.restart".into(),
-            partition: p,
-            offset: 0,
-        })
-        .collect();
-    let mut c = log.consumer(assignment).unwrap();
-    let mut n = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while n < 100 && tokio::time::Instant::now() < deadline {
-        n += c
-            .poll(1000, Duration::from_millis(100))
-            .await
-            .unwrap()
-            .len();
-    }
-    assert_eq!(n, 100);
+    conformance::survives_reopen(log, async || EmbeddedLog::open(&path).unwrap(), "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,14 @@ pub enum LogError {
         context: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    #[error("schema refused for subject '{subject}': {reason}")]
+    IncompatibleSchema { subject: String, reason: String },
+    /// Refused for good by the broker or the stores (a record too large, an offset no
+    /// longer kept, no permission): retrying cannot help.
+    #[error("{0}")]
+    Rejected(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

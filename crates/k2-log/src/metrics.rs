@@ -21,3 +21,11 @@ pub(crate) fn records_read(n: usize) {
 pub(crate) fn dead_lettered(stage: &str, kind: &str) {
     metrics::counter!("k2_dead_letters_total", "stage" => stage.to_string(), "kind" => kind.to_string()).increment(1);
 }
+
+pub(crate) fn consumer_error() {
+    metrics::counter!("k2_log_consumer_errors_total").increment(1);
+}
+
+pub(crate) fn retried(backend: &'static str) {
+    metrics::counter!("k2_log_retries_total", "backend" => backend).increment(1);
+}

@@ -229,20 +229,8 @@ mod tests {
     use crate::sequence::SequenceTracker;
     use proptest::prelude::*;
 
-    /// The server, or None outside CI when none was started (CI must have one).
     fn redis_addr() -> Option<String> {
-        match std::env::var("K2_TEST_REDIS_ADDR") {
-            Ok(addr) => Some(addr),
-            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("K2_TEST_REDIS_ADDR must name the test Redis in CI (scripts/test sets it)")
-            }
-            Err(_) => {
-                eprintln!(
-                    "K2_TEST_REDIS_ADDR not set: Redis tests skipped (scripts/test runs them)"
-                );
-                None
-            }
-        }
+        k2_model::testing::service("K2_TEST_REDIS_ADDR")
     }
 
     fn prefix() -> String {

@@ -11,20 +11,29 @@ use indicatif::{ProgressBar, ProgressStyle};
 use k2_ingest::{IngestOptions, IngestSummary};
 use k2_lake::WriterSummary;
 use k2_lake::query::QueryEngine;
-use k2_log::{DeadLetterStore, EmbeddedLog};
+use k2_log::{AnyLog, DeadLetterStore, EmbeddedLog, KafkaLog, LocalSchemas};
 
 use crate::config::Config;
 
 pub struct App {
     pub config: Config,
-    pub log: EmbeddedLog,
+    pub log: AnyLog,
     pub dlq: DeadLetterStore,
 }
 
 impl App {
-    pub fn open(config: Config) -> anyhow::Result<App> {
-        let log = EmbeddedLog::open(&config.log_path())
-            .with_context(|| format!("opening the log under {}", config.data_dir.display()))?;
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        let log = match config.log.backend.as_str() {
+            "kafka" => {
+                let schemas = LocalSchemas::open(&config.registry_path())?;
+                AnyLog::Kafka(KafkaLog::connect(config.kafka_options(), schemas).await?)
+            }
+            _ => {
+                AnyLog::Embedded(EmbeddedLog::open(&config.log_path()).with_context(|| {
+                    format!("opening the log under {}", config.data_dir.display())
+                })?)
+            }
+        };
         let dlq = DeadLetterStore::open(&config.dlq_path(), config.dlq.max_entries).with_context(
             || {
                 format!(
@@ -37,21 +46,11 @@ impl App {
     }
 
     pub async fn catalog(&self) -> anyhow::Result<Arc<dyn iceberg::Catalog>> {
-        let c = &self.config.catalog;
-        let catalog = if c.uri.is_empty() {
-            k2_lake::open_catalog(&self.config.catalog_path(), &self.config.warehouse_dir()).await?
-        } else {
-            k2_lake::open_catalog_at(&c.uri, &c.name, &self.config.warehouse_dir()).await?
-        };
-        k2_lake::ensure_tables(catalog.as_ref()).await?;
-        Ok(catalog)
+        catalog(&self.config).await
     }
 
     pub async fn engine(&self) -> anyhow::Result<QueryEngine> {
-        Ok(QueryEngine::new(
-            self.catalog().await?,
-            self.config.query_options(),
-        )?)
+        engine(&self.config).await
     }
 
     /// `ingest asx DIR`, with a progress bar on a terminal and plain counts otherwise.
@@ -152,7 +151,123 @@ impl App {
     }
 }
 
-async fn shutdown_signal() {
+/// What `k2 topics` was asked.
+pub enum TopicsRequest {
+    Create {
+        exchange: String,
+        asset_class: k2_model::AssetClass,
+        partitions: Option<u32>,
+    },
+    List,
+    Describe(String),
+}
+
+/// One line of `k2 topics` output: a topic, or one partition of it (`describe`).
+#[derive(serde::Serialize)]
+pub struct TopicRow {
+    pub topic: String,
+    pub partition: Option<u32>,
+    pub partitions: u32,
+    pub cleanup: String,
+    pub retention_hours: Option<f64>,
+    pub records_end: u64,
+    pub writer_offset: Option<u64>,
+    pub writer_lag: Option<u64>,
+    /// Topic configs as the broker reports them (Kafka `describe`).
+    pub configs: String,
+}
+
+pub async fn topics(app: &App, request: TopicsRequest) -> anyhow::Result<Vec<TopicRow>> {
+    use k2_log::Log;
+    let log = &app.log;
+    let describe = matches!(request, TopicsRequest::Describe(_));
+    let wanted: Vec<String> = match request {
+        TopicsRequest::Create {
+            exchange,
+            asset_class,
+            partitions,
+        } => {
+            let partitions = partitions.unwrap_or(app.config.log.partitions);
+            let specs = k2_ingest::topic_specs(asset_class, &exchange, partitions);
+            for spec in &specs {
+                log.ensure_topic(spec)
+                    .await
+                    .with_context(|| format!("creating topic {}", spec.name))?;
+            }
+            specs.into_iter().map(|s| s.name).collect()
+        }
+        TopicsRequest::List => Vec::new(),
+        TopicsRequest::Describe(name) => vec![name],
+    };
+    let specs = log.topics().await?;
+    let mut rows = Vec::new();
+    for name in &wanted {
+        if !specs.iter().any(|s| &s.name == name) {
+            anyhow::bail!("topic '{name}' does not exist");
+        }
+    }
+    for spec in specs
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+    {
+        let ends = log.end_offsets(&spec.name).await?;
+        let group = log
+            .group_offsets(&app.config.writer.group, &spec.name)
+            .await?;
+        let configs = match (&app.log, describe) {
+            (k2_log::AnyLog::Kafka(k), true) => k
+                .topic_configs(&spec.name)
+                .await?
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        let row = |partition, end: u64, offset: Option<u64>| TopicRow {
+            topic: spec.name.clone(),
+            partition,
+            partitions: spec.partitions,
+            cleanup: format!("{:?}", spec.cleanup).to_lowercase(),
+            retention_hours: spec.retention_ms.map(|ms| ms as f64 / 3_600_000.0),
+            records_end: end,
+            writer_offset: offset,
+            writer_lag: offset.map(|o| end.saturating_sub(o)),
+            configs: configs.clone(),
+        };
+        if describe {
+            for (p, &end) in ends.iter().enumerate() {
+                rows.push(row(Some(p as u32), end, group.get(p).copied().flatten()));
+            }
+        } else {
+            let committed: Option<u64> = group.iter().copied().sum();
+            rows.push(row(None, ends.iter().sum(), committed));
+        }
+    }
+    Ok(rows)
+}
+
+/// The Iceberg catalog the configuration names, with K2's tables in it.
+pub async fn catalog(config: &Config) -> anyhow::Result<Arc<dyn iceberg::Catalog>> {
+    let c = &config.catalog;
+    let catalog = if c.uri.is_empty() {
+        k2_lake::open_catalog(&config.catalog_path(), &config.warehouse_dir()).await?
+    } else {
+        k2_lake::open_catalog_at(&c.uri, &c.name, &config.warehouse_dir()).await?
+    };
+    k2_lake::ensure_tables(catalog.as_ref()).await?;
+    Ok(catalog)
+}
+
+/// The query engine over the lake (no log needed).
+pub async fn engine(config: &Config) -> anyhow::Result<QueryEngine> {
+    Ok(QueryEngine::new(
+        catalog(config).await?,
+        config.query_options(),
+    )?)
+}
+
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

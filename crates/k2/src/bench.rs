@@ -109,7 +109,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             let tmp = tempfile::tempdir()?;
             let mut config = config;
             config.data_dir = tmp.path().to_path_buf();
-            let app = App::open(config)?;
+            let app = App::open(config).await?;
             app.ingest_asx(&sample).await?;
             app.consume(true).await?;
             query_latency(&app.engine().await?, runs).await?;
@@ -126,7 +126,7 @@ async fn ingest_once(
 ) -> anyhow::Result<()> {
     let mut config = config.clone();
     config.data_dir = data_dir.to_path_buf();
-    let app = App::open(config)?;
+    let app = App::open(config).await?;
     let t0 = Instant::now();
     let ingest = app.ingest_asx(data).await?;
     let t1 = Instant::now();

@@ -65,8 +65,10 @@ pub struct SequenceConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `embedded` (the default, no external services).
+    /// `embedded` (the default, no external services) or `kafka`.
     pub backend: String,
+    /// The cluster, when `backend = "kafka"` (see `k2_log::KafkaOptions`).
+    pub kafka: k2_log::KafkaOptions,
     /// Partitions of the trades and quotes topics when K2 creates them.
     pub partitions: u32,
     /// Rows per append when ingesting files.
@@ -159,6 +161,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             backend: "embedded".into(),
+            kafka: k2_log::KafkaOptions::default(),
             partitions: 4,
             ingest_chunk_rows: 50_000,
         }
@@ -273,11 +276,25 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.log.backend != "embedded" {
-            bail!(
-                "log.backend '{}' is not available; use 'embedded'",
-                self.log.backend
-            );
+        match self.log.backend.as_str() {
+            "embedded" => {}
+            "kafka" => {
+                if self.log.kafka.bootstrap_servers.trim().is_empty() {
+                    bail!(
+                        "log.kafka.bootstrap_servers must name the cluster when log.backend = 'kafka'"
+                    );
+                }
+                if !matches!(
+                    self.log.kafka.compression.as_str(),
+                    "lz4" | "zstd" | "gzip" | "snappy" | "none"
+                ) {
+                    bail!(
+                        "log.kafka.compression must be lz4, zstd, gzip, snappy or none, not '{}'",
+                        self.log.kafka.compression
+                    );
+                }
+            }
+            other => bail!("log.backend '{other}' is not available; use 'embedded' or 'kafka'"),
         }
         if self.log.partitions == 0 || self.log.partitions > 1024 {
             bail!(
@@ -327,6 +344,16 @@ impl Config {
 
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.join("log").join("log.redb")
+    }
+    /// The schema registry's own file, when the log is Kafka (embedded: inside the log).
+    pub fn registry_path(&self) -> PathBuf {
+        self.data_dir.join("registry").join("registry.redb")
+    }
+    pub fn kafka_options(&self) -> k2_log::KafkaOptions {
+        k2_log::KafkaOptions {
+            group: self.writer.group.clone(),
+            ..self.log.kafka.clone()
+        }
     }
     pub fn dlq_path(&self) -> PathBuf {
         self.data_dir.join("dlq").join("dead_letters.redb")

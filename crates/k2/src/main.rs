@@ -91,6 +91,13 @@ enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// The log's topics: create K2's by the naming convention, list, describe.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// The commit audit: every Iceberg commit of the lake writer, oldest first.
     Audit {
         /// Only this table (`trades`, `quotes`, `companies` or a qualified name).
@@ -191,6 +198,26 @@ enum QueryCommand {
 }
 
 #[derive(Subcommand)]
+enum TopicsCommand {
+    /// Creates an exchange's topics if missing (trades and quotes: `log.partitions`
+    /// partitions, deleted after 7 days; reference data: one compacted partition). An
+    /// existing topic must have the same partition count.
+    Create {
+        #[arg(long, default_value = "asx")]
+        exchange: String,
+        #[arg(long, default_value = "equities")]
+        asset_class: String,
+        /// Partitions of trades and quotes (default: `log.partitions`).
+        #[arg(long)]
+        partitions: Option<u32>,
+    },
+    /// Every topic with its partitions, cleanup, retention and record count.
+    List,
+    /// One topic per partition: end offset, the lake writer's group offset and its lag.
+    Describe { topic: String },
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Dead letters, oldest first.
     List {
@@ -243,34 +270,54 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Demo { sample } => demo::run(App::open(config)?, &sample).await,
+        Command::Demo { sample } => demo::run(App::open(config).await?, &sample).await,
         Command::Bench { bench } => bench::run(config, bench).await,
         Command::Ingest {
             source: IngestSource::Asx { dir },
         } => {
             telemetry::serve_metrics(&config.telemetry)?;
-            let app = App::open(config)?;
-            let summary = app.ingest_asx(&dir).await?;
-            Ok(if summary.failed_files().next().is_some() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            let app = App::open(config).await?;
+            let outcome = tokio::select! {
+                summary = app.ingest_asx(&dir) => Some(summary),
+                () = app::shutdown_signal() => None,
+            };
+            // Whatever the producer still holds is delivered before the process ends; a
+            // chunk whose checkpoint was not stored is sent again by the next run (the
+            // lake drops the copies by message id).
+            let undelivered = app.log.close(std::time::Duration::from_secs(30));
+            if undelivered > 0 {
+                eprintln!("ingest: {undelivered} records were not delivered to the log");
+            }
+            match outcome {
+                None => {
+                    eprintln!("ingest: interrupted; the next run resumes from the last checkpoint");
+                    Ok(ExitCode::FAILURE)
+                }
+                Some(summary) => {
+                    let summary = summary?;
+                    Ok(
+                        if summary.failed_files().next().is_some() || undelivered > 0 {
+                            ExitCode::FAILURE
+                        } else {
+                            ExitCode::SUCCESS
+                        },
+                    )
+                }
+            }
         }
         Command::Consume { until_caught_up } => {
             telemetry::serve_metrics(&config.telemetry)?;
-            App::open(config)?.consume(until_caught_up).await?;
+            App::open(config).await?.consume(until_caught_up).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { query, out } => {
-            let app = App::open(config)?;
-            let batches = query_batches(&app, query).await?;
+            // Queries read the lake only: they work while the log is unreachable.
+            let batches = query_batches(&config, query).await?;
             render(&batches, out.format, out.output.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { sql, out } => {
-            let app = App::open(config)?;
-            let batches = app.engine().await?.sql(&sql).await?;
+            let batches = app::engine(&config).await?.sql(&sql).await?;
             render(&batches, out.format, out.output.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -292,8 +339,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Topics { command, out } => {
+            let app = App::open(config).await?;
+            let rows = app::topics(&app, command_to_request(command)?).await?;
+            render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dlq { command, out } => {
-            let app = App::open(config)?;
+            let app = App::open(config).await?;
             match command {
                 DlqCommand::List { limit, skip } => {
                     let letters = app.dlq.list(skip, limit)?;
@@ -378,11 +431,36 @@ fn market_filter(a: &MarketArgs) -> anyhow::Result<MarketFilter> {
     })
 }
 
+fn command_to_request(command: TopicsCommand) -> anyhow::Result<app::TopicsRequest> {
+    Ok(match command {
+        TopicsCommand::Create {
+            exchange,
+            asset_class,
+            partitions,
+        } => {
+            let asset_class = asset_class
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--asset-class: {e}"))?;
+            let exchange = exchange.to_ascii_lowercase();
+            if exchange.is_empty() || !exchange.chars().all(|c| c.is_ascii_alphanumeric()) {
+                bail!("--exchange must be letters and digits, not '{exchange}'");
+            }
+            app::TopicsRequest::Create {
+                exchange,
+                asset_class,
+                partitions,
+            }
+        }
+        TopicsCommand::List => app::TopicsRequest::List,
+        TopicsCommand::Describe { topic } => app::TopicsRequest::Describe(topic),
+    })
+}
+
 async fn query_batches(
-    app: &App,
+    config: &Config,
     query: QueryCommand,
 ) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
-    let engine = app.engine().await?;
+    let engine = app::engine(config).await?;
     Ok(match query {
         QueryCommand::Trades(a) => engine.trades(&market_filter(&a)?, a.snapshot).await?,
         QueryCommand::Quotes(a) => engine.quotes(&market_filter(&a)?, a.snapshot).await?,

@@ -486,6 +486,26 @@ impl Moments {
 
 #[test]
 fn kill_nine_at_random_moments_over_a_million_records_lands_each_once() {
+    kill_nine_rounds(&[]);
+}
+
+#[test]
+fn on_kafka_kill_nine_at_random_moments_over_a_million_records_lands_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), false) else {
+        return;
+    };
+    kill_nine_rounds(&broker.env());
+}
+
+/// Kill -9 of the lake writer at random moments, many times, while a million trades are
+/// ingested; `env` selects the log backend.
+fn kill_nine_rounds(env: &[(&str, String)]) {
+    let k2 = |data: &Path| {
+        let mut cmd = k2(data);
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        cmd
+    };
     const ROWS: u64 = 1_000_000;
     const COMPANIES: u64 = 20;
     let data = tempfile::tempdir().unwrap();
@@ -516,7 +536,15 @@ fn kill_nine_at_random_moments_over_a_million_records_lands_each_once() {
         let before = trade_snapshots(&rt, data.path());
         let mut writer = k2(data.path());
         batches(&mut writer);
-        let mut writer = spawn(writer.arg("consume"));
+        // The writer's log of this round, shown if the round goes wrong.
+        let log_path = data.path().join(format!("writer-{kills}.log"));
+        let mut writer = writer
+            .arg("consume")
+            .env("K2_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("k2 starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         while trade_snapshots(&rt, data.path()) <= before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -528,7 +556,13 @@ fn kill_nine_at_random_moments_over_a_million_records_lands_each_once() {
         writer.kill().unwrap(); // SIGKILL, wherever it is
         writer.wait().unwrap();
         if !progressed {
-            break; // everything is committed already
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("round {kills} made no commit; its log ends:");
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            break; // everything is committed already, or the assertion below fails
         }
         kills += 1;
     }
@@ -642,4 +676,236 @@ fn sigterm_mid_run_commits_everything_acknowledged_and_the_next_start_continues(
         );
     }
     assert_lake_holds_the_sample_exactly(data.path());
+}
+
+/// A Kafka-protocol broker (tansu) of one test's own, on a free loopback port. `durable`
+/// stores in SQLite under the test's directory, so the broker keeps its topics across a
+/// restart; otherwise in memory (tansu's SQLite engine serves fetches several times
+/// slower).
+/// `K2_TEST_TANSU` names the binary (scripts/test builds it once); without it the Kafka
+/// tests are skipped, except in CI, where they must run.
+struct Broker {
+    bin: PathBuf,
+    storage: &'static str,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path, durable: bool) -> Option<Broker> {
+        let bin = PathBuf::from(k2_model::testing::service("K2_TEST_TANSU")?);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = Broker {
+            bin,
+            storage: if durable {
+                "sqlite://tansu.db"
+            } else {
+                "memory://tansu/"
+            },
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        };
+        broker.up();
+        Some(broker)
+    }
+
+    fn up(&mut self) {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args(["broker", "--storage-engine", self.storage])
+            .args(["--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not start: {}",
+                std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// What points a `k2` process at this broker.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("K2_LOG__BACKEND", "kafka".into()),
+            (
+                "K2_LOG__KAFKA__BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{}", self.port),
+            ),
+        ]
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), false) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let k2 = || {
+        let mut cmd = k2(data.path());
+        cmd.envs(broker.env());
+        cmd
+    };
+    run_ok(k2().args(["topics", "create"]));
+    run_ok(k2().args(["topics", "create"])); // idempotent
+    let listed = run_ok(k2().args(["topics", "list", "--format", "json"]));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed
+        .iter()
+        .map(|t| t["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "market.equities.quotes.asx",
+            "market.equities.reference_data.asx",
+            "market.equities.trades.asx"
+        ]
+    );
+    assert_eq!(listed[1]["partitions"], 1);
+    assert_eq!(listed[2]["partitions"], 4);
+    // A partition count that disagrees with the cluster is refused, naming both.
+    let out = k2()
+        .args(["topics", "create", "--partitions", "8"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already exists with 4 partitions, not 8"),
+        "{stderr}"
+    );
+
+    run_ok(k2().arg("ingest").arg("asx").arg(sample()));
+    run_ok(k2().args(["consume", "--until-caught-up"]));
+    // Queries read the lake only.
+    assert_lake_holds_the_sample_exactly(data.path());
+    // A second ingest finds its checkpoints in the cluster and appends nothing.
+    let out = k2()
+        .arg("ingest")
+        .arg("asx")
+        .arg(sample())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" 0 appended to the log"), "{stderr}");
+    // The writer's group offsets are committed: no lag on any partition.
+    let described = run_ok(k2().args([
+        "topics",
+        "describe",
+        "market.equities.trades.asx",
+        "--format",
+        "json",
+    ]));
+    let described: Vec<serde_json::Value> = serde_json::from_str(&described).unwrap();
+    assert_eq!(described.len(), 4);
+    let end: u64 = described
+        .iter()
+        .map(|p| p["records_end"].as_u64().unwrap())
+        .sum();
+    assert_eq!(end, TRADES);
+    for p in described.iter().filter(|p| p["records_end"] != 0) {
+        assert_eq!(p["writer_lag"], 0, "{p}");
+    }
+}
+
+#[test]
+fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
+    const ROWS: u64 = 200_000;
+    const COMPANIES: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start(dir.path(), true) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    k2_ingest::synthetic::write_asx_trades(files.path(), COMPANIES as u32, ROWS, 5).unwrap();
+    let env = broker.env();
+    let k2 = || {
+        let mut cmd = k2(data.path());
+        cmd.envs(env.clone())
+            .env("K2_WRITER__MAX_ROWS", "20000")
+            .env("K2_WRITER__MAX_AGE_SECONDS", "0.5")
+            .env("K2_LOG__INGEST_CHUNK_ROWS", "5000");
+        cmd
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ingest = spawn(k2().arg("ingest").arg("asx").arg(files.path()));
+    let mut writer = spawn(k2().arg("consume"));
+    // Wait for the first commit, then take the broker away for a while.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while trade_snapshots(&rt, data.path()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing committed before the outage"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.down();
+    std::thread::sleep(Duration::from_secs(3)); // the outage itself, not a wait for a result
+    let during = trade_snapshots(&rt, data.path());
+    broker.up();
+    // Both processes ride it out: the producer retries within its delivery timeout, the
+    // writer pauses and goes on.
+    let status = ingest.wait().unwrap();
+    assert!(
+        status.success(),
+        "ingest survives a broker restart: {status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sql_scalar(data.path(), "SELECT count(*) FROM trades") < ROWS {
+        assert!(Instant::now() < deadline, "the writer did not resume");
+        assert!(writer.try_wait().unwrap().is_none(), "the writer gave up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        trade_snapshots(&rt, data.path()) > during,
+        "commits after the outage"
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(writer.id().to_string())
+        .status()
+        .unwrap();
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(sql_scalar(data.path(), "SELECT count(*) FROM trades"), ROWS);
+    assert_eq!(
+        sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
+        ROWS
+    );
 }

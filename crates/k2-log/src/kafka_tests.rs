@@ -1,0 +1,114 @@
+//! The conformance suite and fault behaviour against a real Kafka-protocol broker at
+//! `K2_TEST_KAFKA_BOOTSTRAP` (scripts/test starts one on loopback). Topic names carry a
+//! per-test prefix, so runs against one broker never see each other's records.
+
+use std::time::Duration;
+
+use crate::conformance::{self, record, spec};
+use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, TopicBatch};
+
+fn bootstrap() -> Option<String> {
+    k2_model::testing::service("K2_TEST_KAFKA_BOOTSTRAP")
+}
+
+fn namespace() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("k2test-{}-{nanos}-", std::process::id())
+}
+
+async fn connect(bootstrap: &str, dir: &std::path::Path) -> KafkaLog {
+    let options = KafkaOptions {
+        bootstrap_servers: bootstrap.to_string(),
+        linger_ms: 1,
+        ..KafkaOptions::default()
+    };
+    KafkaLog::connect(
+        options,
+        LocalSchemas::open(&dir.join("registry.redb")).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = connect(&bootstrap, dir.path()).await;
+    conformance::run_all(&log, &namespace()).await;
+    assert_eq!(
+        log.close(Duration::from_secs(10)),
+        0,
+        "nothing left undelivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_reconnect() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = connect(&bootstrap, dir.path()).await;
+    let again = async || connect(&bootstrap, dir.path()).await;
+    conformance::survives_reopen(log, again, &namespace()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_start_names_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let options = KafkaOptions {
+        bootstrap_servers: "127.0.0.1:1".into(),
+        request_timeout_ms: 1_500,
+        ..KafkaOptions::default()
+    };
+    let schemas = LocalSchemas::open(&dir.path().join("registry.redb")).unwrap();
+    let Err(e) = KafkaLog::connect(options, schemas).await else {
+        panic!("connected to nothing");
+    };
+    let text = e.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(
+        e.is_retryable(),
+        "a broker that is down may come back: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producing_to_a_missing_topic_is_refused() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = connect(&bootstrap, dir.path()).await;
+    let topic = format!("{}missing", namespace());
+    let err = log
+        .produce(
+            vec![TopicBatch {
+                topic: topic.clone(),
+                records: vec![record("k", "v".into())],
+            }],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::UnknownTopic(ref t) if *t == topic),
+        "{err}"
+    );
+    // Partition counts are checked against the broker's.
+    let t = format!("{}parts", namespace());
+    log.ensure_topic(&spec(&t, 2)).await.unwrap();
+    let err = log.ensure_topic(&spec(&t, 4)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::PartitionMismatch {
+                existing: 2,
+                requested: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
