@@ -339,6 +339,7 @@ async fn ingest_reference<L: Log>(
         .collect();
     summary.dead_lettered = letters.len() as u64;
     dlq.append(&letters)?;
+    log.publish_dead_letters(&letters).await?;
     let now = now_us();
     let records: Vec<Record> = companies
         .values()
@@ -476,6 +477,7 @@ async fn ingest_file<L: Log>(
             summary.dead_lettered += letters.len() as u64;
             metrics::rows(STAGE, records.len() as u64, letters.len() as u64);
             dlq.append(&letters)?;
+            log.publish_dead_letters(&letters).await?;
             letters.clear();
             let state = serde_json::to_vec(&FileCheckpoint {
                 bytes,

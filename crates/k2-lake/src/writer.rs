@@ -431,7 +431,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     t,
                     state,
                     catalog.as_ref(),
-                    dlq,
+                    &Letters { store: dlq, log },
                     options,
                     &mut deps,
                     &mut summary,
@@ -574,12 +574,19 @@ async fn caught_up<L: Log>(
     Ok(all)
 }
 
+/// Where rejected records go: the store in the data directory, then the log's
+/// dead-letter topic (Kafka).
+struct Letters<'a, L> {
+    store: &'a DeadLetterStore,
+    log: &'a L,
+}
+
 /// Writes and commits a table's pending rows; returns whether a snapshot was committed.
-async fn flush(
+async fn flush<L: Log>(
     t: LakeTable,
     state: &mut TableState,
     catalog: &dyn Catalog,
-    dlq: &DeadLetterStore,
+    letters_to: &Letters<'_, L>,
     options: &WriterOptions,
     deps: &mut Deps,
     summary: &mut WriterSummary,
@@ -588,7 +595,11 @@ async fn flush(
     // Dead letters are durable before the commit that moves past them. All count for the
     // run's accounting, also those the store already held from a run that stopped early.
     let letters = std::mem::take(&mut state.pending_letters);
-    dlq.append(&letters)?;
+    letters_to.store.append(&letters)?;
+    let log = letters_to.log;
+    deps.log
+        .call(|| async { Ok(log.publish_dead_letters(&letters).await?) })
+        .await?;
     summary.dead_lettered += letters.len() as u64;
     if state.pending.is_empty() {
         // Nothing to append: an Iceberg snapshot needs data files, so the positions of a

@@ -8,7 +8,7 @@ use crate::kafka::{KafkaConsumer, KafkaLog};
 use crate::log::{
     ConsumedRecord, Log, LogConsumer, PartitionOffset, SourceCheckpoint, TopicBatch, TopicSpec,
 };
-use crate::schema_store::{LocalSchemas, SchemaStore};
+use crate::schema_store::SchemaStore;
 use crate::{EmbeddedConsumer, EmbeddedLog};
 
 /// The embedded log or a Kafka cluster. Cheap to clone.
@@ -40,14 +40,6 @@ impl AnyLog {
         match self {
             AnyLog::Embedded(_) => "embedded",
             AnyLog::Kafka(_) => "kafka",
-        }
-    }
-
-    /// The schema registry's tables (served over the registry REST API).
-    pub fn schemas(&self) -> LocalSchemas {
-        match self {
-            AnyLog::Embedded(l) => l.schemas(),
-            AnyLog::Kafka(k) => k.schemas().clone(),
         }
     }
 
@@ -102,8 +94,21 @@ impl Log for AnyLog {
         each!(self, l => l.commit_group(group, offsets).await)
     }
 
+    fn publish_dead_letters(
+        &self,
+        letters: &[crate::DeadLetter],
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.publish(letters)
+    }
+
     async fn group_offsets(&self, group: &str, topic: &str) -> Result<Vec<Option<u64>>> {
         each!(self, l => l.group_offsets(group, topic).await)
+    }
+}
+
+impl AnyLog {
+    async fn publish(&self, letters: &[crate::DeadLetter]) -> Result<()> {
+        each!(self, l => l.publish_dead_letters(letters).await)
     }
 }
 

@@ -38,10 +38,16 @@ use crate::log::{
 };
 use crate::metrics;
 use crate::partitioner::partition_for;
-use crate::schema_store::{LocalSchemas, SchemaStore};
+use crate::registry_client::Registry;
+use crate::schema_store::SchemaStore;
 
 /// The compacted topic holding source checkpoints (one record per source, latest wins).
 pub const CHECKPOINT_TOPIC: &str = "k2.source-checkpoints";
+/// The dead-letter topic: one JSON record per rejected record (stage, source, kind,
+/// reason, raw bytes, time), keyed by its source position.
+pub const DEAD_LETTER_TOPIC: &str = "k2.dead-letters";
+/// How long the dead-letter topic keeps letters.
+const DEAD_LETTER_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
 /// How long a probe fetch waits for a record known to exist.
 /// (Only a broker that skipped a batch leaves it empty; a slow one costs a step back.)
@@ -171,7 +177,7 @@ pub struct KafkaLog {
     /// Reads the last records of a partition to find its true end (see `watermarks`).
     probe: Arc<Mutex<Option<BaseConsumer>>>,
     options: Arc<KafkaOptions>,
-    schemas: LocalSchemas,
+    schemas: Registry,
 }
 
 fn kafka_error(context: impl Into<String>, e: KafkaError) -> LogError {
@@ -203,7 +209,7 @@ impl KafkaLog {
     /// Connects to the cluster (failing with the bootstrap servers named if it does not
     /// answer within the request timeout) and ensures the checkpoint topic exists.
     /// Schemas are kept in `schemas`.
-    pub async fn connect(options: KafkaOptions, schemas: LocalSchemas) -> Result<KafkaLog> {
+    pub async fn connect(options: KafkaOptions, schemas: Registry) -> Result<KafkaLog> {
         let mut pc = options.base();
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -259,6 +265,13 @@ impl KafkaLog {
             retention_ms: None,
         })
         .await?;
+        log.ensure_topic(&TopicSpec {
+            name: DEAD_LETTER_TOPIC.into(),
+            partitions: 1,
+            cleanup: CleanupPolicy::Delete,
+            retention_ms: Some(DEAD_LETTER_RETENTION_MS),
+        })
+        .await?;
         Ok(log)
     }
 
@@ -266,7 +279,7 @@ impl KafkaLog {
         &self.options
     }
 
-    pub fn schemas(&self) -> &LocalSchemas {
+    pub fn schemas(&self) -> &Registry {
         &self.schemas
     }
 
@@ -671,7 +684,11 @@ impl Log for KafkaLog {
                     .topics()
                     .iter()
                     .filter(|t| t.error().is_none())
-                    .filter(|t| !t.name().starts_with("__") && t.name() != CHECKPOINT_TOPIC)
+                    .filter(|t| {
+                        !t.name().starts_with("__")
+                            && t.name() != CHECKPOINT_TOPIC
+                            && t.name() != DEAD_LETTER_TOPIC
+                    })
                     .map(|t| (t.name().to_string(), t.partitions().len() as u32))
                     .collect())
             })
@@ -839,6 +856,18 @@ impl Log for KafkaLog {
                 .commit(&tpl, CommitMode::Sync)
                 .map_err(|e| kafka_error(format!("committing offsets of group '{group}'"), e))
         })
+    }
+
+    async fn publish_dead_letters(&self, letters: &[crate::DeadLetter]) -> Result<()> {
+        let records: Vec<Record> = letters
+            .iter()
+            .map(|l| Record {
+                key: l.source.as_bytes().to_vec(),
+                value: serde_json::to_vec(l).expect("a dead letter serialises"),
+                timestamp_ms: l.rejected_at_us / 1000,
+            })
+            .collect();
+        self.send_all(DEAD_LETTER_TOPIC, 1, &records).await
     }
 
     fn group_offsets(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::conformance::{self, record, spec};
-use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, TopicBatch};
+use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, Registry, TopicBatch};
 
 fn bootstrap() -> Option<String> {
     k2_model::testing::service("K2_TEST_KAFKA_BOOTSTRAP")
@@ -27,7 +27,7 @@ async fn connect(bootstrap: &str, dir: &std::path::Path) -> KafkaLog {
     };
     KafkaLog::connect(
         options,
-        LocalSchemas::open(&dir.join("registry.redb")).unwrap(),
+        Registry::Local(LocalSchemas::open(&dir.join("registry.redb")).unwrap()),
     )
     .await
     .unwrap()
@@ -64,7 +64,7 @@ async fn broker_down_at_start_names_the_servers() {
         request_timeout_ms: 1_500,
         ..KafkaOptions::default()
     };
-    let schemas = LocalSchemas::open(&dir.path().join("registry.redb")).unwrap();
+    let schemas = Registry::Local(LocalSchemas::open(&dir.path().join("registry.redb")).unwrap());
     let Err(e) = KafkaLog::connect(options, schemas).await else {
         panic!("connected to nothing");
     };
@@ -110,5 +110,61 @@ async fn producing_to_a_missing_topic_is_refused() {
             }
         ),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_published_to_their_topic() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = connect(&bootstrap, dir.path()).await;
+    let source = format!("{}trades/7078.csv:42", namespace());
+    let letter = crate::DeadLetter {
+        stage: "ingest.asx".into(),
+        source: source.clone(),
+        kind: "negative_price".into(),
+        reason: "price -1 is not positive".into(),
+        raw: b"2014-03-10,-1,100".to_vec(),
+        rejected_at_us: 1_700_000_000_000_000,
+    };
+    log.publish_dead_letters(std::slice::from_ref(&letter))
+        .await
+        .unwrap();
+    // Read the topic from its start: the letter is there, keyed by its source, as JSON.
+    let end = log
+        .end_offsets(crate::kafka::DEAD_LETTER_TOPIC)
+        .await
+        .unwrap()[0];
+    let mut c = log
+        .consumer(vec![crate::PartitionOffset {
+            topic: crate::kafka::DEAD_LETTER_TOPIC.into(),
+            partition: 0,
+            offset: 0,
+        }])
+        .unwrap();
+    let mut found = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut read = 0;
+    while read < end && tokio::time::Instant::now() < deadline {
+        for r in crate::LogConsumer::poll(&mut c, 1000, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            read = r.offset + 1;
+            if r.key == source.as_bytes() {
+                found = Some(r);
+            }
+        }
+    }
+    let found = found.expect("the letter is on the dead-letter topic");
+    let back: crate::DeadLetter = serde_json::from_slice(&found.value).unwrap();
+    assert_eq!(back, letter);
+    // Not a data topic: the lake writer never sees it.
+    assert!(
+        !log.topics()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == crate::kafka::DEAD_LETTER_TOPIC)
     );
 }

@@ -6,6 +6,7 @@
 //! - [`any`] — the backend chosen by configuration, behind the same traits.
 //! - [`embedded`] — the embedded backend on redb (the default, no external services).
 //! - [`kafka`] — the Kafka backend on librdkafka.
+//! - [`registry_client`] — a client of a Confluent-compatible schema registry.
 //! - [`partitioner`] — Kafka-compatible key → partition mapping.
 //! - [`dead_letter`] — rejected records with their raw bytes, source position and reason.
 //! - [`error`] — `LogError`.
@@ -24,6 +25,7 @@ mod kafka_tests;
 pub mod log;
 mod metrics;
 pub mod partitioner;
+pub mod registry_client;
 pub mod schema_store;
 
 pub use any::{AnyConsumer, AnyLog};
@@ -35,6 +37,7 @@ pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
+pub use registry_client::{Registry, RegistryClient};
 pub use schema_store::{
     Compatibility, LocalSchemas, PayloadDecoder, SchemaStore, SubjectVersion, Undecodable,
 };

@@ -127,6 +127,16 @@ pub trait Log: Send + Sync + 'static {
         group: &str,
         topic: &str,
     ) -> impl Future<Output = Result<Vec<Option<u64>>>> + Send;
+
+    /// Publishes dead letters where other systems read them (Kafka: the dead-letter
+    /// topic), after they are stored in the data directory. The embedded log has no such
+    /// place: there the store is the dead-letter queue.
+    fn publish_dead_letters(
+        &self,
+        _letters: &[crate::DeadLetter],
+    ) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Reads assigned partitions in offset order.

@@ -124,6 +124,28 @@ impl Compatibility {
     }
 }
 
+impl Compatibility {
+    /// [`Compatibility::check`] for a schema text; a text that is not Avro is an error.
+    pub fn check_text(
+        self,
+        earlier: &[String],
+        new: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        Ok(self.check(earlier, &parse(new)?))
+    }
+}
+
+fn parse(schema: &str) -> Result<Schema> {
+    Schema::parse_str(schema)
+        .map_err(|e| LogError::InvalidSchema(format!("not a valid Avro schema: {e}")))
+}
+
+/// Avro's Parsing Canonical Form of a schema text: two texts are the same schema when
+/// their canonical forms are equal.
+pub fn canonical(schema: &str) -> Result<String> {
+    Ok(parse(schema)?.canonical_form())
+}
+
 /// One version of a subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubjectVersion {
@@ -212,8 +234,7 @@ impl LocalSchemas {
     /// Registers `schema` under `subject` after checking it against the subject's
     /// compatibility level; the result is the subject's version holding it.
     pub fn register_blocking(&self, subject: &str, schema: &str) -> Result<SubjectVersion> {
-        let parsed = Schema::parse_str(schema)
-            .map_err(|e| LogError::InvalidSchema(format!("not a valid Avro schema: {e}")))?;
+        let parsed = parse(schema)?;
         let e = err("registering schema");
         let txn = self.db.begin_write().map_err(|x| e(x.into()))?;
         let registered = {

@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use k2_ingest::{IngestOptions, IngestSummary};
 use k2_lake::WriterSummary;
 use k2_lake::query::QueryEngine;
-use k2_log::{AnyLog, DeadLetterStore, EmbeddedLog, KafkaLog, LocalSchemas};
+use k2_log::{
+    AnyLog, DeadLetterStore, EmbeddedLog, KafkaLog, LocalSchemas, Registry, RegistryClient,
+};
 
 use crate::config::Config;
 
@@ -25,8 +27,15 @@ impl App {
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let log = match config.log.backend.as_str() {
             "kafka" => {
-                let schemas = LocalSchemas::open(&config.registry_path())?;
-                AnyLog::Kafka(KafkaLog::connect(config.kafka_options(), schemas).await?)
+                let registry = if config.registry.url.is_empty() {
+                    Registry::Local(LocalSchemas::open(&config.registry_path())?)
+                } else {
+                    Registry::Remote(RegistryClient::new(
+                        &config.registry.url,
+                        std::time::Duration::from_millis(config.log.kafka.request_timeout_ms),
+                    )?)
+                };
+                AnyLog::Kafka(KafkaLog::connect(config.kafka_options(), registry).await?)
             }
             _ => {
                 AnyLog::Embedded(EmbeddedLog::open(&config.log_path()).with_context(|| {
@@ -245,6 +254,17 @@ pub async fn topics(app: &App, request: TopicsRequest) -> anyhow::Result<Vec<Top
         }
     }
     Ok(rows)
+}
+
+/// The schema registry's tables: inside the embedded log, or their own file with Kafka
+/// (no connection to the cluster is needed to serve them).
+pub fn schemas(config: &Config) -> anyhow::Result<LocalSchemas> {
+    Ok(match config.log.backend.as_str() {
+        "kafka" => LocalSchemas::open(&config.registry_path())?,
+        _ => EmbeddedLog::open(&config.log_path())
+            .with_context(|| format!("opening the log under {}", config.data_dir.display()))?
+            .schemas(),
+    })
 }
 
 /// The Iceberg catalog the configuration names, with K2's tables in it.

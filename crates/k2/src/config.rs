@@ -28,7 +28,18 @@ pub struct Config {
     pub dlq: DlqConfig,
     pub dedup: DedupConfig,
     pub sequence: SequenceConfig,
+    pub registry: RegistryConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// Where schemas are registered and resolved.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A Confluent-compatible registry shared by several deployments
+    /// (`http://host:8081`), with `log.backend = "kafka"`. Empty: K2's own registry in the
+    /// data directory (served by `k2 registry serve`).
+    pub url: String,
 }
 
 /// Dedup of each table by message id (see `k2_pipeline::dedup`).
@@ -152,6 +163,7 @@ impl Default for Config {
             dlq: DlqConfig::default(),
             dedup: DedupConfig::default(),
             sequence: SequenceConfig::default(),
+            registry: RegistryConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -295,6 +307,11 @@ impl Config {
                 }
             }
             other => bail!("log.backend '{other}' is not available; use 'embedded' or 'kafka'"),
+        }
+        if !self.registry.url.is_empty() && self.log.backend != "kafka" {
+            bail!(
+                "registry.url needs log.backend = 'kafka': the embedded log keeps its schemas with its records"
+            );
         }
         if self.log.partitions == 0 || self.log.partitions > 1024 {
             bail!(

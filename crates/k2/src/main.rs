@@ -7,6 +7,7 @@
 //! - `app` — the stores a command opens; ingest and consume.
 //! - `demo` — the main job on the bundled sample.
 //! - `bench` — benchmarks that print figures.
+//! - `registry` — the Confluent Schema Registry REST API on K2's schema tables.
 //! - `output`, `present`: tables, CSV, JSON and Parquet output.
 
 mod app;
@@ -15,6 +16,7 @@ mod config;
 mod demo;
 mod output;
 mod present;
+mod registry;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -97,6 +99,11 @@ enum Command {
         command: TopicsCommand,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// The schema registry: serve the Confluent Schema Registry REST API for stock clients.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
     },
     /// The commit audit: every Iceberg commit of the lake writer, oldest first.
     Audit {
@@ -194,6 +201,16 @@ enum QueryCommand {
     Snapshots {
         #[arg(long, default_value = "trades")]
         table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Serve the registry until SIGINT/SIGTERM (`--listen 127.0.0.1:0` picks a free port;
+    /// the address is printed).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
     },
 }
 
@@ -337,6 +354,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("{} commits audited", chosen.len());
             let rows: Vec<present::AuditRow> = chosen[skip..].iter().map(|e| (*e).into()).collect();
             render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry {
+            command: RegistryCommand::Serve { listen },
+        } => {
+            let schemas = app::schemas(&config)?;
+            registry::serve(schemas, &listen, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Topics { command, out } => {

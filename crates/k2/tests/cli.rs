@@ -403,16 +403,28 @@ fn queries_answer_in_every_format_and_sql_is_read_only() {
 }
 
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    Ok(http(port, "GET", path, "")?.1)
+}
+
+/// One HTTP/1.1 request over loopback: the status code and the whole response text.
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, text))
 }
 
 #[test]
@@ -772,9 +784,15 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
         return;
     };
     let data = tempfile::tempdir().unwrap();
+    // Schemas go to a registry shared with other deployments (another K2's here).
+    let registry_dir = tempfile::tempdir().unwrap();
+    let (mut registry, registry_port) = registry_server(registry_dir.path());
     let k2 = || {
         let mut cmd = k2(data.path());
-        cmd.envs(broker.env());
+        cmd.envs(broker.env()).env(
+            "K2_REGISTRY__URL",
+            format!("http://127.0.0.1:{registry_port}"),
+        );
         cmd
     };
     run_ok(k2().args(["topics", "create"]));
@@ -839,6 +857,15 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
     for p in described.iter().filter(|p| p["records_end"] != 0) {
         assert_eq!(p["writer_lag"], 0, "{p}");
     }
+    // The schemas live in the shared registry, not in this deployment's data directory.
+    let subjects = http_get(registry_port, "/subjects").unwrap();
+    assert!(
+        subjects.contains("market.equities.trades.asx-value"),
+        "{subjects}"
+    );
+    assert!(!data.path().join("registry").exists());
+    registry.kill().unwrap();
+    registry.wait().unwrap();
 }
 
 #[test]
@@ -907,5 +934,177 @@ fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(
         sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
         ROWS
+    );
+}
+
+/// `k2 registry serve` on a free port of loopback, and that port.
+fn registry_server(data: &Path) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut server = k2(data)
+        .args(["registry", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    (server, port)
+}
+
+#[test]
+fn the_schema_registry_speaks_the_confluent_api() {
+    let data = tempfile::tempdir().unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    let (mut server, port) = registry_server(data.path());
+    let call = |method: &str, path: &str, body: &str| {
+        let (status, text) = http(port, method, path, body).unwrap();
+        let json = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/vnd.schemaregistry.v1+json"),
+            "{text}"
+        );
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        )
+    };
+    // What the ingest registered, by TopicNameStrategy subject.
+    let (status, subjects) = call("GET", "/subjects", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        subjects,
+        serde_json::json!([
+            "market.equities.quotes.asx-value",
+            "market.equities.reference_data.asx-value",
+            "market.equities.trades.asx-value"
+        ])
+    );
+    let (_, latest) = call(
+        "GET",
+        "/subjects/market.equities.trades.asx-value/versions/latest",
+        "",
+    );
+    assert_eq!(latest["version"], 1);
+    let id = latest["id"].as_u64().unwrap();
+    let (status, by_id) = call("GET", &format!("/schemas/ids/{id}"), "");
+    assert_eq!(status, 200);
+    assert_eq!(by_id["schema"], latest["schema"]);
+    let trade_schema = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/avro/trade.avsc"),
+    )
+    .unwrap();
+    assert_eq!(by_id["schema"].as_str().unwrap(), trade_schema);
+    let (status, missing) = call("GET", "/schemas/ids/9999", "");
+    assert_eq!((status, missing["error_code"].as_u64()), (404, Some(40403)));
+    let (status, missing) = call("GET", "/subjects/nope-value/versions", "");
+    assert_eq!((status, missing["error_code"].as_u64()), (404, Some(40401)));
+
+    // Registration under BACKWARD (the default): a field without default is refused.
+    let body = |fields: &str| {
+        serde_json::json!({
+            "schema": format!(r#"{{"type":"record","name":"T","fields":[{fields}]}}"#)
+        })
+        .to_string()
+    };
+    let v1 = body(r#"{"name":"a","type":"long"}"#);
+    let v2_required = body(r#"{"name":"a","type":"long"},{"name":"c","type":"string"}"#);
+    let v2_default =
+        body(r#"{"name":"a","type":"long"},{"name":"b","type":"string","default":""}"#);
+    let (status, first_id) = call("POST", "/subjects/t-value/versions", &v1);
+    assert_eq!(status, 200);
+    assert_eq!(
+        call("POST", "/subjects/t-value/versions", &v1).1,
+        first_id,
+        "idempotent"
+    );
+    let (status, refused) = call("POST", "/subjects/t-value/versions", &v2_required);
+    assert_eq!((status, refused["error_code"].as_u64()), (409, Some(409)));
+    assert!(
+        refused["message"].as_str().unwrap().contains("BACKWARD"),
+        "{refused}"
+    );
+    let (_, verdict) = call(
+        "POST",
+        "/compatibility/subjects/t-value/versions/latest",
+        &v2_required,
+    );
+    assert_eq!(verdict["is_compatible"], false);
+    let (_, verdict) = call(
+        "POST",
+        "/compatibility/subjects/t-value/versions",
+        &v2_default,
+    );
+    assert_eq!(verdict["is_compatible"], true);
+    assert_eq!(
+        call("POST", "/subjects/t-value/versions", &v2_default).0,
+        200
+    );
+    let (_, versions) = call("GET", "/subjects/t-value/versions", "");
+    assert_eq!(versions, serde_json::json!([1, 2]));
+    // Lookup compares schemas in canonical form (field order of the JSON does not matter).
+    let reordered = serde_json::json!({
+        "schema": r#"{"fields":[{"type":"long","name":"a"}],"name":"T","type":"record"}"#
+    })
+    .to_string();
+    let (status, found) = call("POST", "/subjects/t-value", &reordered);
+    assert_eq!((status, found["version"].as_u64()), (200, Some(1)));
+    // Levels per subject.
+    let (status, _) = call("PUT", "/config/t-value", r#"{"compatibility":"NONE"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        call("GET", "/config/t-value", "").1["compatibilityLevel"],
+        "NONE"
+    );
+    assert_eq!(
+        call("GET", "/config", "").1["compatibilityLevel"],
+        "BACKWARD"
+    );
+    assert_eq!(
+        call("POST", "/subjects/t-value/versions", &v2_required).0,
+        200
+    );
+    let (status, bad) = call("PUT", "/config", r#"{"compatibility":"SOMETIMES"}"#);
+    assert_eq!((status, bad["error_code"].as_u64()), (422, Some(42203)));
+    // Bad input names what is wrong.
+    let (status, bad) = call(
+        "POST",
+        "/subjects/t-value/versions",
+        r#"{"schema":"{}","schemaType":"PROTOBUF"}"#,
+    );
+    assert_eq!((status, bad["error_code"].as_u64()), (422, Some(42201)));
+    let (status, bad) = call(
+        "POST",
+        "/subjects/t-value/versions",
+        r#"{"schema":"{nope"}"#,
+    );
+    assert_eq!((status, bad["error_code"].as_u64()), (422, Some(42201)));
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid Avro schema")
+    );
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(
+        server.wait().unwrap().success(),
+        "SIGTERM stops the registry cleanly"
     );
 }
