@@ -2,6 +2,7 @@
 //!
 //! - `ingest`: CSV → log → lake committed, rows/s, on the bundled sample and on synthetic
 //!   ASX-format trades (10 M by default), and the bytes per trade in the lake vs the CSV.
+//! - `kafka`: K2 on a Kafka cluster against kcat moving as many same-size messages.
 //! - `query`: warm latency (p50/p99 over many runs) of the everyday questions.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams.
@@ -35,6 +36,17 @@ pub enum BenchCommand {
         /// Work here instead of a temporary directory (kept afterwards).
         #[arg(long)]
         work_dir: Option<PathBuf>,
+    },
+    /// K2 on the configured Kafka cluster (`log.backend = "kafka"`, an empty cluster)
+    /// against kcat producing and consuming as many same-size messages, side by side.
+    Kafka {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 20)]
+        companies: u32,
+        /// The kcat binary (Debian: apt-get install kcat).
+        #[arg(long, default_value = "kcat")]
+        kcat: String,
     },
     /// Query latency over warm runs.
     Query {
@@ -105,6 +117,11 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             }
         }
         BenchCommand::Dedup { ids } => dedup(ids.max(1)),
+        BenchCommand::Kafka {
+            rows,
+            companies,
+            kcat,
+        } => kafka(&config, rows.max(1), companies.max(1), &kcat).await?,
         BenchCommand::Query { runs, sample } => {
             let tmp = tempfile::tempdir()?;
             let mut config = config;
@@ -116,6 +133,144 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// K2 on the configured Kafka cluster against librdkafka moving the same number of
+/// same-size messages with `kcat`, in one run.
+async fn kafka(config: &Config, rows: u64, companies: u32, kcat: &str) -> anyhow::Result<()> {
+    use k2_log::{Log, LogConsumer};
+    if config.log.backend != "kafka" {
+        anyhow::bail!(
+            "bench kafka runs on a cluster: set log.backend = \"kafka\" and log.kafka.bootstrap_servers"
+        );
+    }
+    let bootstrap = config.log.kafka.bootstrap_servers.clone();
+    let tmp = tempfile::tempdir()?;
+    let files = tmp.path().join("synthetic-data");
+    k2_ingest::synthetic::write_asx_trades(&files, companies, rows, 42)?;
+    let mut config = config.clone();
+    config.data_dir = tmp.path().join("k2");
+    let app = App::open(config).await?;
+    let trades = k2_model::TopicName::new(
+        k2_model::AssetClass::Equities,
+        k2_model::DataType::Trades,
+        k2_ingest::asx::EXCHANGE,
+    )
+    .to_string();
+    if let Ok(ends) = app.log.end_offsets(&trades).await {
+        let held: u64 = ends.iter().sum();
+        if held > 0 {
+            anyhow::bail!(
+                "{trades} already holds {held} records: bench kafka needs a cluster without K2's topics"
+            );
+        }
+    }
+    // K2: CSV → Kafka, then Kafka → lake committed.
+    let t0 = Instant::now();
+    let ingest = app.ingest_asx(&files).await?;
+    let t1 = Instant::now();
+    app.consume(true).await?;
+    let t2 = Instant::now();
+    let n = ingest.produced();
+    // The mean size of what K2 wrote, for the baseline's messages.
+    let partitions = app.log.end_offsets(&trades).await?.len() as u32;
+    let mut consumer = app.log.consumer(
+        (0..partitions)
+            .map(|p| k2_log::PartitionOffset {
+                topic: trades.clone(),
+                partition: p,
+                offset: 0,
+            })
+            .collect(),
+    )?;
+    let sample = consumer.poll(2_000, Duration::from_secs(5)).await?;
+    anyhow::ensure!(!sample.is_empty(), "could not read back {trades}");
+    let size = sample.iter().map(|r| r.value.len()).sum::<usize>() / sample.len();
+    let key = sample[0].key.len();
+    drop(consumer);
+
+    // Baseline: kcat produces and consumes as many messages of that size.
+    let topic = format!("k2.bench.kcat.{}", std::process::id());
+    app.log
+        .ensure_topic(&k2_log::TopicSpec {
+            name: topic.clone(),
+            partitions,
+            cleanup: k2_log::CleanupPolicy::Delete,
+            retention_ms: None,
+        })
+        .await?;
+    let input = tmp.path().join("kcat-input");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        let value = "x".repeat(size);
+        for i in 0..n {
+            let k = format!("{:0width$}", i % u64::from(companies), width = key.max(1));
+            writeln!(w, "{k}\t{value}")?;
+        }
+    }
+    let compression = app.config.log.kafka.compression.clone();
+    let t3 = Instant::now();
+    let produced = std::process::Command::new(kcat)
+        .args(["-P", "-b", &bootstrap, "-t", &topic, "-K", "\t", "-l"])
+        .arg(&input)
+        .args(["-X", "enable.idempotence=true", "-X", "acks=all"])
+        .args(["-X", &format!("compression.codec={compression}")])
+        .args([
+            "-X",
+            &format!("linger.ms={}", app.config.log.kafka.linger_ms),
+        ])
+        .status()
+        .with_context(|| format!("running {kcat} (apt-get install kcat)"))?;
+    let t4 = Instant::now();
+    anyhow::ensure!(produced.success(), "kcat producing failed: {produced}");
+    let consumed = std::process::Command::new(kcat)
+        .args([
+            "-C",
+            "-b",
+            &bootstrap,
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-X", "isolation.level=read_uncommitted"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {kcat}"))?;
+    let t5 = Instant::now();
+    anyhow::ensure!(
+        consumed.status.success(),
+        "kcat consuming failed: {}",
+        consumed.status
+    );
+    let lines = consumed.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
+    anyhow::ensure!(lines == n, "kcat read {lines} of {n} messages back");
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    println!(
+        "{n} trades, {size}-byte values, {partitions} partitions, {compression}, on {bootstrap}"
+    );
+    println!("                                   produce      consume   end-to-end");
+    println!(
+        "kcat (librdkafka, bytes only) {:>10.0}/s {:>10.0}/s {:>10.0}/s",
+        rate(t4 - t3),
+        rate(t5 - t4),
+        rate(t5 - t3)
+    );
+    println!(
+        "k2 (CSV → Kafka → lake)        {:>10.0}/s {:>10.0}/s {:>10.0}/s",
+        rate(t1 - t0),
+        rate(t2 - t1),
+        rate(t2 - t0)
+    );
+    println!(
+        "k2 end-to-end / kcat end-to-end: {:.0} %",
+        100.0 * (t5 - t3).as_secs_f64() / (t2 - t0).as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn ingest_once(

@@ -826,7 +826,64 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
     );
 
     run_ok(k2().arg("ingest").arg("asx").arg(sample()));
-    run_ok(k2().args(["consume", "--until-caught-up"]));
+    // A foreign producer's records that no K2 schema describes: an unknown schema id, and
+    // bytes without the Confluent framing.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use k2_log::Log;
+        let scratch = tempfile::tempdir().unwrap();
+        let options = k2_log::KafkaOptions {
+            bootstrap_servers: broker.env()[1].1.clone(),
+            ..Default::default()
+        };
+        let schemas = k2_log::LocalSchemas::open(&scratch.path().join("r.redb")).unwrap();
+        let foreign = k2_log::KafkaLog::connect(options, k2_log::Registry::Local(schemas))
+            .await
+            .unwrap();
+        let bad = |value: Vec<u8>| k2_log::Record {
+            key: b"BHP".to_vec(),
+            value,
+            timestamp_ms: 1_700_000_000_000,
+        };
+        foreign
+            .produce(
+                vec![k2_log::TopicBatch {
+                    topic: "market.equities.trades.asx".into(),
+                    records: vec![
+                        bad(vec![0, 0, 0, 0x27, 0x0f, 1, 2, 3]),
+                        bad(b"not avro".to_vec()),
+                    ],
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(foreign.close(Duration::from_secs(10)), 0);
+    });
+    let out = run_ok(
+        k2().args(["consume", "--until-caught-up"])
+            .stderr(Stdio::piped()),
+    );
+    drop(out);
+    // Both dead-lettered with topic, partition and offset; the rest landed exactly.
+    let letters = run_ok(k2().args(["dlq", "list", "--format", "json"]));
+    let letters: Vec<serde_json::Value> = serde_json::from_str(&letters).unwrap();
+    let mut kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["framing", "unknown_schema"], "{letters:?}");
+    for l in &letters {
+        let source = l["source"].as_str().unwrap();
+        assert!(
+            source.starts_with("market.equities.trades.asx/") && source.contains('@'),
+            "{source}"
+        );
+    }
     // Queries read the lake only.
     assert_lake_holds_the_sample_exactly(data.path());
     // A second ingest finds its checkpoints in the cluster and appends nothing.
@@ -853,7 +910,7 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
         .iter()
         .map(|p| p["records_end"].as_u64().unwrap())
         .sum();
-    assert_eq!(end, TRADES);
+    assert_eq!(end, TRADES + 2, "the sample and the two foreign records");
     for p in described.iter().filter(|p| p["records_end"] != 0) {
         assert_eq!(p["writer_lag"], 0, "{p}");
     }
