@@ -310,6 +310,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut days: HashMap<String, TradingDays> = HashMap::new();
 
     let mut topics_checked = Instant::now();
+    let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // Topics created after the start (another exchange, or an ingest that started
         // later than the writer) join the assignment, read from their beginning.
@@ -452,11 +453,19 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                             })
                         })
                         .collect();
-                    // Informational only: the lake's snapshot is the source of truth.
-                    if let Err(e) = log.commit_group(&options.group, &positions).await {
-                        tracing::warn!(error = %e, "could not record consumer-group positions");
+                    // Informational only (the lake's snapshot is the source of truth), so
+                    // off the writer's path: a slow cluster answer never holds it up.
+                    // One report in flight at a time, so group offsets never go backwards.
+                    if let Some(previous) = reporting.take() {
+                        let _ = previous.await;
                     }
-                    report_partition_lag(log, &positions).await;
+                    let (log, group) = (log.clone(), options.group.clone());
+                    reporting = Some(tokio::spawn(async move {
+                        if let Err(e) = log.commit_group(&group, &positions).await {
+                            tracing::warn!(error = %e, "could not record consumer-group positions");
+                        }
+                        report_partition_lag(&log, &positions).await;
+                    }));
                 }
             }
         }
@@ -469,6 +478,9 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         {
             break;
         }
+    }
+    if let Some(last) = reporting {
+        let _ = last.await;
     }
     deps.report(&mut summary);
     summary.seconds = started.elapsed().as_secs_f64();

@@ -176,6 +176,12 @@ pub struct KafkaLog {
     groups: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
     /// Reads the last records of a partition to find its true end (see `watermarks`).
     probe: Arc<Mutex<Option<BaseConsumer>>>,
+    /// Per partition: the last reported high watermark and the true end found for it.
+    #[allow(clippy::type_complexity)]
+    ends: Arc<Mutex<HashMap<(String, u32), (i64, i64)>>>,
+    /// Cleanup policy and retention per topic, as read from the cluster.
+    #[allow(clippy::type_complexity)]
+    configs: Arc<Mutex<HashMap<String, (CleanupPolicy, Option<i64>)>>>,
     options: Arc<KafkaOptions>,
     schemas: Registry,
 }
@@ -233,6 +239,8 @@ impl KafkaLog {
             admin: Arc::new(admin),
             groups: Arc::default(),
             probe: Arc::default(),
+            configs: Arc::default(),
+            ends: Arc::default(),
             options: Arc::new(options),
             schemas,
         };
@@ -349,31 +357,31 @@ impl KafkaLog {
         if high <= low.max(0) {
             return Ok((low.max(0), high.max(0)));
         }
-        let mut probe = self.probe.lock().expect("probe lock");
-        if probe.is_none() {
-            let consumer: BaseConsumer = self
-                .options
-                .consumer_config(&self.options.group)
-                .create()
-                .map_err(|e| kafka_error("creating the end-of-log probe", e))?;
-            *probe = Some(consumer);
+        // The log only grows: an unchanged reported end means an unchanged true end.
+        let key = (topic.to_string(), partition);
+        if let Some(&(reported, end)) = self.ends.lock().expect("ends lock").get(&key)
+            && reported == high
+        {
+            return Ok((low.max(0), end));
         }
-        let consumer = probe.as_ref().expect("probe created");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(high - 1))
-            .map_err(|e| kafka_error(context(), e))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| kafka_error(context(), e))?;
-        let mut end = high;
-        let mut wait = timeout;
-        // The first record may take a fetch; the rest of its batch arrives with it.
-        while let Some(message) = consumer.poll(wait) {
-            let m = message.map_err(|e| kafka_error(context(), e))?;
-            end = end.max(m.offset() + 1);
-            wait = Duration::ZERO;
-        }
-        if wait == timeout {
+        let (end, found) = self.with_probe(|consumer| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(high - 1))
+                .map_err(|e| kafka_error(context(), e))?;
+            consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_error(context(), e))?;
+            let mut end = high;
+            let mut wait = timeout;
+            // The first record may take a fetch; the rest of its batch arrives with it.
+            while let Some(message) = consumer.poll(wait) {
+                let m = message.map_err(|e| kafka_error(context(), e))?;
+                end = end.max(m.offset() + 1);
+                wait = Duration::ZERO;
+            }
+            Ok((end, wait.is_zero()))
+        })?;
+        if !found {
             return Err(LogError::storage(
                 context(),
                 std::io::Error::new(
@@ -382,6 +390,10 @@ impl KafkaLog {
                 ),
             ));
         }
+        self.ends
+            .lock()
+            .expect("ends lock")
+            .insert(key, (high, end));
         Ok((low.max(0), end))
     }
 
@@ -695,16 +707,34 @@ impl Log for KafkaLog {
             .await?;
         let mut out = Vec::with_capacity(names.len());
         for (name, partitions) in names {
-            // Brokers that do not report topic configs leave Kafka's defaults.
-            let configs = self.topic_configs(&name).await.unwrap_or_default();
-            let get = |k: &str| configs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let cleanup = match get("cleanup.policy").as_deref() {
-                Some(p) if p.contains("compact") => CleanupPolicy::Compact,
-                _ => CleanupPolicy::Delete,
+            // Configs are read once per topic and process (the writer lists topics every
+            // few seconds); brokers that report none leave Kafka's defaults.
+            let known = self
+                .configs
+                .lock()
+                .expect("configs lock")
+                .get(&name)
+                .copied();
+            let (cleanup, retention_ms) = match known {
+                Some(known) => known,
+                None => {
+                    let configs = self.topic_configs(&name).await.unwrap_or_default();
+                    let get =
+                        |k: &str| configs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    let cleanup = match get("cleanup.policy").as_deref() {
+                        Some(p) if p.contains("compact") => CleanupPolicy::Compact,
+                        _ => CleanupPolicy::Delete,
+                    };
+                    let retention_ms = get("retention.ms")
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .filter(|&ms| ms >= 0);
+                    self.configs
+                        .lock()
+                        .expect("configs lock")
+                        .insert(name.clone(), (cleanup, retention_ms));
+                    (cleanup, retention_ms)
+                }
             };
-            let retention_ms = get("retention.ms")
-                .and_then(|v| v.parse::<i64>().ok())
-                .filter(|&ms| ms >= 0);
             out.push(TopicSpec {
                 name,
                 partitions,

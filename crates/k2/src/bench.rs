@@ -2,7 +2,7 @@
 //!
 //! - `ingest`: CSV → log → lake committed, rows/s, on the bundled sample and on synthetic
 //!   ASX-format trades (10 M by default), and the bytes per trade in the lake vs the CSV.
-//! - `kafka`: K2 on a Kafka cluster against kcat moving as many same-size messages.
+//! - `kafka`: K2 on a Kafka cluster against librdkafka alone moving as many messages.
 //! - `query`: warm latency (p50/p99 over many runs) of the everyday questions.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams.
@@ -38,15 +38,13 @@ pub enum BenchCommand {
         work_dir: Option<PathBuf>,
     },
     /// K2 on the configured Kafka cluster (`log.backend = "kafka"`, an empty cluster)
-    /// against kcat producing and consuming as many same-size messages, side by side.
+    /// against librdkafka alone producing and consuming as many same-size messages
+    /// (Debian's kcat links librdkafka 2.0.2, which cannot talk to tansu 0.6).
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
         #[arg(long, default_value_t = 20)]
         companies: u32,
-        /// The kcat binary (Debian: apt-get install kcat).
-        #[arg(long, default_value = "kcat")]
-        kcat: String,
     },
     /// Query latency over warm runs.
     Query {
@@ -117,11 +115,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             }
         }
         BenchCommand::Dedup { ids } => dedup(ids.max(1)),
-        BenchCommand::Kafka {
-            rows,
-            companies,
-            kcat,
-        } => kafka(&config, rows.max(1), companies.max(1), &kcat).await?,
+        BenchCommand::Kafka { rows, companies } => {
+            kafka(&config, rows.max(1), companies.max(1)).await?
+        }
         BenchCommand::Query { runs, sample } => {
             let tmp = tempfile::tempdir()?;
             let mut config = config;
@@ -135,9 +131,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// K2 on the configured Kafka cluster against librdkafka moving the same number of
-/// same-size messages with `kcat`, in one run.
-async fn kafka(config: &Config, rows: u64, companies: u32, kcat: &str) -> anyhow::Result<()> {
+/// K2 on the configured Kafka cluster against librdkafka alone moving the same number of
+/// same-size messages, in one run.
+async fn kafka(config: &Config, rows: u64, companies: u32) -> anyhow::Result<()> {
     use k2_log::{Log, LogConsumer};
     if config.log.backend != "kafka" {
         anyhow::bail!(
@@ -189,8 +185,8 @@ async fn kafka(config: &Config, rows: u64, companies: u32, kcat: &str) -> anyhow
     let key = sample[0].key.len();
     drop(consumer);
 
-    // Baseline: kcat produces and consumes as many messages of that size.
-    let topic = format!("k2.bench.kcat.{}", std::process::id());
+    // Baseline: librdkafka itself produces and consumes as many messages of that size.
+    let topic = format!("k2.bench.raw.{}", std::process::id());
     app.log
         .ensure_topic(&k2_log::TopicSpec {
             name: topic.clone(),
@@ -199,63 +195,19 @@ async fn kafka(config: &Config, rows: u64, companies: u32, kcat: &str) -> anyhow
             retention_ms: None,
         })
         .await?;
-    let input = tmp.path().join("kcat-input");
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        let value = "x".repeat(size);
-        for i in 0..n {
-            let k = format!("{:0width$}", i % u64::from(companies), width = key.max(1));
-            writeln!(w, "{k}\t{value}")?;
-        }
-    }
-    let compression = app.config.log.kafka.compression.clone();
-    let t3 = Instant::now();
-    let produced = std::process::Command::new(kcat)
-        .args(["-P", "-b", &bootstrap, "-t", &topic, "-K", "\t", "-l"])
-        .arg(&input)
-        .args(["-X", "enable.idempotence=true", "-X", "acks=all"])
-        .args(["-X", &format!("compression.codec={compression}")])
-        .args([
-            "-X",
-            &format!("linger.ms={}", app.config.log.kafka.linger_ms),
-        ])
-        .status()
-        .with_context(|| format!("running {kcat} (apt-get install kcat)"))?;
-    let t4 = Instant::now();
-    anyhow::ensure!(produced.success(), "kcat producing failed: {produced}");
-    let consumed = std::process::Command::new(kcat)
-        .args([
-            "-C",
-            "-b",
-            &bootstrap,
-            "-t",
-            &topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ])
-        .args(["-X", "isolation.level=read_uncommitted"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {kcat}"))?;
-    let t5 = Instant::now();
-    anyhow::ensure!(
-        consumed.status.success(),
-        "kcat consuming failed: {}",
-        consumed.status
-    );
-    let lines = consumed.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
-    anyhow::ensure!(lines == n, "kcat read {lines} of {n} messages back");
-
+    let kafka = app.config.log.kafka.clone();
+    let compression = kafka.compression.clone();
+    let (t3, t4, t5) = tokio::task::spawn_blocking(move || {
+        raw_librdkafka(&kafka, &topic, partitions, n, key, size)
+    })
+    .await??;
     let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
     println!(
         "{n} trades, {size}-byte values, {partitions} partitions, {compression}, on {bootstrap}"
     );
     println!("                                   produce      consume   end-to-end");
     println!(
-        "kcat (librdkafka, bytes only) {:>10.0}/s {:>10.0}/s {:>10.0}/s",
+        "librdkafka alone (bytes only) {:>10.0}/s {:>10.0}/s {:>10.0}/s",
         rate(t4 - t3),
         rate(t5 - t4),
         rate(t5 - t3)
@@ -267,10 +219,84 @@ async fn kafka(config: &Config, rows: u64, companies: u32, kcat: &str) -> anyhow
         rate(t2 - t0)
     );
     println!(
-        "k2 end-to-end / kcat end-to-end: {:.0} %",
+        "k2 end-to-end / librdkafka end-to-end: {:.0} %",
         100.0 * (t5 - t3).as_secs_f64() / (t2 - t0).as_secs_f64()
     );
     Ok(())
+}
+
+/// The raw baseline: an idempotent librdkafka producer sends `n` messages (keys and values
+/// of the given sizes, spread over the partitions) as fast as it can, then a consumer
+/// reads them back. Returns the instants before producing, after the last delivery, and
+/// after the last message read.
+fn raw_librdkafka(
+    kafka: &k2_log::KafkaOptions,
+    topic: &str,
+    partitions: u32,
+    n: u64,
+    key_len: usize,
+    value_len: usize,
+) -> anyhow::Result<(Instant, Instant, Instant)> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", &kafka.bootstrap_servers);
+    let producer: ThreadedProducer<DefaultProducerContext> = base
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &kafka.compression)
+        .set("linger.ms", kafka.linger_ms.to_string())
+        .set("batch.size", kafka.batch_bytes.to_string())
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    let value = vec![b'x'; value_len];
+    let keys: Vec<Vec<u8>> = (0..partitions)
+        .map(|p| format!("{p:0key_len$}").into_bytes())
+        .collect();
+    let t0 = Instant::now();
+    for i in 0..n {
+        let p = (i % u64::from(partitions)) as i32;
+        let mut record = BaseRecord::to(topic)
+            .key(&keys[p as usize])
+            .payload(&value)
+            .partition(p);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let t1 = Instant::now();
+    let consumer: BaseConsumer = base
+        .set("group.id", "k2-bench-raw")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut read = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while read < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "read {read} of {n} messages back"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m?;
+            read += 1;
+        }
+    }
+    Ok((t0, t1, Instant::now()))
 }
 
 async fn ingest_once(
