@@ -45,6 +45,9 @@ pub enum BenchCommand {
         rows: u64,
         #[arg(long, default_value_t = 20)]
         companies: u32,
+        /// Trades timed from produce to visible in the lake (at `writer.max_age_seconds`).
+        #[arg(long, default_value_t = 5)]
+        latency_samples: usize,
     },
     /// Query latency over warm runs.
     Query {
@@ -115,8 +118,18 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             }
         }
         BenchCommand::Dedup { ids } => dedup(ids.max(1)),
-        BenchCommand::Kafka { rows, companies } => {
-            kafka(&config, rows.max(1), companies.max(1)).await?
+        BenchCommand::Kafka {
+            rows,
+            companies,
+            latency_samples,
+        } => {
+            kafka(
+                &config,
+                rows.max(1),
+                companies.max(1),
+                latency_samples.max(1),
+            )
+            .await?
         }
         BenchCommand::Query { runs, sample } => {
             let tmp = tempfile::tempdir()?;
@@ -133,7 +146,12 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
 
 /// K2 on the configured Kafka cluster against librdkafka alone moving the same number of
 /// same-size messages, in one run.
-async fn kafka(config: &Config, rows: u64, companies: u32) -> anyhow::Result<()> {
+async fn kafka(
+    config: &Config,
+    rows: u64,
+    companies: u32,
+    latency_samples: usize,
+) -> anyhow::Result<()> {
     use k2_log::{Log, LogConsumer};
     if config.log.backend != "kafka" {
         anyhow::bail!(
@@ -221,6 +239,102 @@ async fn kafka(config: &Config, rows: u64, companies: u32) -> anyhow::Result<()>
     println!(
         "k2 end-to-end / librdkafka end-to-end: {:.0} %",
         100.0 * (t5 - t3).as_secs_f64() / (t2 - t0).as_secs_f64()
+    );
+    visibility_latency(&app, &trades, latency_samples).await
+}
+
+/// Produce → visible in a lake query, with the lake writer running as a service at the
+/// configured commit interval (`writer.max_age_seconds`): one trade at a time, each
+/// acknowledged by the cluster, then the lake asked every 10 ms until it holds it.
+async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use k2_log::{Log, SchemaStore};
+    use k2_model::{AssetClass, Decimal8, MarketRecord, MessageId, Trade, TradeSide, avro};
+
+    let subject = format!("{topic}-value");
+    let schema_id = app.log.register(&subject, avro::TRADE_SCHEMA).await?;
+    let engine = app.engine().await?;
+    let catalog = app.catalog().await?;
+    let options = app.config.writer_options();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop.clone());
+    let probe = async {
+        let run = std::process::id();
+        let mut took = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let now = chrono::Utc::now().timestamp_micros();
+            let trade_id = format!("BENCH-{run}-{i}");
+            let trade = Trade {
+                message_id: MessageId::from_source(&["bench", &trade_id]).to_uuid_string(),
+                trade_id: trade_id.clone(),
+                symbol: "LAT".into(),
+                exchange: "ASX".into(),
+                asset_class: AssetClass::Equities,
+                timestamp_us: now,
+                receive_timestamp_us: now,
+                price: Decimal8::from_units(100_000_000)?,
+                quantity: Decimal8::from_units(100_000_000)?,
+                currency: "AUD".into(),
+                side: TradeSide::Unknown,
+                trade_conditions: Vec::new(),
+                source_sequence: None,
+                ingestion_timestamp_us: now,
+                platform_sequence: None,
+                vendor_data: None,
+            };
+            let mut value = Vec::with_capacity(256);
+            avro::encode(&MarketRecord::Trade(trade), schema_id, &mut value);
+            let record = k2_log::Record {
+                key: b"LAT".to_vec(),
+                value,
+                timestamp_ms: now / 1000,
+            };
+            app.log
+                .produce(
+                    vec![k2_log::TopicBatch {
+                        topic: topic.to_string(),
+                        records: vec![record],
+                    }],
+                    None,
+                )
+                .await?;
+            let produced = Instant::now();
+            let sql = format!("SELECT count(*) AS n FROM trades WHERE trade_id = '{trade_id}'");
+            let deadline = produced + Duration::from_secs(120);
+            loop {
+                let batches = engine.sql(&sql).await?;
+                let seen = batches
+                    .first()
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<arrow::array::Int64Array>()
+                            .map(|a| a.value(0))
+                    })
+                    .unwrap_or(0);
+                if seen > 0 {
+                    took.push(produced.elapsed());
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "{trade_id} never became visible");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        anyhow::Ok(took)
+    };
+    let (written, took) = tokio::join!(writer, probe);
+    written?;
+    let mut took = took?;
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "produce → visible in the lake ({samples} trades, commit interval {:.1} s): p50 {:.0} ms, max {:.0} ms",
+        options.max_age.as_secs_f64(),
+        ms(took[took.len() / 2]),
+        ms(took[took.len() - 1])
     );
     Ok(())
 }
