@@ -66,7 +66,7 @@ pub struct KafkaOptions {
     /// `writer.group`.
     #[serde(skip)]
     pub group: String,
-    /// `lz4`, `zstd`, `gzip`, `snappy` or `none`.
+    /// `lz4`, `gzip`, `snappy` or `none` (librdkafka is built without zstd).
     pub compression: String,
     /// How long the producer waits to fill a batch.
     pub linger_ms: u64,

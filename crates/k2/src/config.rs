@@ -298,10 +298,10 @@ impl Config {
                 }
                 if !matches!(
                     self.log.kafka.compression.as_str(),
-                    "lz4" | "zstd" | "gzip" | "snappy" | "none"
+                    "lz4" | "gzip" | "snappy" | "none"
                 ) {
                     bail!(
-                        "log.kafka.compression must be lz4, zstd, gzip, snappy or none, not '{}'",
+                        "log.kafka.compression must be lz4, gzip, snappy or none (librdkafka is built without zstd), not '{}'",
                         self.log.kafka.compression
                     );
                 }
@@ -509,5 +509,26 @@ mod tests {
         assert!(format!("{err:#}").contains("timeout_second"), "{err:#}");
         assert!(Config::load_from(None, &env(&[("K2_WRITER__ZSTD_LEVEL", "99")])).is_err());
         assert!(Config::load_from(None, &env(&[("K2_LOG__BACKEND", "zookeeper")])).is_err());
+        let kafka = |more: &[(&str, &str)]| {
+            let mut vars = vec![("K2_LOG__BACKEND", "kafka")];
+            vars.extend_from_slice(more);
+            Config::load_from(None, &env(&vars))
+        };
+        let ok = kafka(&[("K2_LOG__KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092")]).unwrap();
+        assert_eq!(ok.kafka_options().bootstrap_servers, "b1:9092,b2:9092");
+        assert_eq!(ok.kafka_options().group, ok.writer.group);
+        let err = kafka(&[("K2_LOG__KAFKA__COMPRESSION", "zstd")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("log.kafka.compression"),
+            "{err:#}"
+        );
+        assert!(kafka(&[("K2_LOG__KAFKA__BOOTSTRAP_SERVERS", " ")]).is_err());
+        assert!(
+            kafka(&[("K2_LOG__KAFKA__LINGER", "5")]).is_err(),
+            "unknown key"
+        );
+        let err =
+            Config::load_from(None, &env(&[("K2_REGISTRY__URL", "http://r:8081")])).unwrap_err();
+        assert!(format!("{err:#}").contains("registry.url needs"), "{err:#}");
     }
 }
