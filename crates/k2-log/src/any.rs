@@ -94,21 +94,12 @@ impl Log for AnyLog {
         each!(self, l => l.commit_group(group, offsets).await)
     }
 
-    fn publish_dead_letters(
-        &self,
-        letters: &[crate::DeadLetter],
-    ) -> impl std::future::Future<Output = Result<()>> + Send {
-        self.publish(letters)
+    async fn publish_dead_letters(&self, letters: &[crate::DeadLetter]) -> Result<()> {
+        each!(self, l => l.publish_dead_letters(letters).await)
     }
 
     async fn group_offsets(&self, group: &str, topic: &str) -> Result<Vec<Option<u64>>> {
         each!(self, l => l.group_offsets(group, topic).await)
-    }
-}
-
-impl AnyLog {
-    async fn publish(&self, letters: &[crate::DeadLetter]) -> Result<()> {
-        each!(self, l => l.publish_dead_letters(letters).await)
     }
 }
 

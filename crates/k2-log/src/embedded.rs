@@ -50,15 +50,7 @@ pub struct EmbeddedLog {
 impl EmbeddedLog {
     /// Opens (creating if needed) the log file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
-        }
-        let db = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| LogError::storage(format!("opening log {}", path.display()), e))?;
+        let db = open_shared(path, "log", 64 * 1024 * 1024)?;
         let txn = db
             .begin_write()
             .map_err(|e| LogError::storage("initialising log", e))?;
@@ -236,6 +228,20 @@ fn decode_batch(
     Ok(())
 }
 
+/// Opens (creating it and its directory if needed) a redb file that several processes
+/// use at once: an ingest, a lake writer, a registry server.
+pub(crate) fn open_shared(path: &Path, what: &str, cache_bytes: usize) -> Result<Database> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
+    }
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(path)
+        .map_err(|e| LogError::storage(format!("opening the {what} {}", path.display()), e))
+}
+
 /// Runs redb work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
@@ -254,12 +260,7 @@ impl Log for EmbeddedLog {
         let this = self.clone();
         let spec = spec.clone();
         blocking(move || {
-            if spec.partitions == 0 || spec.name.is_empty() {
-                return Err(LogError::InvalidSpec(format!(
-                    "topic '{}' with {} partitions",
-                    spec.name, spec.partitions
-                )));
-            }
+            spec.validate()?;
             let txn = this
                 .db
                 .begin_write()

@@ -320,6 +320,12 @@ impl KafkaLog {
         }
     }
 
+    /// Partition count of a topic the cluster must have.
+    fn known_partitions(&self, topic: &str) -> Result<u32> {
+        self.partitions_of(topic)?
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+    }
+
     /// Partition count of a topic, or `None` when the cluster does not have it.
     fn partitions_of(&self, topic: &str) -> Result<Option<u32>> {
         let md = self
@@ -593,12 +599,7 @@ impl Log for KafkaLog {
 
     async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         let spec = spec.clone();
-        if spec.partitions == 0 || spec.name.is_empty() {
-            return Err(LogError::InvalidSpec(format!(
-                "topic '{}' with {} partitions",
-                spec.name, spec.partitions
-            )));
-        }
+        spec.validate()?;
         let name = spec.name.clone();
         let (existing, brokers) = self
             .blocking(move |log| {
@@ -755,8 +756,10 @@ impl Log for KafkaLog {
         let mut partitions = Vec::with_capacity(batches.len());
         for b in &batches {
             let name = b.topic.clone();
-            let n = self.blocking(move |log| log.partitions_of(&name)).await?;
-            partitions.push(n.ok_or_else(|| LogError::UnknownTopic(b.topic.clone()))?);
+            partitions.push(
+                self.blocking(move |log| log.known_partitions(&name))
+                    .await?,
+            );
         }
         // All topics are sent before any report is awaited, so batches overlap.
         let sends = batches
@@ -795,48 +798,44 @@ impl Log for KafkaLog {
             if high <= low {
                 return Ok(None);
             }
-            let consumer: BaseConsumer =
-                log.options
-                    .consumer_config(&log.options.group)
-                    .create()
-                    .map_err(|e| kafka_error("creating a checkpoint reader", e))?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(CHECKPOINT_TOPIC, 0, Offset::Offset(low))
-                .map_err(|e| kafka_error("assigning the checkpoint topic", e))?;
-            consumer
-                .assign(&tpl)
-                .map_err(|e| kafka_error("assigning the checkpoint topic", e))?;
-            let mut latest = None;
-            let deadline = Instant::now() + timeout;
-            let mut next = low;
-            while next < high {
-                if Instant::now() > deadline {
-                    return Err(LogError::storage(
-                        "reading source checkpoints",
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
-                    ));
-                }
-                match consumer.poll(Duration::from_millis(100)) {
-                    None => {}
-                    Some(Err(e)) => return Err(kafka_error("reading source checkpoints", e)),
-                    Some(Ok(m)) => {
-                        next = m.offset() + 1;
-                        if m.key() == Some(source.as_slice()) {
-                            latest = m.payload().map(<[u8]>::to_vec);
+            // The probe consumer, not a new client per call: ingest asks once per file.
+            log.with_probe(|consumer| {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(CHECKPOINT_TOPIC, 0, Offset::Offset(low))
+                    .map_err(|e| kafka_error("assigning the checkpoint topic", e))?;
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| kafka_error("assigning the checkpoint topic", e))?;
+                let mut latest = None;
+                let deadline = Instant::now() + timeout;
+                let mut next = low;
+                while next < high {
+                    if Instant::now() > deadline {
+                        return Err(LogError::storage(
+                            "reading source checkpoints",
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+                        ));
+                    }
+                    match consumer.poll(Duration::from_millis(100)) {
+                        None => {}
+                        Some(Err(e)) => return Err(kafka_error("reading source checkpoints", e)),
+                        Some(Ok(m)) => {
+                            next = m.offset() + 1;
+                            if m.key() == Some(source.as_slice()) {
+                                latest = m.payload().map(<[u8]>::to_vec);
+                            }
                         }
                     }
                 }
-            }
-            Ok(latest)
+                Ok(latest)
+            })
         })
     }
 
     fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<u64>>> + Send {
         let topic = topic.to_string();
         self.blocking(move |log| {
-            let n = log
-                .partitions_of(&topic)?
-                .ok_or_else(|| LogError::UnknownTopic(topic.clone()))?;
+            let n = log.known_partitions(&topic)?;
             (0..n)
                 .map(|p| Ok(log.watermarks(&topic, p)?.1 as u64))
                 .collect()
@@ -908,9 +907,7 @@ impl Log for KafkaLog {
         let group = group.to_string();
         let topic = topic.to_string();
         self.blocking(move |log| {
-            let n = log
-                .partitions_of(&topic)?
-                .ok_or_else(|| LogError::UnknownTopic(topic.clone()))?;
+            let n = log.known_partitions(&topic)?;
             let consumer = log.group_consumer(&group)?;
             let mut tpl = TopicPartitionList::new();
             for p in 0..n {

@@ -38,6 +38,19 @@ pub struct TopicSpec {
     pub retention_ms: Option<i64>,
 }
 
+impl TopicSpec {
+    /// A topic needs a name and at least one partition.
+    pub fn validate(&self) -> Result<()> {
+        if self.partitions == 0 || self.name.is_empty() {
+            return Err(crate::LogError::InvalidSpec(format!(
+                "topic '{}' with {} partitions",
+                self.name, self.partitions
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One record to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {

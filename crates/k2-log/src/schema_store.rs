@@ -16,7 +16,7 @@ use k2_model::{DataType, MarketRecord, avro};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::embedded::{EmbeddedLog, blocking};
+use crate::embedded::{EmbeddedLog, blocking, open_shared};
 use crate::error::{LogError, Result};
 
 const SCHEMAS: TableDefinition<u32, &str> = TableDefinition::new("schemas");
@@ -172,17 +172,7 @@ fn err(context: &'static str) -> impl Fn(redb::Error) -> LogError {
 impl LocalSchemas {
     /// The registry in its own file (used with the Kafka backend).
     pub fn open(path: &Path) -> Result<LocalSchemas> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
-        }
-        // Several processes (an ingest, a lake writer, a registry server) share the file.
-        let db = Database::builder()
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| {
-                LogError::storage(format!("opening the schema registry {}", path.display()), e)
-            })?;
+        let db = open_shared(path, "schema registry", 8 * 1024 * 1024)?;
         Ok(LocalSchemas::in_database(Arc::new(db)))
     }
 
@@ -405,15 +395,12 @@ impl SchemaStore for LocalSchemas {
 }
 
 impl SchemaStore for EmbeddedLog {
-    fn register(&self, subject: &str, schema: &str) -> impl Future<Output = Result<u32>> + Send {
-        let schemas = self.schemas();
-        let (subject, schema) = (subject.to_string(), schema.to_string());
-        blocking(move || Ok(schemas.register_blocking(&subject, &schema)?.id))
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32> {
+        self.schemas().register(subject, schema).await
     }
 
-    fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send {
-        let schemas = self.schemas();
-        blocking(move || schemas.schema_blocking(id))
+    async fn schema(&self, id: u32) -> Result<Option<String>> {
+        self.schemas().schema(id).await
     }
 }
 
