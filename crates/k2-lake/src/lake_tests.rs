@@ -11,7 +11,9 @@ use arrow::array::AsArray;
 use chrono::NaiveDate;
 use k2_log::{DeadLetterStore, EmbeddedLog};
 
-use crate::query::{BarInterval, MarketFilter, QueryEngine, QueryOptions};
+use crate::query::{
+    AggregateRequest, BarInterval, MarketFilter, QueryEngine, QueryOptions, RowOrder,
+};
 use crate::tables::LakeTable;
 use crate::writer::{self, WriterOptions};
 use crate::{LakeError, open_catalog};
@@ -306,17 +308,11 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
 
     // Trades newest first, with a limit.
     let filter = MarketFilter {
-        symbol: Some("BHP".into()),
+        symbols: vec!["BHP".into()],
         limit: 100,
         ..Default::default()
     };
-    let rows: usize = engine
-        .trades(&filter, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let rows: usize = engine.trades(&filter, None).await.unwrap().rows();
     assert_eq!(rows, 100);
     // The newest N rows match a plain one-step ORDER BY … LIMIT, ties at the cut included:
     // the sample has many trades sharing a millisecond.
@@ -326,11 +322,12 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
     );
     for limit in [1, 2, 7, 100, 1_000, 20_283, 50_000] {
         let filter = MarketFilter {
-            symbol: Some("BHP".into()),
-            exchange: Some("asx".into()),
+            symbols: vec!["BHP".into()],
+            exchanges: vec!["asx".into()],
             start_us: Some(day_start),
             end_us: Some(day_end),
             limit,
+            ..Default::default()
         };
         let ids = |batches: Vec<arrow::array::RecordBatch>| -> Vec<String> {
             batches
@@ -343,7 +340,7 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
                 })
                 .collect()
         };
-        let got = ids(engine.trades(&filter, None).await.unwrap());
+        let got = ids(engine.trades(&filter, None).await.unwrap().batches);
         let want = ids(engine
             .sql(&format!(
                 "SELECT message_id FROM trades WHERE symbol = 'BHP' AND exchange = 'ASX' \
@@ -356,6 +353,122 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
         assert_eq!(got.len(), limit.min(20_283), "limit {limit}");
         assert_eq!(got, want, "newest {limit} trades");
     }
+    // Keyset pages through a whole day, in both orders, give every row once, in order.
+    let whole_day = |order, limit, after| MarketFilter {
+        symbols: vec!["BHP".into()],
+        exchanges: vec!["ASX".into()],
+        start_us: Some(day_start),
+        end_us: Some(day_end),
+        fields: vec!["message_id".into()],
+        order,
+        after,
+        limit,
+        ..Default::default()
+    };
+    let ids = |batches: &[arrow::array::RecordBatch]| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column(0).as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| col.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for order in [RowOrder::NewestFirst, RowOrder::OldestFirst] {
+        let all = engine
+            .trades(&whole_day(order, 100_000, None), None)
+            .await
+            .unwrap();
+        assert_eq!(all.batches[0].num_columns(), 1, "only the fields asked for");
+        let all = ids(&all.batches);
+        assert_eq!(all.len(), 20_283);
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = engine
+                .trades(&whole_day(order, 997, after), None)
+                .await
+                .unwrap();
+            paged.extend(ids(&page.batches));
+            match page.next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(paged, all, "{order:?}: pages join into the whole answer");
+    }
+
+    // Price and quantity bounds are part of the query, not applied after the limit.
+    let bounded = MarketFilter {
+        symbols: vec!["BHP".into()],
+        min_price: Some(36_00000000),
+        max_price: Some(36_50000000),
+        min_quantity: Some(1_000_00000000),
+        limit: 1_000_000,
+        ..Default::default()
+    };
+    let got = engine.trades(&bounded, None).await.unwrap().rows() as i64;
+    let want = engine
+        .sql(
+            "SELECT count(*) FROM trades WHERE symbol = 'BHP' AND price >= 36 AND price <= 36.5 \
+             AND quantity >= 1000",
+        )
+        .await
+        .unwrap()[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    assert!(want > 0);
+    assert_eq!(got, want);
+    let unknown = MarketFilter {
+        fields: vec!["price; DROP TABLE trades".into()],
+        limit: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.trades(&unknown, None).await,
+        Err(crate::LakeError::InvalidArgument(_))
+    ));
+
+    // Aggregations agree with the bars, TWAP lies within each interval's range, and the
+    // volume profile adds up to the volume.
+    let day: NaiveDate = "2014-03-12".parse().unwrap();
+    for interval in [BarInterval::M5, BarInterval::H1, BarInterval::D1] {
+        let request = AggregateRequest {
+            symbols: vec!["BHP".into(), "DVN".into()],
+            exchange: Some("ASX".into()),
+            interval,
+            start_us: day_start,
+            end_us: day_end,
+        };
+        let agg = engine.aggregate(&request, true, None).await.unwrap();
+        let bars = engine
+            .ohlcv("BHP", interval, day, day, Some("ASX"), None)
+            .await
+            .unwrap();
+        let bhp: Vec<_> = agg.rows.iter().filter(|r| r.symbol == "BHP").collect();
+        assert_eq!(bhp.len(), bars.len(), "{interval:?}");
+        for (row, bar) in bhp.iter().zip(&bars) {
+            assert_eq!((row.start_us, &row.ohlcv), (bar.start_us, &bar.ohlcv));
+            assert!(row.end_us > row.start_us);
+            let o = &row.ohlcv;
+            assert!(
+                row.twap >= o.low && row.twap <= o.high,
+                "{interval:?} {row:?}"
+            );
+        }
+        for row in &agg.rows {
+            let (volume, count) = agg
+                .levels
+                .iter()
+                .filter(|l| l.symbol == row.symbol && l.start_us == row.start_us)
+                .fold((0, 0), |(v, c), l| (v + l.volume, c + l.trade_count));
+            assert_eq!((volume, count), (row.ohlcv.volume, row.ohlcv.trade_count));
+        }
+    }
+
     assert_eq!(engine.symbols(None).await.unwrap(), ["BHP", "DVN", "MWR"]);
 
     // Time travel: the first snapshot holds fewer rows than now, and stays the same.

@@ -59,16 +59,62 @@ impl Default for QueryOptions {
     }
 }
 
-/// Filters of a trades or quotes query.
+/// A trades or quotes query. Every value is bound as a parameter; column names come from
+/// the table's own schema (see [`MarketTable::columns`]).
 #[derive(Clone, Debug, Default)]
 pub struct MarketFilter {
-    pub symbol: Option<String>,
-    pub exchange: Option<String>,
+    /// Any of these symbols (empty: all).
+    pub symbols: Vec<String>,
+    /// Any of these exchanges, case-insensitive (empty: all).
+    pub exchanges: Vec<String>,
     /// Inclusive start, UTC microseconds.
     pub start_us: Option<i64>,
     /// Exclusive end, UTC microseconds.
     pub end_us: Option<i64>,
+    /// Inclusive price bounds in units of 10^-8 (trades only).
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    /// Inclusive quantity bounds in units of 10^-8 (trades only).
+    pub min_quantity: Option<i64>,
+    pub max_quantity: Option<i64>,
+    /// Columns to return (empty: the default set of the table).
+    pub fields: Vec<String>,
+    /// Newest first (the default) or oldest first.
+    pub order: RowOrder,
+    /// Continue after this row (keyset pagination): rows strictly beyond it in `order`.
+    pub after: Option<RowKey>,
     pub limit: usize,
+}
+
+/// The direction of a trades or quotes answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RowOrder {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// The position of one row in the total order of a market table: (timestamp, source
+/// sequence, message id). A missing sequence counts as -1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    pub timestamp_us: i64,
+    pub sequence: i64,
+    pub message_id: uuid::Uuid,
+}
+
+/// One page of a trades or quotes answer.
+#[derive(Clone, Debug)]
+pub struct MarketPage {
+    pub batches: Vec<RecordBatch>,
+    /// The last row's key when the page is full (there may be more rows after it).
+    pub next: Option<RowKey>,
+}
+
+impl MarketPage {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
 }
 
 /// Bar intervals.
@@ -112,6 +158,19 @@ impl BarInterval {
                     "interval '{text}' is not one of 1m, 5m, 15m, 30m, 1h, 1d"
                 ))
             })
+    }
+
+    /// The length of a sub-day interval (a trading day's length varies: see `day_bounds_us`).
+    pub fn micros(self) -> i64 {
+        const MINUTE: i64 = 60_000_000;
+        match self {
+            BarInterval::M1 => MINUTE,
+            BarInterval::M5 => 5 * MINUTE,
+            BarInterval::M15 => 15 * MINUTE,
+            BarInterval::M30 => 30 * MINUTE,
+            BarInterval::H1 => 60 * MINUTE,
+            BarInterval::D1 => 24 * 60 * MINUTE,
+        }
     }
 
     fn sql_interval(self) -> &'static str {
@@ -180,6 +239,45 @@ pub struct Bar {
     pub ohlcv: Ohlcv,
 }
 
+/// What `aggregate` summarises.
+#[derive(Clone, Debug)]
+pub struct AggregateRequest {
+    /// Any of these symbols (empty: all).
+    pub symbols: Vec<String>,
+    pub exchange: Option<String>,
+    pub interval: BarInterval,
+    /// Inclusive start and exclusive end, UTC microseconds.
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+/// One symbol over one interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AggregateRow {
+    pub symbol: String,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub ohlcv: Ohlcv,
+    /// Time-weighted average price, units of 10^-8.
+    pub twap: i64,
+}
+
+/// Volume traded at one price in one interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PriceLevel {
+    pub symbol: String,
+    pub start_us: i64,
+    pub price: i64,
+    pub volume: i128,
+    pub trade_count: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Aggregates {
+    pub rows: Vec<AggregateRow>,
+    pub levels: Vec<PriceLevel>,
+}
+
 /// One snapshot of a table.
 #[derive(Clone, Debug, Serialize)]
 pub struct SnapshotInfo {
@@ -202,6 +300,112 @@ pub struct QueryEngine {
 }
 
 const ORDER: &str = r#""timestamp" ASC, source_sequence ASC, message_id ASC"#;
+/// The sequence as the keyset order sees it.
+const SEQ: &str = "coalesce(source_sequence, -1)";
+const K_TS: &str = "k2_key_ts";
+const K_SEQ: &str = "k2_key_seq";
+const K_ID: &str = "k2_key_id";
+
+/// Every column of a market table, in schema order.
+pub fn columns(table: LakeTable) -> Vec<&'static str> {
+    match table {
+        LakeTable::Trades => vec![
+            "message_id",
+            "trade_id",
+            "symbol",
+            "exchange",
+            "asset_class",
+            "timestamp",
+            "trade_date",
+            "receive_timestamp",
+            "price",
+            "quantity",
+            "currency",
+            "side",
+            "trade_conditions",
+            "source_sequence",
+            "ingestion_timestamp",
+            "platform_sequence",
+            "vendor_data",
+        ],
+        LakeTable::Quotes => vec![
+            "message_id",
+            "quote_id",
+            "symbol",
+            "exchange",
+            "asset_class",
+            "timestamp",
+            "trade_date",
+            "receive_timestamp",
+            "bid_price",
+            "bid_quantity",
+            "ask_price",
+            "ask_quantity",
+            "currency",
+            "source_sequence",
+            "ingestion_timestamp",
+            "platform_sequence",
+            "vendor_data",
+        ],
+        LakeTable::Companies => vec![],
+    }
+}
+
+/// The columns a trades or quotes answer shows unless asked for others.
+pub fn default_columns(table: LakeTable) -> &'static [&'static str] {
+    match table {
+        LakeTable::Trades => &[
+            "timestamp",
+            "symbol",
+            "exchange",
+            "price",
+            "quantity",
+            "side",
+            "trade_conditions",
+            "source_sequence",
+            "trade_id",
+            "message_id",
+        ],
+        LakeTable::Quotes => &[
+            "timestamp",
+            "symbol",
+            "exchange",
+            "bid_price",
+            "bid_quantity",
+            "ask_price",
+            "ask_quantity",
+            "source_sequence",
+            "quote_id",
+            "message_id",
+        ],
+        LakeTable::Companies => &[],
+    }
+}
+
+/// The key of row `i` of a market answer (its trailing key columns).
+fn row_key(b: &RecordBatch, i: usize) -> Result<RowKey> {
+    let bad = |what: &str| LakeError::Query(format!("market answer lacks its {what} key column"));
+    let ts = b
+        .column_by_name(K_TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| bad("timestamp"))?;
+    let seq = b
+        .column_by_name(K_SEQ)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| bad("sequence"))?;
+    let id = b
+        .column_by_name(K_ID)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| bad("message id"))?;
+    Ok(RowKey {
+        timestamp_us: ts.value(i),
+        sequence: seq.value(i),
+        message_id: id
+            .value(i)
+            .parse()
+            .map_err(|e| LakeError::Query(format!("message id {}: {e}", id.value(i))))?,
+    })
+}
 
 impl QueryEngine {
     pub fn new(catalog: Arc<dyn Catalog>, options: QueryOptions) -> Result<Self> {
@@ -341,25 +545,25 @@ impl QueryEngine {
         }
     }
 
-    /// Trades matching `filter`, newest first.
-    pub async fn trades(
-        &self,
-        filter: &MarketFilter,
-        snapshot: Option<i64>,
-    ) -> Result<Vec<RecordBatch>> {
-        let cols = r#""timestamp", symbol, exchange, price, quantity, side, trade_conditions, source_sequence, trade_id, message_id"#;
-        self.market_rows("trades", LakeTable::Trades, cols, filter, snapshot)
+    /// The current snapshot of `table` (None while it has none), as the next query sees it.
+    pub async fn current_snapshot(&self, table: LakeTable) -> Result<Option<i64>> {
+        Ok(self
+            .table(table)
+            .await?
+            .metadata()
+            .current_snapshot()
+            .map(|s| s.snapshot_id()))
+    }
+
+    /// Trades matching `filter`.
+    pub async fn trades(&self, filter: &MarketFilter, snapshot: Option<i64>) -> Result<MarketPage> {
+        self.market_rows("trades", LakeTable::Trades, filter, snapshot)
             .await
     }
 
-    /// Quotes matching `filter`, newest first.
-    pub async fn quotes(
-        &self,
-        filter: &MarketFilter,
-        snapshot: Option<i64>,
-    ) -> Result<Vec<RecordBatch>> {
-        let cols = r#""timestamp", symbol, exchange, bid_price, bid_quantity, ask_price, ask_quantity, source_sequence, quote_id, message_id"#;
-        self.market_rows("quotes", LakeTable::Quotes, cols, filter, snapshot)
+    /// Quotes matching `filter`.
+    pub async fn quotes(&self, filter: &MarketFilter, snapshot: Option<i64>) -> Result<MarketPage> {
+        self.market_rows("quotes", LakeTable::Quotes, filter, snapshot)
             .await
     }
 
@@ -367,33 +571,102 @@ impl QueryEngine {
         &self,
         kind: &'static str,
         table: LakeTable,
-        cols: &str,
         filter: &MarketFilter,
         snapshot: Option<i64>,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<MarketPage> {
+        let all = columns(table);
+        let fields: Vec<&str> = if filter.fields.is_empty() {
+            default_columns(table).to_vec()
+        } else {
+            let mut chosen = Vec::with_capacity(filter.fields.len());
+            for f in &filter.fields {
+                let Some(name) = all.iter().find(|c| **c == f.as_str()) else {
+                    return Err(LakeError::InvalidArgument(format!(
+                        "unknown field '{f}' of {table}; fields are: {}",
+                        all.join(", ")
+                    )));
+                };
+                if !chosen.contains(name) {
+                    chosen.push(*name);
+                }
+            }
+            chosen
+        };
         let mut w = Conditions::default();
-        if let Some(s) = &filter.symbol {
-            w.add("symbol = ?", ScalarValue::from(s.as_str()));
-        }
-        if let Some(x) = &filter.exchange {
-            w.add(
-                "exchange = ?",
-                ScalarValue::from(x.to_ascii_uppercase().as_str()),
-            );
-        }
+        w.any_of("symbol", filter.symbols.iter().map(|s| s.as_str().into()));
+        w.any_of(
+            "exchange",
+            filter
+                .exchanges
+                .iter()
+                .map(|x| x.to_ascii_uppercase().as_str().into()),
+        );
         if let Some(s) = filter.start_us {
             w.add(r#""timestamp" >= ?"#, ts(s));
         }
         if let Some(e) = filter.end_us {
             w.add(r#""timestamp" < ?"#, ts(e));
         }
+        let bounds = [
+            ("price >= ?", filter.min_price),
+            ("price <= ?", filter.max_price),
+            ("quantity >= ?", filter.min_quantity),
+            ("quantity <= ?", filter.max_quantity),
+        ];
+        for (cond, value) in bounds {
+            if let Some(v) = value {
+                if table != LakeTable::Trades {
+                    return Err(LakeError::InvalidArgument(
+                        "price and quantity bounds apply to trades only".into(),
+                    ));
+                }
+                w.add(cond, ScalarValue::Decimal128(Some(v as i128), 18, 8));
+            }
+        }
+        let (cmp, dir) = match filter.order {
+            RowOrder::NewestFirst => ("<", "DESC"),
+            RowOrder::OldestFirst => (">", "ASC"),
+        };
+        if let Some(k) = &filter.after {
+            // (timestamp, sequence, id) strictly beyond the key, as one row comparison.
+            let n = w.params.len();
+            w.params.extend([
+                ts(k.timestamp_us),
+                ScalarValue::Int64(Some(k.sequence)),
+                ScalarValue::FixedSizeBinary(16, Some(k.message_id.as_bytes().to_vec())),
+            ]);
+            let (a, b, c) = (n + 1, n + 2, n + 3);
+            w.conds.push(format!(
+                r#"("timestamp" {cmp} ${a} OR ("timestamp" = ${a} AND ({SEQ} {cmp} ${b} OR ({SEQ} = ${b} AND message_id {cmp} ${c}))))"#
+            ));
+        }
         let ctx = self.context_for(table, snapshot).await?;
+        let list = fields
+            .iter()
+            .map(|f| format!(r#""{f}""#))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            r#"SELECT {cols} FROM t {} ORDER BY "timestamp" DESC, source_sequence DESC, message_id DESC"#,
+            r#"SELECT {list}, "timestamp" AS {K_TS}, {SEQ} AS {K_SEQ}, message_id AS {K_ID} FROM t {} ORDER BY "timestamp" {dir}, {SEQ} {dir}, message_id {dir}"#,
             w.clause()
         );
-        self.run(kind, &ctx, &sql, w.params, Some(filter.limit))
-            .await
+        let mut batches = self
+            .run(kind, &ctx, &sql, w.params, Some(filter.limit))
+            .await?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let next = if rows >= filter.limit && rows > 0 {
+            let last = batches.iter().rev().find(|b| b.num_rows() > 0);
+            last.map(|b| row_key(b, b.num_rows() - 1)).transpose()?
+        } else {
+            None
+        };
+        for b in &mut batches {
+            let keep: Vec<usize> = (0..fields.len()).collect();
+            *b = b
+                .project(&keep)
+                .map_err(|e| LakeError::Query(e.to_string()))?;
+        }
+        Ok(MarketPage { batches, next })
     }
 
     /// Open/high/low/close/volume/VWAP of one symbol over one trading day; `None` when it
@@ -482,17 +755,136 @@ impl QueryEngine {
         let mut bars = Vec::with_capacity(rows.len());
         for (bucket, ohlcv) in rows {
             let start_us = match bucket {
-                Bucket::Day(days) => {
-                    let date = NaiveDate::from_num_days_from_ce_opt(days + 719_163)
-                        .ok_or_else(|| LakeError::Query(format!("bad trade_date {days}")))?;
-                    exchange::day_bounds_us(tz, date).0
-                }
+                Bucket::Day(days) => exchange::day_bounds_us(tz, day_from_epoch(days)?).0,
                 Bucket::Instant(us) => us,
                 Bucket::None => continue,
             };
             bars.push(Bar { start_us, ohlcv });
         }
         Ok(bars)
+    }
+
+    /// Per symbol and interval: OHLCV, VWAP and TWAP over `[start_us, end_us)`; and, when
+    /// `profile` is set, the volume traded at each price level (at most
+    /// `QueryOptions::max_rows` levels in all).
+    ///
+    /// TWAP treats the last trade's price as holding until the next trade of the same
+    /// interval and averages that step function from the interval's first trade to its last;
+    /// an interval whose trades share one instant has their plain mean.
+    pub async fn aggregate(
+        &self,
+        request: &AggregateRequest,
+        profile: bool,
+        snapshot: Option<i64>,
+    ) -> Result<Aggregates> {
+        let (lo, hi) = (request.start_us, request.end_us);
+        if hi <= lo {
+            return Err(LakeError::InvalidArgument(
+                "the time range is empty (end is not after start)".into(),
+            ));
+        }
+        let exchange = request.exchange.as_deref();
+        let tz = exchange.map_or(chrono_tz::UTC, exchange::time_zone);
+        let mut w = Conditions::default();
+        w.any_of("symbol", request.symbols.iter().map(|s| s.as_str().into()));
+        w.add(r#""timestamp" >= ?"#, ts(lo));
+        w.add(r#""timestamp" < ?"#, ts(hi));
+        if let Some(x) = exchange {
+            w.add("exchange = ?", x.to_ascii_uppercase().as_str().into());
+        }
+        let bucket = match request.interval {
+            BarInterval::D1 => "trade_date".to_string(),
+            other => {
+                let first_day = chrono::DateTime::from_timestamp_micros(lo)
+                    .map(|t| t.with_timezone(&tz).date_naive())
+                    .ok_or_else(|| LakeError::InvalidArgument(format!("start {lo} µs")))?;
+                w.params.push(ts(exchange::day_bounds_us(tz, first_day).0));
+                format!(
+                    r#"date_bin({}, "timestamp", ${})"#,
+                    other.sql_interval(),
+                    w.params.len()
+                )
+            }
+        };
+        let clause = w.clause();
+        let sql = format!(
+            r#"WITH x AS (SELECT symbol, {bucket} AS bucket, price, quantity, "timestamp", source_sequence, message_id, arrow_cast("timestamp", 'Int64') AS us FROM t {clause}),
+            y AS (SELECT *, lead(us) OVER (PARTITION BY symbol, bucket ORDER BY {ORDER}) - us AS held FROM x)
+            SELECT symbol, bucket, {aggs},
+              sum(CAST(price AS DECIMAL(38,8)) * CAST(coalesce(held, 0) AS DECIMAL(38,0))) AS twap_num,
+              sum(coalesce(held, 0)) AS twap_den,
+              sum(CAST(price AS DECIMAL(38,8))) AS price_sum
+            FROM y GROUP BY symbol, bucket ORDER BY symbol, bucket"#,
+            aggs = ohlcv_aggregates()
+        );
+        let ctx = self.context_for(LakeTable::Trades, snapshot).await?;
+        let batches = self
+            .run("aggregate", &ctx, &sql, w.params.clone(), None)
+            .await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            let symbols = b.column(0).as_string::<i32>();
+            let extra = |i: usize| {
+                b.column(i)
+                    .as_primitive_opt::<Decimal128Type>()
+                    .map(|c| (c, decimal_scale(c.data_type())))
+            };
+            let (num, num_scale) = extra(9).ok_or_else(|| LakeError::Query("twap".into()))?;
+            let den = b.column(10).as_primitive::<Int64Type>();
+            let (sum, sum_scale) = extra(11).ok_or_else(|| LakeError::Query("mean".into()))?;
+            let parsed = read_ohlcv(std::slice::from_ref(b), 2)?;
+            for (r, (bucket, ohlcv)) in parsed.into_iter().enumerate() {
+                let (start_us, end_us) = bucket_bounds(bucket, request.interval, tz)?;
+                let twap = if den.value(r) > 0 {
+                    div_round_half_even(rescale(num.value(r), num_scale, 8), den.value(r) as i128)
+                } else {
+                    div_round_half_even(
+                        rescale(sum.value(r), sum_scale, 8),
+                        ohlcv.trade_count.max(1) as i128,
+                    )
+                } as i64;
+                rows.push(AggregateRow {
+                    symbol: symbols.value(r).to_string(),
+                    start_us,
+                    end_us,
+                    ohlcv,
+                    twap,
+                });
+            }
+        }
+        let mut levels = Vec::new();
+        if profile {
+            let limit = self.options.max_rows;
+            let sql = format!(
+                r#"SELECT symbol, {bucket} AS bucket, price, sum(quantity) AS volume, count(*) AS trade_count FROM t {clause} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"#
+            );
+            let batches = self
+                .run("volume_profile", &ctx, &sql, w.params, Some(limit + 1))
+                .await?;
+            for b in &batches {
+                let symbols = b.column(0).as_string::<i32>();
+                let price = b.column(2).as_primitive::<Decimal128Type>();
+                let volume = b.column(3).as_primitive::<Decimal128Type>();
+                let vol_scale = decimal_scale(volume.data_type());
+                let count = b.column(4).as_primitive::<Int64Type>();
+                for r in 0..b.num_rows() {
+                    let bucket = bucket_at(b.column(1), r)?;
+                    levels.push(PriceLevel {
+                        symbol: symbols.value(r).to_string(),
+                        start_us: bucket_bounds(bucket, request.interval, tz)?.0,
+                        price: price.value(r) as i64,
+                        volume: rescale(volume.value(r), vol_scale, 8),
+                        trade_count: count.value(r),
+                    });
+                }
+            }
+            if levels.len() > limit {
+                return Err(LakeError::InvalidArgument(format!(
+                    "the volume profile has more than {limit} price levels; narrow the symbols, the time range or use a longer interval"
+                )));
+            }
+        }
+        Ok(Aggregates { rows, levels })
     }
 
     /// Distinct symbols with trades or quotes, optionally on one exchange.
@@ -635,6 +1027,22 @@ impl Conditions {
             .push(cond.replace('?', &format!("${}", self.params.len())));
     }
 
+    /// `column` equal to any of `values` (no condition when there are none).
+    fn any_of(&mut self, column: &str, values: impl Iterator<Item = ScalarValue>) {
+        let mut marks = Vec::new();
+        for v in values {
+            self.params.push(v);
+            marks.push(format!("${}", self.params.len()));
+        }
+        match marks.len() {
+            0 => {}
+            1 => self.conds.push(format!("{column} = {}", marks[0])),
+            _ => self
+                .conds
+                .push(format!("{column} IN ({})", marks.join(", "))),
+        }
+    }
+
     fn clause(&self) -> String {
         if self.conds.is_empty() {
             String::new()
@@ -668,6 +1076,7 @@ fn ohlcv_aggregates() -> String {
     )
 }
 
+#[derive(Clone, Copy)]
 enum Bucket {
     None,
     Day(i32),
@@ -692,21 +1101,7 @@ fn read_ohlcv(batches: &[RecordBatch], first: usize) -> Result<Vec<(Bucket, Ohlc
             let bucket = if first == 0 {
                 Bucket::None
             } else {
-                let col = b.column(0);
-                if let Some(d) = col.as_primitive_opt::<arrow::datatypes::Date32Type>() {
-                    Bucket::Day(d.value(r))
-                } else if let Some(t) = col.as_primitive_opt::<TimestampMicrosecondType>() {
-                    Bucket::Instant(t.value(r))
-                } else if let Some(t) =
-                    col.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
-                {
-                    Bucket::Instant(t.value(r).div_euclid(1000))
-                } else {
-                    return Err(LakeError::Query(format!(
-                        "unexpected bucket type {}",
-                        col.data_type()
-                    )));
-                }
+                bucket_at(b.column(first - 1), r)?
             };
             if open.is_null(r) {
                 out.push((
@@ -738,6 +1133,40 @@ fn read_ohlcv(batches: &[RecordBatch], first: usize) -> Result<Vec<(Bucket, Ohlc
         }
     }
     Ok(out)
+}
+
+fn bucket_at(col: &ArrayRef, r: usize) -> Result<Bucket> {
+    if let Some(d) = col.as_primitive_opt::<arrow::datatypes::Date32Type>() {
+        Ok(Bucket::Day(d.value(r)))
+    } else if let Some(t) = col.as_primitive_opt::<TimestampMicrosecondType>() {
+        Ok(Bucket::Instant(t.value(r)))
+    } else if let Some(t) = col.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>() {
+        Ok(Bucket::Instant(t.value(r).div_euclid(1000)))
+    } else {
+        Err(LakeError::Query(format!(
+            "unexpected bucket type {}",
+            col.data_type()
+        )))
+    }
+}
+
+/// The instants an interval's bucket covers: `[start, end)`.
+fn bucket_bounds(bucket: Bucket, interval: BarInterval, tz: chrono_tz::Tz) -> Result<(i64, i64)> {
+    match bucket {
+        Bucket::Day(days) => {
+            let date = day_from_epoch(days)?;
+            Ok(exchange::day_bounds_us(tz, date))
+        }
+        Bucket::Instant(us) => Ok((us, us + interval.micros())),
+        Bucket::None => Err(LakeError::Query(
+            "a grouped answer without its bucket".into(),
+        )),
+    }
+}
+
+fn day_from_epoch(days: i32) -> Result<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+        .ok_or_else(|| LakeError::Query(format!("bad trade_date {days}")))
 }
 
 fn decimal_scale(t: &arrow::datatypes::DataType) -> i8 {

@@ -476,11 +476,12 @@ async fn query_latency(engine: &QueryEngine, runs: usize) -> anyhow::Result<()> 
     let (start, end) =
         k2_model::exchange::day_bounds_us(k2_model::exchange::time_zone("ASX"), date);
     let filter = MarketFilter {
-        symbol: Some("BHP".into()),
-        exchange: Some("ASX".into()),
+        symbols: vec!["BHP".into()],
+        exchanges: vec!["ASX".into()],
         start_us: Some(start),
         end_us: Some(end),
         limit: 100,
+        ..Default::default()
     };
     println!(
         "query (BHP, ASX, 2014-03-12; {runs} warm runs)     p50 ms   p99 ms  mean ms   max ms"

@@ -447,11 +447,12 @@ fn market_filter(a: &MarketArgs) -> anyhow::Result<MarketFilter> {
         ),
     };
     Ok(MarketFilter {
-        symbol: a.symbol.clone(),
-        exchange: a.exchange.clone(),
+        symbols: a.symbol.iter().cloned().collect(),
+        exchanges: a.exchange.iter().cloned().collect(),
         start_us,
         end_us,
         limit: a.limit,
+        ..Default::default()
     })
 }
 
@@ -486,8 +487,18 @@ async fn query_batches(
 ) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
     let engine = app::engine(config).await?;
     Ok(match query {
-        QueryCommand::Trades(a) => engine.trades(&market_filter(&a)?, a.snapshot).await?,
-        QueryCommand::Quotes(a) => engine.quotes(&market_filter(&a)?, a.snapshot).await?,
+        QueryCommand::Trades(a) => {
+            engine
+                .trades(&market_filter(&a)?, a.snapshot)
+                .await?
+                .batches
+        }
+        QueryCommand::Quotes(a) => {
+            engine
+                .quotes(&market_filter(&a)?, a.snapshot)
+                .await?
+                .batches
+        }
         QueryCommand::Summary {
             symbol,
             date,
