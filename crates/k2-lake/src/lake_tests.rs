@@ -405,7 +405,7 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
         symbols: vec!["BHP".into()],
         min_price: Some(36_00000000),
         max_price: Some(36_50000000),
-        min_quantity: Some(1_000_00000000),
+        min_quantity: Some(100_000_000_000),
         limit: 1_000_000,
         ..Default::default()
     };

@@ -30,6 +30,8 @@ pub struct Config {
     pub sequence: SequenceConfig,
     pub registry: RegistryConfig,
     pub telemetry: TelemetryConfig,
+    /// The query API of `k2 serve` (see `k2_api::ApiConfig`).
+    pub api: k2_api::ApiConfig,
 }
 
 /// Where schemas are registered and resolved.
@@ -165,6 +167,7 @@ impl Default for Config {
             sequence: SequenceConfig::default(),
             registry: RegistryConfig::default(),
             telemetry: TelemetryConfig::default(),
+            api: k2_api::ApiConfig::default(),
         }
     }
 }

@@ -8,15 +8,16 @@
 //! - `demo` — the main job on the bundled sample.
 //! - `bench` — benchmarks that print figures.
 //! - `registry` — the Confluent Schema Registry REST API on K2's schema tables.
-//! - `output`, `present`: tables, CSV, JSON and Parquet output.
+//! - `serve` — the query API (`k2_api`) with its dependencies' readiness checks.
+//! - `output`: tables, CSV, JSON and Parquet output (rows as `k2_api::present` shows them).
 
 mod app;
 mod bench;
 mod config;
 mod demo;
 mod output;
-mod present;
 mod registry;
+mod serve;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ use clap::{Args, Parser, Subcommand};
 use k2_lake::LakeTable;
 use k2_lake::query::{BarInterval, MarketFilter};
 use k2_model::exchange;
+
+use k2_api::present;
 
 use crate::app::App;
 use crate::config::Config;
@@ -99,6 +102,18 @@ enum Command {
         command: TopicsCommand,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// Serve the query API over HTTP until SIGINT/SIGTERM (`--listen 127.0.0.1:0` picks a
+    /// free port; the address is printed). Documented at /docs and /openapi.json.
+    Serve {
+        /// Overrides `api.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// API keys: `new` makes one and prints the entry for `[[api.keys]]`.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
     },
     /// The schema registry: serve the Confluent Schema Registry REST API for stock clients.
     Registry {
@@ -205,6 +220,19 @@ enum QueryCommand {
 }
 
 #[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// A new random key; only its SHA-256 digest goes into the configuration.
+    New {
+        /// Who holds it (shown in access logs).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, sql, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum RegistryCommand {
     /// Serve the registry until SIGINT/SIGTERM (`--listen 127.0.0.1:0` picks a free port;
     /// the address is printed).
@@ -269,7 +297,7 @@ fn main() -> ExitCode {
     }
     let service = matches!(
         cli.command,
-        Command::Ingest { .. } | Command::Consume { .. }
+        Command::Ingest { .. } | Command::Consume { .. } | Command::Serve { .. }
     );
     telemetry::init_logs(&config.telemetry, service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -354,6 +382,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             eprintln!("{} commits audited", chosen.len());
             let rows: Vec<present::AuditRow> = chosen[skip..].iter().map(|e| (*e).into()).collect();
             render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen } => {
+            serve::run(config, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::New { name, scopes },
+        } => {
+            for s in &scopes {
+                if !["read", "sql", "admin"].contains(&s.as_str()) {
+                    bail!("unknown scope '{s}': use read, sql or admin");
+                }
+            }
+            let key = k2_api::generate_key();
+            eprintln!("the key (shown once; give it to {name}):");
+            println!("{key}");
+            eprintln!("\nadd to k2.toml (or to api.keys_file as [[keys]]):");
+            eprintln!(
+                "[[api.keys]]\nname = {name:?}\nsha256 = \"{}\"\nscopes = {scopes:?}",
+                k2_api::digest_hex(&key)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Registry {

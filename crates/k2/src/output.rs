@@ -1,14 +1,14 @@
 //! Rendering results: an aligned table on the terminal, or CSV, JSON or a Parquet file.
-//! Every result goes through Arrow record batches, so all formats show the same values.
+//! Every result goes through Arrow record batches and the API's encoder
+//! (`k2_api::format`), so the CLI and the API show the same values.
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
-use arrow::datatypes::Schema;
 use clap::ValueEnum;
+use k2_api::format;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,74 +25,46 @@ pub fn render(
     format: Format,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    if format == Format::Parquet {
-        let Some(path) = output else {
-            bail!("--format parquet needs --output FILE")
-        };
-        let schema = batches
-            .first()
-            .map_or_else(|| Arc::new(Schema::empty()), |b| b.schema());
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
-        for b in batches {
-            writer.write(b)?;
+    let encoded = match format {
+        Format::Table => None,
+        Format::Csv => Some(format::Format::Csv),
+        Format::Json => Some(format::Format::Json),
+        Format::Parquet => {
+            if output.is_none() {
+                bail!("--format parquet needs --output FILE")
+            }
+            Some(format::Format::Parquet)
         }
-        writer.close()?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        eprintln!("wrote {rows} rows to {}", path.display());
-        return Ok(());
-    }
+    };
     let mut out: Box<dyn Write> = match output {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    match format {
-        Format::Table => {
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                writeln!(out, "(no rows)")?;
-            } else {
-                writeln!(
-                    out,
-                    "{}",
-                    arrow::util::pretty::pretty_format_batches(batches)?
-                )?;
+    match encoded {
+        Some(f) => {
+            out.write_all(&format::encode(batches, f).map_err(|e| anyhow::anyhow!(e))?)?;
+            if f == format::Format::Json {
+                writeln!(out)?;
+            }
+            if let (format::Format::Parquet, Some(path)) = (f, output) {
+                let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                eprintln!("wrote {rows} rows to {}", path.display());
             }
         }
-        Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
-        }
-        Format::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut out);
-            let refs: Vec<&RecordBatch> = batches.iter().collect();
-            w.write_batches(&refs)?;
-            w.finish()?;
-            writeln!(out)?;
-        }
-        Format::Parquet => unreachable!("handled above"),
+        None if batches.iter().all(|b| b.num_rows() == 0) => writeln!(out, "(no rows)")?,
+        None => writeln!(
+            out,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(batches)?
+        )?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// Turns serialisable rows into one record batch (column types inferred from the values).
+/// Serialisable rows as record batches.
 pub fn to_batches<T: Serialize>(rows: &[T]) -> anyhow::Result<Vec<RecordBatch>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let values: Vec<serde_json::Value> = rows
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()?;
-    let schema = arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))?;
-    let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(schema)).build_decoder()?;
-    decoder.serialize(&values)?;
-    Ok(decoder.flush()?.into_iter().collect())
+    format::to_batches(rows).map_err(|e| anyhow::anyhow!(e))
 }

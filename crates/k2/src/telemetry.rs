@@ -45,3 +45,22 @@ pub fn serve_metrics(config: &TelemetryConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, "metrics served at /metrics");
     Ok(())
 }
+
+/// Installs the process's Prometheus recorder and returns the handle that renders it (for a
+/// `/metrics` route of the process's own server). Durations are histograms with buckets
+/// from 0.5 ms to 30 s.
+pub fn recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &buckets,
+        )
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    metrics::gauge!("k2_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}

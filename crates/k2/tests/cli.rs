@@ -4,34 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TRADES: u64 = 91_631 + 232 + 11;
-const QUOTES: u64 = 77_849 + 549 + 60;
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
-}
-
-fn k2(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .env_remove("K2_CONFIG")
-        .env("K2_LOG", "warn")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("k2 runs");
-    assert!(
-        out.status.success(),
-        "k2 failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::*;
 
 /// The single value of a one-row, one-column SQL answer.
 fn sql_scalar(data: &Path, sql: &str) -> u64 {

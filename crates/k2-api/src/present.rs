@@ -171,3 +171,48 @@ impl From<&k2_lake::audit::AuditEntry> for AuditRow {
         }
     }
 }
+
+/// One symbol over one interval of `/v1/aggregations`.
+#[derive(Serialize)]
+pub struct AggregateRow {
+    pub symbol: String,
+    pub interval_start: String,
+    pub interval_end: String,
+    #[serde(flatten)]
+    pub ohlcv: OhlcvRow,
+    pub twap: String,
+}
+
+impl From<&k2_lake::query::AggregateRow> for AggregateRow {
+    fn from(r: &k2_lake::query::AggregateRow) -> Self {
+        AggregateRow {
+            symbol: r.symbol.clone(),
+            interval_start: iso_us(r.start_us),
+            interval_end: iso_us(r.end_us),
+            ohlcv: (&r.ohlcv).into(),
+            twap: format_units(i128::from(r.twap), 8),
+        }
+    }
+}
+
+/// Volume at one price in one interval.
+#[derive(Serialize)]
+pub struct PriceLevelRow {
+    pub symbol: String,
+    pub interval_start: String,
+    pub price: String,
+    pub volume: String,
+    pub trade_count: i64,
+}
+
+impl From<&k2_lake::query::PriceLevel> for PriceLevelRow {
+    fn from(l: &k2_lake::query::PriceLevel) -> Self {
+        PriceLevelRow {
+            symbol: l.symbol.clone(),
+            interval_start: iso_us(l.start_us),
+            price: format_units(i128::from(l.price), 8),
+            volume: format_units(l.volume, 8),
+            trade_count: l.trade_count,
+        }
+    }
+}

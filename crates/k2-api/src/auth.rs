@@ -1,0 +1,201 @@
+//! API keys. The configuration holds each key's SHA-256 digest, never the key: a key is 32
+//! random bytes, so a fast digest is as good as a slow password hash against guessing, and
+//! checking it costs microseconds per request. A presented key is digested and compared with
+//! every configured digest in constant time.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{ApiConfig, ApiError};
+
+/// One key in `[[api.keys]]` or in the keys file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds it (logged and counted; never the key itself).
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
+    pub scopes: Vec<String>,
+    /// This key's own rate limit.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// The keys file: `[[keys]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Sql,
+    Admin,
+}
+
+impl Scope {
+    fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "read" => Some(Scope::Read),
+            "sql" => Some(Scope::Sql),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Sql => "sql",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The holder of a valid key.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+    scopes: Vec<Scope>,
+    pub rate_per_second: f64,
+    pub burst: u32,
+}
+
+impl Caller {
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+struct Key {
+    digest: [u8; 32],
+    caller: Caller,
+}
+
+pub struct Keys {
+    keys: Vec<Key>,
+}
+
+impl Keys {
+    /// The configured keys and those of the keys file. Without any: an error in production
+    /// mode; else one key made for this process, printed once on standard error.
+    pub fn load(config: &ApiConfig) -> Result<Keys, ApiError> {
+        let mut entries = config.keys.clone();
+        if !config.keys_file.is_empty() {
+            let text = std::fs::read_to_string(&config.keys_file).map_err(|e| {
+                ApiError::Config(format!("reading api.keys_file {}: {e}", config.keys_file))
+            })?;
+            let file: KeyFile = toml::from_str(&text).map_err(|e| {
+                ApiError::Config(format!("api.keys_file {}: {e}", config.keys_file))
+            })?;
+            entries.extend(file.keys);
+        }
+        if entries.is_empty() {
+            if config.production {
+                return Err(ApiError::Config(
+                    "api.production is set but no API key is configured (api.keys or \
+                     api.keys_file; `k2 api-key new` makes one)"
+                        .into(),
+                ));
+            }
+            let key = generate_key();
+            eprintln!(
+                "no API keys configured: this server accepts the key {key} (scopes read, sql) \
+                 until it stops"
+            );
+            entries.push(ApiKeyConfig {
+                name: "session".into(),
+                sha256: digest_hex(&key),
+                scopes: vec!["read".into(), "sql".into()],
+                rate_per_second: None,
+                burst: None,
+            });
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        for e in entries {
+            let digest = parse_digest(&e.sha256).ok_or_else(|| {
+                ApiError::Config(format!(
+                    "API key '{}': sha256 must be 64 hex digits (the digest, not the key)",
+                    e.name
+                ))
+            })?;
+            let mut scopes = Vec::new();
+            for s in &e.scopes {
+                scopes.push(Scope::parse(s).ok_or_else(|| {
+                    ApiError::Config(format!(
+                        "API key '{}': unknown scope '{s}' (read, sql, admin)",
+                        e.name
+                    ))
+                })?);
+            }
+            if e.name.is_empty() || e.name.len() > 64 {
+                return Err(ApiError::Config(
+                    "every API key needs a name of 1 to 64 characters".into(),
+                ));
+            }
+            keys.push(Key {
+                digest,
+                caller: Caller {
+                    name: e.name,
+                    scopes,
+                    rate_per_second: e.rate_per_second.unwrap_or(config.rate_per_second),
+                    burst: e.burst.unwrap_or(config.burst),
+                },
+            });
+        }
+        Ok(Keys { keys })
+    }
+
+    /// The holder of `presented`, if it is a configured key. Every digest is compared, in
+    /// constant time, whatever matches.
+    pub fn check(&self, presented: &str) -> Option<&Caller> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(k.digest.ct_eq(&digest)) {
+                found = Some(&k.caller);
+            }
+        }
+        found
+    }
+}
+
+/// A new random key: `k2_` and 64 hex digits (256 bits from the OS's generator).
+pub fn generate_key() -> String {
+    let mut bytes = Vec::with_capacity(32);
+    // Version-4 UUIDs carry 122 random bits from the OS generator; three give 256+.
+    for _ in 0..3 {
+        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    let digest = Sha256::digest(&bytes);
+    format!("k2_{}", hex(&digest))
+}
+
+/// Hex SHA-256 of a key, as the configuration stores it.
+pub fn digest_hex(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,1455 @@
+//! The endpoints. Each handler validates its input (naming the field at fault), resolves the
+//! snapshot it answers from, and runs its query through the gate on the query runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Extension, Path, Request, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, NaiveDate, Utc};
+use k2_lake::LakeTable;
+use k2_lake::query::{
+    AggregateRequest, BarInterval, MarketFilter, MarketPage, QueryEngine, RowOrder,
+};
+use k2_model::decimal::Decimal8;
+use k2_model::exchange;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Caller, Keys, Scope};
+use crate::cursor::{self, Cursor};
+use crate::format::Format;
+use crate::limits::{Decision, QueryGate, RateLimiter, run_query};
+use crate::present;
+use crate::respond::{
+    self, ApiJson, ApiQuery, CallerName, Failure, Meta, Pagination, RequestId, negotiate,
+};
+use crate::{ApiConfig, ApiError, Backends};
+
+pub struct State {
+    config: ApiConfig,
+    keys: Keys,
+    limiter: RateLimiter,
+    ip_limiter: RateLimiter,
+    gate: QueryGate,
+    runtime: tokio::runtime::Handle,
+    engine: Arc<QueryEngine>,
+    backends: Backends,
+    started: Instant,
+}
+
+type S = Arc<State>;
+
+impl State {
+    pub fn new(
+        config: ApiConfig,
+        keys: Keys,
+        backends: Backends,
+        runtime: tokio::runtime::Handle,
+    ) -> S {
+        Arc::new(State {
+            gate: QueryGate::new(
+                config.max_concurrent_queries,
+                config.max_queued,
+                Duration::from_millis(config.queue_timeout_ms),
+            ),
+            engine: backends.engine.clone(),
+            config,
+            keys,
+            limiter: RateLimiter::default(),
+            ip_limiter: RateLimiter::default(),
+            runtime,
+            backends,
+            started: Instant::now(),
+        })
+    }
+
+    /// Runs `work` on the query runtime behind the gate.
+    async fn query<T, F>(&self, work: impl FnOnce(Arc<QueryEngine>) -> F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, Failure>> + Send + 'static,
+    {
+        let permit = self.gate.enter().await.map_err(|r| match r {
+            crate::limits::Refused::QueueFull => {
+                Failure::busy("too many queries are running and waiting; retry shortly", 1)
+            }
+            crate::limits::Refused::Waited(d) => Failure::busy(
+                format!(
+                    "no query slot became free within {:.1}s; retry shortly",
+                    d.as_secs_f64()
+                ),
+                1,
+            ),
+        })?;
+        run_query(&self.runtime, permit, work(self.engine.clone()))
+            .await
+            .unwrap_or_else(|| Err(Failure::internal("the query task ended unexpectedly")))
+    }
+}
+
+pub fn router(state: S) -> Result<Router, ApiError> {
+    let v1 = Router::new()
+        .route("/v1/trades", get(trades))
+        .route("/v1/quotes", get(quotes))
+        .route("/v1/trades/query", post(trades_query))
+        .route("/v1/quotes/query", post(quotes_query))
+        .route("/v1/summary/{symbol}/{date}", get(summary))
+        .route("/v1/ohlcv/batch", post(ohlcv_batch))
+        .route("/v1/ohlcv/{timeframe}", get(ohlcv))
+        .route("/v1/aggregations", post(aggregations))
+        .route("/v1/symbols", get(symbols))
+        .route("/v1/stats", get(stats))
+        .route("/v1/snapshots", get(snapshots))
+        .route("/v1/snapshots/{snapshot_id}/query", post(snapshot_query))
+        .route("/v1/replay", post(replay))
+        .route("/v1/sql", post(sql))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let public = Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(crate::docs::openapi_json))
+        .route("/docs", get(crate::docs::page))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ip_limit));
+    let cors = cors(&state.config)?;
+    let body_limit = state.config.body_limit_bytes;
+    let mut app = v1
+        .merge(public)
+        .fallback(|| async { Failure::not_found("no such endpoint; see /openapi.json") })
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .zstd(true),
+        );
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    Ok(app.layer(middleware::from_fn(respond::observe)))
+}
+
+fn cors(config: &ApiConfig) -> Result<Option<tower_http::cors::CorsLayer>, ApiError> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = if config.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::new();
+        for o in &config.cors_origins {
+            list.push(HeaderValue::from_str(o).map_err(|_| {
+                ApiError::Config(format!("api.cors_origins: '{o}' is not a valid origin"))
+            })?);
+        }
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::AUTHORIZATION,
+                header::HeaderName::from_static("x-api-key"),
+                respond::REQUEST_ID,
+            ])
+            .expose_headers([
+                respond::REQUEST_ID,
+                header::HeaderName::from_static("ratelimit-limit"),
+                header::HeaderName::from_static("ratelimit-remaining"),
+                header::HeaderName::from_static("ratelimit-reset"),
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("x-next-cursor"),
+                header::HeaderName::from_static("x-snapshot-id"),
+                header::HeaderName::from_static("x-record-count"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys and rate limits
+
+fn client_ip(req: &Request, trust_forwarded: bool) -> String {
+    if trust_forwarded
+        && let Some(first) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
+    {
+        return ip.to_string();
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string())
+}
+
+fn rate_headers(response: &mut Response, d: &Decision) {
+    let h = response.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(d.reset_s));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{};w={}",
+        d.limit,
+        (f64::from(d.limit) / d.rate_per_second).ceil() as u64
+    )) {
+        h.insert("ratelimit-policy", v);
+    }
+}
+
+fn limited(d: &Decision, whose: &str) -> Response {
+    metrics::counter!("k2_api_rate_limited_total", "by" => whose.to_string()).increment(1);
+    let mut r = Failure {
+        retry_after_s: Some(d.retry_after_s),
+        ..Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "rate limit of {} requests per second (burst {}) exceeded; retry after {}s",
+                d.rate_per_second, d.limit, d.retry_after_s
+            ),
+        )
+    }
+    .into_response();
+    rate_headers(&mut r, d);
+    r
+}
+
+/// The address's bucket, for requests that carry no valid key.
+fn check_ip(s: &State, req: &Request) -> Result<Decision, Box<Response>> {
+    let ip = client_ip(req, s.config.trust_forwarded_for);
+    let d = s
+        .ip_limiter
+        .check(&ip, s.config.ip_rate_per_second, s.config.ip_burst);
+    if d.allowed {
+        Ok(d)
+    } else {
+        Err(Box::new(limited(&d, "address")))
+    }
+}
+
+async fn authenticate(AxState(s): AxState<S>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|v| v.trim().to_string())
+        });
+    let Some(presented) = presented else {
+        if let Err(r) = check_ip(&s, &req) {
+            return *r;
+        }
+        metrics::counter!("k2_api_auth_failures_total", "reason" => "missing").increment(1);
+        let mut r = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_key",
+            "this endpoint needs an API key in X-API-Key (or Authorization: Bearer)",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
+    let Some(caller) = s.keys.check(&presented).cloned() else {
+        if let Err(r) = check_ip(&s, &req) {
+            return *r;
+        }
+        metrics::counter!("k2_api_auth_failures_total", "reason" => "invalid").increment(1);
+        return Failure::new(
+            StatusCode::FORBIDDEN,
+            "invalid_key",
+            "the API key is not valid",
+        )
+        .into_response();
+    };
+    let d = s
+        .limiter
+        .check(&caller.name, caller.rate_per_second, caller.burst);
+    if !d.allowed {
+        let mut r = limited(&d, "key");
+        r.extensions_mut().insert(CallerName(caller.name));
+        return r;
+    }
+    let name = caller.name.clone();
+    req.extensions_mut().insert(caller);
+    let mut response = next.run(req).await;
+    rate_headers(&mut response, &d);
+    response.extensions_mut().insert(CallerName(name));
+    response
+}
+
+async fn ip_limit(AxState(s): AxState<S>, req: Request, next: Next) -> Response {
+    match check_ip(&s, &req) {
+        Err(r) => *r,
+        Ok(d) => {
+            let mut response = next.run(req).await;
+            rate_headers(&mut response, &d);
+            response
+        }
+    }
+}
+
+fn require(caller: &Caller, scope: Scope) -> Result<(), Failure> {
+    if caller.may(scope) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "the key '{}' lacks the '{}' scope",
+                caller.name,
+                scope.as_str()
+            ),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+
+fn symbol(field: &str, s: &str) -> Result<String, Failure> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Failure::invalid(
+            field,
+            "a symbol is 1 to 32 letters, digits or . - _ / :",
+        ))
+    }
+}
+
+fn exchange_code(field: &str, s: &str) -> Result<String, Failure> {
+    if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err(Failure::invalid(
+            field,
+            "an exchange is 1 to 16 letters or digits",
+        ))
+    }
+}
+
+/// RFC 3339, or a date meaning the start of that trading day on `exchange` (UTC without one).
+fn instant(field: &str, text: &str, exchange: Option<&str>) -> Result<i64, Failure> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    let date: NaiveDate = text.parse().map_err(|_| {
+        Failure::invalid(
+            field,
+            format!("'{text}' is neither an RFC 3339 time nor a YYYY-MM-DD date"),
+        )
+    })?;
+    Ok(exchange::day_bounds_us(exchange.map_or(chrono_tz::UTC, exchange::time_zone), date).0)
+}
+
+fn date(field: &str, text: &str) -> Result<NaiveDate, Failure> {
+    text.parse()
+        .map_err(|_| Failure::invalid(field, format!("'{text}' is not a YYYY-MM-DD date")))
+}
+
+fn limit(field: &str, value: Option<usize>, default: usize, max: usize) -> Result<usize, Failure> {
+    let v = value.unwrap_or(default);
+    if v == 0 || v > max {
+        return Err(Failure::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn price(field: &str, value: &Option<serde_json::Value>) -> Result<Option<i64>, Failure> {
+    let text = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(Failure::invalid(
+                field,
+                "must be a decimal number or string",
+            ));
+        }
+    };
+    let d: Decimal8 = text
+        .parse()
+        .map_err(|e| Failure::invalid(field, format!("'{text}': {e}")))?;
+    if d.is_negative() {
+        return Err(Failure::invalid(field, "must not be negative"));
+    }
+    Ok(Some(d.units()))
+}
+
+/// A validated time range: start not before the lookback, end after start.
+fn range(
+    s: &State,
+    start: Option<&str>,
+    end: Option<&str>,
+    exchange: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), Failure> {
+    let start_us = start
+        .map(|t| instant("start_time", t, exchange))
+        .transpose()?;
+    let end_us = end.map(|t| instant("end_time", t, exchange)).transpose()?;
+    if let (Some(a), Some(b)) = (start_us, end_us)
+        && b <= a
+    {
+        return Err(Failure::invalid("end_time", "must be after start_time"));
+    }
+    let earliest =
+        Utc::now().timestamp_micros() - i64::from(s.config.max_lookback_days) * 86_400_000_000;
+    if let Some(a) = start_us
+        && a < earliest
+    {
+        return Err(Failure::invalid(
+            "start_time",
+            format!(
+                "reaches back more than {} days (api.max_lookback_days)",
+                s.config.max_lookback_days
+            ),
+        ));
+    }
+    Ok((start_us, end_us))
+}
+
+fn list_of(
+    field: &str,
+    values: &[String],
+    max: usize,
+    check: fn(&str, &str) -> Result<String, Failure>,
+) -> Result<Vec<String>, Failure> {
+    if values.len() > max {
+        return Err(Failure::invalid(field, format!("at most {max} values")));
+    }
+    values.iter().map(|v| check(field, v)).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Trades and quotes
+
+/// Filters of `GET /v1/trades` and `GET /v1/quotes`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Symbol, e.g. `BHP`.
+    symbol: Option<String>,
+    /// Exchange, e.g. `ASX`.
+    exchange: Option<String>,
+    /// Inclusive start: RFC 3339, or a date (the start of that trading day).
+    start_time: Option<String>,
+    /// Exclusive end: RFC 3339, or a date.
+    end_time: Option<String>,
+    /// Rows per page (default 100, at most `api.max_limit`).
+    limit: Option<usize>,
+    /// `pagination.next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// json (default), csv, parquet or arrow.
+    format: Option<String>,
+}
+
+/// A trades or quotes query: `POST /v1/trades/query`, `/v1/quotes/query`,
+/// `/v1/snapshots/{id}/query` and `/v1/replay`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarketQuery {
+    /// `trades` or `quotes` (snapshot queries and replay only).
+    #[serde(default)]
+    data_type: Option<String>,
+    /// Any of these symbols (at most 100; empty: all).
+    #[serde(default)]
+    symbols: Vec<String>,
+    /// Any of these exchanges (at most 20; empty: all).
+    #[serde(default)]
+    exchanges: Vec<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    /// Columns to return (default: the usual set); any column of the table.
+    #[serde(default)]
+    fields: Vec<String>,
+    /// Inclusive price and quantity bounds, as decimal strings or numbers (trades only).
+    #[schema(value_type = Option<String>)]
+    min_price: Option<serde_json::Value>,
+    #[schema(value_type = Option<String>)]
+    max_price: Option<serde_json::Value>,
+    #[schema(value_type = Option<String>)]
+    min_quantity: Option<serde_json::Value>,
+    #[schema(value_type = Option<String>)]
+    max_quantity: Option<serde_json::Value>,
+    /// Rows per page (default 1000; at most `api.max_query_limit`).
+    limit: Option<usize>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/trades", tag = "market", params(ListParams),
+    responses((status = 200, description = "Trades, newest first, one page", body = DataEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn trades(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Response, Failure> {
+    list(s, caller, id, headers, p, LakeTable::Trades).await
+}
+
+#[utoipa::path(get, path = "/v1/quotes", tag = "market", params(ListParams),
+    responses((status = 200, description = "Quotes, newest first, one page", body = DataEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn quotes(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Response, Failure> {
+    list(s, caller, id, headers, p, LakeTable::Quotes).await
+}
+
+async fn list(
+    s: S,
+    caller: Caller,
+    id: RequestId,
+    headers: HeaderMap,
+    p: ListParams,
+    table: LakeTable,
+) -> Result<Response, Failure> {
+    let q = MarketQuery {
+        symbols: p.symbol.into_iter().collect(),
+        exchanges: p.exchange.into_iter().collect(),
+        start_time: p.start_time,
+        end_time: p.end_time,
+        limit: Some(limit(
+            "limit",
+            p.limit,
+            s.config.default_limit,
+            s.config.max_limit,
+        )?),
+        cursor: p.cursor,
+        format: p.format,
+        ..Default::default()
+    };
+    market(
+        s,
+        caller,
+        id,
+        headers,
+        q,
+        table,
+        None,
+        RowOrder::NewestFirst,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/trades/query", tag = "market", request_body = MarketQuery,
+    responses((status = 200, description = "Trades, newest first, one page", body = DataEnvelope),
+              (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn trades_query(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<MarketQuery>,
+) -> Result<Response, Failure> {
+    market(
+        s,
+        caller,
+        id,
+        headers,
+        q,
+        LakeTable::Trades,
+        None,
+        RowOrder::NewestFirst,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/quotes/query", tag = "market", request_body = MarketQuery,
+    responses((status = 200, description = "Quotes, newest first, one page", body = DataEnvelope),
+              (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn quotes_query(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<MarketQuery>,
+) -> Result<Response, Failure> {
+    market(
+        s,
+        caller,
+        id,
+        headers,
+        q,
+        LakeTable::Quotes,
+        None,
+        RowOrder::NewestFirst,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/query", tag = "time travel",
+    params(("snapshot_id" = i64, Path, description = "An Iceberg snapshot id of the table")),
+    request_body = MarketQuery,
+    responses((status = 200, description = "Rows as of the snapshot", body = DataEnvelope),
+              (status = 404, description = "No such snapshot", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn snapshot_query(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    Path(snapshot_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<MarketQuery>,
+) -> Result<Response, Failure> {
+    let snapshot_id: i64 = snapshot_id
+        .parse()
+        .map_err(|_| Failure::invalid("snapshot_id", "must be an integer snapshot id"))?;
+    let table = data_type(q.data_type.as_deref())?;
+    market(
+        s,
+        caller,
+        id,
+        headers,
+        q,
+        table,
+        Some(snapshot_id),
+        RowOrder::NewestFirst,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/replay", tag = "market", request_body = MarketQuery,
+    responses((status = 200, description = "Rows of the range in timestamp order, one page; continue with the cursor", body = DataEnvelope),
+              (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn replay(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<MarketQuery>,
+) -> Result<Response, Failure> {
+    let table = data_type(q.data_type.as_deref())?;
+    if q.start_time.is_none() {
+        return Err(Failure::invalid("start_time", "a replay needs a start"));
+    }
+    if q.end_time.is_none() {
+        return Err(Failure::invalid("end_time", "a replay needs an end"));
+    }
+    market(
+        s,
+        caller,
+        id,
+        headers,
+        q,
+        table,
+        None,
+        RowOrder::OldestFirst,
+    )
+    .await
+}
+
+fn data_type(text: Option<&str>) -> Result<LakeTable, Failure> {
+    match text.unwrap_or("trades") {
+        "trades" => Ok(LakeTable::Trades),
+        "quotes" => Ok(LakeTable::Quotes),
+        other => Err(Failure::invalid(
+            "data_type",
+            format!("'{other}' is not trades or quotes"),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn market(
+    s: S,
+    caller: Caller,
+    id: RequestId,
+    headers: HeaderMap,
+    q: MarketQuery,
+    table: LakeTable,
+    pinned: Option<i64>,
+    order: RowOrder,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let format = negotiate(q.format.as_deref(), &headers)?;
+    let symbols = list_of("symbols", &q.symbols, 100, symbol)?;
+    let exchanges = list_of("exchanges", &q.exchanges, 20, exchange_code)?;
+    let (start_us, end_us) = range(
+        &s,
+        q.start_time.as_deref(),
+        q.end_time.as_deref(),
+        exchanges.first().map(String::as_str),
+    )?;
+    let limit = limit("limit", q.limit, 1000, s.config.max_query_limit)?;
+    let filter = MarketFilter {
+        symbols,
+        exchanges,
+        start_us,
+        end_us,
+        min_price: price("min_price", &q.min_price)?,
+        max_price: price("max_price", &q.max_price)?,
+        min_quantity: price("min_quantity", &q.min_quantity)?,
+        max_quantity: price("max_quantity", &q.max_quantity)?,
+        fields: q.fields.clone(),
+        order,
+        after: None,
+        limit,
+    };
+    if table == LakeTable::Quotes
+        && let Some(f) = [
+            ("min_price", filter.min_price),
+            ("max_price", filter.max_price),
+            ("min_quantity", filter.min_quantity),
+            ("max_quantity", filter.max_quantity),
+        ]
+        .iter()
+        .find(|(_, v)| v.is_some())
+    {
+        return Err(Failure::invalid(
+            f.0,
+            "price and quantity bounds apply to trades only",
+        ));
+    }
+    let print = format!("{filter:?}");
+    let fp = cursor::fingerprint(&[
+        table.name(),
+        &order_name(order),
+        &print_without_limit(&print),
+    ]);
+    let mut filter = filter;
+    let mut snapshot = pinned;
+    if let Some(text) = &q.cursor {
+        let c = cursor::decode(text, &fp).map_err(|m| Failure::invalid("cursor", m))?;
+        if pinned.is_some() && c.snapshot != pinned {
+            return Err(Failure::invalid(
+                "cursor",
+                "this cursor belongs to another snapshot",
+            ));
+        }
+        snapshot = c.snapshot;
+        filter.after = Some(c.after);
+    }
+    let (page, snapshot): (MarketPage, Option<i64>) = s
+        .query(move |engine| async move {
+            let snapshot = match snapshot {
+                Some(id) => Some(id),
+                None => engine.current_snapshot(table).await?,
+            };
+            let page = match table {
+                LakeTable::Quotes => engine.quotes(&filter, snapshot).await,
+                _ => engine.trades(&filter, snapshot).await,
+            }?;
+            Ok((page, snapshot))
+        })
+        .await?;
+    let next_cursor = page
+        .next
+        .map(|after| cursor::encode(&Cursor { snapshot, after }, &fp));
+    let pagination = Pagination {
+        limit,
+        returned: page.rows(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    };
+    respond::table(
+        format,
+        &page.batches,
+        Some(pagination),
+        Meta::new(&id, snapshot, started),
+        table.name(),
+    )
+}
+
+fn order_name(o: RowOrder) -> String {
+    format!("{o:?}")
+}
+
+/// The filter's text without its limit (a cursor stays valid when the page size changes).
+fn print_without_limit(print: &str) -> String {
+    match print.rfind(", limit:") {
+        Some(i) => print[..i].to_string(),
+        None => print.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Summaries, bars, aggregations
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryParams {
+    /// The exchange (its calendar decides the trading day).
+    exchange: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/summary/{symbol}/{date}", tag = "analytics",
+    params(("symbol" = String, Path), ("date" = String, Path, description = "Trading day, YYYY-MM-DD"), SummaryParams),
+    responses((status = 200, description = "Open, high, low, close, volume, trade count and VWAP of the day", body = DataEnvelope),
+              (status = 404, description = "No trades that day", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn summary(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    Path((sym, day)): Path<(String, String)>,
+    ApiQuery(p): ApiQuery<SummaryParams>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let sym = symbol("symbol", &sym)?;
+    let day = date("date", &day)?;
+    let exchange = p
+        .exchange
+        .as_deref()
+        .map(|x| exchange_code("exchange", x))
+        .transpose()?;
+    let (found, snapshot) = s
+        .query(move |engine| async move {
+            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
+            let found = engine
+                .daily_summary(&sym, day, exchange.as_deref(), snapshot)
+                .await?;
+            Ok((
+                found.ok_or_else(|| Failure::not_found(format!("no trades of {sym} on {day}")))?,
+                snapshot,
+            ))
+        })
+        .await?;
+    Ok(respond::value(
+        present::SummaryRow::from(&found),
+        Meta::new(&id, snapshot, started),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BarParams {
+    symbol: String,
+    exchange: Option<String>,
+    /// First trading day, YYYY-MM-DD.
+    start_date: String,
+    /// Last trading day (default: `start_date`).
+    end_date: Option<String>,
+    format: Option<String>,
+}
+
+/// One request of `POST /v1/ohlcv/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BarRequest {
+    symbol: String,
+    /// 1m, 5m, 15m, 30m, 1h or 1d.
+    timeframe: String,
+    exchange: Option<String>,
+    start_date: String,
+    end_date: Option<String>,
+}
+
+const MAX_BATCH: usize = 10;
+
+struct Bars {
+    symbol: String,
+    exchange: Option<String>,
+    interval: BarInterval,
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+fn bars_request(s: &State, r: &BarRequest, prefix: &str) -> Result<Bars, Failure> {
+    let f = |name: &str| format!("{prefix}{name}");
+    let interval = BarInterval::parse(&r.timeframe).map_err(|_| {
+        Failure::invalid(
+            &f("timeframe"),
+            format!("'{}' is not one of 1m, 5m, 15m, 30m, 1h, 1d", r.timeframe),
+        )
+    })?;
+    let from = date(&f("start_date"), &r.start_date)?;
+    let to = r
+        .end_date
+        .as_deref()
+        .map(|d| date(&f("end_date"), d))
+        .transpose()?
+        .unwrap_or(from);
+    if to < from {
+        return Err(Failure::invalid(
+            &f("end_date"),
+            "must not be before start_date",
+        ));
+    }
+    if (to - from).num_days() >= i64::from(s.config.max_range_days) {
+        return Err(Failure::invalid(
+            &f("end_date"),
+            format!(
+                "the range is longer than {} days (api.max_range_days)",
+                s.config.max_range_days
+            ),
+        ));
+    }
+    Ok(Bars {
+        symbol: symbol(&f("symbol"), &r.symbol)?,
+        exchange: r
+            .exchange
+            .as_deref()
+            .map(|x| exchange_code(&f("exchange"), x))
+            .transpose()?,
+        interval,
+        from,
+        to,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/ohlcv/{timeframe}", tag = "analytics",
+    params(("timeframe" = String, Path, description = "1m, 5m, 15m, 30m, 1h or 1d"), BarParams),
+    responses((status = 200, description = "Bars of the symbol over the trading days", body = DataEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn ohlcv(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    Path(timeframe): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<BarParams>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let format = negotiate(p.format.as_deref(), &headers)?;
+    let b = bars_request(
+        &s,
+        &BarRequest {
+            symbol: p.symbol,
+            timeframe,
+            exchange: p.exchange,
+            start_date: p.start_date,
+            end_date: p.end_date,
+        },
+        "",
+    )?;
+    let (bars, snapshot) = s
+        .query(move |engine| async move {
+            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
+            let bars = engine
+                .ohlcv(
+                    &b.symbol,
+                    b.interval,
+                    b.from,
+                    b.to,
+                    b.exchange.as_deref(),
+                    snapshot,
+                )
+                .await?;
+            Ok((bars, snapshot))
+        })
+        .await?;
+    let rows: Vec<present::BarRow> = bars.iter().map(present::BarRow::from).collect();
+    respond::rows(
+        format,
+        &rows,
+        None,
+        Meta::new(&id, snapshot, started),
+        "ohlcv",
+    )
+}
+
+/// `POST /v1/ohlcv/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BarBatch {
+    /// At most 10 requests; all their bars together at most `api.max_query_limit`.
+    requests: Vec<BarRequest>,
+}
+
+#[utoipa::path(post, path = "/v1/ohlcv/batch", tag = "analytics", request_body = BarBatch,
+    responses((status = 200, description = "One result per request, failures reported per item", body = DataEnvelope),
+              (status = 422, description = "The batch is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn ohlcv_batch(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    ApiJson(batch): ApiJson<BarBatch>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    if batch.requests.is_empty() || batch.requests.len() > MAX_BATCH {
+        return Err(Failure::invalid(
+            "requests",
+            format!("between 1 and {MAX_BATCH} requests"),
+        ));
+    }
+    let items: Vec<(String, String, Result<Bars, Failure>)> = batch
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                r.symbol.clone(),
+                r.timeframe.clone(),
+                bars_request(&s, r, &format!("requests[{i}].")),
+            )
+        })
+        .collect();
+    let budget = s.config.max_query_limit;
+    let (results, snapshot) = s
+        .query(move |engine| async move {
+            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
+            let mut used = 0usize;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, (sym, tf, item)) in items.into_iter().enumerate() {
+                let result = match item {
+                    Err(f) => Err(f),
+                    Ok(b) => engine
+                        .ohlcv(
+                            &b.symbol,
+                            b.interval,
+                            b.from,
+                            b.to,
+                            b.exchange.as_deref(),
+                            snapshot,
+                        )
+                        .await
+                        .map_err(Failure::from)
+                        .and_then(|bars| {
+                            used += bars.len();
+                            if used > budget {
+                                Err(Failure::new(
+                                    StatusCode::UNPROCESSABLE_ENTITY,
+                                    "row_budget_exceeded",
+                                    format!(
+                                        "the batch's bars exceed {budget} in all; ask for fewer"
+                                    ),
+                                ))
+                            } else {
+                                Ok(bars)
+                            }
+                        }),
+                };
+                out.push(match result {
+                    Ok(bars) => json!({"index": i, "symbol": sym, "timeframe": tf, "ok": true,
+                        "data": bars.iter().map(present::BarRow::from).collect::<Vec<_>>()}),
+                    Err(f) => json!({"index": i, "symbol": sym, "timeframe": tf, "ok": false,
+                        "error": {"code": f.code, "message": f.message, "field": f.field}}),
+                });
+            }
+            Ok((out, snapshot))
+        })
+        .await?;
+    Ok(respond::value(results, Meta::new(&id, snapshot, started)))
+}
+
+/// `POST /v1/aggregations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationQuery {
+    /// 1 to 50 symbols.
+    symbols: Vec<String>,
+    /// Any of vwap, twap, ohlcv, trade_count, volume_profile.
+    metrics: Vec<String>,
+    /// 1m, 5m, 15m, 30m, 1h or 1d.
+    interval: String,
+    start_time: String,
+    end_time: String,
+    exchange: Option<String>,
+    format: Option<String>,
+}
+
+const METRICS: [&str; 5] = ["vwap", "twap", "ohlcv", "trade_count", "volume_profile"];
+
+#[utoipa::path(post, path = "/v1/aggregations", tag = "analytics", request_body = AggregationQuery,
+    responses((status = 200, description = "Per symbol and interval, the metrics asked for", body = DataEnvelope),
+              (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn aggregations(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<AggregationQuery>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let format = negotiate(q.format.as_deref(), &headers)?;
+    if q.symbols.is_empty() {
+        return Err(Failure::invalid("symbols", "at least one symbol"));
+    }
+    let symbols = list_of("symbols", &q.symbols, 50, symbol)?;
+    if q.metrics.is_empty() {
+        return Err(Failure::invalid(
+            "metrics",
+            format!("at least one of {}", METRICS.join(", ")),
+        ));
+    }
+    for m in &q.metrics {
+        if !METRICS.contains(&m.as_str()) {
+            return Err(Failure::invalid(
+                "metrics",
+                format!("'{m}' is not one of {}", METRICS.join(", ")),
+            ));
+        }
+    }
+    let interval = BarInterval::parse(&q.interval).map_err(|_| {
+        Failure::invalid(
+            "interval",
+            format!("'{}' is not one of 1m, 5m, 15m, 30m, 1h, 1d", q.interval),
+        )
+    })?;
+    let exchange = q
+        .exchange
+        .as_deref()
+        .map(|x| exchange_code("exchange", x))
+        .transpose()?;
+    let (start_us, end_us) = range(
+        &s,
+        Some(&q.start_time),
+        Some(&q.end_time),
+        exchange.as_deref(),
+    )?;
+    let (start_us, end_us) = (start_us.expect("given"), end_us.expect("given"));
+    if end_us - start_us > i64::from(s.config.max_range_days) * 86_400_000_000 {
+        return Err(Failure::invalid(
+            "end_time",
+            format!(
+                "the range is longer than {} days (api.max_range_days)",
+                s.config.max_range_days
+            ),
+        ));
+    }
+    let want = |m: &str| q.metrics.iter().any(|x| x == m);
+    let profile = want("volume_profile");
+    let request = AggregateRequest {
+        symbols,
+        exchange,
+        interval,
+        start_us,
+        end_us,
+    };
+    let (agg, snapshot) = s
+        .query(move |engine| async move {
+            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
+            let agg = engine.aggregate(&request, profile, snapshot).await?;
+            Ok((agg, snapshot))
+        })
+        .await?;
+    let rows: Vec<serde_json::Value> = agg
+        .rows
+        .iter()
+        .map(|r| {
+            let full = present::AggregateRow::from(r);
+            let mut v = serde_json::to_value(&full).expect("a row serialises");
+            let obj = v.as_object_mut().expect("an object");
+            if !want("ohlcv") {
+                for k in ["open", "high", "low", "close", "volume"] {
+                    obj.remove(k);
+                }
+            }
+            for m in ["vwap", "twap", "trade_count"] {
+                if !want(m) {
+                    obj.remove(m);
+                }
+            }
+            v
+        })
+        .collect();
+    let levels: Vec<present::PriceLevelRow> = agg.levels.iter().map(Into::into).collect();
+    let meta = Meta::new(&id, snapshot, started);
+    if format == Format::Json {
+        let mut body = json!({"data": rows, "meta": meta});
+        if profile {
+            body["volume_profile"] = json!(levels);
+        }
+        return Ok(axum::Json(body).into_response());
+    }
+    if q.metrics.len() == 1 && profile {
+        respond::rows(format, &levels, None, meta, "volume_profile")
+    } else {
+        respond::rows(format, &rows, None, meta, "aggregations")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalogue
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SymbolParams {
+    exchange: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/symbols", tag = "catalogue", params(SymbolParams),
+    responses((status = 200, description = "Symbols with trades or quotes", body = DataEnvelope)),
+    security(("api_key" = [])))]
+async fn symbols(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    ApiQuery(p): ApiQuery<SymbolParams>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let exchange = p
+        .exchange
+        .as_deref()
+        .map(|x| exchange_code("exchange", x))
+        .transpose()?;
+    let list = s
+        .query(move |engine| async move { Ok(engine.symbols(exchange.as_deref()).await?) })
+        .await?;
+    Ok(respond::value(list, Meta::new(&id, None, started)))
+}
+
+#[utoipa::path(get, path = "/v1/stats", tag = "catalogue",
+    responses((status = 200, description = "Per table: rows, current snapshot, last commit and its age", body = DataEnvelope)),
+    security(("api_key" = [])))]
+async fn stats(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let tables = s
+        .query(move |engine| async move {
+            let mut out = Vec::new();
+            for table in LakeTable::ALL {
+                let snaps = engine.snapshots(table).await?;
+                let current = engine.current_snapshot(table).await?;
+                let cur = snaps.iter().find(|x| Some(x.snapshot_id) == current);
+                let now_ms = Utc::now().timestamp_millis();
+                out.push(json!({
+                    "table": table.qualified(),
+                    "rows": cur.and_then(|c| c.total_records).unwrap_or(0),
+                    "snapshot_id": current,
+                    "snapshots": snaps.len(),
+                    "last_commit": cur.map(|c| present::iso_us(c.timestamp_ms * 1000)),
+                    "freshness_seconds": cur.map(|c| (now_ms - c.timestamp_ms) as f64 / 1e3),
+                }));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(respond::value(
+        json!({"tables": tables, "uptime_seconds": s.started.elapsed().as_secs()}),
+        Meta::new(&id, None, started),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotParams {
+    /// trades (default), quotes or companies.
+    table: Option<String>,
+    /// The newest N (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", tag = "time travel", params(SnapshotParams),
+    responses((status = 200, description = "Snapshots of the table, newest first", body = DataEnvelope)),
+    security(("api_key" = [])))]
+async fn snapshots(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    ApiQuery(p): ApiQuery<SnapshotParams>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Read)?;
+    let name = p.table.as_deref().unwrap_or("trades");
+    let table = LakeTable::parse(name).ok_or_else(|| {
+        Failure::invalid(
+            "table",
+            format!("'{name}' is not trades, quotes or companies"),
+        )
+    })?;
+    let limit = limit("limit", p.limit, 100, 1000)?;
+    let mut snaps = s
+        .query(move |engine| async move { Ok(engine.snapshots(table).await?) })
+        .await?;
+    snaps.reverse();
+    snaps.truncate(limit);
+    let rows: Vec<serde_json::Value> = snaps
+        .iter()
+        .map(|x| {
+            let mut v = serde_json::to_value(present::SnapshotRow::from(x)).expect("serialises");
+            v["log_offsets"] = json!(x.log_offsets);
+            v
+        })
+        .collect();
+    Ok(respond::value(rows, Meta::new(&id, None, started)))
+}
+
+// ---------------------------------------------------------------------------------------
+// SQL
+
+/// `POST /v1/sql`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlQuery {
+    /// One read-only statement over `trades`, `quotes`, `reference_data.companies`.
+    sql: String,
+    format: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/sql", tag = "sql", request_body = SqlQuery,
+    responses((status = 200, description = "The result (at most query.max_rows rows)", body = DataEnvelope),
+              (status = 400, description = "Not read-only, or not valid SQL", body = ErrorEnvelope),
+              (status = 403, description = "The key lacks the sql scope", body = ErrorEnvelope),
+              (status = 504, description = "The query ran out of time", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn sql(
+    AxState(s): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    ApiJson(q): ApiJson<SqlQuery>,
+) -> Result<Response, Failure> {
+    let started = Instant::now();
+    require(&caller, Scope::Sql)?;
+    let format = negotiate(q.format.as_deref(), &headers)?;
+    if q.sql.trim().is_empty() {
+        return Err(Failure::invalid("sql", "is empty"));
+    }
+    let text = q.sql;
+    let batches = s
+        .query(move |engine| async move {
+            engine
+                .sql(&text)
+                .await
+                .map_err(|e| Failure::from_lake(e, true))
+        })
+        .await?;
+    respond::table(format, &batches, None, Meta::new(&id, None, started), "sql")
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process is alive")))]
+async fn health(AxState(s): AxState<S>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "Every dependency answered"),
+              (status = 503, description = "A dependency failed; the body says which")))]
+async fn ready(AxState(s): AxState<S>) -> Response {
+    let checks = s.backends.checks.iter().map(|(name, check)| async move {
+        let t = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(2), check()).await;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let (ok, detail) = match outcome {
+            Ok(Ok(d)) => (true, d),
+            Ok(Err(e)) => (false, e),
+            Err(_) => (false, "no answer within 2 s".to_string()),
+        };
+        metrics::gauge!("k2_api_dependency_up", "dependency" => *name).set(if ok {
+            1.0
+        } else {
+            0.0
+        });
+        json!({"name": name, "ok": ok, "latency_ms": (ms * 1e3).round() / 1e3, "detail": detail})
+    });
+    let results = futures::future::join_all(checks).await;
+    let all_ok = results.iter().all(|r| r["ok"] == json!(true));
+    let body = json!({"status": if all_ok { "ready" } else { "not_ready" }, "checks": results});
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format")))]
+async fn metrics_text(AxState(s): AxState<S>) -> Response {
+    match &s.backends.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => Failure::not_found("this process records no metrics").into_response(),
+    }
+}
+
+/// The data envelope.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DataEnvelope {
+    /// The answer: rows, or an object.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+    /// List answers: `limit`, `returned`, `has_more`, `next_cursor`.
+    #[schema(value_type = Option<Object>)]
+    pagination: Option<serde_json::Value>,
+    /// `request_id`, `snapshot_id` (the table snapshot answered from), `elapsed_ms`.
+    #[schema(value_type = Object)]
+    meta: serde_json::Value,
+}
+
+/// The error envelope.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorEnvelope {
+    /// `code` (stable, machine-readable), `message`, and `field` when one input is at fault.
+    #[schema(value_type = Object)]
+    error: serde_json::Value,
+    /// `request_id`.
+    #[schema(value_type = Object)]
+    meta: serde_json::Value,
+}
+
+pub(crate) mod doc {
+    pub use super::{
+        __path_aggregations, __path_health, __path_metrics_text, __path_ohlcv, __path_ohlcv_batch,
+        __path_quotes, __path_quotes_query, __path_ready, __path_replay, __path_snapshot_query,
+        __path_snapshots, __path_sql, __path_stats, __path_summary, __path_symbols, __path_trades,
+        __path_trades_query,
+    };
+    pub use super::{
+        AggregationQuery, BarBatch, BarRequest, DataEnvelope, ErrorEnvelope, MarketQuery, SqlQuery,
+    };
+}

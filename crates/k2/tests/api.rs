@@ -1,0 +1,953 @@
+//! The query API as clients see it: `k2 serve` on a free port of 127.0.0.1, over real TCP,
+//! answering from the sample landed by `k2 ingest` and `k2 consume`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::*;
+
+/// A running `k2 serve` and the keys it accepts.
+struct Server {
+    child: Child,
+    port: u16,
+    reader: String,
+    analyst: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A new key of `k2 api-key new` and its `[[api.keys]]` entry.
+fn new_key(data: &Path, name: &str, scopes: &str) -> (String, String) {
+    let out = k2(data)
+        .args(["api-key", "new", "--name", name, "--scopes", scopes])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let entry = err[err.find("[[api.keys]]").expect("an entry is printed")..].to_string();
+    assert!(
+        !entry.contains(&key),
+        "the configuration never holds the key itself"
+    );
+    (key, entry)
+}
+
+/// The sample landed in `data`.
+fn landed() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    data
+}
+
+/// `k2 serve` on `data` with a reader key (read) and an analyst key (read, sql), plus the
+/// extra configuration `extra` (TOML).
+fn serve(data: &Path, extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, reader_entry) = new_key(data, "reader", "read");
+    let (analyst, analyst_entry) = new_key(data, "analyst", "read,sql");
+    let config = dir.path().join("k2.toml");
+    std::fs::write(
+        &config,
+        format!("{extra}\n{reader_entry}\n{analyst_entry}\n"),
+    )
+    .unwrap();
+    let mut child = k2(data)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("query API on http://127.0.0.1:") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining standard error so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        port,
+        reader,
+        analyst,
+        _dir: dir,
+    }
+}
+
+/// One HTTP exchange's answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A request over a fresh connection. `body`: raw bytes, sent with a Content-Length, or
+/// chunked when `chunked`.
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    chunked: bool,
+) -> Answer {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    } else {
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    }
+    s.write_all(head.as_bytes()).unwrap();
+    // The body goes from another thread while this one reads: a server may answer (413)
+    // before it has read everything.
+    let mut w = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        if chunked {
+            for chunk in body.chunks(64 * 1024) {
+                let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+                if w.write_all(&frame).is_err() {
+                    return;
+                }
+            }
+            let _ = w.write_all(b"0\r\n\r\n");
+        } else {
+            let _ = w.write_all(&body);
+        }
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let _ = writer.join();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked")
+    {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let end = at + rest[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[at..end]).unwrap(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            at = end + 2 + size + 2;
+        }
+        rest = body;
+    }
+    Answer {
+        status,
+        headers,
+        body: rest,
+    }
+}
+
+impl Server {
+    fn get(&self, path: &str, key: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("X-API-Key", k)).into_iter().collect();
+        exchange(self.port, "GET", path, &headers, b"", false)
+    }
+    fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Answer {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(k) = key {
+            headers.push(("X-API-Key", k));
+        }
+        exchange(
+            self.port,
+            "POST",
+            path,
+            &headers,
+            body.to_string().as_bytes(),
+            false,
+        )
+    }
+    /// Answer `sql` with the analyst key: the rows as JSON.
+    fn sql(&self, sql: &str) -> Vec<Value> {
+        let a = self.post("/v1/sql", Some(&self.analyst), &json!({ "sql": sql }));
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["data"].as_array().unwrap().clone()
+    }
+}
+
+fn assert_error(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status, status, "{}", a.text());
+    let j = a.json();
+    assert_eq!(j["error"]["code"], code, "{j}");
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert_eq!(
+        j["meta"]["request_id"].as_str(),
+        a.header("x-request-id"),
+        "the error names its request"
+    );
+}
+
+const DAY: &str = "start_time=2014-03-12&end_time=2014-03-13&exchange=ASX";
+const BHP_DAY_TRADES: usize = 20_283;
+
+#[test]
+fn every_endpoint_answers_exactly_in_every_format() {
+    let data = landed();
+    let s = serve(data.path(), "");
+    let r = Some(s.reader.as_str());
+
+    // Keys: missing → 401, wrong → 403, scope → 403.
+    assert_error(&s.get("/v1/trades", None), 401, "missing_key");
+    assert_error(
+        &s.get("/v1/trades", Some("k2_not-a-key")),
+        403,
+        "invalid_key",
+    );
+    let a = s.post("/v1/sql", r, &json!({"sql": "SELECT 1"}));
+    assert_error(&a, 403, "insufficient_scope");
+    let bearer = exchange(
+        s.port,
+        "GET",
+        "/v1/symbols",
+        &[("Authorization", &format!("Bearer {}", s.reader))],
+        b"",
+        false,
+    );
+    assert_eq!(bearer.status, 200);
+    assert_eq!(bearer.json()["data"], json!(["BHP", "DVN", "MWR"]));
+
+    // Trades: the envelope, a request id honoured, newest first.
+    let a = exchange(
+        s.port,
+        "GET",
+        &format!("/v1/trades?symbol=BHP&{DAY}&limit=5"),
+        &[("X-API-Key", &s.reader), ("X-Request-Id", "test-42")],
+        b"",
+        false,
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-request-id"), Some("test-42"));
+    assert!(a.header("ratelimit-remaining").is_some());
+    let j = a.json();
+    assert_eq!(j["meta"]["request_id"], "test-42");
+    assert!(j["meta"]["snapshot_id"].as_i64().is_some());
+    let rows = j["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(j["pagination"]["has_more"], true);
+    let times: Vec<&str> = rows
+        .iter()
+        .map(|r| r["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    assert!(
+        rows[0]["price"].is_string(),
+        "prices are exact decimal text"
+    );
+
+    // A whole day in pages: every trade once, in order, and the same as one big page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/trades?symbol=BHP&{DAY}&limit=1000");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let j = s.get(&path, r).json();
+        for row in j["data"].as_array().unwrap() {
+            seen.push(row["message_id"].as_str().unwrap().to_string());
+        }
+        match j["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), BHP_DAY_TRADES);
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        BHP_DAY_TRADES,
+        "no repeats"
+    );
+    let whole = s.post(
+        "/v1/trades/query",
+        r,
+        &json!({"symbols": ["BHP"], "exchanges": ["ASX"], "start_time": "2014-03-12", "end_time": "2014-03-13", "fields": ["message_id"], "limit": 100000}),
+    );
+    let whole: Vec<String> = whole.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, whole, "pages join into the one-page answer");
+    // A cursor belongs to its query.
+    let a = s.get(
+        &format!("/v1/trades?symbol=DVN&cursor={}", cursor_of(&s)),
+        r,
+    );
+    assert_error(&a, 422, "invalid_parameter");
+
+    // Formats, by parameter and by Accept; all carry the same rows.
+    let path = format!("/v1/trades?symbol=BHP&{DAY}&limit=250");
+    let csv = s.get(&format!("{path}&format=csv"), r);
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert_eq!(csv.text().lines().count(), 251, "a header and 250 rows");
+    assert_eq!(csv.header("x-record-count"), Some("250"));
+    let accept = exchange(
+        s.port,
+        "GET",
+        &path,
+        &[("X-API-Key", &s.reader), ("Accept", "text/csv")],
+        b"",
+        false,
+    );
+    assert_eq!(accept.body, csv.body, "Accept picks the same format");
+    let parquet = s.get(&format!("{path}&format=parquet"), r);
+    assert_eq!(parquet.status, 200);
+    let file = data.path().join("page.parquet");
+    std::fs::write(&file, &parquet.body).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 250);
+    let arrow = exchange(
+        s.port,
+        "GET",
+        &path,
+        &[
+            ("X-API-Key", &s.reader),
+            ("Accept", "application/vnd.apache.arrow.stream"),
+        ],
+        b"",
+        false,
+    );
+    assert_eq!(arrow.status, 200);
+    let stream =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.body.clone()), None)
+            .unwrap();
+    let schema = stream.schema();
+    assert!(matches!(
+        schema.field_with_name("price").unwrap().data_type(),
+        arrow::datatypes::DataType::Decimal128(18, 8)
+    ));
+    assert_eq!(stream.map(|b| b.unwrap().num_rows()).sum::<usize>(), 250);
+    assert_error(
+        &s.get(&format!("{path}&format=xml"), r),
+        422,
+        "invalid_parameter",
+    );
+    let none = exchange(
+        s.port,
+        "GET",
+        &path,
+        &[("X-API-Key", &s.reader), ("Accept", "image/png")],
+        b"",
+        false,
+    );
+    assert_error(&none, 406, "not_acceptable");
+
+    // Compression.
+    for (encoding, magic) in [
+        ("gzip", &[0x1f, 0x8b][..]),
+        ("zstd", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+    ] {
+        let a = exchange(
+            s.port,
+            "GET",
+            &path,
+            &[("X-API-Key", &s.reader), ("Accept-Encoding", encoding)],
+            b"",
+            false,
+        );
+        assert_eq!(a.header("content-encoding"), Some(encoding));
+        assert!(a.body.starts_with(magic), "{encoding}");
+    }
+
+    // Filters are part of the query: bounds hold on every row, and the count is SQL's.
+    let a = s.post(
+        "/v1/trades/query",
+        r,
+        &json!({"symbols": ["BHP", "DVN"], "min_price": "36", "max_price": 36.5, "min_quantity": "1000", "fields": ["symbol", "price", "quantity"], "limit": 100000}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let rows = a.json()["data"].as_array().unwrap().clone();
+    assert_eq!(
+        rows[0].as_object().unwrap().len(),
+        3,
+        "only the fields asked for"
+    );
+    for row in &rows {
+        let p: f64 = row["price"].as_str().unwrap().parse().unwrap();
+        let q: f64 = row["quantity"].as_str().unwrap().parse().unwrap();
+        assert!((36.0..=36.5).contains(&p) && q >= 1000.0, "{row}");
+    }
+    let want = s.sql("SELECT count(*) AS n FROM trades WHERE symbol IN ('BHP', 'DVN') AND price >= 36 AND price <= 36.5 AND quantity >= 1000");
+    assert_eq!(rows.len() as u64, want[0]["n"].as_u64().unwrap());
+    let a = s.post(
+        "/v1/quotes/query",
+        r,
+        &json!({"symbols": ["BHP"], "min_price": "1"}),
+    );
+    assert_error(&a, 422, "invalid_parameter");
+    let a = s.post(
+        "/v1/trades/query",
+        r,
+        &json!({"symbols": ["BHP"], "fields": ["nope"]}),
+    );
+    assert_error(&a, 422, "invalid_parameter");
+    let q = s
+        .get(&format!("/v1/quotes?symbol=BHP&{DAY}&limit=3"), r)
+        .json();
+    assert!(q["data"][0]["bid_price"].is_string());
+
+    // Summary, bars, batch, aggregations agree with each other.
+    let sum = s.get("/v1/summary/BHP/2014-03-12?exchange=ASX", r);
+    assert_eq!(sum.status, 200, "{}", sum.text());
+    let sum = sum.json()["data"].clone();
+    assert_eq!(sum["trade_count"], BHP_DAY_TRADES);
+    assert_error(
+        &s.get("/v1/summary/BHP/2014-03-15?exchange=ASX", r),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/v1/summary/BHP/yesterday", r),
+        422,
+        "invalid_parameter",
+    );
+    let bars = s.get(
+        "/v1/ohlcv/1m?symbol=BHP&start_date=2014-03-12&exchange=ASX",
+        r,
+    );
+    assert_eq!(bars.status, 200, "{}", bars.text());
+    let bars = bars.json()["data"].as_array().unwrap().clone();
+    let mut count = 0;
+    for b in &bars {
+        let px = |k: &str| b[k].as_str().unwrap().parse::<f64>().unwrap();
+        assert!(
+            px("low") <= px("open").min(px("close")) && px("high") >= px("open").max(px("close")),
+            "{b}"
+        );
+        assert!(px("volume") > 0.0 && b["trade_count"].as_u64().unwrap() > 0);
+        count += b["trade_count"].as_u64().unwrap();
+    }
+    assert_eq!(count as usize, BHP_DAY_TRADES);
+    assert_error(
+        &s.get("/v1/ohlcv/2m?symbol=BHP&start_date=2014-03-12", r),
+        422,
+        "invalid_parameter",
+    );
+    let batch = s.post(
+        "/v1/ohlcv/batch",
+        r,
+        &json!({"requests": [
+            {"symbol": "BHP", "timeframe": "1d", "start_date": "2014-03-10", "end_date": "2014-03-14", "exchange": "ASX"},
+            {"symbol": "BHP", "timeframe": "7m", "start_date": "2014-03-10"},
+            {"symbol": "DVN", "timeframe": "1h", "start_date": "2014-03-12", "exchange": "ASX"}
+        ]}),
+    );
+    assert_eq!(batch.status, 200, "{}", batch.text());
+    let items = batch.json()["data"].as_array().unwrap().clone();
+    assert_eq!(
+        (
+            items[0]["ok"].clone(),
+            items[1]["ok"].clone(),
+            items[2]["ok"].clone()
+        ),
+        (json!(true), json!(false), json!(true))
+    );
+    assert_eq!(items[1]["error"]["field"], "requests[1].timeframe");
+    let daily = items[0]["data"].as_array().unwrap();
+    assert_eq!(daily.len(), 5, "five trading days");
+    assert_eq!(
+        daily[2]["vwap"], sum["vwap"],
+        "the daily bar is the summary"
+    );
+    let too_many: Vec<Value> = (0..11)
+        .map(|_| json!({"symbol": "BHP", "timeframe": "1d", "start_date": "2014-03-10"}))
+        .collect();
+    assert_error(
+        &s.post("/v1/ohlcv/batch", r, &json!({"requests": too_many})),
+        422,
+        "invalid_parameter",
+    );
+    let agg = s.post(
+        "/v1/aggregations",
+        r,
+        &json!({"symbols": ["BHP", "DVN"], "metrics": ["vwap", "twap", "ohlcv", "trade_count", "volume_profile"], "interval": "1d", "start_time": "2014-03-12", "end_time": "2014-03-13", "exchange": "ASX"}),
+    );
+    assert_eq!(agg.status, 200, "{}", agg.text());
+    let agg = agg.json();
+    let bhp = agg["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["symbol"] == "BHP")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            bhp["vwap"].clone(),
+            bhp["trade_count"].clone(),
+            bhp["open"].clone()
+        ),
+        (
+            sum["vwap"].clone(),
+            sum["trade_count"].clone(),
+            sum["open"].clone()
+        )
+    );
+    let levels: u64 = agg["volume_profile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["symbol"] == "BHP")
+        .map(|l| l["trade_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(levels as usize, BHP_DAY_TRADES);
+    let a = s.post("/v1/aggregations", r, &json!({"symbols": ["BHP"], "metrics": ["median"], "interval": "1d", "start_time": "2014-03-12", "end_time": "2014-03-13"}));
+    assert_error(&a, 422, "invalid_parameter");
+
+    // Catalogue, snapshots and time travel.
+    let stats = s.get("/v1/stats", r).json();
+    assert_eq!(stats["data"]["tables"][0]["rows"], TRADES);
+    let snaps = s.get("/v1/snapshots?table=trades", r).json();
+    let id = snaps["data"][0]["snapshot_id"].as_i64().unwrap();
+    let a = s.post(
+        &format!("/v1/snapshots/{id}/query"),
+        r,
+        &json!({"data_type": "trades", "symbols": ["MWR"], "limit": 100}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["data"].as_array().unwrap().len(), 11);
+    assert_eq!(a.json()["meta"]["snapshot_id"], id);
+    assert_error(
+        &s.post(
+            "/v1/snapshots/12345/query",
+            r,
+            &json!({"data_type": "trades"}),
+        ),
+        404,
+        "not_found",
+    );
+
+    // Replay: a day in timestamp order, in pages.
+    let mut replayed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut body = json!({"data_type": "trades", "symbols": ["BHP"], "exchanges": ["ASX"], "start_time": "2014-03-12", "end_time": "2014-03-13", "limit": 5000, "fields": ["timestamp", "message_id"]});
+        if let Some(c) = &cursor {
+            body["cursor"] = json!(c);
+        }
+        let j = s.post("/v1/replay", r, &body).json();
+        replayed.extend(j["data"].as_array().unwrap().iter().cloned());
+        match j["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(replayed.len(), BHP_DAY_TRADES);
+    assert!(
+        replayed
+            .windows(2)
+            .all(|w| w[0]["timestamp"].as_str() <= w[1]["timestamp"].as_str())
+    );
+    let mut oldest_first: Vec<String> = replayed
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap().to_string())
+        .collect();
+    oldest_first.reverse();
+    assert_eq!(
+        oldest_first, seen,
+        "replay is the day's trades, oldest first"
+    );
+    assert_error(
+        &s.post(
+            "/v1/replay",
+            r,
+            &json!({"data_type": "trades", "start_time": "2014-03-12"}),
+        ),
+        422,
+        "invalid_parameter",
+    );
+
+    // SQL: read-only, with a result limit.
+    let a = s.post(
+        "/v1/sql",
+        Some(&s.analyst),
+        &json!({"sql": "DROP TABLE trades"}),
+    );
+    assert_error(&a, 400, "not_read_only");
+    let a = s.post(
+        "/v1/sql",
+        Some(&s.analyst),
+        &json!({"sql": "SELEC nothing"}),
+    );
+    assert_error(&a, 400, "sql_error");
+
+    // Routes: the batch route is not captured by {timeframe}; unknown routes and methods.
+    assert_error(&s.get("/v1/ohlcv/batch", r), 405, "method_not_allowed");
+    assert_error(&s.get("/v1/nothing", r), 404, "not_found");
+    let a = exchange(
+        s.port,
+        "POST",
+        "/v1/trades/query",
+        &[
+            ("X-API-Key", &s.reader),
+            ("Content-Type", "application/json"),
+        ],
+        b"{not json",
+        false,
+    );
+    assert_error(&a, 400, "bad_request");
+    let a = exchange(
+        s.port,
+        "POST",
+        "/v1/trades/query",
+        &[
+            ("X-API-Key", &s.reader),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"limit": "many"}"#,
+        false,
+    );
+    assert_error(&a, 422, "invalid_parameter");
+
+    // Body limit, counted on the bytes read: declared and chunked.
+    let big = format!("{{\"symbols\": [\"{}\"]}}", "A".repeat(11 << 20));
+    let a = exchange(
+        s.port,
+        "POST",
+        "/v1/trades/query",
+        &[
+            ("X-API-Key", &s.reader),
+            ("Content-Type", "application/json"),
+        ],
+        big.as_bytes(),
+        false,
+    );
+    assert_error(&a, 413, "payload_too_large");
+    let a = exchange(
+        s.port,
+        "POST",
+        "/v1/trades/query",
+        &[
+            ("X-API-Key", &s.reader),
+            ("Content-Type", "application/json"),
+        ],
+        big.as_bytes(),
+        true,
+    );
+    assert_error(&a, 413, "payload_too_large");
+
+    // Operations: health, readiness with dependencies, metrics, documents.
+    assert_eq!(s.get("/health", None).json()["status"], "ok");
+    let ready = s.get("/health/ready", None);
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let names: Vec<String> = ready.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["catalog", "storage", "log"]);
+    let metrics = s.get("/metrics", None).text();
+    assert!(
+        metrics.contains(r#"k2_api_requests_total{route="/v1/trades",method="GET",status="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("k2_api_request_duration_seconds_bucket"),
+        "durations are histograms"
+    );
+    let doc = s.get("/openapi.json", None).json();
+    for route in [
+        "/v1/trades",
+        "/v1/quotes",
+        "/v1/trades/query",
+        "/v1/quotes/query",
+        "/v1/summary/{symbol}/{date}",
+        "/v1/ohlcv/{timeframe}",
+        "/v1/ohlcv/batch",
+        "/v1/aggregations",
+        "/v1/symbols",
+        "/v1/stats",
+        "/v1/snapshots",
+        "/v1/snapshots/{snapshot_id}/query",
+        "/v1/replay",
+        "/v1/sql",
+        "/health",
+        "/health/ready",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][route].is_object(), "{route} is documented");
+    }
+    let page = s.get("/docs", None);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+            && page.text().contains("openapi.json")
+    );
+}
+
+/// A valid cursor of a BHP trades page (for reuse with another query).
+fn cursor_of(s: &Server) -> String {
+    let j = s
+        .get("/v1/trades?symbol=BHP&limit=1", Some(&s.reader))
+        .json();
+    j["pagination"]["next_cursor"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn injection_strings_reach_no_sql_and_change_nothing() {
+    let data = landed();
+    let s = serve(data.path(), "");
+    let r = Some(s.reader.as_str());
+    let evil = [
+        "ASX'; DROP TABLE trades; --",
+        "BHP' OR '1'='1",
+        "BHP/**/OR/**/1=1",
+        "BHP\u{2019} OR \u{2018}1\u{2019}=\u{2019}1",
+        "BHP\"; DELETE FROM trades; --",
+        "1); SELECT * FROM quotes; --",
+        "%27%20OR%201=1--",
+        "BHP\0",
+    ];
+    let enc = |v: &str| -> String {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let ok_or_refused = |a: &Answer, what: &str| {
+        assert!(
+            [200, 400, 404, 422].contains(&a.status),
+            "{what}: status {} {}",
+            a.status,
+            a.text()
+        );
+        if a.status == 200 {
+            let j = a.json();
+            if let Some(rows) = j["data"].as_array() {
+                assert!(rows.is_empty(), "{what} matched rows: {j}");
+            }
+        }
+    };
+    for v in evil {
+        let e = enc(v);
+        for param in [
+            "symbol",
+            "exchange",
+            "start_time",
+            "end_time",
+            "cursor",
+            "format",
+            "limit",
+        ] {
+            let a = s.get(&format!("/v1/trades?{param}={e}"), r);
+            ok_or_refused(&a, &format!("GET trades {param}={v}"));
+        }
+        ok_or_refused(&s.get(&format!("/v1/summary/{e}/2014-03-12"), r), v);
+        ok_or_refused(&s.get(&format!("/v1/summary/BHP/{e}"), r), v);
+        ok_or_refused(
+            &s.get(
+                &format!("/v1/ohlcv/{e}?symbol=BHP&start_date=2014-03-12"),
+                r,
+            ),
+            v,
+        );
+        ok_or_refused(
+            &s.get(&format!("/v1/ohlcv/1h?symbol={e}&start_date=2014-03-12"), r),
+            v,
+        );
+        ok_or_refused(&s.get(&format!("/v1/symbols?exchange={e}"), r), v);
+        ok_or_refused(&s.get(&format!("/v1/snapshots?table={e}"), r), v);
+        for field in ["symbols", "exchanges", "fields"] {
+            let a = s.post("/v1/trades/query", r, &json!({ field: [v] }));
+            ok_or_refused(&a, &format!("POST {field}={v}"));
+        }
+        for field in [
+            "start_time",
+            "end_time",
+            "min_price",
+            "max_quantity",
+            "cursor",
+            "data_type",
+            "format",
+        ] {
+            let a = s.post(
+                "/v1/replay",
+                r,
+                &json!({"start_time": "2014-03-12", "end_time": "2014-03-13", field: v}),
+            );
+            ok_or_refused(&a, &format!("POST replay {field}={v}"));
+        }
+        let a = s.post("/v1/aggregations", r, &json!({"symbols": [v], "metrics": ["vwap"], "interval": "1h", "start_time": "2014-03-12", "end_time": "2014-03-13"}));
+        ok_or_refused(&a, v);
+    }
+    // The tables are intact and the answers unchanged.
+    let counts =
+        s.sql("SELECT (SELECT count(*) FROM trades) AS t, (SELECT count(*) FROM quotes) AS q");
+    assert_eq!(
+        (counts[0]["t"].as_u64(), counts[0]["q"].as_u64()),
+        (Some(TRADES), Some(QUOTES))
+    );
+    let j = s
+        .get(&format!("/v1/trades?symbol=BHP&{DAY}&limit=10000"), r)
+        .json();
+    assert_eq!(j["data"].as_array().unwrap().len(), 10_000);
+}
+
+#[test]
+fn limits_are_enforced_rate_timeout_concurrency() {
+    let data = landed();
+    let s = serve(
+        data.path(),
+        "[query]\ntimeout_seconds = 1.5\n[api]\nrate_per_second = 0.01\nburst = 4\nip_rate_per_second = 0.01\nip_burst = 100\nmax_concurrent_queries = 1\nmax_queued = 0",
+    );
+    // A slow query times out (504) and is cancelled.
+    let slow = json!({"sql": "SELECT count(*) FROM generate_series(1, 50000000000)"});
+    let a = s.post("/v1/sql", Some(&s.analyst), &slow);
+    assert_error(&a, 504, "query_timeout");
+
+    // While one query runs, another is shed with 503 and Retry-After.
+    let port = s.port;
+    let analyst = s.analyst.clone();
+    let running = std::thread::spawn(move || {
+        exchange(
+            port,
+            "POST",
+            "/v1/sql",
+            &[
+                ("X-API-Key", &analyst),
+                ("Content-Type", "application/json"),
+            ],
+            slow.to_string().as_bytes(),
+            false,
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shed = loop {
+        assert!(Instant::now() < deadline, "the first query never started");
+        let metrics = s.get("/metrics", None);
+        if metrics.status == 200
+            && metrics
+                .text()
+                .lines()
+                .any(|l| l == "k2_api_queries_running 1")
+        {
+            break s.get("/v1/symbols", Some(&s.analyst));
+        }
+    };
+    assert_error(&shed, 503, "overloaded");
+    assert!(shed.header("retry-after").is_some());
+    assert_eq!(running.join().unwrap().status, 504);
+
+    // The analyst key spent 3 of its burst of 4 above; one more passes, then 429.
+    assert_eq!(s.get("/v1/symbols", Some(&s.analyst)).status, 200);
+    let a = s.get("/v1/symbols", Some(&s.analyst));
+    assert_error(&a, 429, "rate_limited");
+    assert!(a.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(a.header("ratelimit-remaining"), Some("0"));
+    // Other keys have their own bucket.
+    assert_eq!(s.get("/v1/symbols", Some(&s.reader)).status, 200);
+    // Without a key, the address's bucket applies.
+    let a = (0..200)
+        .map(|_| s.get("/health", None))
+        .find(|a| a.status != 200)
+        .expect("the address's burst runs out");
+    assert_error(&a, 429, "rate_limited");
+    assert_eq!(
+        s.get("/v1/trades", None).status,
+        429,
+        "wrong keys cannot be guessed at speed"
+    );
+}
+
+#[test]
+fn production_mode_refuses_to_start_without_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("k2.toml");
+    std::fs::write(&config, "[api]\nproduction = true\n").unwrap();
+    let out = k2(data.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no API key is configured"), "{err}");
+}
