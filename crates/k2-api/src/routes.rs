@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Extension, Path, Request, State as AxState};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State as AxState};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -91,6 +92,66 @@ impl State {
         run_query(&self.runtime, permit, work(self.engine.clone()))
             .await
             .unwrap_or_else(|| Err(Failure::internal("the query task ended unexpectedly")))
+    }
+}
+
+/// What every `/v1` handler starts from: the state, the caller (authenticated by the layer),
+/// the request id, the request's headers (for `Accept`) and when the handler began.
+pub struct Call {
+    s: S,
+    caller: Caller,
+    id: RequestId,
+    headers: HeaderMap,
+    started: Instant,
+}
+
+impl FromRequestParts<S> for Call {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let missing = || Failure::internal("a /v1 route ran without the authentication layer");
+        Ok(Call {
+            s: state.clone(),
+            caller: parts
+                .extensions
+                .get::<Caller>()
+                .cloned()
+                .ok_or_else(missing)?,
+            id: parts
+                .extensions
+                .get::<RequestId>()
+                .cloned()
+                .ok_or_else(missing)?,
+            headers: parts.headers.clone(),
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Call {
+    fn require(&self, scope: Scope) -> Result<(), Failure> {
+        if self.caller.may(scope) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!(
+                    "the key '{}' lacks the '{}' scope",
+                    self.caller.name,
+                    scope.as_str()
+                ),
+            ))
+        }
+    }
+
+    /// The answer's format: `param`, else `Accept`, else JSON.
+    fn format(&self, param: Option<&str>) -> Result<Format, Failure> {
+        negotiate(param, &self.headers)
+    }
+
+    fn meta(&self, snapshot_id: Option<i64>) -> Meta {
+        Meta::new(&self.id, snapshot_id, self.started)
     }
 }
 
@@ -308,22 +369,6 @@ async fn ip_limit(AxState(s): AxState<S>, req: Request, next: Next) -> Response 
     }
 }
 
-fn require(caller: &Caller, scope: Scope) -> Result<(), Failure> {
-    if caller.may(scope) {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!(
-                "the key '{}' lacks the '{}' scope",
-                caller.name,
-                scope.as_str()
-            ),
-        ))
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Validation
 
@@ -510,38 +555,20 @@ pub struct MarketQuery {
     responses((status = 200, description = "Trades, newest first, one page", body = DataEnvelope),
               (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn trades(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Response, Failure> {
-    list(s, caller, id, headers, p, LakeTable::Trades).await
+async fn trades(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
+    list(call, p, LakeTable::Trades).await
 }
 
 #[utoipa::path(get, path = "/v1/quotes", tag = "market", params(ListParams),
     responses((status = 200, description = "Quotes, newest first, one page", body = DataEnvelope),
               (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn quotes(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Response, Failure> {
-    list(s, caller, id, headers, p, LakeTable::Quotes).await
+async fn quotes(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
+    list(call, p, LakeTable::Quotes).await
 }
 
-async fn list(
-    s: S,
-    caller: Caller,
-    id: RequestId,
-    headers: HeaderMap,
-    p: ListParams,
-    table: LakeTable,
-) -> Result<Response, Failure> {
+async fn list(call: Call, p: ListParams, table: LakeTable) -> Result<Response, Failure> {
+    let s = &call.s;
     let q = MarketQuery {
         symbols: p.symbol.into_iter().collect(),
         exchanges: p.exchange.into_iter().collect(),
@@ -557,65 +584,23 @@ async fn list(
         format: p.format,
         ..Default::default()
     };
-    market(
-        s,
-        caller,
-        id,
-        headers,
-        q,
-        table,
-        None,
-        RowOrder::NewestFirst,
-    )
-    .await
+    market(call, q, table, None, RowOrder::NewestFirst).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/query", tag = "market", request_body = MarketQuery,
     responses((status = 200, description = "Trades, newest first, one page", body = DataEnvelope),
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn trades_query(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiJson(q): ApiJson<MarketQuery>,
-) -> Result<Response, Failure> {
-    market(
-        s,
-        caller,
-        id,
-        headers,
-        q,
-        LakeTable::Trades,
-        None,
-        RowOrder::NewestFirst,
-    )
-    .await
+async fn trades_query(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response, Failure> {
+    market(call, q, LakeTable::Trades, None, RowOrder::NewestFirst).await
 }
 
 #[utoipa::path(post, path = "/v1/quotes/query", tag = "market", request_body = MarketQuery,
     responses((status = 200, description = "Quotes, newest first, one page", body = DataEnvelope),
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn quotes_query(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiJson(q): ApiJson<MarketQuery>,
-) -> Result<Response, Failure> {
-    market(
-        s,
-        caller,
-        id,
-        headers,
-        q,
-        LakeTable::Quotes,
-        None,
-        RowOrder::NewestFirst,
-    )
-    .await
+async fn quotes_query(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response, Failure> {
+    market(call, q, LakeTable::Quotes, None, RowOrder::NewestFirst).await
 }
 
 #[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/query", tag = "time travel",
@@ -625,41 +610,22 @@ async fn quotes_query(
               (status = 404, description = "No such snapshot", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn snapshot_query(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     Path(snapshot_id): Path<String>,
-    headers: HeaderMap,
     ApiJson(q): ApiJson<MarketQuery>,
 ) -> Result<Response, Failure> {
     let snapshot_id: i64 = snapshot_id
         .parse()
         .map_err(|_| Failure::invalid("snapshot_id", "must be an integer snapshot id"))?;
     let table = data_type(q.data_type.as_deref())?;
-    market(
-        s,
-        caller,
-        id,
-        headers,
-        q,
-        table,
-        Some(snapshot_id),
-        RowOrder::NewestFirst,
-    )
-    .await
+    market(call, q, table, Some(snapshot_id), RowOrder::NewestFirst).await
 }
 
 #[utoipa::path(post, path = "/v1/replay", tag = "market", request_body = MarketQuery,
     responses((status = 200, description = "Rows of the range in timestamp order, one page; continue with the cursor", body = DataEnvelope),
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn replay(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiJson(q): ApiJson<MarketQuery>,
-) -> Result<Response, Failure> {
+async fn replay(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response, Failure> {
     let table = data_type(q.data_type.as_deref())?;
     if q.start_time.is_none() {
         return Err(Failure::invalid("start_time", "a replay needs a start"));
@@ -667,17 +633,7 @@ async fn replay(
     if q.end_time.is_none() {
         return Err(Failure::invalid("end_time", "a replay needs an end"));
     }
-    market(
-        s,
-        caller,
-        id,
-        headers,
-        q,
-        table,
-        None,
-        RowOrder::OldestFirst,
-    )
-    .await
+    market(call, q, table, None, RowOrder::OldestFirst).await
 }
 
 fn data_type(text: Option<&str>) -> Result<LakeTable, Failure> {
@@ -691,24 +647,20 @@ fn data_type(text: Option<&str>) -> Result<LakeTable, Failure> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn market(
-    s: S,
-    caller: Caller,
-    id: RequestId,
-    headers: HeaderMap,
+    call: Call,
     q: MarketQuery,
     table: LakeTable,
     pinned: Option<i64>,
     order: RowOrder,
 ) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
-    let format = negotiate(q.format.as_deref(), &headers)?;
+    call.require(Scope::Read)?;
+    let s = &call.s;
+    let format = call.format(q.format.as_deref())?;
     let symbols = list_of("symbols", &q.symbols, 100, symbol)?;
     let exchanges = list_of("exchanges", &q.exchanges, 20, exchange_code)?;
     let (start_us, end_us) = range(
-        &s,
+        s,
         q.start_time.as_deref(),
         q.end_time.as_deref(),
         exchanges.first().map(String::as_str),
@@ -743,12 +695,12 @@ async fn market(
             "price and quantity bounds apply to trades only",
         ));
     }
-    let print = format!("{filter:?}");
-    let fp = cursor::fingerprint(&[
-        table.name(),
-        &order_name(order),
-        &print_without_limit(&print),
-    ]);
+    // Everything but the page size decides the rows a cursor walks.
+    let unpaged = MarketFilter {
+        limit: 0,
+        ..filter.clone()
+    };
+    let fp = cursor::fingerprint(&[table.name(), &format!("{unpaged:?}")]);
     let mut filter = filter;
     let mut snapshot = pinned;
     if let Some(text) = &q.cursor {
@@ -788,21 +740,9 @@ async fn market(
         format,
         &page.batches,
         Some(pagination),
-        Meta::new(&id, snapshot, started),
+        call.meta(snapshot),
         table.name(),
     )
-}
-
-fn order_name(o: RowOrder) -> String {
-    format!("{o:?}")
-}
-
-/// The filter's text without its limit (a cursor stays valid when the page size changes).
-fn print_without_limit(print: &str) -> String {
-    match print.rfind(", limit:") {
-        Some(i) => print[..i].to_string(),
-        None => print.to_string(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -822,14 +762,12 @@ pub struct SummaryParams {
               (status = 404, description = "No trades that day", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn summary(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     Path((sym, day)): Path<(String, String)>,
     ApiQuery(p): ApiQuery<SummaryParams>,
 ) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
+    call.require(Scope::Read)?;
+    let s = &call.s;
     let sym = symbol("symbol", &sym)?;
     let day = date("date", &day)?;
     let exchange = p
@@ -851,7 +789,7 @@ async fn summary(
         .await?;
     Ok(respond::value(
         present::SummaryRow::from(&found),
-        Meta::new(&id, snapshot, started),
+        call.meta(snapshot),
     ))
 }
 
@@ -939,18 +877,15 @@ fn bars_request(s: &State, r: &BarRequest, prefix: &str) -> Result<Bars, Failure
               (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn ohlcv(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
+    call: Call,
     Path(timeframe): Path<String>,
-    headers: HeaderMap,
     ApiQuery(p): ApiQuery<BarParams>,
 ) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
-    let format = negotiate(p.format.as_deref(), &headers)?;
+    call.require(Scope::Read)?;
+    let s = &call.s;
+    let format = call.format(p.format.as_deref())?;
     let b = bars_request(
-        &s,
+        s,
         &BarRequest {
             symbol: p.symbol,
             timeframe,
@@ -977,13 +912,7 @@ async fn ohlcv(
         })
         .await?;
     let rows: Vec<present::BarRow> = bars.iter().map(present::BarRow::from).collect();
-    respond::rows(
-        format,
-        &rows,
-        None,
-        Meta::new(&id, snapshot, started),
-        "ohlcv",
-    )
+    respond::rows(format, &rows, None, call.meta(snapshot), "ohlcv")
 }
 
 /// `POST /v1/ohlcv/batch`.
@@ -998,14 +927,9 @@ pub struct BarBatch {
     responses((status = 200, description = "One result per request, failures reported per item", body = DataEnvelope),
               (status = 422, description = "The batch is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn ohlcv_batch(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    ApiJson(batch): ApiJson<BarBatch>,
-) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
+async fn ohlcv_batch(call: Call, ApiJson(batch): ApiJson<BarBatch>) -> Result<Response, Failure> {
+    call.require(Scope::Read)?;
+    let s = &call.s;
     if batch.requests.is_empty() || batch.requests.len() > MAX_BATCH {
         return Err(Failure::invalid(
             "requests",
@@ -1020,7 +944,7 @@ async fn ohlcv_batch(
             (
                 r.symbol.clone(),
                 r.timeframe.clone(),
-                bars_request(&s, r, &format!("requests[{i}].")),
+                bars_request(s, r, &format!("requests[{i}].")),
             )
         })
         .collect();
@@ -1069,7 +993,7 @@ async fn ohlcv_batch(
             Ok((out, snapshot))
         })
         .await?;
-    Ok(respond::value(results, Meta::new(&id, snapshot, started)))
+    Ok(respond::value(results, call.meta(snapshot)))
 }
 
 /// `POST /v1/aggregations`.
@@ -1095,15 +1019,12 @@ const METRICS: [&str; 5] = ["vwap", "twap", "ohlcv", "trade_count", "volume_prof
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn aggregations(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
+    call: Call,
     ApiJson(q): ApiJson<AggregationQuery>,
 ) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
-    let format = negotiate(q.format.as_deref(), &headers)?;
+    call.require(Scope::Read)?;
+    let s = &call.s;
+    let format = call.format(q.format.as_deref())?;
     if q.symbols.is_empty() {
         return Err(Failure::invalid("symbols", "at least one symbol"));
     }
@@ -1134,7 +1055,7 @@ async fn aggregations(
         .map(|x| exchange_code("exchange", x))
         .transpose()?;
     let (start_us, end_us) = range(
-        &s,
+        s,
         Some(&q.start_time),
         Some(&q.end_time),
         exchange.as_deref(),
@@ -1186,7 +1107,7 @@ async fn aggregations(
         })
         .collect();
     let levels: Vec<present::PriceLevelRow> = agg.levels.iter().map(Into::into).collect();
-    let meta = Meta::new(&id, snapshot, started);
+    let meta = call.meta(snapshot);
     if format == Format::Json {
         let mut body = json!({"data": rows, "meta": meta});
         if profile {
@@ -1214,14 +1135,9 @@ pub struct SymbolParams {
 #[utoipa::path(get, path = "/v1/symbols", tag = "catalogue", params(SymbolParams),
     responses((status = 200, description = "Symbols with trades or quotes", body = DataEnvelope)),
     security(("api_key" = [])))]
-async fn symbols(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    ApiQuery(p): ApiQuery<SymbolParams>,
-) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
+async fn symbols(call: Call, ApiQuery(p): ApiQuery<SymbolParams>) -> Result<Response, Failure> {
+    call.require(Scope::Read)?;
+    let s = &call.s;
     let exchange = p
         .exchange
         .as_deref()
@@ -1230,19 +1146,15 @@ async fn symbols(
     let list = s
         .query(move |engine| async move { Ok(engine.symbols(exchange.as_deref()).await?) })
         .await?;
-    Ok(respond::value(list, Meta::new(&id, None, started)))
+    Ok(respond::value(list, call.meta(None)))
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "catalogue",
     responses((status = 200, description = "Per table: rows, current snapshot, last commit and its age", body = DataEnvelope)),
     security(("api_key" = [])))]
-async fn stats(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
+async fn stats(call: Call) -> Result<Response, Failure> {
+    call.require(Scope::Read)?;
+    let s = &call.s;
     let tables = s
         .query(move |engine| async move {
             let mut out = Vec::new();
@@ -1265,7 +1177,7 @@ async fn stats(
         .await?;
     Ok(respond::value(
         json!({"tables": tables, "uptime_seconds": s.started.elapsed().as_secs()}),
-        Meta::new(&id, None, started),
+        call.meta(None),
     ))
 }
 
@@ -1282,14 +1194,9 @@ pub struct SnapshotParams {
 #[utoipa::path(get, path = "/v1/snapshots", tag = "time travel", params(SnapshotParams),
     responses((status = 200, description = "Snapshots of the table, newest first", body = DataEnvelope)),
     security(("api_key" = [])))]
-async fn snapshots(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    ApiQuery(p): ApiQuery<SnapshotParams>,
-) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Read)?;
+async fn snapshots(call: Call, ApiQuery(p): ApiQuery<SnapshotParams>) -> Result<Response, Failure> {
+    call.require(Scope::Read)?;
+    let s = &call.s;
     let name = p.table.as_deref().unwrap_or("trades");
     let table = LakeTable::parse(name).ok_or_else(|| {
         Failure::invalid(
@@ -1311,7 +1218,7 @@ async fn snapshots(
             v
         })
         .collect();
-    Ok(respond::value(rows, Meta::new(&id, None, started)))
+    Ok(respond::value(rows, call.meta(None)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1332,16 +1239,10 @@ pub struct SqlQuery {
               (status = 403, description = "The key lacks the sql scope", body = ErrorEnvelope),
               (status = 504, description = "The query ran out of time", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-async fn sql(
-    AxState(s): AxState<S>,
-    Extension(caller): Extension<Caller>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    ApiJson(q): ApiJson<SqlQuery>,
-) -> Result<Response, Failure> {
-    let started = Instant::now();
-    require(&caller, Scope::Sql)?;
-    let format = negotiate(q.format.as_deref(), &headers)?;
+async fn sql(call: Call, ApiJson(q): ApiJson<SqlQuery>) -> Result<Response, Failure> {
+    call.require(Scope::Sql)?;
+    let s = &call.s;
+    let format = call.format(q.format.as_deref())?;
     if q.sql.trim().is_empty() {
         return Err(Failure::invalid("sql", "is empty"));
     }
@@ -1354,7 +1255,7 @@ async fn sql(
                 .map_err(|e| Failure::from_lake(e, true))
         })
         .await?;
-    respond::table(format, &batches, None, Meta::new(&id, None, started), "sql")
+    respond::table(format, &batches, None, call.meta(None), "sql")
 }
 
 // ---------------------------------------------------------------------------------------

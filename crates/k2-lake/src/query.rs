@@ -306,49 +306,15 @@ const K_TS: &str = "k2_key_ts";
 const K_SEQ: &str = "k2_key_seq";
 const K_ID: &str = "k2_key_id";
 
-/// Every column of a market table, in schema order.
-pub fn columns(table: LakeTable) -> Vec<&'static str> {
-    match table {
-        LakeTable::Trades => vec![
-            "message_id",
-            "trade_id",
-            "symbol",
-            "exchange",
-            "asset_class",
-            "timestamp",
-            "trade_date",
-            "receive_timestamp",
-            "price",
-            "quantity",
-            "currency",
-            "side",
-            "trade_conditions",
-            "source_sequence",
-            "ingestion_timestamp",
-            "platform_sequence",
-            "vendor_data",
-        ],
-        LakeTable::Quotes => vec![
-            "message_id",
-            "quote_id",
-            "symbol",
-            "exchange",
-            "asset_class",
-            "timestamp",
-            "trade_date",
-            "receive_timestamp",
-            "bid_price",
-            "bid_quantity",
-            "ask_price",
-            "ask_quantity",
-            "currency",
-            "source_sequence",
-            "ingestion_timestamp",
-            "platform_sequence",
-            "vendor_data",
-        ],
-        LakeTable::Companies => vec![],
-    }
+/// Every column of a table, in schema order (the table's Iceberg schema is the one list).
+pub fn columns(table: LakeTable) -> Vec<String> {
+    table
+        .schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .collect()
 }
 
 /// The columns a trades or quotes answer shows unless asked for others.
@@ -580,14 +546,14 @@ impl QueryEngine {
         } else {
             let mut chosen = Vec::with_capacity(filter.fields.len());
             for f in &filter.fields {
-                let Some(name) = all.iter().find(|c| **c == f.as_str()) else {
+                let Some(name) = all.iter().find(|c| *c == f) else {
                     return Err(LakeError::InvalidArgument(format!(
                         "unknown field '{f}' of {table}; fields are: {}",
                         all.join(", ")
                     )));
                 };
-                if !chosen.contains(name) {
-                    chosen.push(*name);
+                if !chosen.contains(&name.as_str()) {
+                    chosen.push(name.as_str());
                 }
             }
             chosen

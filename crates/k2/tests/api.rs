@@ -222,6 +222,14 @@ impl Server {
             false,
         )
     }
+    /// `body` as it is (not necessarily JSON) with the reader key, declared or chunked.
+    fn post_raw(&self, path: &str, body: &[u8], chunked: bool) -> Answer {
+        let headers = [
+            ("X-API-Key", self.reader.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        exchange(self.port, "POST", path, &headers, body, chunked)
+    }
     /// Answer `sql` with the analyst key: the rows as JSON.
     fn sql(&self, sql: &str) -> Vec<Value> {
         let a = self.post("/v1/sql", Some(&self.analyst), &json!({ "sql": sql }));
@@ -654,56 +662,16 @@ fn every_endpoint_answers_exactly_in_every_format() {
     // Routes: the batch route is not captured by {timeframe}; unknown routes and methods.
     assert_error(&s.get("/v1/ohlcv/batch", r), 405, "method_not_allowed");
     assert_error(&s.get("/v1/nothing", r), 404, "not_found");
-    let a = exchange(
-        s.port,
-        "POST",
-        "/v1/trades/query",
-        &[
-            ("X-API-Key", &s.reader),
-            ("Content-Type", "application/json"),
-        ],
-        b"{not json",
-        false,
-    );
+    let a = s.post_raw("/v1/trades/query", b"{not json", false);
     assert_error(&a, 400, "bad_request");
-    let a = exchange(
-        s.port,
-        "POST",
-        "/v1/trades/query",
-        &[
-            ("X-API-Key", &s.reader),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"limit": "many"}"#,
-        false,
-    );
+    let a = s.post_raw("/v1/trades/query", br#"{"limit": "many"}"#, false);
     assert_error(&a, 422, "invalid_parameter");
 
     // Body limit, counted on the bytes read: declared and chunked.
     let big = format!("{{\"symbols\": [\"{}\"]}}", "A".repeat(11 << 20));
-    let a = exchange(
-        s.port,
-        "POST",
-        "/v1/trades/query",
-        &[
-            ("X-API-Key", &s.reader),
-            ("Content-Type", "application/json"),
-        ],
-        big.as_bytes(),
-        false,
-    );
+    let a = s.post_raw("/v1/trades/query", big.as_bytes(), false);
     assert_error(&a, 413, "payload_too_large");
-    let a = exchange(
-        s.port,
-        "POST",
-        "/v1/trades/query",
-        &[
-            ("X-API-Key", &s.reader),
-            ("Content-Type", "application/json"),
-        ],
-        big.as_bytes(),
-        true,
-    );
+    let a = s.post_raw("/v1/trades/query", big.as_bytes(), true);
     assert_error(&a, 413, "payload_too_large");
 
     // Operations: health, readiness with dependencies, metrics, documents.
