@@ -116,7 +116,7 @@ pub fn reconcile(path: &Path, t: LakeTable, table: &Table) -> Result<usize> {
     snapshots.sort_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
     for s in snapshots {
         let props = &s.summary().additional_properties;
-        let Some(batch) = props.get("k2.batch") else {
+        let Some(batch) = props.get(crate::writer::BATCH_PROPERTY) else {
             continue;
         };
         if known.contains(&s.snapshot_id()) {

@@ -24,16 +24,14 @@ use datafusion::scalar::ScalarValue;
 use futures::TryStreamExt;
 use iceberg::table::Table;
 use k2_model::MarketRecord;
-use k2_pipeline::shared::RedisSequenceTracker;
-use k2_pipeline::{
-    DedupConfig, Deduplicator, Event, GapRange, SequenceConfig, SequenceTracker, id_bits,
-};
+use k2_pipeline::shared::{RedisDedup, RedisSequenceTracker};
+use k2_pipeline::{Deduplicator, Event, GapRange, SequenceTracker, id_bits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LakeError, Result};
 use crate::scan::SnapshotTable;
 use crate::tables::LakeTable;
-use crate::writer::RedisTarget;
+use crate::writer::WriterOptions;
 
 /// Snapshot summary key: the sequence-state file of the committed snapshot.
 pub const STATE_PROPERTY: &str = "k2.state";
@@ -90,10 +88,18 @@ struct StateFile {
     duplicates: Vec<(String, String, u64)>,
 }
 
+/// Dedup claims in Redis, shared with the other writers of the table.
+struct SharedDedup {
+    client: RedisDedup,
+    lease: std::time::Duration,
+    window: std::time::Duration,
+}
+
 /// Dedup and sequence tracking of one table.
 pub struct TableIntegrity {
     table: LakeTable,
     dedup: Deduplicator,
+    shared: Option<SharedDedup>,
     sequences: Sequences,
     events: PollEvents,
     duplicates: BTreeMap<(String, String), u64>,
@@ -101,18 +107,30 @@ pub struct TableIntegrity {
 }
 
 impl TableIntegrity {
-    /// State as of the table's current snapshot: ids reloaded from the lake, sequence state
-    /// from the file the snapshot names (when a state directory is configured) or from
-    /// Redis at `redis` (`host:port`) when one is given.
-    pub async fn restore(
-        t: LakeTable,
-        table: &Table,
-        dedup: DedupConfig,
-        sequence: SequenceConfig,
-        state_dir: Option<&Path>,
-        redis: Option<&RedisTarget>,
-    ) -> Result<Self> {
-        let sequences = match redis {
+    /// State as of the newest snapshot this writer's source committed (the current one
+    /// for a single writer): ids reloaded from the lake, sequence state from the file the
+    /// snapshot names (when a state directory is configured) or in Redis
+    /// (`options.sequence_redis`). With `options.dedup_redis`, the ids of each batch are
+    /// also claimed in Redis before it is written.
+    pub async fn restore(t: LakeTable, table: &Table, options: &WriterOptions) -> Result<Self> {
+        let dedup = options.dedup.clone();
+        let sequence = options.sequence.clone();
+        let shared = match &options.dedup_redis {
+            None => None,
+            Some(target) => Some(SharedDedup {
+                client: RedisDedup::connect(
+                    &target.addr,
+                    &format!("{}:{}", target.prefix, t.name()),
+                )
+                .await
+                .map_err(|e| {
+                    LakeError::redis(format!("connecting to Redis at {}", target.addr), e)
+                })?,
+                lease: options.dedup_lease,
+                window: std::time::Duration::from_micros(dedup.window_us.max(1) as u64),
+            }),
+        };
+        let sequences = match &options.sequence_redis {
             None => Sequences::Local(SequenceTracker::new(sequence.clone())),
             Some(target) => Sequences::Redis {
                 tracker: Box::new(
@@ -132,12 +150,13 @@ impl TableIntegrity {
         let mut me = TableIntegrity {
             table: t,
             dedup: Deduplicator::new(dedup),
+            shared,
             sequences,
             events: PollEvents::default(),
             duplicates: BTreeMap::new(),
-            state_dir: state_dir.map(|d| d.join(t.name())),
+            state_dir: options.state_dir.as_ref().map(|d| d.join(t.name())),
         };
-        let Some(snapshot) = table.metadata().current_snapshot() else {
+        let Some(snapshot) = crate::writer::source_snapshot(table, &options.source) else {
             return Ok(me);
         };
         let props = &snapshot.summary().additional_properties;
@@ -239,8 +258,7 @@ impl TableIntegrity {
             ))
         })?;
         if !self.dedup.check(id, record.ingestion_time_us()) {
-            let key = (record.exchange().to_string(), record.symbol().to_string());
-            *self.duplicates.entry(key).or_default() += 1;
+            self.count_duplicate(record);
             return Ok(Verdict::Duplicate);
         }
         if let (Some(seq), Some(at_us)) = (record.source_sequence(), record.event_time_us())
@@ -344,6 +362,64 @@ impl TableIntegrity {
                 tracing::warn!(file = %entry.path().display(), error = %e, "could not remove old state");
             }
         }
+    }
+
+    /// A record found stored by another writer (its claim resolved to a committed batch).
+    pub fn count_duplicate(&mut self, record: &MarketRecord) {
+        let key = (record.exchange().to_string(), record.symbol().to_string());
+        *self.duplicates.entry(key).or_default() += 1;
+    }
+
+    /// Whether ids are claimed in Redis before each batch is written.
+    pub fn shares_dedup(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The claim's lease, with shared dedup.
+    pub fn claim_lease(&self) -> Option<std::time::Duration> {
+        self.shared.as_ref().map(|s| s.lease)
+    }
+
+    /// Claims the ids for `token` (see [`RedisDedup::claim`]); None per id now claimed,
+    /// else the token that holds it.
+    pub async fn claim(
+        &mut self,
+        ids: Vec<(u128, Option<String>)>,
+        token: String,
+    ) -> Result<Vec<Option<String>>> {
+        let Some(shared) = &mut self.shared else {
+            return Ok(vec![None; ids.len()]);
+        };
+        let ids: Vec<(u128, Option<&str>)> = ids.iter().map(|(i, r)| (*i, r.as_deref())).collect();
+        shared
+            .client
+            .claim(&ids, &token, shared.lease)
+            .await
+            .map_err(|e| LakeError::redis("claiming message ids in Redis", e))
+    }
+
+    /// After the commit: the claims last the dedup window. Returns how many `token` held.
+    pub async fn keep_claims(&mut self, ids: Vec<u128>, token: String) -> Result<u64> {
+        let Some(shared) = &mut self.shared else {
+            return Ok(0);
+        };
+        shared
+            .client
+            .keep(&ids, &token, shared.window)
+            .await
+            .map_err(|e| LakeError::redis("keeping message-id claims in Redis", e))
+    }
+
+    /// Gives the claims up (the batch waits for another writer's).
+    pub async fn release_claims(&mut self, ids: Vec<u128>, token: String) -> Result<u64> {
+        let Some(shared) = &mut self.shared else {
+            return Ok(0);
+        };
+        shared
+            .client
+            .release(&ids, &token)
+            .await
+            .map_err(|e| LakeError::redis("releasing message-id claims in Redis", e))
     }
 
     pub fn dedup(&self) -> &Deduplicator {

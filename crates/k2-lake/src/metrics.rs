@@ -74,3 +74,14 @@ pub(crate) fn breaker_state(dependency: &'static str, state: k2_pipeline::Breake
 pub(crate) fn dependency_failure(dependency: &'static str) {
     metrics::counter!("k2_dependency_failures_total", "dependency" => dependency).increment(1);
 }
+
+/// Shared dedup: ids claimed for a batch, found stored by another writer, taken over from
+/// this writer's abandoned batch, or waited for (held by a batch in flight elsewhere);
+/// and how long a batch's claims took, waits included.
+pub(crate) fn dedup_claims(table: &'static str, outcome: &'static str, n: u64) {
+    metrics::counter!("k2_dedup_claims_total", "table" => table, "outcome" => outcome).increment(n);
+}
+
+pub(crate) fn dedup_claim_seconds(table: &'static str, elapsed: Duration) {
+    metrics::histogram!("k2_dedup_claim_seconds", "table" => table).record(elapsed.as_secs_f64());
+}

@@ -296,32 +296,24 @@ pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<()> {
             .await
             .map_err(|e| LakeError::catalog("listing namespaces", e))?
         {
-            catalog
-                .create_namespace(&ns, HashMap::new())
-                .await
-                .map_err(|e| {
-                    LakeError::catalog(format!("creating namespace {}", table.namespace()), e)
-                })?;
+            // Another writer starting at the same moment may create it first.
+            match catalog.create_namespace(&ns, HashMap::new()).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+                Err(e) => {
+                    return Err(LakeError::catalog(
+                        format!("creating namespace {}", table.namespace()),
+                        e,
+                    ));
+                }
+            }
         }
         if catalog
             .table_exists(&table.ident())
             .await
             .map_err(|e| LakeError::catalog("listing tables", e))?
         {
-            let existing = catalog
-                .load_table(&table.ident())
-                .await
-                .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
-            let have = existing.metadata().current_schema();
-            let want = table.schema();
-            if have.as_struct() != want.as_struct() {
-                return Err(LakeError::InvalidArgument(format!(
-                    "table {table} in this data directory has a schema this version of K2 does \
-                     not write (it has {}; expected {}); use a new data directory",
-                    have.as_struct(),
-                    want.as_struct()
-                )));
-            }
+            check_schema(catalog, table).await?;
             continue;
         }
         let creation = TableCreation::builder()
@@ -337,11 +329,32 @@ pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<()> {
                 ),
             ])
             .build();
-        catalog
-            .create_table(&ns, creation)
-            .await
-            .map_err(|e| LakeError::catalog(format!("creating table {table}"), e))?;
-        tracing::info!(table = %table, "table created");
+        match catalog.create_table(&ns, creation).await {
+            Ok(_) => tracing::info!(table = %table, "table created"),
+            Err(e) if e.kind() == iceberg::ErrorKind::TableAlreadyExists => {
+                check_schema(catalog, table).await?;
+            }
+            Err(e) => return Err(LakeError::catalog(format!("creating table {table}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// An existing table must have the schema this version writes.
+async fn check_schema(catalog: &dyn Catalog, table: LakeTable) -> Result<()> {
+    let existing = catalog
+        .load_table(&table.ident())
+        .await
+        .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+    let have = existing.metadata().current_schema();
+    let want = table.schema();
+    if have.as_struct() != want.as_struct() {
+        return Err(LakeError::InvalidArgument(format!(
+            "table {table} in this data directory has a schema this version of K2 does \
+             not write (it has {}; expected {}); use a new data directory",
+            have.as_struct(),
+            want.as_struct()
+        )));
     }
     Ok(())
 }

@@ -81,6 +81,16 @@ pub struct WriterOptions {
     pub sequence_redis: Option<RedisTarget>,
     /// The append-only commit audit file (None: commits are only logged).
     pub audit_path: Option<PathBuf>,
+    /// Names this writer's log when several writers, each reading its own log (say, two
+    /// captures of one feed), write the same tables: its positions are recorded under
+    /// this name (snapshot property `k2.source`). Empty for the single writer.
+    pub source: String,
+    /// Claim every batch's message ids in this Redis before writing it, so that records
+    /// reaching several writers are stored once (None: dedup within this writer only).
+    pub dedup_redis: Option<RedisTarget>,
+    /// How long a claim holds while its batch is written and committed; a writer that
+    /// dies mid-batch blocks those ids this long.
+    pub dedup_lease: Duration,
 }
 
 impl Default for WriterOptions {
@@ -99,6 +109,9 @@ impl Default for WriterOptions {
             state_dir: None,
             sequence_redis: None,
             audit_path: None,
+            source: String::new(),
+            dedup_redis: None,
+            dedup_lease: Duration::from_secs(300),
         }
     }
 }
@@ -108,7 +121,8 @@ impl Default for WriterOptions {
 pub struct RedisTarget {
     /// `host:port`.
     pub addr: String,
-    /// Keys are `{prefix}:{table}:seq:{exchange}:{symbol}`.
+    /// Keys are `{prefix}:{table}:seq:{exchange}:{symbol}` (sequence state) and
+    /// `{prefix}:{table}:id:{16 bytes}` (dedup claims).
     pub prefix: String,
 }
 
@@ -214,13 +228,42 @@ impl TradingDays {
     }
 }
 
-fn offset_key(topic: &str, partition: u32) -> String {
-    format!("{topic}/{partition}")
+fn offset_key(source: &str, topic: &str, partition: u32) -> String {
+    if source.is_empty() {
+        format!("{topic}/{partition}")
+    } else {
+        format!("{source}:{topic}/{partition}")
+    }
 }
 
-/// The committed positions recorded in a table's current snapshot.
-pub fn committed_offsets(table: &Table) -> Result<BTreeMap<String, u64>> {
-    let Some(snapshot) = table.metadata().current_snapshot() else {
+/// Snapshot summary key: the name of the batch the snapshot committed.
+pub const BATCH_PROPERTY: &str = "k2.batch";
+/// Snapshot summary key: the writer source whose positions the snapshot records.
+pub const SOURCE_PROPERTY: &str = "k2.source";
+
+/// The newest snapshot `source` committed, walking back from the current one.
+pub fn source_snapshot<'t>(
+    table: &'t Table,
+    source: &str,
+) -> Option<&'t iceberg::spec::SnapshotRef> {
+    let metadata = table.metadata();
+    let mut at = metadata.current_snapshot();
+    while let Some(s) = at {
+        let props = &s.summary().additional_properties;
+        if props.get(SOURCE_PROPERTY).map_or("", String::as_str) == source {
+            return Some(s);
+        }
+        at = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p));
+    }
+    None
+}
+
+/// The positions `source` committed: those its newest snapshot records (the current
+/// snapshot when one writer writes the table; with several, each finds its own).
+pub fn committed_offsets(table: &Table, source: &str) -> Result<BTreeMap<String, u64>> {
+    let Some(snapshot) = source_snapshot(table, source) else {
         return Ok(BTreeMap::new());
     };
     match snapshot
@@ -267,22 +310,14 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| LakeError::catalog("arrow schema", e))?,
         );
-        let committed = committed_offsets(&table)?;
+        let committed = committed_offsets(&table, &options.source)?;
         if let Some(path) = &options.audit_path {
             let recovered = audit::reconcile(path, t, &table)?;
             if recovered > 0 {
                 tracing::warn!(table = %t, commits = recovered, "audit lines recovered from snapshots");
             }
         }
-        let integrity = TableIntegrity::restore(
-            t,
-            &table,
-            options.dedup.clone(),
-            options.sequence.clone(),
-            options.state_dir.as_deref(),
-            options.sequence_redis.as_ref(),
-        )
-        .await?;
+        let integrity = TableIntegrity::restore(t, &table, options).await?;
         states.insert(
             t,
             TableState {
@@ -302,7 +337,15 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     // Assign every partition of every K2 topic, from the position its table committed.
     let mut routes: HashMap<Arc<str>, (LakeTable, TopicName)> = HashMap::new();
     let mut assignment = Vec::new();
-    add_new_topics(log, &mut deps.log, &states, &mut routes, &mut assignment).await?;
+    add_new_topics(
+        log,
+        &options.source,
+        &mut deps.log,
+        &states,
+        &mut routes,
+        &mut assignment,
+    )
+    .await?;
     tracing::info!(partitions = assignment.len(), "lake writer starting");
     let mut consumer = log.consumer(assignment.clone())?;
     let mut decoder = PayloadDecoder::default();
@@ -317,7 +360,15 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         if topics_checked.elapsed() >= TOPIC_REFRESH {
             topics_checked = Instant::now();
             let mut added = Vec::new();
-            add_new_topics(log, &mut deps.log, &states, &mut routes, &mut added).await?;
+            add_new_topics(
+                log,
+                &options.source,
+                &mut deps.log,
+                &states,
+                &mut routes,
+                &mut added,
+            )
+            .await?;
             if !added.is_empty() {
                 tracing::info!(
                     partitions = added.len(),
@@ -352,7 +403,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 key = (
                     rec.partition,
                     rec.topic.clone(),
-                    offset_key(&rec.topic, rec.partition),
+                    offset_key(&options.source, &rec.topic, rec.partition),
                 );
             }
             if !state.batch_start.contains_key(&key.2) {
@@ -474,7 +525,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         }
         if idle
             && options.until_caught_up
-            && caught_up(log, &mut deps.log, &states, &routes).await?
+            && caught_up(log, &options.source, &mut deps.log, &states, &routes).await?
         {
             break;
         }
@@ -501,6 +552,7 @@ const TOPIC_REFRESH: Duration = Duration::from_secs(2);
 /// from the positions their tables committed, to `assignment`.
 async fn add_new_topics<L: Log>(
     log: &L,
+    source: &str,
     dep: &mut Dependency,
     states: &BTreeMap<LakeTable, TableState>,
     routes: &mut HashMap<Arc<str>, (LakeTable, TopicName)>,
@@ -519,7 +571,7 @@ async fn add_new_topics<L: Log>(
         for p in 0..spec.partitions {
             let offset = states[&table]
                 .committed
-                .get(&offset_key(&spec.name, p))
+                .get(&offset_key(source, &spec.name, p))
                 .copied()
                 .unwrap_or(0);
             assignment.push(PartitionOffset {
@@ -554,6 +606,7 @@ async fn report_partition_lag<L: Log>(log: &L, positions: &[PartitionOffset]) {
 
 async fn caught_up<L: Log>(
     log: &L,
+    source: &str,
     dep: &mut Dependency,
     states: &BTreeMap<LakeTable, TableState>,
     routes: &HashMap<Arc<str>, (LakeTable, TopicName)>,
@@ -570,7 +623,7 @@ async fn caught_up<L: Log>(
             .iter()
             .enumerate()
             .map(|(p, &end)| {
-                let key = offset_key(topic, p as u32);
+                let key = offset_key(source, topic, p as u32);
                 let done = state
                     .pending_offsets
                     .get(&key)
@@ -621,12 +674,24 @@ async fn flush<L: Log>(
         state.oldest = None;
         return Ok(false);
     }
+    let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
+    let token = format!("{}|{batch_name}", options.source);
+    let mut claimed = if state.integrity.shares_dedup() {
+        let ids = claim_batch(t, state, catalog, &token, options, deps, summary).await?;
+        if state.pending.is_empty() {
+            // Every row was stored by another writer: as for a batch of duplicates.
+            state.oldest = None;
+            return Ok(false);
+        }
+        Some((ids, Instant::now()))
+    } else {
+        None
+    };
     let mut rows = std::mem::take(&mut state.pending);
     // Sorted by symbol, then time, with the source sequence and the (unique) id as a
     // deterministic tie-break; references are sorted, the rows stay where they are.
     let mut order: Vec<&Row> = rows.iter().collect();
     order.sort_unstable_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
-    let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
     let files = {
         let state = &*state;
         let (order, batch_name) = (&order, &batch_name);
@@ -642,8 +707,11 @@ async fn flush<L: Log>(
             OFFSETS_PROPERTY.to_string(),
             serde_json::to_string(&offsets).expect("offsets serialise"),
         ),
-        ("k2.batch".to_string(), batch_name.clone()),
+        (BATCH_PROPERTY.to_string(), batch_name.clone()),
     ]);
+    if !options.source.is_empty() {
+        properties.insert(SOURCE_PROPERTY.to_string(), options.source.clone());
+    }
     // The integrity state this snapshot stands for is durable before the commit.
     properties.extend(state.integrity.save(&batch_name)?);
     let file_count = files.len();
@@ -652,6 +720,28 @@ async fn flush<L: Log>(
     let started_commit = Instant::now();
     let mut attempt = 0;
     let table = loop {
+        // Claims held past half their lease (a commit retried for long) are renewed; one
+        // that lapsed may have let another writer store the row: this batch stops.
+        if let Some((ids, at)) = &mut claimed
+            && at.elapsed() > state.integrity.claim_lease().unwrap_or_default() / 2
+        {
+            let request: Vec<(u128, Option<String>)> = ids.iter().map(|&i| (i, None)).collect();
+            let lost = deps
+                .redis
+                .call_mut(&mut state.integrity, |i| {
+                    Box::pin(i.claim(request.clone(), token.clone()))
+                })
+                .await?
+                .into_iter()
+                .filter(Option::is_some)
+                .count();
+            if lost > 0 {
+                return Err(LakeError::Query(format!(
+                    "{t}: {lost} message-id claims lapsed before the commit (dedup.redis_lease_seconds); restart to resume"
+                )));
+            }
+            *at = Instant::now();
+        }
         deps.catalog.permit().await;
         attempt += 1;
         let result = async {
@@ -665,12 +755,12 @@ async fn flush<L: Log>(
                 // A commit whose answer was lost (the connection dropped after the
                 // catalog applied it) shows as this very batch on top: that is success.
                 if let Some(current) = state.table.metadata().current_snapshot()
-                    && current.summary().additional_properties.get("k2.batch") == Some(&batch_name)
+                    && current.summary().additional_properties.get(BATCH_PROPERTY) == Some(&batch_name)
                 {
                     tracing::warn!(table = %t, snapshot = current.snapshot_id(), "an earlier commit attempt had succeeded");
                     return Ok(state.table.clone());
                 }
-                let now_committed = committed_offsets(&state.table)?;
+                let now_committed = committed_offsets(&state.table, &options.source)?;
                 if state
                     .pending_offsets
                     .iter()
@@ -702,6 +792,18 @@ async fn flush<L: Log>(
         }
     };
     state.table = table;
+    if let Some((ids, _)) = claimed {
+        let n = ids.len();
+        let kept = deps
+            .redis
+            .call_mut(&mut state.integrity, |i| {
+                Box::pin(i.keep_claims(ids.clone(), token.clone()))
+            })
+            .await?;
+        if kept < n as u64 {
+            tracing::warn!(table = %t, claims = n, kept, "message-id claims lapsed before they could be kept");
+        }
+    }
     let entry = AuditEntry {
         committed_at_us: chrono::Utc::now().timestamp_micros(),
         table: t.qualified(),
@@ -759,6 +861,141 @@ fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
         r.source_sequence().unwrap_or(0),
         r.message_id(),
     )
+}
+
+/// With dedup shared in Redis: claims the ids of the pending rows for this batch before
+/// they are written. A row whose id a committed batch (of any writer) holds is dropped as a
+/// duplicate; one held by a batch in flight elsewhere is waited for, holding no claims
+/// meanwhile so that two writers never wait for each other; one held by an abandoned
+/// batch of this same writer (a crash before its commit) is taken over. Returns the
+/// ids claimed, in the order of the rows left pending.
+async fn claim_batch(
+    t: LakeTable,
+    state: &mut TableState,
+    catalog: &dyn Catalog,
+    token: &str,
+    options: &WriterOptions,
+    deps: &mut Deps,
+    summary: &mut WriterSummary,
+) -> Result<Vec<u128>> {
+    let ids = state
+        .pending
+        .iter()
+        .map(|r| {
+            k2_pipeline::id_bits(r.record.message_id()).ok_or_else(|| {
+                LakeError::InvalidArgument(format!(
+                    "message id '{}' is not a UUID",
+                    r.record.message_id()
+                ))
+            })
+        })
+        .collect::<Result<Vec<u128>>>()?;
+    let mut replace: Vec<Option<String>> = vec![None; ids.len()];
+    let mut stored = vec![false; ids.len()];
+    let mut todo: Vec<usize> = (0..ids.len()).collect();
+    let mut held: Vec<usize> = Vec::with_capacity(ids.len());
+    let lease = state.integrity.claim_lease().unwrap_or_default();
+    let deadline = Instant::now() + lease + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(20);
+    let mut jitter = k2_pipeline::Jitter::from_entropy();
+    let started = Instant::now();
+    while !todo.is_empty() {
+        let request: Vec<(u128, Option<String>)> =
+            todo.iter().map(|&i| (ids[i], replace[i].clone())).collect();
+        let answers = deps
+            .redis
+            .call_mut(&mut state.integrity, |i| {
+                Box::pin(i.claim(request.clone(), token.to_string()))
+            })
+            .await?;
+        let mut conflicts = Vec::new();
+        for (&i, holder) in todo.iter().zip(answers) {
+            match holder {
+                None => held.push(i),
+                Some(holder) => conflicts.push((i, holder)),
+            }
+        }
+        todo.clear();
+        if conflicts.is_empty() {
+            break;
+        }
+        // The lake says which of the holding batches committed.
+        state.table = deps
+            .catalog
+            .call(|| async {
+                catalog
+                    .load_table(&t.ident())
+                    .await
+                    .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))
+            })
+            .await?;
+        let committed: std::collections::HashSet<&str> = state
+            .table
+            .metadata()
+            .snapshots()
+            .filter_map(|s| s.summary().additional_properties.get(BATCH_PROPERTY))
+            .map(String::as_str)
+            .collect();
+        let mut waiting = 0;
+        for (i, holder) in conflicts {
+            let (source, batch) = holder.rsplit_once('|').unwrap_or(("", holder.as_str()));
+            if committed.contains(batch) {
+                stored[i] = true;
+            } else if source == options.source {
+                metrics::dedup_claims(t.name(), "taken_over", 1);
+                replace[i] = Some(holder);
+                todo.push(i);
+            } else {
+                waiting += 1;
+                todo.push(i);
+            }
+        }
+        if waiting > 0 {
+            metrics::dedup_claims(t.name(), "waited", waiting);
+            if !held.is_empty() {
+                let mine: Vec<u128> = held.iter().map(|&i| ids[i]).collect();
+                deps.redis
+                    .call_mut(&mut state.integrity, |i| {
+                        Box::pin(i.release_claims(mine.clone(), token.to_string()))
+                    })
+                    .await?;
+                todo.append(&mut held);
+            }
+            if Instant::now() >= deadline {
+                return Err(LakeError::Query(format!(
+                    "{t}: {waiting} message ids stayed claimed by another writer's uncommitted batch past the lease"
+                )));
+            }
+            tracing::debug!(table = %t, waiting, "message ids claimed by another writer's batch in flight; waiting");
+            let ms = pause.as_millis() as u64;
+            tokio::time::sleep(Duration::from_millis(
+                ms / 2 + jitter.next_u64() % ms.max(1),
+            ))
+            .await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+    let dropped = stored.iter().filter(|&&s| s).count() as u64;
+    metrics::dedup_claims(t.name(), "claimed", held.len() as u64);
+    metrics::dedup_claims(t.name(), "stored_elsewhere", dropped);
+    metrics::dedup_claim_seconds(t.name(), started.elapsed());
+    if dropped == 0 {
+        return Ok(ids);
+    }
+    let rows = std::mem::take(&mut state.pending);
+    let mut kept = Vec::with_capacity(ids.len());
+    for (row, (id, stored)) in rows.into_iter().zip(ids.into_iter().zip(stored)) {
+        if stored {
+            state.integrity.count_duplicate(&row.record);
+        } else {
+            state.pending.push(row);
+            kept.push(id);
+        }
+    }
+    summary.duplicates_dropped += dropped;
+    metrics::duplicates_dropped(t.name(), dropped);
+    tracing::debug!(table = %t, dropped, "records another writer had stored");
+    Ok(kept)
 }
 
 /// A name for the batch derived from the log positions it covers.

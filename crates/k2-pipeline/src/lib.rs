@@ -3,7 +3,7 @@
 //!
 //! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
 //!   missing), late fills, duplicates, session resets, too old.
-//! - [`shared`] — sequence tracking in Redis (the state machine as a Lua script), with
+//! - [`shared`] — sequence tracking and dedup claims in Redis (Lua scripts), with
 //!   [`redis`], a small pipelining RESP client.
 //! - [`resilience`] — retry backoff with jitter, and circuit breakers.
 //! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
@@ -21,3 +21,4 @@ pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryP
 pub use sequence::{
     Event, GapRange, SequenceConfig, SequenceTracker, StreamId, StreamStats, StreamTracker,
 };
+pub use shared::{RedisDedup, RedisSequenceTracker};

@@ -166,6 +166,75 @@ impl Redis {
     }
 }
 
+/// One call of a script: its keys, then its arguments.
+pub type ScriptCall = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A Lua script run by its digest. Redis forgets scripts when it restarts: a call that
+/// meets `NOSCRIPT` loads the script again and is sent once more (only the calls that
+/// did not run).
+pub struct Script {
+    source: &'static str,
+    sha: String,
+}
+
+impl Script {
+    pub async fn load(redis: &mut Redis, source: &'static str) -> Result<Script, RedisError> {
+        let mut script = Script {
+            source,
+            sha: String::new(),
+        };
+        script.reload(redis).await?;
+        Ok(script)
+    }
+
+    async fn reload(&mut self, redis: &mut Redis) -> Result<(), RedisError> {
+        self.sha = redis
+            .call(vec![b"SCRIPT".as_slice(), b"LOAD", self.source.as_bytes()])
+            .await?
+            .as_text()
+            .ok_or_else(|| RedisError::Protocol("SCRIPT LOAD did not answer a digest".into()))?;
+        Ok(())
+    }
+
+    /// Runs the script once per call (keys, then arguments), all in one round trip; the
+    /// replies in order (a server error stays in its place as `Reply::Error`).
+    pub async fn run(
+        &mut self,
+        redis: &mut Redis,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<Reply>, RedisError> {
+        let counts: Vec<Vec<u8>> = calls
+            .iter()
+            .map(|(keys, _)| keys.len().to_string().into_bytes())
+            .collect();
+        let with_count = |sha: &[u8], i: usize| -> Vec<Vec<u8>> {
+            let (keys, args) = &calls[i];
+            let mut c = Vec::with_capacity(3 + keys.len() + args.len());
+            c.push(b"EVALSHA".to_vec());
+            c.push(sha.to_vec());
+            c.push(counts[i].clone());
+            c.extend(keys.iter().cloned());
+            c.extend(args.iter().cloned());
+            c
+        };
+        let sha = self.sha.clone().into_bytes();
+        let commands: Vec<Vec<Vec<u8>>> = (0..calls.len()).map(|i| with_count(&sha, i)).collect();
+        let mut replies = redis.pipeline(&commands).await?;
+        let forgotten: Vec<usize> = (0..replies.len())
+            .filter(|&i| matches!(&replies[i], Reply::Error(e) if e.starts_with("NOSCRIPT")))
+            .collect();
+        if !forgotten.is_empty() {
+            self.reload(redis).await?;
+            let sha = self.sha.clone().into_bytes();
+            let again: Vec<Vec<Vec<u8>>> = forgotten.iter().map(|&i| with_count(&sha, i)).collect();
+            for (i, r) in forgotten.into_iter().zip(redis.pipeline(&again).await?) {
+                replies[i] = r;
+            }
+        }
+        Ok(replies)
+    }
+}
+
 fn encode<A: AsRef<[u8]>>(cmd: &[A], out: &mut Vec<u8>) {
     out.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
     for arg in cmd {

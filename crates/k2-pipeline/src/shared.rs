@@ -1,4 +1,4 @@
-//! Sequence tracking shared by several writers, in Redis.
+//! Sequence tracking and dedup shared by several writers, in Redis.
 //!
 //! Each (exchange, symbol) stream is a Redis hash; its messages are classified by a Lua
 //! script ([`SCRIPT`], the state machine of [`crate::sequence`]) so that writers sharing
@@ -6,8 +6,9 @@
 //! costs one script call per stream and one round trip for the whole batch (pipelined).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use crate::redis::{Redis, RedisError, Reply};
+use crate::redis::{Redis, RedisError, Reply, Script, ScriptCall};
 use crate::sequence::{Event, GapRange, SequenceConfig, StreamStats};
 
 /// The Lua form of the sequence state machine.
@@ -20,7 +21,7 @@ pub struct RedisSequenceTracker {
     redis: Redis,
     config: SequenceConfig,
     prefix: String,
-    sha: String,
+    script: Script,
 }
 
 impl RedisSequenceTracker {
@@ -31,12 +32,12 @@ impl RedisSequenceTracker {
         config: SequenceConfig,
     ) -> Result<Self, RedisError> {
         let mut redis = Redis::connect(addr).await?;
-        let sha = load(&mut redis).await?;
+        let script = Script::load(&mut redis, SCRIPT).await?;
         Ok(RedisSequenceTracker {
             redis,
             config,
             prefix: prefix.to_string(),
-            sha,
+            script,
         })
     }
 
@@ -61,54 +62,28 @@ impl RedisSequenceTracker {
                 })
                 .push(i);
         }
-        let commands: Vec<Vec<Vec<u8>>> = order
+        let calls: Vec<ScriptCall> = order
             .iter()
             .map(|&(exchange, symbol)| {
                 let at = &positions[&(exchange, symbol)];
-                let mut cmd: Vec<Vec<u8>> = Vec::with_capacity(8 + 2 * at.len());
-                cmd.push(b"EVALSHA".to_vec());
-                cmd.push(self.sha.clone().into_bytes());
-                cmd.push(b"1".to_vec());
-                cmd.push(self.key(exchange, symbol).into_bytes());
+                let mut args: Vec<Vec<u8>> = Vec::with_capacity(4 + 2 * at.len());
                 for v in [
                     self.config.window.to_string(),
                     self.config.reset_after_us.to_string(),
                     self.config.restart_max.to_string(),
                     self.config.max_open_gaps.to_string(),
                 ] {
-                    cmd.push(v.into_bytes());
+                    args.push(v.into_bytes());
                 }
                 for &i in at {
                     let (_, _, seq, at_us) = messages[i];
-                    cmd.push(seq.to_string().into_bytes());
-                    cmd.push(at_us.to_string().into_bytes());
+                    args.push(seq.to_string().into_bytes());
+                    args.push(at_us.to_string().into_bytes());
                 }
-                cmd
+                (vec![self.key(exchange, symbol).into_bytes()], args)
             })
             .collect();
-        let mut replies = self.redis.pipeline(&commands).await?;
-        if replies
-            .iter()
-            .any(|r| matches!(r, Reply::Error(e) if e.starts_with("NOSCRIPT")))
-        {
-            // Redis restarted (scripts are not persisted): load it again, once. Streams
-            // whose script ran are not sent twice.
-            self.sha = load(&mut self.redis).await?;
-            let again: Vec<usize> = (0..replies.len())
-                .filter(|&i| matches!(&replies[i], Reply::Error(e) if e.starts_with("NOSCRIPT")))
-                .collect();
-            let cmds: Vec<Vec<Vec<u8>>> = again
-                .iter()
-                .map(|&i| {
-                    let mut c = commands[i].clone();
-                    c[1] = self.sha.clone().into_bytes();
-                    c
-                })
-                .collect();
-            for (i, r) in again.into_iter().zip(self.redis.pipeline(&cmds).await?) {
-                replies[i] = r;
-            }
-        }
+        let replies = self.script.run(&mut self.redis, &calls).await?;
         let mut events = vec![Event::InOrder; messages.len()];
         for (stream, reply) in order.iter().zip(replies) {
             let items = match reply {
@@ -210,16 +185,142 @@ impl RedisSequenceTracker {
     }
 }
 
-async fn load(redis: &mut Redis) -> Result<String, RedisError> {
-    redis
-        .call(vec![
-            b"SCRIPT".to_vec(),
-            b"LOAD".to_vec(),
-            SCRIPT.as_bytes().to_vec(),
-        ])
-        .await?
-        .as_text()
-        .ok_or_else(|| RedisError::Protocol("SCRIPT LOAD did not answer a digest".into()))
+/// The Lua side of shared dedup.
+pub const DEDUP_SCRIPT: &str = include_str!("dedup.lua");
+
+/// Ids per script call (a call's arguments live on Lua's stack).
+const CLAIM_CHUNK: usize = 1000;
+
+/// Dedup shared by several writers of one table (see `dedup.lua`). Before writing a
+/// batch, a writer claims its message ids with a token naming the batch; a claim lasts a
+/// lease, and once the batch is committed it lasts the dedup window. An id another
+/// token holds is for the caller to resolve against the lake: stored if that token's
+/// batch committed, else in flight elsewhere (wait) or abandoned by this same writer
+/// (replace it).
+pub struct RedisDedup {
+    redis: Redis,
+    prefix: Vec<u8>,
+    script: Script,
+}
+
+impl RedisDedup {
+    /// Connects to Redis at `addr` (`host:port`); ids live under `{prefix}:id:`.
+    pub async fn connect(addr: &str, prefix: &str) -> Result<Self, RedisError> {
+        let mut redis = Redis::connect(addr).await?;
+        let script = Script::load(&mut redis, DEDUP_SCRIPT).await?;
+        Ok(RedisDedup {
+            redis,
+            prefix: format!("{prefix}:id:").into_bytes(),
+            script,
+        })
+    }
+
+    /// The id's key: the prefix, then its 16 bytes.
+    fn key(&self, id: u128) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 16);
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+
+    /// Claims every id for `token` for `lease`; where an id comes with a token, a claim
+    /// that token holds is replaced. Per id: None when the claim is now `token`'s, else
+    /// the token holding it.
+    pub async fn claim(
+        &mut self,
+        ids: &[(u128, Option<&str>)],
+        token: &str,
+        lease: Duration,
+    ) -> Result<Vec<Option<String>>, RedisError> {
+        let ms = lease.as_millis().max(1).to_string().into_bytes();
+        let calls: Vec<ScriptCall> = ids
+            .chunks(CLAIM_CHUNK)
+            .map(|chunk| {
+                let keys = chunk.iter().map(|&(id, _)| self.key(id)).collect();
+                let mut args = vec![b"claim".to_vec(), token.as_bytes().to_vec(), ms.clone()];
+                args.extend(
+                    chunk
+                        .iter()
+                        .map(|(_, replace)| replace.unwrap_or("").as_bytes().to_vec()),
+                );
+                (keys, args)
+            })
+            .collect();
+        let replies = self.script.run(&mut self.redis, &calls).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (reply, (keys, _)) in replies.into_iter().zip(&calls) {
+            let items = match reply {
+                Reply::Array(Some(items)) if items.len() == keys.len() => items,
+                Reply::Error(e) => return Err(RedisError::Server(e)),
+                other => {
+                    return Err(RedisError::Protocol(format!(
+                        "claiming {} ids: unexpected reply {other:?}",
+                        keys.len()
+                    )));
+                }
+            };
+            out.extend(
+                items
+                    .into_iter()
+                    .map(|r| r.as_text().filter(|holder| !holder.is_empty())),
+            );
+        }
+        Ok(out)
+    }
+
+    /// After `token`'s batch committed: its claims last `window`. Returns how many ids
+    /// `token` still held (fewer means a lease ran out before the commit).
+    pub async fn keep(
+        &mut self,
+        ids: &[u128],
+        token: &str,
+        window: Duration,
+    ) -> Result<u64, RedisError> {
+        self.each(ids, "keep", token, window).await
+    }
+
+    /// Gives up `token`'s claims on the ids (a batch that waits for another writer holds
+    /// nothing meanwhile, so two writers never wait for each other). Returns how many
+    /// `token` held.
+    pub async fn release(&mut self, ids: &[u128], token: &str) -> Result<u64, RedisError> {
+        self.each(ids, "release", token, Duration::ZERO).await
+    }
+
+    async fn each(
+        &mut self,
+        ids: &[u128],
+        mode: &str,
+        token: &str,
+        ms: Duration,
+    ) -> Result<u64, RedisError> {
+        let ms = ms.as_millis().max(1).to_string().into_bytes();
+        let calls: Vec<ScriptCall> = ids
+            .chunks(CLAIM_CHUNK)
+            .map(|chunk| {
+                (
+                    chunk.iter().map(|&id| self.key(id)).collect(),
+                    vec![
+                        mode.as_bytes().to_vec(),
+                        token.as_bytes().to_vec(),
+                        ms.clone(),
+                    ],
+                )
+            })
+            .collect();
+        let mut n = 0;
+        for reply in self.script.run(&mut self.redis, &calls).await? {
+            match reply {
+                Reply::Int(k) => n += k as u64,
+                Reply::Error(e) => return Err(RedisError::Server(e)),
+                other => {
+                    return Err(RedisError::Protocol(format!(
+                        "{mode} of claims: unexpected reply {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +494,104 @@ mod tests {
             let (stats, gaps) = a.stream("X", "S").await.unwrap().unwrap();
             assert_eq!(gaps, [GapRange { first: 5, last: 5 }]);
             assert_eq!((stats.total, stats.duplicates, stats.late_fills), (6, 1, 1));
+        });
+    }
+
+    #[test]
+    fn writers_claim_ids_once() {
+        let Some(addr) = redis_addr() else { return };
+        runtime().block_on(async {
+            let p = prefix();
+            let mut a = RedisDedup::connect(&addr, &p).await.unwrap();
+            let mut b = RedisDedup::connect(&addr, &p).await.unwrap();
+            let lease = Duration::from_secs(60);
+            // More ids than one script call takes, so the chunks are exercised.
+            let ids: Vec<u128> = (0..2_500u128).map(|i| i * 0x1_0000_0001).collect();
+            let mine: Vec<(u128, Option<&str>)> = ids.iter().map(|&i| (i, None)).collect();
+            let got = a.claim(&mine, "a|1", lease).await.unwrap();
+            assert!(got.iter().all(Option::is_none));
+            // Claiming again under the same token (a retried commit) is still ours, also
+            // after Redis forgot the script (as a restarted Redis does).
+            let mut raw = Redis::connect(&addr).await.unwrap();
+            raw.call(vec![b"SCRIPT".as_slice(), b"FLUSH"])
+                .await
+                .unwrap();
+            assert!(
+                a.claim(&mine[..10], "a|1", lease)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(Option::is_none)
+            );
+            // Another writer sees who holds each id, and gets only the new one.
+            let theirs = [(ids[0], None), (ids[2_499], None), (7, None)];
+            assert_eq!(
+                b.claim(&theirs, "b|9", lease).await.unwrap(),
+                [Some("a|1".to_string()), Some("a|1".to_string()), None]
+            );
+            // A writer replaces its own abandoned batch's claim, and only that one.
+            let again = [(ids[0], Some("a|1")), (7, Some("a|1"))];
+            assert_eq!(
+                a.claim(&again, "a|2", lease).await.unwrap(),
+                [None, Some("b|9".to_string())]
+            );
+            // After the commit the claims last the window; another token's are untouched.
+            assert_eq!(
+                a.keep(&ids, "a|1", Duration::from_secs(3600))
+                    .await
+                    .unwrap(),
+                2_499
+            );
+            assert_eq!(
+                a.keep(&[ids[0], 7], "a|2", Duration::from_secs(3600))
+                    .await
+                    .unwrap(),
+                1
+            );
+            // Released claims are free for the next writer; others' are untouched.
+            assert_eq!(a.release(&[ids[1], 7], "a|1").await.unwrap(), 1);
+            assert_eq!(
+                b.claim(&[(ids[1], None), (ids[2], None)], "b|10", lease)
+                    .await
+                    .unwrap(),
+                [None, Some("a|1".to_string())]
+            );
+        });
+    }
+
+    #[test]
+    fn a_lapsed_lease_frees_the_id() {
+        let Some(addr) = redis_addr() else { return };
+        runtime().block_on(async {
+            let p = prefix();
+            let mut a = RedisDedup::connect(&addr, &p).await.unwrap();
+            let mut b = RedisDedup::connect(&addr, &p).await.unwrap();
+            let got = a
+                .claim(&[(1, None)], "a|1", Duration::from_millis(50))
+                .await
+                .unwrap();
+            assert_eq!(got, [None]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = b
+                    .claim(&[(1, None)], "b|1", Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                if got == [None] {
+                    break;
+                }
+                assert_eq!(got, [Some("a|1".to_string())]);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lease never lapsed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The writer whose lease lapsed cannot keep what it no longer holds.
+            assert_eq!(
+                a.keep(&[1], "a|1", Duration::from_secs(60)).await.unwrap(),
+                0
+            );
         });
     }
 }

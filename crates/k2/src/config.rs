@@ -54,6 +54,14 @@ pub struct DedupConfig {
     pub bucket_seconds: u64,
     /// Most ids remembered per table (about 30 bytes each).
     pub max_ids: usize,
+    /// `host:port` of a Redis in which every batch's ids are claimed before it is
+    /// written, so that writers sharing the tables store a record once (each writer
+    /// then needs its own `writer.source`). Empty: dedup within this writer.
+    pub redis: String,
+    /// Prefix of K2's keys in that Redis.
+    pub redis_prefix: String,
+    /// How long a claim holds while its batch is written and committed.
+    pub redis_lease_seconds: u64,
 }
 
 /// Sequence tracking of each (exchange, symbol) stream (see `k2_pipeline::sequence`).
@@ -124,6 +132,9 @@ pub struct WriterConfig {
     pub breaker_failures: u32,
     /// How long an open breaker waits before a trial call.
     pub breaker_open_ms: u64,
+    /// Names this writer's log when several writers, each with its own log, write the
+    /// same tables (its positions are recorded under the name). Empty: the only writer.
+    pub source: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -195,6 +206,7 @@ impl Default for WriterConfig {
             retry_max_ms: 5_000,
             breaker_failures: 3,
             breaker_open_ms: 2_000,
+            source: String::new(),
         }
     }
 }
@@ -225,6 +237,9 @@ impl Default for DedupConfig {
             window_seconds: (d.window_us / 1_000_000) as u64,
             bucket_seconds: (d.bucket_us / 1_000_000) as u64,
             max_ids: d.max_ids,
+            redis: String::new(),
+            redis_prefix: "k2".into(),
+            redis_lease_seconds: 300,
         }
     }
 }
@@ -423,6 +438,12 @@ impl Config {
                 prefix: self.sequence.redis_prefix.clone(),
             }),
             audit_path: Some(self.audit_path()),
+            source: self.writer.source.clone(),
+            dedup_redis: (!self.dedup.redis.is_empty()).then(|| k2_lake::RedisTarget {
+                addr: self.dedup.redis.clone(),
+                prefix: self.dedup.redis_prefix.clone(),
+            }),
+            dedup_lease: Duration::from_secs(self.dedup.redis_lease_seconds.max(1)),
             ..Default::default()
         }
     }

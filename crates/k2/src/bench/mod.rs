@@ -3,7 +3,9 @@
 //! - `ingest`: CSV → log → lake committed, rows/s, on the bundled sample and on synthetic
 //!   ASX-format trades (10 M by default), and the bytes per trade in the lake vs the CSV.
 //! - `kafka`: K2 on a Kafka cluster against librdkafka alone moving as many messages.
-//! - `query`: warm latency (p50/p99 over many runs) of the everyday questions.
+//! - `query`: warm latency (p50/p99 over many runs) of the everyday questions, K2's engine
+//!   and DuckDB side by side on the same table.
+//! - `api`: the query API under load (`wrk`) at several concurrencies.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams.
 //!
@@ -14,12 +16,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::NaiveDate;
 use clap::Subcommand;
-use k2_lake::query::{BarInterval, MarketFilter, QueryEngine};
 
 use crate::app::App;
 use crate::config::Config;
+
+mod http;
+mod query;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -49,18 +52,41 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         latency_samples: usize,
     },
-    /// Query latency over warm runs.
+    /// Query latency over warm runs, K2's engine and DuckDB on the same table.
     Query {
         #[arg(long, default_value_t = 200)]
         runs: usize,
         #[arg(long, default_value = "samples/asx-2014-03")]
         sample: PathBuf,
+        /// A Python with DuckDB 1.4 and its iceberg and avro extensions
+        /// (default: the one `scripts/bench-setup` makes).
+        #[arg(long)]
+        duckdb_python: Option<PathBuf>,
+        /// Time K2 alone.
+        #[arg(long, conflicts_with = "duckdb_python")]
+        no_duckdb: bool,
+    },
+    /// The query API under load on loopback, driven by `wrk`.
+    Api {
+        /// Concurrent connections, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        connections: Vec<u32>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "samples/asx-2014-03")]
+        sample: PathBuf,
+        #[arg(long, default_value = "wrk")]
+        wrk: String,
     },
     /// Dedup checks per second (one core), memory per million ids, false positives.
     Dedup {
         /// Ids the window holds (distinct records).
         #[arg(long, default_value_t = 10_000_000)]
         ids: u64,
+        /// Also measure claims shared in the Redis at this `host:port`.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Sequence-tracker checks per second (one core) and memory per 10 000 streams.
     Sequence {
@@ -117,7 +143,12 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
                 sequence_redis(&addr, streams.max(1)).await?;
             }
         }
-        BenchCommand::Dedup { ids } => dedup(ids.max(1)),
+        BenchCommand::Dedup { ids, redis } => {
+            dedup(ids.max(1));
+            if let Some(addr) = redis {
+                dedup_redis(&addr).await?;
+            }
+        }
         BenchCommand::Kafka {
             rows,
             companies,
@@ -131,17 +162,46 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             )
             .await?
         }
-        BenchCommand::Query { runs, sample } => {
-            let tmp = tempfile::tempdir()?;
-            let mut config = config;
-            config.data_dir = tmp.path().to_path_buf();
-            let app = App::open(config).await?;
-            app.ingest_asx(&sample).await?;
-            app.consume(true).await?;
-            query_latency(&app.engine().await?, runs).await?;
+        BenchCommand::Query {
+            runs,
+            sample,
+            duckdb_python,
+            no_duckdb,
+        } => {
+            let (_tmp, app) = sample_lake(config, &sample).await?;
+            let python = match (no_duckdb, duckdb_python) {
+                (true, _) => None,
+                (false, Some(p)) => Some(p),
+                (false, None) => Some(query::default_python().context(
+                    "no HOME to find DuckDB under: pass --duckdb-python or --no-duckdb",
+                )?),
+            };
+            query::run(&app, runs, python.as_deref()).await?;
+        }
+        BenchCommand::Api {
+            connections,
+            seconds,
+            sample,
+            wrk,
+        } => {
+            let (_tmp, app) = sample_lake(config, &sample).await?;
+            http::run(&app, &connections, Duration::from_secs(seconds), &wrk).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sample ingested and committed in a fresh data directory (gone with the guard).
+async fn sample_lake(
+    mut config: Config,
+    sample: &Path,
+) -> anyhow::Result<(tempfile::TempDir, App)> {
+    let tmp = tempfile::tempdir()?;
+    config.data_dir = tmp.path().to_path_buf();
+    let app = App::open(config).await?;
+    app.ingest_asx(sample).await?;
+    app.consume(true).await?;
+    Ok((tmp, app))
 }
 
 /// K2 on the configured Kafka cluster against librdkafka alone moving the same number of
@@ -471,68 +531,6 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-async fn query_latency(engine: &QueryEngine, runs: usize) -> anyhow::Result<()> {
-    let date = NaiveDate::from_ymd_opt(2014, 3, 12).expect("valid date");
-    let (start, end) =
-        k2_model::exchange::day_bounds_us(k2_model::exchange::time_zone("ASX"), date);
-    let filter = MarketFilter {
-        symbols: vec!["BHP".into()],
-        exchanges: vec!["ASX".into()],
-        start_us: Some(start),
-        end_us: Some(end),
-        limit: 100,
-        ..Default::default()
-    };
-    println!(
-        "query (BHP, ASX, 2014-03-12; {runs} warm runs)     p50 ms   p99 ms  mean ms   max ms"
-    );
-    let report = |name: &str, mut samples: Vec<Duration>| {
-        samples.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-        let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
-        println!(
-            "{name:45} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            ms(pick(0.5)),
-            ms(pick(0.99)),
-            mean,
-            ms(*samples.last().expect("runs > 0"))
-        );
-    };
-    let runs = runs.max(1);
-    macro_rules! time {
-        ($e:expr) => {{
-            for _ in 0..5 {
-                $e;
-            }
-            let mut samples = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let t = Instant::now();
-                $e;
-                samples.push(t.elapsed());
-            }
-            samples
-        }};
-    }
-    report(
-        "trades, one symbol-day, limit 100",
-        time!(engine.trades(&filter, None).await?),
-    );
-    report(
-        "daily summary",
-        time!(engine.daily_summary("BHP", date, Some("ASX"), None).await?),
-    );
-    report(
-        "1-minute bars, one day",
-        time!(
-            engine
-                .ohlcv("BHP", BarInterval::M1, date, date, Some("ASX"), None)
-                .await?
-        ),
-    );
-    Ok(())
-}
-
 /// Resident memory of this process, bytes.
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -684,6 +682,76 @@ fn dedup(ids: u64) {
 
 /// The Redis-backed tracker: messages round-robin over the streams, checked in batches
 /// (one pipelined round trip per batch, one script call per stream in it).
+/// Shared dedup in Redis: a writer claims a batch's ids before writing it and keeps them
+/// after its commit (two pipelined passes of script calls, 1 000 ids each); another
+/// writer then meets the same ids held. Memory is Redis's own `used_memory` growth.
+async fn dedup_redis(addr: &str) -> anyhow::Result<()> {
+    use k2_pipeline::redis::Redis;
+    use k2_pipeline::shared::RedisDedup;
+    let prefix = format!("k2bench:{}:trades", std::process::id());
+    let err = |e: k2_pipeline::redis::RedisError| anyhow::anyhow!("Redis at {addr}: {e}");
+    let mut a = RedisDedup::connect(addr, &prefix).await.map_err(err)?;
+    let mut b = RedisDedup::connect(addr, &prefix).await.map_err(err)?;
+    let mut info = Redis::connect(addr).await.map_err(err)?;
+    let mut used_memory = async || -> anyhow::Result<u64> {
+        let text = info
+            .call(vec![b"INFO".as_slice(), b"memory"])
+            .await
+            .map_err(err)?
+            .as_text()
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("INFO memory without used_memory")
+    };
+    let lease = Duration::from_secs(300);
+    let window = Duration::from_secs(24 * 3600);
+    println!("dedup claims in Redis at {addr} (a batch: claim, then keep after the commit)");
+    println!("batch          new ids/s   held ids/s   ms/batch");
+    let before = used_memory().await?;
+    let mut next = 1u128 << 64;
+    let mut stored = 0u64;
+    for batch in [1_000usize, 10_000, 50_000] {
+        let rounds = (1_000_000 / batch).max(1);
+        let (mut new_time, mut held_time) = (Duration::ZERO, Duration::ZERO);
+        for r in 0..rounds {
+            let ids: Vec<u128> = (0..batch as u128)
+                .map(|i| (next + i) * 0x9E37_79B9_7F4A_7C15)
+                .collect();
+            next += batch as u128;
+            let token = format!("a|{batch}-{r}");
+            let request: Vec<(u128, Option<&str>)> = ids.iter().map(|&i| (i, None)).collect();
+            let t = Instant::now();
+            let got = a.claim(&request, &token, lease).await.map_err(err)?;
+            anyhow::ensure!(got.iter().all(Option::is_none), "fresh ids were held");
+            a.keep(&ids, &token, window).await.map_err(err)?;
+            new_time += t.elapsed();
+            let t = Instant::now();
+            let got = b.claim(&request, "b|0", lease).await.map_err(err)?;
+            anyhow::ensure!(
+                got.iter().all(Option::is_some),
+                "held ids were claimed again"
+            );
+            held_time += t.elapsed();
+            stored += batch as u64;
+        }
+        let n = (rounds * batch) as f64;
+        println!(
+            "{batch:>6} ids   {:>12.0} {:>12.0} {:>10.1}",
+            n / new_time.as_secs_f64(),
+            n / held_time.as_secs_f64(),
+            new_time.as_secs_f64() * 1e3 / rounds as f64
+        );
+    }
+    let grown = used_memory().await?.saturating_sub(before);
+    println!(
+        "Redis memory: {:.0} MB per million ids held ({stored} ids; keys expire with the window)",
+        grown as f64 / stored as f64
+    );
+    Ok(())
+}
+
 async fn sequence_redis(addr: &str, streams: u32) -> anyhow::Result<()> {
     use k2_pipeline::shared::RedisSequenceTracker;
     let prefix = format!("k2bench:{}", std::process::id());
