@@ -18,6 +18,7 @@
 //! checked against the table's columns.
 
 mod auth;
+mod cache;
 mod cursor;
 mod docs;
 pub mod format;
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     pub max_range_days: u32,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Memory for answers kept by question and snapshot (0: every request runs its
+    /// query). A commit makes a new snapshot, so a kept answer is never stale.
+    pub cache_mb: usize,
     /// Use the first `X-Forwarded-For` address as the client's (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
 }
@@ -103,6 +107,7 @@ impl Default for ApiConfig {
             max_lookback_days: 20 * 366,
             max_range_days: 366,
             cors_origins: Vec::new(),
+            cache_mb: 64,
             trust_forwarded_for: false,
         }
     }

@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, Utc};
 use k2_lake::LakeTable;
 use k2_lake::query::{
-    AggregateRequest, BarInterval, MarketFilter, MarketPage, QueryEngine, RowOrder,
+    AggregateRequest, Bar, BarInterval, DailySummary, MarketFilter, MarketPage, QueryEngine,
+    RowOrder,
 };
 use k2_model::decimal::Decimal8;
 use k2_model::exchange;
@@ -24,6 +25,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Keys, Scope};
+use crate::cache::AnswerCache;
 use crate::cursor::{self, Cursor};
 use crate::format::Format;
 use crate::limits::{Decision, QueryGate, RateLimiter, run_query};
@@ -43,6 +45,7 @@ pub struct State {
     engine: Arc<QueryEngine>,
     backends: Backends,
     started: Instant,
+    answers: AnswerCache,
 }
 
 type S = Arc<State>;
@@ -61,6 +64,7 @@ impl State {
                 Duration::from_millis(config.queue_timeout_ms),
             ),
             engine: backends.engine.clone(),
+            answers: AnswerCache::new(config.cache_mb.saturating_mul(1 << 20)),
             config,
             keys,
             limiter: RateLimiter::default(),
@@ -92,6 +96,48 @@ impl State {
         run_query(&self.runtime, permit, work(self.engine.clone()))
             .await
             .unwrap_or_else(|| Err(Failure::internal("the query task ended unexpectedly")))
+    }
+}
+
+impl State {
+    /// Answers `question` with `work` at the table's current snapshot (or at `pinned`),
+    /// from memory when the same question was answered at the same snapshot (see
+    /// [`AnswerCache`]). `weigh` estimates an answer's bytes.
+    async fn answer<T, F>(
+        &self,
+        table: LakeTable,
+        pinned: Option<i64>,
+        question: String,
+        weigh: impl FnOnce(&T) -> usize,
+        work: impl FnOnce(Arc<QueryEngine>, Option<i64>) -> F,
+    ) -> Result<(Arc<T>, Option<i64>), Failure>
+    where
+        T: Send + Sync + 'static,
+        F: Future<Output = Result<T, Failure>> + Send + 'static,
+    {
+        let snapshot = match pinned {
+            Some(id) => Some(id),
+            None => {
+                // Table metadata is cached by the engine, so this is cheap; it runs on the
+                // query runtime, where the engine's I/O belongs.
+                let engine = self.engine.clone();
+                self.runtime
+                    .spawn(async move { engine.current_snapshot(table).await })
+                    .await
+                    .map_err(|_| Failure::internal("the snapshot lookup ended unexpectedly"))??
+            }
+        };
+        let key = format!("{}|{question}@{snapshot:?}", table.name());
+        if self.answers.enabled()
+            && let Some(hit) = self.answers.get::<T>(&key)
+        {
+            return Ok((hit, snapshot));
+        }
+        let value = Arc::new(self.query(move |engine| work(engine, snapshot)).await?);
+        if self.answers.enabled() {
+            self.answers.put(key, value.clone(), weigh(&value));
+        }
+        Ok((value, snapshot))
     }
 }
 
@@ -714,21 +760,23 @@ async fn market(
         snapshot = c.snapshot;
         filter.after = Some(c.after);
     }
-    let (page, snapshot): (MarketPage, Option<i64>) = s
-        .query(move |engine| async move {
-            let snapshot = match snapshot {
-                Some(id) => Some(id),
-                None => engine.current_snapshot(table).await?,
-            };
-            let page = match table {
-                LakeTable::Quotes => engine.quotes(&filter, snapshot).await,
-                _ => engine.trades(&filter, snapshot).await,
-            }?;
-            Ok((page, snapshot))
-        })
+    let (page, snapshot) = s
+        .answer(
+            table,
+            snapshot,
+            format!("{filter:?}"),
+            |p: &MarketPage| p.batches.iter().map(|b| b.get_array_memory_size()).sum(),
+            move |engine, snapshot| async move {
+                Ok(match table {
+                    LakeTable::Quotes => engine.quotes(&filter, snapshot).await,
+                    _ => engine.trades(&filter, snapshot).await,
+                }?)
+            },
+        )
         .await?;
     let next_cursor = page
         .next
+        .clone()
         .map(|after| cursor::encode(&Cursor { snapshot, after }, &fp));
     let pagination = Pagination {
         limit,
@@ -776,19 +824,21 @@ async fn summary(
         .map(|x| exchange_code("exchange", x))
         .transpose()?;
     let (found, snapshot) = s
-        .query(move |engine| async move {
-            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
-            let found = engine
-                .daily_summary(&sym, day, exchange.as_deref(), snapshot)
-                .await?;
-            Ok((
-                found.ok_or_else(|| Failure::not_found(format!("no trades of {sym} on {day}")))?,
-                snapshot,
-            ))
-        })
+        .answer(
+            LakeTable::Trades,
+            None,
+            format!("summary {sym} {day} {exchange:?}"),
+            |_| std::mem::size_of::<DailySummary>() + 64,
+            move |engine, snapshot| async move {
+                engine
+                    .daily_summary(&sym, day, exchange.as_deref(), snapshot)
+                    .await?
+                    .ok_or_else(|| Failure::not_found(format!("no trades of {sym} on {day}")))
+            },
+        )
         .await?;
     Ok(respond::value(
-        present::SummaryRow::from(&found),
+        present::SummaryRow::from(&*found),
         call.meta(snapshot),
     ))
 }
@@ -896,20 +946,27 @@ async fn ohlcv(
         "",
     )?;
     let (bars, snapshot) = s
-        .query(move |engine| async move {
-            let snapshot = engine.current_snapshot(LakeTable::Trades).await?;
-            let bars = engine
-                .ohlcv(
-                    &b.symbol,
-                    b.interval,
-                    b.from,
-                    b.to,
-                    b.exchange.as_deref(),
-                    snapshot,
-                )
-                .await?;
-            Ok((bars, snapshot))
-        })
+        .answer(
+            LakeTable::Trades,
+            None,
+            format!(
+                "ohlcv {} {:?} {} {} {:?}",
+                b.symbol, b.interval, b.from, b.to, b.exchange
+            ),
+            |bars: &Vec<Bar>| bars.len() * std::mem::size_of::<Bar>(),
+            move |engine, snapshot| async move {
+                Ok(engine
+                    .ohlcv(
+                        &b.symbol,
+                        b.interval,
+                        b.from,
+                        b.to,
+                        b.exchange.as_deref(),
+                        snapshot,
+                    )
+                    .await?)
+            },
+        )
         .await?;
     let rows: Vec<present::BarRow> = bars.iter().map(present::BarRow::from).collect();
     respond::rows(format, &rows, None, call.meta(snapshot), "ohlcv")

@@ -919,3 +919,72 @@ fn production_mode_refuses_to_start_without_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no API key is configured"), "{err}");
 }
+
+/// An answer is kept by question and snapshot: asked again, it comes from memory; after a
+/// commit, the same question is answered from the new snapshot at once. With
+/// `api.cache_mb = 0` nothing is kept.
+#[test]
+fn answers_are_kept_by_snapshot_and_a_commit_shows_at_once() {
+    // A copy of the sample, so that a trade can be appended to it later.
+    let source = tempfile::tempdir().unwrap();
+    for dir in ["reference-data", "trades", "quotes"] {
+        std::fs::create_dir_all(source.path().join(dir)).unwrap();
+        for f in std::fs::read_dir(sample().join(dir)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), source.path().join(dir).join(f.file_name())).unwrap();
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(source.path()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    let server = serve(data.path(), "");
+    let path = "/v1/summary/BHP/2014-03-12?exchange=ASX";
+    let ask = |s: &Server| {
+        let a = s.get(path, Some(&s.reader));
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()
+    };
+    let hits = |s: &Server| {
+        s.get("/metrics", None)
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("k2_api_cache_total{outcome=\"hit\"} "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let first = ask(&server);
+    let again = ask(&server);
+    assert_eq!(first["data"], again["data"]);
+    assert_eq!(first["meta"]["snapshot_id"], again["meta"]["snapshot_id"]);
+    assert_ne!(first["meta"]["request_id"], again["meta"]["request_id"]);
+    assert!(
+        hits(&server) >= 1,
+        "the repeated question was answered from memory"
+    );
+
+    // One more BHP trade on that day, above its high, is appended and committed.
+    let file = source.path().join("trades/7078.csv");
+    let mut grown = std::fs::read(&file).unwrap();
+    grown.extend_from_slice(b"03/12/2014,15:59:00.000,99.5,7,3,X,\r\n");
+    std::fs::write(&file, grown).unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(source.path()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    let count = |j: &Value| j["data"]["trade_count"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let a = ask(&server);
+        if count(&a) != count(&first) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the commit never showed: {a}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(count(&after), count(&first) + 1);
+    assert_eq!(after["data"]["high"], "99.5");
+    assert_ne!(after["meta"]["snapshot_id"], first["meta"]["snapshot_id"]);
+    drop(server);
+
+    let uncached = serve(data.path(), "[api]\ncache_mb = 0");
+    assert_eq!(ask(&uncached)["data"], after["data"]);
+    assert_eq!(ask(&uncached)["data"], after["data"]);
+    assert_eq!(hits(&uncached), 0);
+}

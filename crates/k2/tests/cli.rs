@@ -516,7 +516,15 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
     // waits for the writer to commit once (so every round makes progress whatever the
     // machine's load), then kills it at a random moment of its next cycle — decoding,
     // writing files, committing, or writing its audit line.
-    let mut ingest = spawn(k2(data.path()).arg("ingest").arg("asx").arg(files.path()));
+    let ingest_log = data.path().join("ingest.log");
+    let mut ingest = k2(data.path())
+        .arg("ingest")
+        .arg("asx")
+        .arg(files.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&ingest_log).unwrap())
+        .spawn()
+        .expect("k2 starts");
     let mut kills = 0;
     while kills < 12 {
         let before = trade_snapshots(&rt, data.path());
@@ -557,7 +565,11 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
         "only {kills} rounds committed before the log was drained"
     );
     let status = ingest.wait().unwrap();
-    assert!(status.success(), "ingest: {status}");
+    assert!(
+        status.success(),
+        "ingest: {status}; its log:\n{}",
+        std::fs::read_to_string(&ingest_log).unwrap_or_default()
+    );
     let mut last = k2(data.path());
     batches(&mut last);
     let summary = last

@@ -2,7 +2,9 @@
 //! exactly as `k2 serve` runs it (keys checked, queries behind the gate, metrics
 //! recorded); `wrk` drives it at each concurrency and reports latency percentiles and
 //! throughput. Rate limits are lifted for the benchmark's key, or they would be measured
-//! instead of the server.
+//! instead of the server. Each route runs twice: with answers kept by snapshot off (every
+//! request runs its query) and on (wrk repeats one question, so it measures the kept
+//! answer).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -38,37 +40,7 @@ pub async fn run(
         .to_string();
 
     let key = k2_api::generate_key();
-    let mut api = ApiConfig {
-        listen: "127.0.0.1:0".into(),
-        ..app.config.api.clone()
-    };
-    api.keys = vec![k2_api::ApiKeyConfig {
-        name: "bench".into(),
-        sha256: k2_api::digest_hex(&key),
-        scopes: vec!["read".into()],
-        rate_per_second: Some(1e9),
-        burst: Some(u32::MAX),
-    }];
-    api.keys_file = String::new();
-    let backends = Backends {
-        engine: Arc::new(app.engine().await?),
-        checks: Vec::new(),
-        metrics: Some(telemetry::recorder()?),
-    };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(k2_api::serve(
-        api,
-        backends,
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let addr = addr_rx.await.context("the API server did not start")?;
-
+    let metrics = telemetry::recorder()?;
     let q = Questions::sample();
     let (s, x, d) = (q.symbol, q.exchange, q.date);
     let next = d.succ_opt().expect("a next day");
@@ -78,32 +50,67 @@ pub async fn run(
         format!("/v1/ohlcv/1m?symbol={s}&exchange={x}&start_date={d}&end_date={d}"),
     ];
     println!(
-        "query API on {addr}, {} ({version}, {}s per run; ms)",
+        "query API, {} ({version}, {}s per run; ms); answers kept: off = every request runs \
+         its query, on = a repeated question is answered from the answer kept for the snapshot",
         q.title(),
         duration.as_secs()
     );
     println!(
-        "{:40} {:>11} {:>8} {:>8} {:>8} {:>10}",
-        "route", "connections", "p50", "p90", "p99", "requests/s"
+        "{:40} {:>5} {:>11} {:>8} {:>8} {:>8} {:>10}",
+        "route", "kept", "connections", "p50", "p90", "p99", "requests/s"
     );
-    for (path, (_, name)) in paths.iter().zip(super::query::NAMES) {
-        let url = format!("http://{addr}{path}");
-        let body = get(addr, path, &key)?;
-        anyhow::ensure!(
-            body.starts_with("HTTP/1.1 200"),
-            "{path} answered {}",
-            body.lines().next().unwrap_or("nothing")
-        );
-        for &c in connections {
-            let load = load(wrk, &url, &key, c, duration).await?;
-            println!(
-                "{:40} {c:>11} {:>8.2} {:>8.2} {:>8.2} {:>10.0}",
-                name, load.p50_ms, load.p90_ms, load.p99_ms, load.requests_per_second
+    let cache_mb = app.config.api.cache_mb.max(1);
+    for (kept, mb) in [("off", 0), ("on", cache_mb)] {
+        let mut api = ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            cache_mb: mb,
+            keys_file: String::new(),
+            ..app.config.api.clone()
+        };
+        api.keys = vec![k2_api::ApiKeyConfig {
+            name: "bench".into(),
+            sha256: k2_api::digest_hex(&key),
+            scopes: vec!["read".into()],
+            rate_per_second: Some(1e9),
+            burst: Some(u32::MAX),
+        }];
+        let backends = Backends {
+            engine: Arc::new(app.engine().await?),
+            checks: Vec::new(),
+            metrics: Some(metrics.clone()),
+        };
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(k2_api::serve(
+            api,
+            backends,
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let addr = addr_rx.await.context("the API server did not start")?;
+        for (path, (_, name)) in paths.iter().zip(super::query::NAMES) {
+            let url = format!("http://{addr}{path}");
+            let body = get(addr, path, &key)?;
+            anyhow::ensure!(
+                body.starts_with("HTTP/1.1 200"),
+                "{path} answered {}",
+                body.lines().next().unwrap_or("nothing")
             );
+            for &c in connections {
+                let load = load(wrk, &url, &key, c, duration).await?;
+                println!(
+                    "{:40} {kept:>5} {c:>11} {:>8.2} {:>8.2} {:>8.2} {:>10.0}",
+                    name, load.p50_ms, load.p90_ms, load.p99_ms, load.requests_per_second
+                );
+            }
         }
+        let _ = stop_tx.send(());
+        server.await??;
     }
-    let _ = stop_tx.send(());
-    server.await??;
     Ok(())
 }
 
