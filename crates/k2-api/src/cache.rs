@@ -8,7 +8,32 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A kept answer, and its JSON encoding once a request asked for it (a repeated question
+/// then costs a copy of bytes, not an encoding).
+pub struct Kept<T> {
+    pub value: T,
+    json: OnceLock<Vec<u8>>,
+}
+
+impl<T> Kept<T> {
+    pub fn new(value: T) -> Self {
+        Kept {
+            value,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The answer's JSON, encoded by `encode` the first time.
+    pub fn json<E>(&self, encode: impl FnOnce(&T) -> Result<Vec<u8>, E>) -> Result<&[u8], E> {
+        if let Some(j) = self.json.get() {
+            return Ok(j);
+        }
+        let j = encode(&self.value)?;
+        Ok(self.json.get_or_init(|| j))
+    }
+}
 
 pub struct AnswerCache {
     capacity: usize,

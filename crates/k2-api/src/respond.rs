@@ -254,17 +254,8 @@ pub fn table(
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if format == Format::Json {
         let data = format::encode(batches, Format::Json)?;
-        let mut body = Vec::with_capacity(data.len() + 256);
-        body.extend_from_slice(b"{\"data\":");
-        body.extend_from_slice(&data);
-        if let Some(p) = &pagination {
-            body.extend_from_slice(b",\"pagination\":");
-            body.extend_from_slice(&serde_json::to_vec(p).expect("pagination serialises"));
-        }
-        body.extend_from_slice(b",\"meta\":");
-        body.extend_from_slice(&serde_json::to_vec(&meta).expect("meta serialises"));
-        body.push(b'}');
-        return Ok(([(CONTENT_TYPE, format.content_type())], body).into_response());
+        let extra = pagination.map(|p| serde_json::json!({ "pagination": p }));
+        return Ok(envelope(&data, extra, &meta));
     }
     let bytes = format::encode(batches, format)?;
     let mut response = ([(CONTENT_TYPE, format.content_type())], bytes).into_response();
@@ -298,26 +289,38 @@ pub fn rows<T: Serialize>(
     name: &str,
 ) -> Result<Response, Failure> {
     if format == Format::Json {
-        // Written straight to bytes: a JSON value tree of every row would cost more
-        // than the query behind a kept answer.
-        let mut body = Vec::with_capacity(128 * rows.len() + 256);
-        body.extend_from_slice(b"{\"data\":");
-        serde_json::to_writer(&mut body, rows)
-            .map_err(|e| Failure::internal(format!("encoding the answer: {e}")))?;
-        if let Some(serde_json::Value::Object(extra)) = extra {
-            for (k, v) in extra {
-                body.push(b',');
-                serde_json::to_writer(&mut body, &k).expect("a key serialises");
-                body.push(b':');
-                serde_json::to_writer(&mut body, &v).expect("a value serialises");
-            }
-        }
-        body.extend_from_slice(b",\"meta\":");
-        serde_json::to_writer(&mut body, &meta).expect("meta serialises");
-        body.push(b'}');
-        return Ok(([(CONTENT_TYPE, format.content_type())], body).into_response());
+        return Ok(envelope(&json_rows(rows)?, extra, &meta));
     }
     table(format, &format::to_batches(rows)?, None, meta, name)
+}
+
+/// Rows as a JSON array, written straight to bytes (a JSON value tree of every row would
+/// cost more than the query behind a kept answer).
+pub fn json_rows<T: Serialize>(rows: &[T]) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::with_capacity(128 * rows.len() + 2);
+    serde_json::to_writer(&mut out, rows)
+        .map_err(|e| Failure::internal(format!("encoding the answer: {e}")))?;
+    Ok(out)
+}
+
+/// The data envelope around `data` (JSON already encoded): `{"data": …, <extra's
+/// members>, "meta": …}`.
+pub fn envelope(data: &[u8], extra: Option<serde_json::Value>, meta: &Meta) -> Response {
+    let mut body = Vec::with_capacity(data.len() + 256);
+    body.extend_from_slice(b"{\"data\":");
+    body.extend_from_slice(data);
+    if let Some(serde_json::Value::Object(extra)) = extra {
+        for (k, v) in extra {
+            body.push(b',');
+            serde_json::to_writer(&mut body, &k).expect("a key serialises");
+            body.push(b':');
+            serde_json::to_writer(&mut body, &v).expect("a value serialises");
+        }
+    }
+    body.extend_from_slice(b",\"meta\":");
+    serde_json::to_writer(&mut body, meta).expect("meta serialises");
+    body.push(b'}');
+    ([(CONTENT_TYPE, Format::Json.content_type())], body).into_response()
 }
 
 /// A JSON answer in the data envelope.

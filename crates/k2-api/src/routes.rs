@@ -25,7 +25,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Keys, Scope};
-use crate::cache::AnswerCache;
+use crate::cache::{AnswerCache, Kept};
 use crate::cursor::{self, Cursor};
 use crate::format::Format;
 use crate::limits::{Decision, QueryGate, RateLimiter, run_query};
@@ -110,7 +110,7 @@ impl State {
         question: String,
         weigh: impl FnOnce(&T) -> usize,
         work: impl FnOnce(Arc<QueryEngine>, Option<i64>) -> F,
-    ) -> Result<(Arc<T>, Option<i64>), Failure>
+    ) -> Result<(Arc<Kept<T>>, Option<i64>), Failure>
     where
         T: Send + Sync + 'static,
         F: Future<Output = Result<T, Failure>> + Send + 'static,
@@ -129,13 +129,17 @@ impl State {
         };
         let key = format!("{}|{question}@{snapshot:?}", table.name());
         if self.answers.enabled()
-            && let Some(hit) = self.answers.get::<T>(&key)
+            && let Some(hit) = self.answers.get::<Kept<T>>(&key)
         {
             return Ok((hit, snapshot));
         }
-        let value = Arc::new(self.query(move |engine| work(engine, snapshot)).await?);
+        let value = Arc::new(Kept::new(
+            self.query(move |engine| work(engine, snapshot)).await?,
+        ));
         if self.answers.enabled() {
-            self.answers.put(key, value.clone(), weigh(&value));
+            // Its JSON encoding, kept once asked for, is about as large again.
+            self.answers
+                .put(key, value.clone(), 2 * weigh(&value.value));
         }
         Ok((value, snapshot))
     }
@@ -775,18 +779,27 @@ async fn market(
         )
         .await?;
     let next_cursor = page
+        .value
         .next
         .clone()
         .map(|after| cursor::encode(&Cursor { snapshot, after }, &fp));
     let pagination = Pagination {
         limit,
-        returned: page.rows(),
+        returned: page.value.rows(),
         has_more: next_cursor.is_some(),
         next_cursor,
     };
+    if format == Format::Json {
+        let data = page.json(|p| crate::format::encode(&p.batches, Format::Json))?;
+        return Ok(respond::envelope(
+            data,
+            Some(json!({ "pagination": pagination })),
+            &call.meta(snapshot),
+        ));
+    }
     respond::table(
         format,
-        &page.batches,
+        &page.value.batches,
         Some(pagination),
         call.meta(snapshot),
         table.name(),
@@ -838,7 +851,7 @@ async fn summary(
         )
         .await?;
     Ok(respond::value(
-        present::SummaryRow::from(&*found),
+        present::SummaryRow::from(&found.value),
         call.meta(snapshot),
     ))
 }
@@ -968,8 +981,20 @@ async fn ohlcv(
             },
         )
         .await?;
-    let rows: Vec<present::BarRow> = bars.iter().map(present::BarRow::from).collect();
-    respond::rows(format, &rows, None, call.meta(snapshot), "ohlcv")
+    let rows = |bars: &Vec<Bar>| -> Vec<present::BarRow> {
+        bars.iter().map(present::BarRow::from).collect()
+    };
+    if format == Format::Json {
+        let data = bars.json(|b| respond::json_rows(&rows(b)))?;
+        return Ok(respond::envelope(data, None, &call.meta(snapshot)));
+    }
+    respond::rows(
+        format,
+        &rows(&bars.value),
+        None,
+        call.meta(snapshot),
+        "ohlcv",
+    )
 }
 
 /// `POST /v1/ohlcv/batch`.
