@@ -781,7 +781,6 @@ async fn market(
     let next_cursor = page
         .value
         .next
-        .clone()
         .map(|after| cursor::encode(&Cursor { snapshot, after }, &fp));
     let pagination = Pagination {
         limit,
