@@ -3,11 +3,13 @@
 //! # Layout
 //!
 //! - [`asx`] — parsing of the ASX sample files (trades, quotes, company info) into records.
+//! - [`feeds`] — exchange WebSocket frames (Binance, Kraken) into records.
 //! - [`ingest`] — `ingest asx`, exactly once into the log with per-file checkpoints.
 //! - [`replay`] — dead letters run again through the current parser and decoder.
 //! - [`synthetic`] — deterministic ASX-format data of any size, for benchmarks.
 
 pub mod asx;
+pub mod feeds;
 pub mod ingest;
 #[cfg(test)]
 mod ingest_tests;

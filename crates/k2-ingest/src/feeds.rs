@@ -1,0 +1,502 @@
+//! Exchange WebSocket frames → K2's model: Binance spot (combined streams of `<symbol>@trade`
+//! and `<symbol>@bookTicker`) and Kraken's WebSocket API v2 (`trade` channel).
+//!
+//! Pure functions: a frame's text and the instant it was received in, records (or nothing,
+//! for acknowledgements and heartbeats) or the reason the frame was refused out, so the
+//! caller can dead-letter the raw frame. Every trade of a frame is kept (a Kraken frame
+//! carries many). Ids are deterministic (exchange + the venue's own trade or update id), so
+//! a trade seen twice — a reconnect overlap, two captures of one feed — has one identity.
+//! Prices and quantities are read from the frame's text exactly, never through a float.
+
+use std::str::FromStr;
+
+use k2_model::decimal::Decimal8;
+use k2_model::{AssetClass, MarketRecord, MessageId, Quote, Trade, TradeSide};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a frame was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    /// `malformed` (not the venue's format) or `invalid` (well-formed, impossible values).
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl FrameError {
+    fn malformed(reason: impl Into<String>) -> Self {
+        FrameError {
+            kind: "malformed",
+            reason: reason.into(),
+        }
+    }
+
+    fn invalid(reason: impl Into<String>) -> Self {
+        FrameError {
+            kind: "invalid",
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.reason)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A positive price or quantity, from decimal text (`"0.00100000"`) or a JSON number's
+/// text (`0.5117`, `1.5e-5`), exactly.
+fn positive(field: &str, text: &str) -> Result<Decimal8, FrameError> {
+    let d = exact_decimal(text).ok_or_else(|| {
+        FrameError::invalid(format!(
+            "{field} '{text}' is not a decimal K2 holds exactly (18 digits, 8 after the point)"
+        ))
+    })?;
+    if d.units() <= 0 {
+        return Err(FrameError::invalid(format!(
+            "{field} {text} is not positive"
+        )));
+    }
+    Ok(d)
+}
+
+/// Decimal text with an optional exponent, as an exact 10^-8 fixed-point value.
+fn exact_decimal(text: &str) -> Option<Decimal8> {
+    let text = text.trim_matches('"');
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        None => (text, 0i32),
+        Some(i) => (&text[..i], text[i + 1..].parse().ok()?),
+    };
+    if exp == 0 {
+        return Decimal8::from_str(mantissa).ok();
+    }
+    let (sign, digits) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    // Move the point `exp` places; then it is plain decimal text again.
+    let all: String = format!("{int}{frac}");
+    let point = int.len() as i32 + exp;
+    let plain = if point <= 0 {
+        format!("0.{}{all}", "0".repeat((-point) as usize))
+    } else if point as usize >= all.len() {
+        format!("{all}{}", "0".repeat(point as usize - all.len()))
+    } else {
+        format!("{}.{}", &all[..point as usize], &all[point as usize..])
+    };
+    let plain = trim_fraction(&plain);
+    Decimal8::from_str(&format!("{sign}{plain}")).ok()
+}
+
+/// Trailing zeros after the point carry no value (and may exceed the 8 digits).
+fn trim_fraction(text: &str) -> &str {
+    match text.split_once('.') {
+        Some(_) => text.trim_end_matches('0').trim_end_matches('.'),
+        None => text,
+    }
+}
+
+/// The quote currency of a Binance symbol (`BTCUSDT` → `USDT`), from the assets Binance
+/// quotes in; empty when none matches.
+fn binance_quote_currency(symbol: &str) -> &'static str {
+    const QUOTES: [&str; 12] = [
+        "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BRL", "BTC", "ETH", "BNB", "JPY",
+    ];
+    QUOTES
+        .into_iter()
+        .find(|q| symbol.len() > q.len() && symbol.ends_with(q))
+        .unwrap_or("")
+}
+
+pub mod binance {
+    //! Binance spot, combined streams (`/stream?streams=btcusdt@trade/btcusdt@bookTicker`):
+    //! `{"stream": …, "data": {…}}`; bare payloads (single-stream connections) too.
+
+    use super::*;
+
+    pub const EXCHANGE: &str = "BINANCE";
+
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+        #[serde(default)]
+        result: Option<&'a RawValue>,
+        #[serde(default)]
+        id: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    struct TradeEvent<'a> {
+        e: &'a str,
+        #[serde(rename = "E")]
+        event_ms: i64,
+        s: &'a str,
+        t: i64,
+        p: &'a str,
+        q: &'a str,
+        #[serde(rename = "T")]
+        trade_ms: i64,
+        m: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct BookTicker<'a> {
+        u: i64,
+        s: &'a str,
+        b: &'a str,
+        #[serde(rename = "B")]
+        bid_qty: &'a str,
+        a: &'a str,
+        #[serde(rename = "A")]
+        ask_qty: &'a str,
+    }
+
+    /// The records of one frame received at `receive_us` (none for a subscription
+    /// acknowledgement).
+    pub fn parse(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        let env: Envelope = serde_json::from_str(frame)
+            .map_err(|e| FrameError::malformed(format!("not a Binance frame: {e}")))?;
+        if env.data.is_none() && env.id.is_some() {
+            // `{"result": null, "id": 1}`: a (un)subscription answer.
+            return match env.result.map(RawValue::get) {
+                None | Some("null") => Ok(Vec::new()),
+                Some(other) => Err(FrameError::invalid(format!(
+                    "subscription refused: {other}"
+                ))),
+            };
+        }
+        let payload = env.data.map_or(frame, RawValue::get);
+        if payload.contains("\"e\"") {
+            let t: TradeEvent = serde_json::from_str(payload)
+                .map_err(|e| FrameError::malformed(format!("trade event: {e}")))?;
+            if t.e != "trade" {
+                return Err(FrameError::malformed(format!(
+                    "unexpected event type '{}'",
+                    t.e
+                )));
+            }
+            return Ok(vec![MarketRecord::Trade(trade(&t, receive_us)?)]);
+        }
+        let b: BookTicker = serde_json::from_str(payload)
+            .map_err(|e| FrameError::malformed(format!("book ticker: {e}")))?;
+        Ok(vec![MarketRecord::Quote(quote(&b, receive_us)?)])
+    }
+
+    fn trade(t: &TradeEvent<'_>, receive_us: i64) -> Result<Trade, FrameError> {
+        let id = t.t.to_string();
+        Ok(Trade {
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, &id]).to_uuid_string(),
+            trade_id: format!("{EXCHANGE}-{}-{id}", t.s),
+            symbol: t.s.to_string(),
+            exchange: EXCHANGE.into(),
+            asset_class: AssetClass::Crypto,
+            timestamp_us: t.trade_ms * 1_000,
+            receive_timestamp_us: receive_us,
+            price: positive("price", t.p)?,
+            quantity: positive("quantity", t.q)?,
+            currency: binance_quote_currency(t.s).into(),
+            // The buyer was the maker: the seller hit the bid.
+            side: if t.m { TradeSide::Sell } else { TradeSide::Buy },
+            trade_conditions: Vec::new(),
+            // Trade ids are consecutive per symbol: the sequence tracker sees gaps.
+            source_sequence: Some(t.t),
+            ingestion_timestamp_us: receive_us,
+            platform_sequence: None,
+            vendor_data: Some([("event_time_ms".to_string(), t.event_ms.to_string())].into()),
+        })
+    }
+
+    fn quote(b: &BookTicker<'_>, receive_us: i64) -> Result<Quote, FrameError> {
+        let id = b.u.to_string();
+        let side = |field: &str, text: &str| {
+            // An empty side is sent as zeros.
+            if exact_decimal(text).is_some_and(|d| d.units() == 0) {
+                Ok(Decimal8::ZERO)
+            } else {
+                positive(field, text)
+            }
+        };
+        Ok(Quote {
+            message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, &id])
+                .to_uuid_string(),
+            quote_id: format!("{EXCHANGE}-{}-{id}", b.s),
+            symbol: b.s.to_string(),
+            exchange: EXCHANGE.into(),
+            asset_class: AssetClass::Crypto,
+            // Spot book tickers carry no time: the receive time stands for it.
+            timestamp_us: receive_us,
+            receive_timestamp_us: receive_us,
+            bid_price: side("bid price", b.b)?,
+            bid_quantity: side("bid quantity", b.bid_qty)?,
+            ask_price: side("ask price", b.a)?,
+            ask_quantity: side("ask quantity", b.ask_qty)?,
+            currency: binance_quote_currency(b.s).into(),
+            // Update ids rise but skip: not a sequence to track gaps in.
+            source_sequence: None,
+            ingestion_timestamp_us: receive_us,
+            platform_sequence: None,
+            vendor_data: Some([("update_id".to_string(), id)].into()),
+        })
+    }
+}
+
+pub mod kraken {
+    //! Kraken WebSocket API v2: `{"channel": "trade", "type": "snapshot"|"update", "data":
+    //! [trade, …]}`; heartbeats, status and method answers carry no records.
+
+    use super::*;
+
+    pub const EXCHANGE: &str = "KRAKEN";
+
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(default)]
+        channel: Option<&'a str>,
+        #[serde(default)]
+        method: Option<&'a str>,
+        #[serde(default)]
+        success: Option<bool>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default, borrow)]
+        data: Option<Vec<&'a RawValue>>,
+    }
+
+    #[derive(Deserialize)]
+    struct TradeItem<'a> {
+        symbol: &'a str,
+        side: &'a str,
+        price: &'a RawValue,
+        qty: &'a RawValue,
+        trade_id: i64,
+        timestamp: &'a str,
+        #[serde(default)]
+        ord_type: Option<&'a str>,
+    }
+
+    /// The records of one frame received at `receive_us`: every trade it carries.
+    pub fn parse(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        let f: Frame = serde_json::from_str(frame)
+            .map_err(|e| FrameError::malformed(format!("not a Kraken v2 frame: {e}")))?;
+        if let Some(method) = f.method {
+            return match (f.success, f.error.as_deref()) {
+                (Some(false), e) | (_, e @ Some(_)) => Err(FrameError::invalid(format!(
+                    "{method} refused: {}",
+                    e.unwrap_or("no reason given")
+                ))),
+                _ => Ok(Vec::new()),
+            };
+        }
+        match f.channel {
+            Some("trade") => {}
+            Some("heartbeat" | "status") => return Ok(Vec::new()),
+            Some(other) => {
+                return Err(FrameError::malformed(format!(
+                    "unexpected channel '{other}'"
+                )));
+            }
+            None => return Err(FrameError::malformed("a frame without channel or method")),
+        }
+        let items = f
+            .data
+            .ok_or_else(|| FrameError::malformed("a trade frame without data"))?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let t: TradeItem = serde_json::from_str(raw.get())
+                    .map_err(|e| FrameError::malformed(format!("trade {i} of the frame: {e}")))?;
+                trade(&t, receive_us)
+                    .map(MarketRecord::Trade)
+                    .map_err(|e| FrameError {
+                        reason: format!("trade {i} of the frame: {}", e.reason),
+                        ..e
+                    })
+            })
+            .collect()
+    }
+
+    fn trade(t: &TradeItem<'_>, receive_us: i64) -> Result<Trade, FrameError> {
+        let at = chrono::DateTime::parse_from_rfc3339(t.timestamp)
+            .map_err(|e| FrameError::malformed(format!("timestamp '{}': {e}", t.timestamp)))?
+            .timestamp_micros();
+        let side = match t.side {
+            "buy" => TradeSide::Buy,
+            "sell" => TradeSide::Sell,
+            other => return Err(FrameError::invalid(format!("side '{other}'"))),
+        };
+        let id = t.trade_id.to_string();
+        let mut vendor = k2_model::VendorData::new();
+        if let Some(o) = t.ord_type {
+            vendor.insert("ord_type".into(), o.into());
+        }
+        Ok(Trade {
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, &id])
+                .to_uuid_string(),
+            trade_id: format!("{EXCHANGE}-{}-{id}", t.symbol),
+            symbol: t.symbol.to_string(),
+            exchange: EXCHANGE.into(),
+            asset_class: AssetClass::Crypto,
+            timestamp_us: at,
+            receive_timestamp_us: receive_us,
+            price: positive("price", t.price.get())?,
+            quantity: positive("qty", t.qty.get())?,
+            currency: t.symbol.rsplit_once('/').map_or("", |(_, q)| q).into(),
+            side,
+            trade_conditions: Vec::new(),
+            // v2 trade ids are consecutive per pair.
+            source_sequence: Some(t.trade_id),
+            ingestion_timestamp_us: receive_us,
+            platform_sequence: None,
+            vendor_data: (!vendor.is_empty()).then_some(vendor),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    fn trade(r: &MarketRecord) -> &Trade {
+        match r {
+            MarketRecord::Trade(t) => t,
+            other => panic!("not a trade: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binance_trade_from_a_combined_stream() {
+        let frame = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,"p":"16500.12000000","q":"0.00100000","T":1672515782134,"m":true,"M":true}}"#;
+        let records = binance::parse(frame, NOW).unwrap();
+        let t = trade(&records[0]);
+        assert_eq!(t.price.to_string(), "16500.12");
+        assert_eq!(t.quantity.units(), 100_000);
+        assert_eq!((t.side, t.currency.as_str()), (TradeSide::Sell, "USDT"));
+        assert_eq!(
+            (t.timestamp_us, t.source_sequence),
+            (1_672_515_782_134_000, Some(12345))
+        );
+        assert_eq!(t.trade_id, "BINANCE-BTCUSDT-12345");
+        // The same trade received again, later: the same identity.
+        let again = binance::parse(frame, NOW + 5).unwrap();
+        assert_eq!(trade(&again[0]).message_id, t.message_id);
+    }
+
+    #[test]
+    fn binance_book_ticker_and_acknowledgements() {
+        let frame = r#"{"stream":"ethusdt@bookTicker","data":{"u":400900217,"s":"ETHUSDT","b":"1200.10","B":"31.21","a":"1200.20","A":"0.00000000"}}"#;
+        let MarketRecord::Quote(q) = &binance::parse(frame, NOW).unwrap()[0] else {
+            panic!("not a quote")
+        };
+        assert_eq!(
+            (q.bid_price.to_string(), q.ask_quantity),
+            ("1200.1".to_string(), Decimal8::ZERO)
+        );
+        assert_eq!((q.timestamp_us, q.source_sequence), (NOW, None));
+        assert!(
+            binance::parse(r#"{"result":null,"id":1}"#, NOW)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            binance::parse(r#"{"result":{"code":2},"id":1}"#, NOW)
+                .unwrap_err()
+                .kind,
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_reason() {
+        for (frame, kind) in [
+            ("{not json", "malformed"),
+            (
+                r#"{"data":{"e":"trade","E":1,"s":"X","t":1,"p":"0","q":"1","T":1,"m":false}}"#,
+                "invalid",
+            ),
+            (
+                r#"{"data":{"e":"trade","E":1,"s":"X","t":1,"p":"1.123456789","q":"1","T":1,"m":false}}"#,
+                "invalid",
+            ),
+            (
+                r#"{"data":{"e":"aggTrade","E":1,"s":"X","t":1,"p":"1","q":"1","T":1,"m":false}}"#,
+                "malformed",
+            ),
+        ] {
+            let e = binance::parse(frame, NOW).unwrap_err();
+            assert_eq!(e.kind, kind, "{frame}: {e}");
+            assert!(!e.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn kraken_keeps_every_trade_of_a_frame() {
+        let frame = r#"{"channel":"trade","type":"update","data":[
+            {"symbol":"BTC/USD","side":"buy","price":42000.1,"qty":0.5,"ord_type":"market","trade_id":100,"timestamp":"2023-09-25T07:49:37.708706Z"},
+            {"symbol":"BTC/USD","side":"sell","price":42000.05,"qty":1.5e-5,"ord_type":"limit","trade_id":101,"timestamp":"2023-09-25T07:49:37.708800Z"},
+            {"symbol":"BTC/USD","side":"buy","price":42001,"qty":2,"ord_type":"market","trade_id":102,"timestamp":"2023-09-25T07:49:38Z"}]}"#;
+        let records = kraken::parse(frame, NOW).unwrap();
+        assert_eq!(records.len(), 3, "every trade of the frame");
+        let t: Vec<&Trade> = records.iter().map(trade).collect();
+        assert_eq!(t[0].price.to_string(), "42000.1");
+        assert_eq!(t[1].quantity.units(), 1_500, "1.5e-5 exactly");
+        assert_eq!(t[1].side, TradeSide::Sell);
+        assert_eq!(t[2].timestamp_us, 1_695_628_178_000_000);
+        assert_eq!(
+            t.iter()
+                .map(|t| t.source_sequence.unwrap())
+                .collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        assert_eq!(t[0].currency, "USD");
+        assert_ne!(t[0].message_id, t[1].message_id);
+    }
+
+    #[test]
+    fn kraken_control_frames_and_refusals() {
+        for frame in [
+            r#"{"channel":"heartbeat"}"#,
+            r#"{"channel":"status","type":"update","data":[{"system":"online"}]}"#,
+            r#"{"method":"subscribe","result":{"channel":"trade","symbol":"BTC/USD"},"success":true,"time_in":"x","time_out":"y"}"#,
+        ] {
+            assert!(kraken::parse(frame, NOW).unwrap().is_empty(), "{frame}");
+        }
+        let refused =
+            r#"{"method":"subscribe","error":"Currency pair not supported","success":false}"#;
+        assert_eq!(kraken::parse(refused, NOW).unwrap_err().kind, "invalid");
+        let bad_second = r#"{"channel":"trade","type":"update","data":[
+            {"symbol":"BTC/USD","side":"buy","price":1,"qty":1,"trade_id":1,"timestamp":"2023-09-25T07:49:37Z"},
+            {"symbol":"BTC/USD","side":"buy","price":-1,"qty":1,"trade_id":2,"timestamp":"2023-09-25T07:49:37Z"}]}"#;
+        let e = kraken::parse(bad_second, NOW).unwrap_err();
+        assert!(e.reason.starts_with("trade 1 of the frame"), "{e}");
+    }
+
+    #[test]
+    fn numbers_with_exponents_are_exact() {
+        for (text, units) in [
+            ("1e0", 100_000_000),
+            ("2.5E+2", 25_000_000_000),
+            ("1.5e-8", -1),
+            ("12e-8", 12),
+            ("0.10", 10_000_000),
+        ] {
+            assert_eq!(
+                exact_decimal(text).map_or(-1, |d| d.units()),
+                units,
+                "{text}"
+            );
+        }
+    }
+}
