@@ -4,6 +4,8 @@
 //!
 //! - [`asx`] — parsing of the ASX sample files (trades, quotes, company info) into records.
 //! - [`feeds`] — exchange WebSocket frames (Binance, Kraken) into records.
+//! - [`live`] — one live connection to an exchange feed, frames to records.
+//! - [`simulator`] — a local exchange speaking the venues' WebSocket formats, for tests.
 //! - [`ingest`] — `ingest asx`, exactly once into the log with per-file checkpoints.
 //! - [`replay`] — dead letters run again through the current parser and decoder.
 //! - [`synthetic`] — deterministic ASX-format data of any size, for benchmarks.
@@ -13,8 +15,10 @@ pub mod feeds;
 pub mod ingest;
 #[cfg(test)]
 mod ingest_tests;
+pub mod live;
 mod metrics;
 pub mod replay;
+pub mod simulator;
 pub mod synthetic;
 
 pub use ingest::{

@@ -1,0 +1,272 @@
+//! A local exchange for tests and benchmarks: a WebSocket server on 127.0.0.1 that plays a
+//! script of frames in the venue's own format to each connection, and records what each
+//! client asked for (the request path, the messages it sent).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+/// One step of what the exchange does on a connection.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Send a text frame.
+    Send(String),
+    /// Wait for a message from the client (a subscription) before going on.
+    Receive,
+    /// Send nothing for this long.
+    Pause(Duration),
+    /// Close the connection cleanly.
+    Close,
+    /// Drop the TCP connection without a close frame.
+    Drop,
+}
+
+/// What one client did.
+#[derive(Clone, Debug, Default)]
+pub struct Visit {
+    pub path: String,
+    pub received: Vec<String>,
+}
+
+pub struct Simulator {
+    pub addr: SocketAddr,
+    visits: Arc<Mutex<Vec<Visit>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Listens on 127.0.0.1 (a free port); connection `i` plays `scripts[i]` (the last
+    /// script again for any later connection).
+    pub async fn start(scripts: Vec<Vec<Step>>) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let visits: Arc<Mutex<Vec<Visit>>> = Arc::default();
+        let seen = visits.clone();
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                let script = scripts
+                    .get(n)
+                    .or(scripts.last())
+                    .cloned()
+                    .unwrap_or_default();
+                n += 1;
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut path = String::new();
+                    // The signature is the handshake library's.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |req: &Request, resp: Response| {
+                        path = req.uri().to_string();
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
+                    else {
+                        return;
+                    };
+                    let at = {
+                        let mut v = seen.lock().expect("visits lock");
+                        v.push(Visit {
+                            path,
+                            received: Vec::new(),
+                        });
+                        v.len() - 1
+                    };
+                    for step in script {
+                        match step {
+                            Step::Send(text) => {
+                                if ws.send(Message::text(text)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Step::Receive => match ws.next().await {
+                                Some(Ok(Message::Text(t))) => {
+                                    seen.lock().expect("visits lock")[at]
+                                        .received
+                                        .push(t.to_string());
+                                }
+                                _ => return,
+                            },
+                            Step::Pause(d) => tokio::time::sleep(d).await,
+                            Step::Close => {
+                                let _ = ws.close(None).await;
+                                return;
+                            }
+                            Step::Drop => return,
+                        }
+                    }
+                    // Script done: keep the connection open and silent.
+                    while ws.next().await.is_some() {}
+                });
+            }
+        });
+        Ok(Simulator { addr, visits, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn visits(&self) -> Vec<Visit> {
+        self.visits.lock().expect("visits lock").clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{ConnectionEnd, FeedConfig, FeedEvent, Venue, run_connection};
+    use k2_model::MarketRecord;
+    use tokio::sync::mpsc;
+
+    fn binance_trade(id: i64, price: &str) -> String {
+        format!(
+            r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":1700000000001,"s":"BTCUSDT","t":{id},"p":"{price}","q":"0.5","T":1700000000000,"m":false,"M":true}}}}"#
+        )
+    }
+
+    fn config(venue: Venue, url: String, symbol: &str, stale_after: Duration) -> FeedConfig {
+        FeedConfig {
+            venue,
+            url,
+            symbols: vec![symbol.into()],
+            quotes: venue == Venue::Binance,
+            stale_after,
+        }
+    }
+
+    async fn collect(
+        config: &FeedConfig,
+    ) -> (
+        Result<ConnectionEnd, crate::live::FeedError>,
+        Vec<FeedEvent>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(e) = rx.recv().await {
+                events.push(e);
+            }
+            events
+        });
+        let end = run_connection(config, &tx, || 42).await;
+        drop(tx);
+        (end, reader.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn binance_frames_arrive_in_order_and_bad_ones_are_kept_whole() {
+        let sim = Simulator::start(vec![vec![
+            Step::Send(r#"{"result":null,"id":1}"#.into()),
+            Step::Send(binance_trade(1, "100.5")),
+            Step::Send("{garbage".into()),
+            Step::Send(binance_trade(2, "100.6")),
+            Step::Send(r#"{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"100.1","B":"1","a":"100.9","A":"2"}}"#.into()),
+            Step::Close,
+        ]])
+        .await
+        .unwrap();
+        let config = config(
+            Venue::Binance,
+            sim.url(),
+            "BTCUSDT",
+            Duration::from_secs(10),
+        );
+        let (end, events) = collect(&config).await;
+        assert_eq!(end.unwrap(), ConnectionEnd::Closed);
+        assert_eq!(
+            sim.visits()[0].path,
+            "/stream?streams=btcusdt@trade/btcusdt@bookTicker"
+        );
+        let mut trades = Vec::new();
+        let mut refused = Vec::new();
+        let mut quotes = 0;
+        for e in events {
+            match e {
+                FeedEvent::Records(rs) => {
+                    for r in rs {
+                        match r {
+                            MarketRecord::Trade(t) => trades.push(t.source_sequence.unwrap()),
+                            MarketRecord::Quote(_) => quotes += 1,
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                }
+                FeedEvent::Refused { raw, error } => refused.push((raw, error.kind)),
+            }
+        }
+        assert_eq!(trades, [1, 2]);
+        assert_eq!(quotes, 1);
+        assert_eq!(refused, [("{garbage".to_string(), "malformed")]);
+    }
+
+    #[tokio::test]
+    async fn kraken_subscribes_then_every_trade_of_every_frame_arrives() {
+        let trade = |id: i64| {
+            format!(
+                r#"{{"symbol":"BTC/USD","side":"buy","price":42000.5,"qty":0.25,"ord_type":"market","trade_id":{id},"timestamp":"2023-09-25T07:49:37.708706Z"}}"#
+            )
+        };
+        let sim = Simulator::start(vec![vec![
+            Step::Receive,
+            Step::Send(r#"{"method":"subscribe","result":{"channel":"trade","symbol":"BTC/USD"},"success":true}"#.into()),
+            Step::Send(r#"{"channel":"heartbeat"}"#.into()),
+            Step::Send(format!(r#"{{"channel":"trade","type":"update","data":[{},{},{}]}}"#, trade(1), trade(2), trade(3))),
+            Step::Send(format!(r#"{{"channel":"trade","type":"update","data":[{}]}}"#, trade(4))),
+            Step::Pause(Duration::from_secs(30)),
+        ]])
+        .await
+        .unwrap();
+        let config = config(
+            Venue::Kraken,
+            sim.url(),
+            "BTC/USD",
+            Duration::from_millis(500),
+        );
+        let (end, events) = collect(&config).await;
+        // The exchange went silent: the connection is given up as stalled.
+        assert_eq!(end.unwrap(), ConnectionEnd::Stalled);
+        let subscribe: serde_json::Value =
+            serde_json::from_str(&sim.visits()[0].received[0]).unwrap();
+        assert_eq!(subscribe["params"]["symbol"][0], "BTC/USD");
+        let ids: Vec<i64> = events
+            .into_iter()
+            .flat_map(|e| match e {
+                FeedEvent::Records(rs) => rs,
+                FeedEvent::Refused { error, .. } => panic!("{error}"),
+            })
+            .map(|r| match r {
+                MarketRecord::Trade(t) => t.source_sequence.unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_clear_error_naming_the_url() {
+        let sim = Simulator::start(vec![]).await.unwrap();
+        let url = sim.url();
+        drop(sim);
+        let config = config(
+            Venue::Binance,
+            url.clone(),
+            "BTCUSDT",
+            Duration::from_secs(1),
+        );
+        let (end, _) = collect(&config).await;
+        let e = end.unwrap_err().to_string();
+        assert!(e.contains(&url), "{e}");
+    }
+}
