@@ -1,15 +1,19 @@
 //! One live connection to an exchange's WebSocket feed: connect (TLS verified for `wss`),
 //! subscribe, read frames until the feed ends, goes silent or fails, and hand every
 //! frame's records — or the raw frame with the reason it was refused — to a bounded
-//! channel (a slow consumer slows the reading, never grows memory). Reconnection with
-//! backoff is the caller's loop around [`run_connection`].
+//! channel (a slow consumer slows the reading, never grows memory). [`run_feed`] keeps a
+//! feed connected: jittered exponential backoff, failover across URLs, a circuit breaker
+//! on connect failures, and a bounded number of consecutive failures after which it gives
+//! up loudly (the process exits non-zero and its supervisor restarts it).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use k2_model::MarketRecord;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+use k2_pipeline::{BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
 
 use crate::feeds::{self, FrameError};
 
@@ -67,6 +71,123 @@ pub enum FeedError {
         url: String,
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    #[error("gave up after {attempts} failed connections in a row; the last: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+/// How a feed stays connected.
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    /// Tried in turn after the configuration's `url` (failover).
+    pub fallback_urls: Vec<String>,
+    /// Backoff between failed connections; `attempts` failures in a row and the feed
+    /// gives up.
+    pub retry: RetryPolicy,
+    /// Opened by consecutive connect failures; while open, no connection is tried.
+    pub breaker: BreakerConfig,
+    /// A connection that lasted this long was healthy: the failure count starts over.
+    pub healthy_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            fallback_urls: Vec::new(),
+            retry: RetryPolicy {
+                attempts: 20,
+                base: Duration::from_millis(250),
+                max_delay: Duration::from_secs(30),
+            },
+            breaker: BreakerConfig::default(),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a feed run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    pub connections: u64,
+    pub failures: u64,
+}
+
+fn venue_label(v: Venue) -> &'static str {
+    match v {
+        Venue::Binance => "binance",
+        Venue::Kraken => "kraken",
+    }
+}
+
+/// Keeps the feed connected until the receiver of `out` goes away (Ok), or until
+/// `reconnect.retry.attempts` connections in a row have failed (Err naming the last
+/// failure). A connection that ends early — refused, closed, stalled, broken — counts as
+/// failed; one that lasted `healthy_after` resets the count.
+pub async fn run_feed(
+    config: &FeedConfig,
+    reconnect: &Reconnect,
+    out: &mpsc::Sender<FeedEvent>,
+    now_us: impl Fn() -> i64,
+) -> Result<FeedStats, FeedError> {
+    let venue = venue_label(config.venue);
+    let urls: Vec<&str> = std::iter::once(config.url.as_str())
+        .chain(reconnect.fallback_urls.iter().map(String::as_str))
+        .collect();
+    let mut breaker = CircuitBreaker::new(reconnect.breaker.clone());
+    let mut jitter = Jitter::from_entropy();
+    let mut stats = FeedStats::default();
+    let mut failed_in_a_row = 0u32;
+    let mut turn = 0usize;
+    loop {
+        if let Err(wait) = breaker.permit(Instant::now()) {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let one = FeedConfig {
+            url: urls[turn % urls.len()].to_string(),
+            ..config.clone()
+        };
+        let started = Instant::now();
+        stats.connections += 1;
+        let outcome = run_connection(&one, out, &now_us).await;
+        let label = match &outcome {
+            Ok(ConnectionEnd::Stopped) => return Ok(stats),
+            Ok(ConnectionEnd::Closed) => "closed",
+            Ok(ConnectionEnd::Stalled) => "stalled",
+            Err(FeedError::Connect { .. }) => "refused",
+            Err(_) => "broken",
+        };
+        metrics::counter!("k2_feed_connections_total", "venue" => venue, "end" => label)
+            .increment(1);
+        let healthy = started.elapsed() >= reconnect.healthy_after;
+        let transition = match &outcome {
+            Err(FeedError::Connect { .. }) => breaker.failure(Instant::now()),
+            _ => breaker.success(),
+        };
+        if let Some(state) = transition {
+            metrics::gauge!("k2_feed_breaker_state", "venue" => venue)
+                .set(f64::from(state.level()));
+            tracing::warn!(venue, state = state.as_str(), "feed circuit breaker");
+        }
+        if healthy {
+            failed_in_a_row = 0;
+            continue;
+        }
+        stats.failures += 1;
+        failed_in_a_row += 1;
+        let last = match outcome {
+            Err(e) => e.to_string(),
+            Ok(end) => format!("{} ended the connection as {end:?}", one.url),
+        };
+        tracing::warn!(venue, url = %one.url, failed_in_a_row, reason = %last, "feed connection failed");
+        let Some(wait) = reconnect.retry.delay(failed_in_a_row, &mut jitter) else {
+            return Err(FeedError::GaveUp {
+                attempts: failed_in_a_row,
+                last,
+            });
+        };
+        turn += 1;
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The URL a connection opens: Binance names its streams in the path (combined streams).
@@ -116,7 +237,12 @@ pub async fn run_connection(
             })?;
     }
     loop {
-        let next = match tokio::time::timeout(config.stale_after, ws.next()).await {
+        let waited = tokio::select! {
+            // Nobody listens any more: stop without waiting for the next frame.
+            _ = out.closed() => return Ok(ConnectionEnd::Stopped),
+            w = tokio::time::timeout(config.stale_after, ws.next()) => w,
+        };
+        let next = match waited {
             Err(_) => return Ok(ConnectionEnd::Stalled),
             Ok(None) => return Ok(ConnectionEnd::Closed),
             Ok(Some(m)) => m,

@@ -269,4 +269,104 @@ mod tests {
         let e = end.unwrap_err().to_string();
         assert!(e.contains(&url), "{e}");
     }
+
+    /// Gives up after `attempts` failed connections in a row.
+    fn quick_reconnect(fallback_urls: Vec<String>, attempts: u32) -> crate::live::Reconnect {
+        crate::live::Reconnect {
+            fallback_urls,
+            retry: k2_pipeline::RetryPolicy {
+                attempts,
+                base: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+            },
+            breaker: k2_pipeline::BreakerConfig {
+                failure_threshold: 10,
+                open_for: Duration::from_millis(10),
+            },
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs the feed until `want` trades arrived; their sequences, and how the run ended.
+    async fn trades_until(
+        config: &FeedConfig,
+        reconnect: &crate::live::Reconnect,
+        want: usize,
+    ) -> (
+        Result<crate::live::FeedStats, crate::live::FeedError>,
+        Vec<i64>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while seqs.len() < want {
+                match rx.recv().await {
+                    Some(FeedEvent::Records(rs)) => seqs.extend(rs.into_iter().map(|r| match r {
+                        MarketRecord::Trade(t) => t.source_sequence.unwrap(),
+                        other => panic!("{other:?}"),
+                    })),
+                    Some(FeedEvent::Refused { error, .. }) => panic!("{error}"),
+                    None => break,
+                }
+            }
+            seqs
+        });
+        let end = crate::live::run_feed(config, reconnect, &tx, || 42).await;
+        drop(tx);
+        (end, reader.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_feed_reconnects_after_drops_closes_and_stalls() {
+        let sim = Simulator::start(vec![
+            vec![Step::Send(binance_trade(1, "1")), Step::Drop],
+            vec![Step::Send(binance_trade(2, "1")), Step::Close],
+            vec![
+                Step::Send(binance_trade(3, "1")),
+                Step::Pause(Duration::from_secs(30)),
+            ],
+            vec![Step::Send(binance_trade(4, "1"))],
+        ])
+        .await
+        .unwrap();
+        let mut c = config(
+            Venue::Binance,
+            sim.url(),
+            "BTCUSDT",
+            Duration::from_millis(200),
+        );
+        c.quotes = false;
+        let (end, seqs) = trades_until(&c, &quick_reconnect(Vec::new(), 5), 4).await;
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        let stats = end.unwrap();
+        assert_eq!((stats.connections, stats.failures), (4, 3));
+        assert_eq!(sim.visits().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_feed_fails_over_and_gives_up_loudly() {
+        let dead = Simulator::start(vec![]).await.unwrap();
+        let dead_url = dead.url();
+        drop(dead);
+        let live = Simulator::start(vec![vec![Step::Send(binance_trade(9, "2"))]])
+            .await
+            .unwrap();
+        let c = config(
+            Venue::Binance,
+            dead_url.clone(),
+            "BTCUSDT",
+            Duration::from_secs(5),
+        );
+        let (end, seqs) = trades_until(&c, &quick_reconnect(vec![live.url()], 3), 1).await;
+        assert_eq!(seqs, [9], "the fallback URL served the feed");
+        assert_eq!(end.unwrap().failures, 1);
+        // Nothing answers at all: after the allowed attempts it gives up, naming why.
+        let (end, seqs) = trades_until(&c, &quick_reconnect(Vec::new(), 3), 1).await;
+        assert!(seqs.is_empty());
+        let e = end.unwrap_err().to_string();
+        assert!(
+            e.contains("gave up after 3") && e.contains(&dead_url),
+            "{e}"
+        );
+    }
 }
