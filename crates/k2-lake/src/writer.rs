@@ -241,6 +241,14 @@ pub const BATCH_PROPERTY: &str = "k2.batch";
 /// Snapshot summary key: the writer source whose positions the snapshot records.
 pub const SOURCE_PROPERTY: &str = "k2.source";
 
+/// The table's current metadata from the catalog.
+async fn load_table(catalog: &dyn Catalog, t: LakeTable) -> Result<Table> {
+    catalog
+        .load_table(&t.ident())
+        .await
+        .map_err(|e| LakeError::catalog(format!("loading {t}"), e))
+}
+
 /// The newest snapshot `source` committed, walking back from the current one.
 pub fn source_snapshot<'t>(
     table: &'t Table,
@@ -299,12 +307,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     for t in LakeTable::ALL {
         let table = deps
             .catalog
-            .call(|| async {
-                catalog
-                    .load_table(&t.ident())
-                    .await
-                    .map_err(|e| LakeError::catalog(format!("loading {t}"), e))
-            })
+            .call(|| load_table(catalog.as_ref(), t))
             .await?;
         let arrow_schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
@@ -748,10 +751,7 @@ async fn flush<L: Log>(
             if attempt > 1 {
                 // After a failure the table may have moved: reload it, and never append a
                 // batch whose positions another writer committed meanwhile.
-                state.table = catalog
-                    .load_table(&t.ident())
-                    .await
-                    .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))?;
+                state.table = load_table(catalog, t).await?;
                 // A commit whose answer was lost (the connection dropped after the
                 // catalog applied it) shows as this very batch on top: that is success.
                 if let Some(current) = state.table.metadata().current_snapshot()
@@ -920,15 +920,7 @@ async fn claim_batch(
             break;
         }
         // The lake says which of the holding batches committed.
-        state.table = deps
-            .catalog
-            .call(|| async {
-                catalog
-                    .load_table(&t.ident())
-                    .await
-                    .map_err(|e| LakeError::catalog(format!("reloading {t}"), e))
-            })
-            .await?;
+        state.table = deps.catalog.call(|| load_table(catalog, t)).await?;
         let committed: std::collections::HashSet<&str> = state
             .table
             .metadata()
