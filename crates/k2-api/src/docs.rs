@@ -18,7 +18,7 @@ use crate::routes::doc::*;
             and Arrow."
     ),
     paths(
-        trades, quotes, trades_query, quotes_query, summary, ohlcv, ohlcv_batch, aggregations,
+        trades, quotes, trades_recent, quotes_recent, trades_query, quotes_query, summary, ohlcv, ohlcv_batch, aggregations,
         symbols, stats, snapshots, snapshot_query, replay, sql, health, ready, metrics_text
     ),
     components(schemas(

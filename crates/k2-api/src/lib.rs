@@ -83,6 +83,10 @@ pub struct ApiConfig {
     pub cache_mb: usize,
     /// Use the first `X-Forwarded-For` address as the client's (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// The live tail of `k2 up`: events held per (exchange, symbol) and table …
+    pub tail_per_symbol: usize,
+    /// … and for how long behind the stream's newest event.
+    pub tail_seconds: u64,
 }
 
 impl Default for ApiConfig {
@@ -109,6 +113,8 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             cache_mb: 64,
             trust_forwarded_for: false,
+            tail_per_symbol: 10_000,
+            tail_seconds: 300,
         }
     }
 }
@@ -124,6 +130,9 @@ pub struct Backends {
     pub checks: Vec<(&'static str, Check)>,
     /// Renders `/metrics`; None when the process has no Prometheus recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The live tail `/v1/{trades,quotes}/recent` merge with the lake (`k2 up` holds one);
+    /// None: those routes answer from the lake alone and say so (`live: false`).
+    pub tail: Option<Arc<k2_lake::tail::Tail>>,
 }
 
 #[derive(Debug, thiserror::Error)]

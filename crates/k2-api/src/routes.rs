@@ -209,6 +209,8 @@ pub fn router(state: S) -> Result<Router, ApiError> {
     let v1 = Router::new()
         .route("/v1/trades", get(trades))
         .route("/v1/quotes", get(quotes))
+        .route("/v1/trades/recent", get(trades_recent))
+        .route("/v1/quotes/recent", get(quotes_recent))
         .route("/v1/trades/query", post(trades_query))
         .route("/v1/quotes/query", post(quotes_query))
         .route("/v1/summary/{symbol}/{date}", get(summary))
@@ -618,8 +620,13 @@ async fn quotes(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Respons
 }
 
 async fn list(call: Call, p: ListParams, table: LakeTable) -> Result<Response, Failure> {
+    let q = list_query(&call, p)?;
+    market(call, q, table, None, RowOrder::NewestFirst, false).await
+}
+
+fn list_query(call: &Call, p: ListParams) -> Result<MarketQuery, Failure> {
     let s = &call.s;
-    let q = MarketQuery {
+    Ok(MarketQuery {
         symbols: p.symbol.into_iter().collect(),
         exchanges: p.exchange.into_iter().collect(),
         start_time: p.start_time,
@@ -633,8 +640,28 @@ async fn list(call: Call, p: ListParams, table: LakeTable) -> Result<Response, F
         cursor: p.cursor,
         format: p.format,
         ..Default::default()
-    };
-    market(call, q, table, None, RowOrder::NewestFirst).await
+    })
+}
+
+#[utoipa::path(get, path = "/v1/trades/recent", tag = "market", params(ListParams),
+    responses((status = 200, description = "Trades, newest first, over the lake and the live tail: events seen by the feeds but not yet committed are included, each event once", body = DataEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn trades_recent(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
+    recent(call, p, LakeTable::Trades).await
+}
+
+#[utoipa::path(get, path = "/v1/quotes/recent", tag = "market", params(ListParams),
+    responses((status = 200, description = "Quotes, newest first, over the lake and the live tail", body = DataEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn quotes_recent(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
+    recent(call, p, LakeTable::Quotes).await
+}
+
+async fn recent(call: Call, p: ListParams, table: LakeTable) -> Result<Response, Failure> {
+    let q = list_query(&call, p)?;
+    market(call, q, table, None, RowOrder::NewestFirst, true).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/query", tag = "market", request_body = MarketQuery,
@@ -642,7 +669,15 @@ async fn list(call: Call, p: ListParams, table: LakeTable) -> Result<Response, F
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn trades_query(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response, Failure> {
-    market(call, q, LakeTable::Trades, None, RowOrder::NewestFirst).await
+    market(
+        call,
+        q,
+        LakeTable::Trades,
+        None,
+        RowOrder::NewestFirst,
+        false,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/quotes/query", tag = "market", request_body = MarketQuery,
@@ -650,7 +685,15 @@ async fn trades_query(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Re
               (status = 422, description = "A field is invalid", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 async fn quotes_query(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response, Failure> {
-    market(call, q, LakeTable::Quotes, None, RowOrder::NewestFirst).await
+    market(
+        call,
+        q,
+        LakeTable::Quotes,
+        None,
+        RowOrder::NewestFirst,
+        false,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/query", tag = "time travel",
@@ -668,7 +711,15 @@ async fn snapshot_query(
         .parse()
         .map_err(|_| Failure::invalid("snapshot_id", "must be an integer snapshot id"))?;
     let table = data_type(q.data_type.as_deref())?;
-    market(call, q, table, Some(snapshot_id), RowOrder::NewestFirst).await
+    market(
+        call,
+        q,
+        table,
+        Some(snapshot_id),
+        RowOrder::NewestFirst,
+        false,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/replay", tag = "market", request_body = MarketQuery,
@@ -683,7 +734,7 @@ async fn replay(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response
     if q.end_time.is_none() {
         return Err(Failure::invalid("end_time", "a replay needs an end"));
     }
-    market(call, q, table, None, RowOrder::OldestFirst).await
+    market(call, q, table, None, RowOrder::OldestFirst, false).await
 }
 
 fn data_type(text: Option<&str>) -> Result<LakeTable, Failure> {
@@ -703,6 +754,7 @@ async fn market(
     table: LakeTable,
     pinned: Option<i64>,
     order: RowOrder,
+    live: bool,
 ) -> Result<Response, Failure> {
     call.require(Scope::Read)?;
     let s = &call.s;
@@ -750,7 +802,11 @@ async fn market(
         limit: 0,
         ..filter.clone()
     };
-    let fp = cursor::fingerprint(&[table.name(), &format!("{unpaged:?}")]);
+    let fp = cursor::fingerprint(&[
+        table.name(),
+        if live { "live" } else { "lake" },
+        &format!("{unpaged:?}"),
+    ]);
     let mut filter = filter;
     let mut snapshot = pinned;
     if let Some(text) = &q.cursor {
@@ -764,8 +820,17 @@ async fn market(
         snapshot = c.snapshot;
         filter.after = Some(c.after);
     }
-    let (page, snapshot) = s
-        .answer(
+    let tail = s.backends.tail.clone().filter(|_| live);
+    let (page, snapshot) = if let Some(tail) = tail {
+        // The tail changes between commits: merged answers are never kept.
+        let page = s
+            .query(move |engine| async move {
+                Ok(engine.market_with_tail(table, &filter, &tail).await?)
+            })
+            .await?;
+        (Arc::new(Kept::new(page)), None)
+    } else {
+        s.answer(
             table,
             snapshot,
             format!("{filter:?}"),
@@ -777,7 +842,8 @@ async fn market(
                 }?)
             },
         )
-        .await?;
+        .await?
+    };
     let next_cursor = page
         .value
         .next
@@ -792,7 +858,11 @@ async fn market(
         let data = page.json(|p| crate::format::encode(&p.batches, Format::Json))?;
         return Ok(respond::envelope(
             data,
-            Some(json!({ "pagination": pagination })),
+            Some(if live {
+                json!({ "pagination": pagination, "live": s.backends.tail.is_some() })
+            } else {
+                json!({ "pagination": pagination })
+            }),
             &call.meta(snapshot),
         ));
     }
@@ -1427,9 +1497,9 @@ pub struct ErrorEnvelope {
 pub(crate) mod doc {
     pub use super::{
         __path_aggregations, __path_health, __path_metrics_text, __path_ohlcv, __path_ohlcv_batch,
-        __path_quotes, __path_quotes_query, __path_ready, __path_replay, __path_snapshot_query,
-        __path_snapshots, __path_sql, __path_stats, __path_summary, __path_symbols, __path_trades,
-        __path_trades_query,
+        __path_quotes, __path_quotes_query, __path_quotes_recent, __path_ready, __path_replay,
+        __path_snapshot_query, __path_snapshots, __path_sql, __path_stats, __path_summary,
+        __path_symbols, __path_trades, __path_trades_query, __path_trades_recent,
     };
     pub use super::{
         AggregationQuery, BarBatch, BarRequest, DataEnvelope, ErrorEnvelope, MarketQuery, SqlQuery,

@@ -6,11 +6,13 @@
 //! - [`feeds`] — exchange WebSocket frames (Binance, Kraken) into records.
 //! - [`live`] — one live connection to an exchange feed, frames to records.
 //! - [`simulator`] — a local exchange speaking the venues' WebSocket formats, for tests.
+//! - [`capture`] — a live feed into the log, refused frames into the dead-letter queue.
 //! - [`ingest`] — `ingest asx`, exactly once into the log with per-file checkpoints.
 //! - [`replay`] — dead letters run again through the current parser and decoder.
 //! - [`synthetic`] — deterministic ASX-format data of any size, for benchmarks.
 
 pub mod asx;
+pub mod capture;
 pub mod feeds;
 pub mod ingest;
 #[cfg(test)]
@@ -21,6 +23,7 @@ pub mod replay;
 pub mod simulator;
 pub mod synthetic;
 
+pub use capture::{CaptureError, CaptureOptions, CaptureStats, capture};
 pub use ingest::{
     FileSummary, IngestError, IngestOptions, IngestSummary, Progress, ingest_asx, topic_specs,
 };

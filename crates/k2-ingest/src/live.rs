@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use k2_model::MarketRecord;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use k2_pipeline::{BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
@@ -33,8 +33,11 @@ pub struct FeedConfig {
     pub symbols: Vec<String>,
     /// Binance: also the best bid/offer (`bookTicker`) as quotes.
     pub quotes: bool,
-    /// No frame for this long (pings included) and the connection is given up as stalled.
+    /// No frame for this long (pongs included) and the connection is given up as stalled.
     pub stale_after: Duration,
+    /// A WebSocket ping goes out this often; the exchange's pong keeps a quiet but healthy
+    /// connection from counting as stalled.
+    pub ping_every: Duration,
 }
 
 /// What a connection passes on.
@@ -45,6 +48,8 @@ pub enum FeedEvent {
     Refused {
         raw: String,
         error: FrameError,
+        /// The connection's URL, the time the frame was received and the frame's hash.
+        source: String,
     },
 }
 
@@ -57,6 +62,17 @@ pub enum ConnectionEnd {
     Stalled,
     /// The receiver of the events went away.
     Stopped,
+    /// Its successor took over (rotation).
+    Retired,
+}
+
+/// How a connection hands over to its successor when the feed rotates connections.
+#[derive(Default)]
+pub struct Handover {
+    /// Told once the connection has passed on its first event.
+    pub ready: Option<oneshot::Sender<()>>,
+    /// When told, the connection ends at the next frame boundary as [`ConnectionEnd::Retired`].
+    pub retire: Option<oneshot::Receiver<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +103,12 @@ pub struct Reconnect {
     pub breaker: BreakerConfig,
     /// A connection that lasted this long was healthy: the failure count starts over.
     pub healthy_after: Duration,
+    /// Replace a connection this old with a fresh one (exchanges end long connections:
+    /// Binance after 24 hours). The successor connects first; both run for `overlap`
+    /// (the lake's dedup drops what both delivered) before the old one is retired, so no
+    /// trade falls between them.
+    pub rotate_after: Option<Duration>,
+    pub overlap: Duration,
 }
 
 impl Default for Reconnect {
@@ -100,6 +122,8 @@ impl Default for Reconnect {
             },
             breaker: BreakerConfig::default(),
             healthy_after: Duration::from_secs(60),
+            rotate_after: Some(Duration::from_secs(12 * 3600)),
+            overlap: Duration::from_secs(2),
         }
     }
 }
@@ -111,7 +135,7 @@ pub struct FeedStats {
     pub failures: u64,
 }
 
-fn venue_label(v: Venue) -> &'static str {
+pub fn venue_label(v: Venue) -> &'static str {
     match v {
         Venue::Binance => "binance",
         Venue::Kraken => "kraken",
@@ -148,9 +172,10 @@ pub async fn run_feed(
         };
         let started = Instant::now();
         stats.connections += 1;
-        let outcome = run_connection(&one, out, &now_us).await;
+        let outcome = rotating(&one, reconnect, out, &now_us, &mut stats).await;
         let label = match &outcome {
             Ok(ConnectionEnd::Stopped) => return Ok(stats),
+            Ok(ConnectionEnd::Retired) => "retired",
             Ok(ConnectionEnd::Closed) => "closed",
             Ok(ConnectionEnd::Stalled) => "stalled",
             Err(FeedError::Connect { .. }) => "refused",
@@ -190,6 +215,88 @@ pub async fn run_feed(
     }
 }
 
+/// Runs connections to one URL, replacing each with a fresh one every
+/// `reconnect.rotate_after` (make before break: the successor must deliver before the old
+/// one is retired). Returns how the last one ended.
+async fn rotating<F: Fn() -> i64>(
+    one: &FeedConfig,
+    reconnect: &Reconnect,
+    out: &mpsc::Sender<FeedEvent>,
+    now_us: &F,
+    stats: &mut FeedStats,
+) -> Result<ConnectionEnd, FeedError> {
+    let venue = venue_label(one.venue);
+    let (mut retire, rx) = oneshot::channel();
+    let mut current = Box::pin(run_connection(
+        one,
+        out,
+        now_us,
+        Handover {
+            ready: None,
+            retire: Some(rx),
+        },
+    ));
+    let Some(every) = reconnect.rotate_after else {
+        return current.await;
+    };
+    let mut due = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            end = &mut current => return end,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (next_retire, next_rx) = oneshot::channel();
+        let mut next = Box::pin(run_connection(
+            one,
+            out,
+            now_us,
+            Handover {
+                ready: Some(ready_tx),
+                retire: Some(next_rx),
+            },
+        ));
+        stats.connections += 1;
+        // The successor connects and delivers while the old connection goes on.
+        let ready = tokio::select! {
+            end = &mut current => return end,
+            r = ready_rx => r.is_ok(),
+            _ = &mut next => false,
+        };
+        let outcome = if ready {
+            // Both run for the overlap, then the old one stops at a frame boundary.
+            let mut old_done = false;
+            let successor_ok = tokio::select! {
+                _ = tokio::time::sleep(reconnect.overlap) => true,
+                _ = &mut current => { old_done = true; true }
+                _ = &mut next => false,
+            };
+            if successor_ok {
+                if !old_done {
+                    let _ = retire.send(());
+                    let _ = current.await;
+                }
+                current = next;
+                retire = next_retire;
+                "done"
+            } else {
+                "failed"
+            }
+        } else {
+            "failed"
+        };
+        metrics::counter!("k2_feed_rotations_total", "venue" => venue, "outcome" => outcome)
+            .increment(1);
+        if outcome == "done" {
+            tracing::info!(venue, url = %one.url, "feed connection rotated");
+            due = tokio::time::Instant::now() + every;
+        } else {
+            tracing::warn!(venue, url = %one.url, "the successor connection failed; the current one goes on");
+            due = tokio::time::Instant::now() + reconnect.retry.max_delay;
+        }
+    }
+}
+
 /// The URL a connection opens: Binance names its streams in the path (combined streams).
 pub fn connect_url(config: &FeedConfig) -> String {
     let base = config.url.trim_end_matches('/');
@@ -214,10 +321,15 @@ pub async fn run_connection(
     config: &FeedConfig,
     out: &mpsc::Sender<FeedEvent>,
     now_us: impl Fn() -> i64,
+    handover: Handover,
 ) -> Result<ConnectionEnd, FeedError> {
     // One process-wide TLS provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = connect_url(config);
+    let broken = |e| FeedError::Read {
+        url: url.clone(),
+        source: Box::new(e),
+    };
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .map_err(|e| FeedError::Connect {
@@ -231,33 +343,48 @@ pub async fn run_connection(
         });
         ws.send(Message::text(subscribe.to_string()))
             .await
-            .map_err(|e| FeedError::Read {
-                url: url.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(broken)?;
     }
+    let Handover {
+        mut ready,
+        mut retire,
+    } = handover;
+    let start = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
+    let mut last_frame = start;
     loop {
-        let waited = tokio::select! {
+        let retired = async {
+            match retire.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
             // Nobody listens any more: stop without waiting for the next frame.
             _ = out.closed() => return Ok(ConnectionEnd::Stopped),
-            w = tokio::time::timeout(config.stale_after, ws.next()) => w,
+            told = retired => {
+                if told {
+                    return Ok(ConnectionEnd::Retired);
+                }
+                retire = None;
+                continue;
+            }
+            _ = tokio::time::sleep_until(last_frame + config.stale_after) => {
+                return Ok(ConnectionEnd::Stalled);
+            }
+            _ = ping.tick() => {
+                ws.send(Message::Ping(Vec::new().into())).await.map_err(broken)?;
+                continue;
+            }
+            m = ws.next() => m,
         };
-        let next = match waited {
-            Err(_) => return Ok(ConnectionEnd::Stalled),
-            Ok(None) => return Ok(ConnectionEnd::Closed),
-            Ok(Some(m)) => m,
-        };
+        last_frame = tokio::time::Instant::now();
         let message = match next {
-            Ok(m) => m,
-            Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => {
+            None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
                 return Ok(ConnectionEnd::Closed);
             }
-            Err(e) => {
-                return Err(FeedError::Read {
-                    url,
-                    source: Box::new(e),
-                });
-            }
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(broken(e)),
         };
         let text = match message {
             Message::Text(t) => t.to_string(),
@@ -274,10 +401,21 @@ pub async fn run_connection(
         let event = match parsed {
             Ok(records) if records.is_empty() => continue,
             Ok(records) => FeedEvent::Records(records),
-            Err(error) => FeedEvent::Refused { raw: text, error },
+            Err(error) => FeedEvent::Refused {
+                // Unique per frame received: the dead-letter store keys letters by source.
+                source: format!(
+                    "{url} received {received}us frame {:016x}",
+                    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+                ),
+                raw: text,
+                error,
+            },
         };
         if out.send(event).await.is_err() {
             return Ok(ConnectionEnd::Stopped);
+        }
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(());
         }
     }
 }

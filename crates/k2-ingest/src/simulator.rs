@@ -143,6 +143,7 @@ mod tests {
             symbols: vec![symbol.into()],
             quotes: venue == Venue::Binance,
             stale_after,
+            ping_every: Duration::from_secs(20),
         }
     }
 
@@ -160,7 +161,7 @@ mod tests {
             }
             events
         });
-        let end = run_connection(config, &tx, || 42).await;
+        let end = run_connection(config, &tx, || 42, Default::default()).await;
         drop(tx);
         (end, reader.await.unwrap())
     }
@@ -203,7 +204,7 @@ mod tests {
                         }
                     }
                 }
-                FeedEvent::Refused { raw, error } => refused.push((raw, error.kind)),
+                FeedEvent::Refused { raw, error, .. } => refused.push((raw, error.kind)),
             }
         }
         assert_eq!(trades, [1, 2]);
@@ -284,6 +285,8 @@ mod tests {
                 open_for: Duration::from_millis(10),
             },
             healthy_after: Duration::from_secs(60),
+            rotate_after: None,
+            overlap: Duration::ZERO,
         }
     }
 
@@ -368,5 +371,73 @@ mod tests {
             e.contains("gave up after 3") && e.contains(&dead_url),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn pings_keep_a_quiet_connection_alive_and_silence_stalls_it() {
+        // After its one trade the exchange stays quiet but answers pings.
+        let sim = Simulator::start(vec![vec![Step::Send(binance_trade(1, "1"))]])
+            .await
+            .unwrap();
+        let mut c = config(
+            Venue::Binance,
+            sim.url(),
+            "BTCUSDT",
+            Duration::from_millis(300),
+        );
+        c.ping_every = Duration::from_millis(100);
+        let (tx, mut rx) = mpsc::channel(4);
+        let run =
+            tokio::spawn(async move { run_connection(&c, &tx, || 42, Default::default()).await });
+        assert!(matches!(rx.recv().await, Some(FeedEvent::Records(_))));
+        // Well past `stale_after`: still connected because the pongs come back.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            !run.is_finished(),
+            "the connection stalled despite the pongs"
+        );
+        drop(rx);
+        assert_eq!(run.await.unwrap().unwrap(), ConnectionEnd::Stopped);
+
+        // A ping period longer than `stale_after`: the silence is a stall.
+        let mut c = config(
+            Venue::Binance,
+            sim.url(),
+            "BTCUSDT",
+            Duration::from_millis(300),
+        );
+        c.ping_every = Duration::from_secs(60);
+        let (end, _) = collect(&c).await;
+        assert_eq!(end.unwrap(), ConnectionEnd::Stalled);
+    }
+
+    #[tokio::test]
+    async fn rotation_opens_the_successor_before_retiring_the_old_connection() {
+        // Each connection delivers two trades, the first one overlapping its
+        // predecessor's last, then stays open and quiet.
+        let scripts = (0..4)
+            .map(|i| {
+                vec![
+                    Step::Send(binance_trade(i, "1")),
+                    Step::Send(binance_trade(i + 1, "1")),
+                ]
+            })
+            .collect();
+        let sim = Simulator::start(scripts).await.unwrap();
+        let mut c = config(
+            Venue::Binance,
+            sim.url(),
+            "BTCUSDT",
+            Duration::from_secs(30),
+        );
+        c.quotes = false;
+        let mut reconnect = quick_reconnect(Vec::new(), 2);
+        reconnect.rotate_after = Some(Duration::from_millis(200));
+        reconnect.overlap = Duration::from_millis(50);
+        let (end, seqs) = trades_until(&c, &reconnect, 8).await;
+        assert_eq!(seqs, [0, 1, 1, 2, 2, 3, 3, 4]);
+        let stats = end.unwrap();
+        assert_eq!(stats.failures, 0);
+        assert!(stats.connections >= 4, "{stats:?}");
     }
 }

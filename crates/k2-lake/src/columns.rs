@@ -54,8 +54,14 @@ impl Cols<'_> {
                     .map_err(|e| LakeError::InvalidArgument(format!("message id '{text}': {e}")))
             })
             .collect::<Result<Vec<[u8; 16]>>>()?;
-        let array = FixedSizeBinaryArray::try_from_iter(bytes.iter())
-            .map_err(|e| LakeError::arrow("uuid column", e))?;
+        // Sized explicitly, so that a batch of no rows has the column's type too.
+        let mut array = arrow::array::FixedSizeBinaryBuilder::with_capacity(bytes.len(), 16);
+        for b in &bytes {
+            array
+                .append_value(b)
+                .map_err(|e| LakeError::arrow("uuid column", e))?;
+        }
+        let array: FixedSizeBinaryArray = array.finish();
         self.out.push(Arc::new(array));
         Ok(())
     }

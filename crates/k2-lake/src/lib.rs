@@ -23,6 +23,7 @@ mod metrics;
 pub mod query;
 pub mod scan;
 pub mod tables;
+pub mod tail;
 pub mod writer;
 
 pub use error::{LakeError, Result};

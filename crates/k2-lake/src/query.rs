@@ -18,6 +18,7 @@ use arrow::datatypes::{
 use chrono::NaiveDate;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -28,10 +29,12 @@ use iceberg::table::Table;
 use k2_model::exchange;
 use serde::Serialize;
 
+use crate::columns::Row;
 use crate::error::{LakeError, Result};
 use crate::metrics;
 use crate::scan::SnapshotTable;
 use crate::tables::LakeTable;
+use crate::tail::Tail;
 
 /// Limits of the query runtime.
 #[derive(Clone, Debug)]
@@ -523,13 +526,30 @@ impl QueryEngine {
 
     /// Trades matching `filter`.
     pub async fn trades(&self, filter: &MarketFilter, snapshot: Option<i64>) -> Result<MarketPage> {
-        self.market_rows("trades", LakeTable::Trades, filter, snapshot)
+        self.market_rows("trades", LakeTable::Trades, filter, snapshot, None)
             .await
     }
 
     /// Quotes matching `filter`.
     pub async fn quotes(&self, filter: &MarketFilter, snapshot: Option<i64>) -> Result<MarketPage> {
-        self.market_rows("quotes", LakeTable::Quotes, filter, snapshot)
+        self.market_rows("quotes", LakeTable::Quotes, filter, snapshot, None)
+            .await
+    }
+
+    /// Trades or quotes matching `filter` over the lake's current snapshot and the live
+    /// tail together: each side's first `limit` rows in the answer's order, merged by the
+    /// keyset order, an event both hold once, the limit applied after the merge.
+    pub async fn market_with_tail(
+        &self,
+        table: LakeTable,
+        filter: &MarketFilter,
+        tail: &Tail,
+    ) -> Result<MarketPage> {
+        let kind = match table {
+            LakeTable::Quotes => "quotes_recent",
+            _ => "trades_recent",
+        };
+        self.market_rows(kind, table, filter, None, Some(tail))
             .await
     }
 
@@ -539,6 +559,7 @@ impl QueryEngine {
         table: LakeTable,
         filter: &MarketFilter,
         snapshot: Option<i64>,
+        tail: Option<&Tail>,
     ) -> Result<MarketPage> {
         let all = columns(table);
         let fields: Vec<&str> = if filter.fields.is_empty() {
@@ -612,13 +633,27 @@ impl QueryEngine {
             .map(|f| format!(r#""{f}""#))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            r#"SELECT {list}, "timestamp" AS {K_TS}, {SEQ} AS {K_SEQ}, message_id AS {K_ID} FROM t {} ORDER BY "timestamp" {dir}, {SEQ} {dir}, message_id {dir}"#,
-            w.clause()
-        );
-        let mut batches = self
-            .run(kind, &ctx, &sql, w.params, Some(filter.limit))
-            .await?;
+        let order = format!(r#"ORDER BY "timestamp" {dir}, {SEQ} {dir}, message_id {dir}"#);
+        let keys = format!(r#""timestamp" AS {K_TS}, {SEQ} AS {K_SEQ}, message_id AS {K_ID}"#);
+        let clause = w.clause();
+        let mut batches = match tail {
+            None => {
+                let sql = format!("SELECT {list}, {keys} FROM t {clause} {order}");
+                self.run(kind, &ctx, &sql, w.params, Some(filter.limit))
+                    .await?
+            }
+            Some(tail) => {
+                register_tail(&ctx, table, tail, filter).await?;
+                let n = filter.limit;
+                let sql = format!(
+                    "SELECT {list}, {keys} FROM ((SELECT * FROM t {clause} {order} LIMIT {n}) UNION ALL (SELECT * FROM tail {clause} {order} LIMIT {n})) {order}"
+                );
+                let merged = self
+                    .run(kind, &ctx, &sql, w.params, Some(n.saturating_mul(2)))
+                    .await?;
+                once_each(merged, n)?
+            }
+        };
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let next = if rows >= filter.limit && rows > 0 {
             let last = batches.iter().rev().find(|b| b.num_rows() > 0);
@@ -938,6 +973,65 @@ impl QueryEngine {
         self.run("sql", &ctx, sql, vec![], Some(self.options.max_rows))
             .await
     }
+}
+
+/// The tail's rows that `filter` may select, as table `tail` beside `t` (same schema).
+async fn register_tail(
+    ctx: &SessionContext,
+    table: LakeTable,
+    tail: &Tail,
+    filter: &MarketFilter,
+) -> Result<()> {
+    let schema = ctx
+        .table_provider("t")
+        .await
+        .map_err(|e| LakeError::Query(e.to_string()))?
+        .schema();
+    let rows: Vec<Row> = tail
+        .select(table, filter)
+        .into_iter()
+        .map(|record| {
+            let tz = exchange::time_zone(record.exchange());
+            let day = exchange::trading_day(tz, record.event_time_us().unwrap_or(0));
+            Row {
+                record,
+                trade_date: crate::columns::days_since_epoch(day),
+            }
+        })
+        .collect();
+    let refs: Vec<&Row> = rows.iter().collect();
+    let batch = crate::columns::to_batch(table, &schema, &refs)?;
+    let mem = MemTable::try_new(schema, vec![vec![batch]])
+        .map_err(|e| LakeError::Query(e.to_string()))?;
+    ctx.register_table("tail", Arc::new(mem))
+        .map_err(|e| LakeError::Query(e.to_string()))?;
+    Ok(())
+}
+
+/// Rows in keyset order with an event held by both the lake and the tail twice in a row
+/// (same key): each once, the first `limit`.
+fn once_each(batches: Vec<RecordBatch>, limit: usize) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), &batches)
+        .map_err(|e| LakeError::arrow("merging lake and tail", e))?;
+    let ids = all
+        .column_by_name(K_ID)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| LakeError::Query("market answer lacks its message id key".into()))?;
+    let mut kept = 0;
+    let keep: arrow::array::BooleanArray = (0..all.num_rows())
+        .map(|i| {
+            let new = i == 0 || ids.value(i) != ids.value(i - 1);
+            let take = new && kept < limit;
+            kept += usize::from(take);
+            Some(take)
+        })
+        .collect();
+    let once = arrow::compute::filter_record_batch(&all, &keep)
+        .map_err(|e| LakeError::arrow("merging lake and tail", e))?;
+    Ok(vec![once])
 }
 
 /// Results show Iceberg `uuid` columns (16-byte fixed binary in Arrow) in their text form.

@@ -228,7 +228,7 @@ impl TradingDays {
     }
 }
 
-fn offset_key(source: &str, topic: &str, partition: u32) -> String {
+pub fn offset_key(source: &str, topic: &str, partition: u32) -> String {
     if source.is_empty() {
         format!("{topic}/{partition}")
     } else {

@@ -32,6 +32,96 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The query API of `k2 serve` (see `k2_api::ApiConfig`).
     pub api: k2_api::ApiConfig,
+    /// Live exchange feeds (`k2 feed`, `k2 up`).
+    pub feeds: FeedsConfig,
+}
+
+/// Live exchange feeds: how each stays connected, and where each venue is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedsConfig {
+    /// The venues `k2 up` captures (`binance`, `kraken`).
+    pub run: Vec<String>,
+    /// No frame (pongs included) for this long and a connection is given up as stalled.
+    pub stale_after_seconds: f64,
+    /// A WebSocket ping goes out this often.
+    pub ping_every_seconds: f64,
+    /// Failed connections in a row after which the feed gives up and the process exits
+    /// non-zero (for its supervisor to restart it).
+    pub max_failures: u32,
+    /// First reconnect backoff; doubles per failure, jittered, up to `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive connect failures that open the feed's circuit breaker, and how long it
+    /// stays open.
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+    /// A connection that lasted this long was healthy: the failure count starts over.
+    pub healthy_after_seconds: f64,
+    /// A connection this old is replaced by a fresh one (make before break); 0: never.
+    pub rotate_after_hours: f64,
+    /// Events held between a connection and the log.
+    pub buffer_events: usize,
+    pub binance: VenueConfig,
+    pub kraken: VenueConfig,
+}
+
+/// Where a venue's feed is and what to take from it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VenueConfig {
+    /// `wss://…` in production; a local simulator's `ws://127.0.0.1:PORT` in tests.
+    pub url: String,
+    /// Tried in turn when `url` fails.
+    pub fallback_urls: Vec<String>,
+    /// Binance `BTCUSDT`, Kraken `BTC/USD`.
+    pub symbols: Vec<String>,
+    /// Binance: best bid/offer (`bookTicker`) as quotes too.
+    pub quotes: bool,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        FeedsConfig {
+            run: Vec::new(),
+            stale_after_seconds: 30.0,
+            ping_every_seconds: 10.0,
+            max_failures: 20,
+            backoff_base_ms: 250,
+            backoff_max_ms: 30_000,
+            breaker_failures: 5,
+            breaker_open_ms: 10_000,
+            healthy_after_seconds: 60.0,
+            rotate_after_hours: 12.0,
+            buffer_events: 8192,
+            binance: VenueConfig {
+                url: "wss://stream.binance.com:9443".into(),
+                fallback_urls: vec![
+                    "wss://stream.binance.com:443".into(),
+                    "wss://data-stream.binance.vision".into(),
+                ],
+                symbols: vec!["BTCUSDT".into(), "ETHUSDT".into()],
+                quotes: true,
+            },
+            kraken: VenueConfig {
+                url: "wss://ws.kraken.com/v2".into(),
+                fallback_urls: Vec::new(),
+                symbols: vec!["BTC/USD".into(), "ETH/USD".into()],
+                quotes: false,
+            },
+        }
+    }
+}
+
+
+/// A venue by its configuration name.
+pub fn venue(name: &str) -> anyhow::Result<k2_ingest::live::Venue> {
+    use k2_ingest::live::Venue;
+    match name.to_ascii_lowercase().as_str() {
+        "binance" => Ok(Venue::Binance),
+        "kraken" => Ok(Venue::Kraken),
+        other => bail!("no feed for venue '{other}'; K2 has 'binance' and 'kraken'"),
+    }
 }
 
 /// Where schemas are registered and resolved.
@@ -179,6 +269,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             telemetry: TelemetryConfig::default(),
             api: k2_api::ApiConfig::default(),
+            feeds: FeedsConfig::default(),
         }
     }
 }
@@ -368,6 +459,22 @@ impl Config {
         if self.sequence.window == 0 || self.sequence.max_open_gaps == 0 {
             bail!("sequence.window and sequence.max_open_gaps must be positive");
         }
+        let f = &self.feeds;
+        if f.stale_after_seconds <= 0.0
+            || f.ping_every_seconds <= 0.0
+            || f.max_failures == 0
+            || f.breaker_failures == 0
+            || f.buffer_events == 0
+            || f.rotate_after_hours < 0.0
+        {
+            bail!(
+                "feeds.stale_after_seconds, ping_every_seconds, max_failures, breaker_failures and buffer_events must be positive (rotate_after_hours at least 0)"
+            );
+        }
+        for name in &f.run {
+            let v = venue(name).context("feeds.run")?;
+            self.feed(v, None, None)?;
+        }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             bail!(
                 "telemetry.log_format must be 'text' or 'json', not '{}'",
@@ -375,6 +482,64 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// One venue's feed as configured, with the symbols and URL given on the command line
+    /// taking the place of the configured ones.
+    pub fn feed(
+        &self,
+        venue: k2_ingest::live::Venue,
+        symbols: Option<Vec<String>>,
+        url: Option<String>,
+    ) -> anyhow::Result<(k2_ingest::live::FeedConfig, k2_ingest::live::Reconnect)> {
+        use k2_ingest::live::{FeedConfig, Reconnect, Venue};
+        let f = &self.feeds;
+        let (key, v) = match venue {
+            Venue::Binance => ("binance", &f.binance),
+            Venue::Kraken => ("kraken", &f.kraken),
+        };
+        let symbols = symbols.unwrap_or_else(|| v.symbols.clone());
+        if symbols.is_empty() || symbols.iter().any(|s| s.trim().is_empty()) {
+            bail!("feeds.{key}.symbols (or --symbols) must name at least one symbol");
+        }
+        let fallback_urls = if url.is_some() {
+            Vec::new()
+        } else {
+            v.fallback_urls.clone()
+        };
+        let url = url.unwrap_or_else(|| v.url.clone());
+        for u in std::iter::once(&url).chain(&fallback_urls) {
+            if !(u.starts_with("wss://") || u.starts_with("ws://")) {
+                bail!("feeds.{key}: '{u}' is not a WebSocket URL (ws:// or wss://)");
+            }
+        }
+        let secs = Duration::from_secs_f64;
+        Ok((
+            FeedConfig {
+                venue,
+                url,
+                symbols,
+                quotes: v.quotes,
+                stale_after: secs(f.stale_after_seconds),
+                ping_every: secs(f.ping_every_seconds),
+            },
+            Reconnect {
+                fallback_urls,
+                retry: k2_pipeline::RetryPolicy {
+                    attempts: f.max_failures,
+                    base: Duration::from_millis(f.backoff_base_ms),
+                    max_delay: Duration::from_millis(f.backoff_max_ms),
+                },
+                breaker: k2_pipeline::BreakerConfig {
+                    failure_threshold: f.breaker_failures,
+                    open_for: Duration::from_millis(f.breaker_open_ms),
+                },
+                healthy_after: secs(f.healthy_after_seconds),
+                rotate_after: (f.rotate_after_hours > 0.0)
+                    .then(|| secs(f.rotate_after_hours * 3600.0)),
+                overlap: Duration::from_secs(2),
+            },
+        ))
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -70,6 +70,29 @@ enum Command {
         #[command(subcommand)]
         source: IngestSource,
     },
+    /// Capture a live exchange feed into the log until SIGINT/SIGTERM. Exits non-zero when
+    /// the feed gives up (`feeds.max_failures` failed connections in a row).
+    Feed {
+        /// binance or kraken.
+        venue: String,
+        /// Comma-separated symbols (default: `feeds.<venue>.symbols`).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Option<Vec<String>>,
+        /// The feed's URL (default: `feeds.<venue>.url`, with its fallbacks).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Run the feeds of `feeds.run`, the lake writer and the query API in one process,
+    /// until SIGINT/SIGTERM (feeds stop first, what they hold reaches the log, the writer
+    /// commits, the API drains).
+    Up {
+        /// Overrides `api.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Comma-separated venues (overrides `feeds.run`).
+        #[arg(long, value_delimiter = ',')]
+        feeds: Option<Vec<String>>,
+    },
     /// Run the lake writer: log → Iceberg tables, exactly once.
     Consume {
         /// Stop once everything in the log is committed (default: run until SIGTERM).
@@ -297,7 +320,11 @@ fn main() -> ExitCode {
     }
     let service = matches!(
         cli.command,
-        Command::Ingest { .. } | Command::Consume { .. } | Command::Serve { .. }
+        Command::Ingest { .. }
+            | Command::Consume { .. }
+            | Command::Serve { .. }
+            | Command::Feed { .. }
+            | Command::Up { .. }
     );
     telemetry::init_logs(&config.telemetry, service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -349,6 +376,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     )
                 }
             }
+        }
+        Command::Feed {
+            venue,
+            symbols,
+            url,
+        } => {
+            telemetry::serve_metrics(&config.telemetry)?;
+            let venue = config::venue(&venue)?;
+            let (feed, reconnect) = config.feed(venue, symbols, url)?;
+            let app = App::open(config).await?;
+            let outcome = app.capture(feed, reconnect, app::shutdown_signal()).await;
+            let undelivered = app.log.close(std::time::Duration::from_secs(30));
+            if undelivered > 0 {
+                eprintln!("feed: {undelivered} records were not delivered to the log");
+            }
+            outcome?;
+            Ok(if undelivered > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Up { listen, feeds } => {
+            serve::up(config, listen, feeds).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Consume { until_caught_up } => {
             telemetry::serve_metrics(&config.telemetry)?;

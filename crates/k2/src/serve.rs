@@ -1,13 +1,18 @@
 //! `k2 serve`: the query API over the lake, with readiness checks of the catalog, the
-//! storage under it and the log.
+//! storage under it and the log. `k2 up`: feeds, lake writer, live tail and API in one
+//! process.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use k2_api::{Backends, Check};
 use k2_lake::LakeTable;
 use k2_lake::query::QueryEngine;
-use k2_log::{AnyLog, Log};
+use k2_lake::tail::{Tail, TailConfig};
+use k2_log::{AnyLog, Log, PartitionOffset};
+use k2_model::DataType;
 
 use crate::app::{self, App};
 use crate::config::Config;
@@ -26,9 +31,10 @@ pub async fn run(config: Config, listen: Option<String>) -> anyhow::Result<()> {
         checks: vec![
             ("catalog", catalog_check(catalog.clone())),
             ("storage", storage_check(catalog)),
-            ("log", log_check(config.clone())),
+            ("log", log_check(config.clone(), None)),
         ],
         metrics: Some(metrics),
+        tail: None,
     };
     k2_api::serve(
         api,
@@ -39,6 +45,157 @@ pub async fn run(config: Config, listen: Option<String>) -> anyhow::Result<()> {
     .await
     .context("serving the query API")?;
     Ok(())
+}
+
+/// `k2 up`: the configured feeds capture into the log, the lake writer commits from it, a
+/// live tail follows it, and the API answers over lake and tail. On SIGINT/SIGTERM the
+/// feeds stop first (what they hold reaches the log), then the writer commits what it has
+/// read and the API drains. A feed that gives up ends the process with an error.
+pub async fn up(
+    config: Config,
+    listen: Option<String>,
+    feeds: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut api = config.api.clone();
+    if let Some(l) = listen {
+        api.listen = l;
+    }
+    let metrics = telemetry::recorder()?;
+    let venues = feeds.unwrap_or_else(|| config.feeds.run.clone());
+    let mut chosen = Vec::new();
+    for name in &venues {
+        let venue = crate::config::venue(name)?;
+        chosen.push(config.feed(venue, None, None)?);
+    }
+    let app = Arc::new(App::open(config.clone()).await?);
+    let catalog = app.catalog().await?;
+    // The venues' topics exist before the tail and the writer look for them.
+    for (feed, _) in &chosen {
+        let exchange = k2_ingest::capture::exchange(feed.venue);
+        for spec in k2_ingest::topic_specs(
+            k2_model::AssetClass::Crypto,
+            exchange,
+            config.log.partitions,
+        ) {
+            app.log.ensure_topic(&spec).await?;
+        }
+    }
+
+    let stop_feeds = Arc::new(tokio::sync::Notify::new());
+    let stop_rest = Arc::new(AtomicBool::new(false));
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
+    let mut captures = Vec::new();
+    for (feed, reconnect) in chosen {
+        let (app, stop, failed) = (app.clone(), stop_feeds.clone(), failed_tx.clone());
+        captures.push(tokio::spawn(async move {
+            if let Err(e) = app.capture(feed, reconnect, stop.notified()).await {
+                let _ = failed.send(e).await;
+            }
+        }));
+    }
+    drop(failed_tx);
+
+    let tail = Arc::new(Tail::new(TailConfig {
+        max_per_stream: config.api.tail_per_symbol,
+        max_age: std::time::Duration::from_secs(config.api.tail_seconds),
+        ..TailConfig::default()
+    }));
+    let start = tail_start(&app, catalog.as_ref()).await?;
+    let follower = tokio::spawn(k2_lake::tail::follow(
+        tail.clone(),
+        app.log.clone(),
+        start,
+        stop_rest.clone(),
+    ));
+    let writer = {
+        let (app, catalog, stop) = (app.clone(), catalog.clone(), stop_rest.clone());
+        tokio::spawn(async move {
+            let options = app.config.writer_options();
+            k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
+        })
+    };
+
+    let engine = Arc::new(QueryEngine::new(catalog.clone(), config.query_options())?);
+    let backends = Backends {
+        engine,
+        checks: vec![
+            ("catalog", catalog_check(catalog.clone())),
+            ("storage", storage_check(catalog)),
+            ("log", log_check(config.clone(), Some(app.log.clone()))),
+        ],
+        metrics: Some(metrics),
+        tail: Some(tail),
+    };
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(k2_api::serve(
+        api,
+        backends,
+        |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
+        async {
+            let _ = api_stop_rx.await;
+        },
+    ));
+
+    let failure = tokio::select! {
+        () = app::shutdown_signal() => None,
+        Some(e) = failed_rx.recv() => Some(e),
+    };
+    tracing::info!("stopping: feeds first, then the writer and the API");
+    stop_feeds.notify_waiters();
+    for c in captures {
+        let _ = c.await;
+    }
+    stop_rest.store(true, Ordering::Relaxed);
+    let summary = writer.await.context("the lake writer task")??;
+    let _ = api_stop_tx.send(());
+    server
+        .await
+        .context("the API task")?
+        .context("serving the query API")?;
+    let _ = follower.await;
+    app::report_writer(&summary);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Where the tail starts reading each trades and quotes partition: where the lake's
+/// current snapshot stops (the tail holds what the lake does not have yet), at most
+/// `TAIL_BACKLOG` records back from the end.
+async fn tail_start(
+    app: &App,
+    catalog: &dyn iceberg::Catalog,
+) -> anyhow::Result<Vec<PartitionOffset>> {
+    const TAIL_BACKLOG: u64 = 100_000;
+    let mut committed: BTreeMap<String, u64> = BTreeMap::new();
+    for table in [LakeTable::Trades, LakeTable::Quotes] {
+        let t = catalog.load_table(&table.ident()).await?;
+        committed.extend(k2_lake::writer::committed_offsets(
+            &t,
+            &app.config.writer.source,
+        )?);
+    }
+    let mut start = Vec::new();
+    for spec in app.log.topics().await? {
+        let Ok(name) = k2_model::TopicName::parse(&spec.name) else {
+            continue;
+        };
+        if name.data_type == DataType::ReferenceData {
+            continue;
+        }
+        let ends = app.log.end_offsets(&spec.name).await?;
+        for (p, end) in ends.into_iter().enumerate() {
+            let key = k2_lake::writer::offset_key(&app.config.writer.source, &spec.name, p as u32);
+            let lake = committed.get(&key).copied().unwrap_or(0);
+            start.push(PartitionOffset {
+                topic: spec.name.clone(),
+                partition: p as u32,
+                offset: lake.max(end.saturating_sub(TAIL_BACKLOG)),
+            });
+        }
+    }
+    Ok(start)
 }
 
 fn catalog_check(catalog: Arc<dyn iceberg::Catalog>) -> Check {
@@ -78,8 +235,8 @@ fn storage_check(catalog: Arc<dyn iceberg::Catalog>) -> Check {
 
 /// The log answers a listing of its topics. Opened on first use, so the API starts (and
 /// answers from the lake) while a Kafka cluster is unreachable.
-fn log_check(config: Config) -> Check {
-    let log: Arc<tokio::sync::Mutex<Option<AnyLog>>> = Arc::default();
+fn log_check(config: Config, open: Option<AnyLog>) -> Check {
+    let log: Arc<tokio::sync::Mutex<Option<AnyLog>>> = Arc::new(tokio::sync::Mutex::new(open));
     Arc::new(move || {
         let (log, config) = (log.clone(), config.clone());
         Box::pin(async move {

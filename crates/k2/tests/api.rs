@@ -56,6 +56,17 @@ fn landed() -> tempfile::TempDir {
 /// `k2 serve` on `data` with a reader key (read) and an analyst key (read, sql), plus the
 /// extra configuration `extra` (TOML).
 fn serve(data: &Path, extra: &str) -> Server {
+    start(data, extra, &["serve"], Default::default())
+}
+
+/// `k2 <command> --listen 127.0.0.1:0` (serve or up) as [`serve`] does; standard error
+/// is collected into `stderr`.
+fn start(
+    data: &Path,
+    extra: &str,
+    command: &[&str],
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (reader, reader_entry) = new_key(data, "reader", "read");
     let (analyst, analyst_entry) = new_key(data, "analyst", "read,sql");
@@ -68,7 +79,8 @@ fn serve(data: &Path, extra: &str) -> Server {
     let mut child = k2(data)
         .arg("--config")
         .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(command)
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -76,12 +88,17 @@ fn serve(data: &Path, extra: &str) -> Server {
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let port = loop {
         let line = lines.next().expect("serve prints its address").unwrap();
+        stderr.lock().unwrap().push_str(&format!("{line}\n"));
         if let Some(rest) = line.strip_prefix("query API on http://127.0.0.1:") {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
     // Keep draining standard error so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            stderr.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
     Server {
         child,
         port,
@@ -987,4 +1004,141 @@ fn answers_are_kept_by_snapshot_and_a_commit_shows_at_once() {
     assert_eq!(ask(&uncached)["data"], after["data"]);
     assert_eq!(ask(&uncached)["data"], after["data"]);
     assert_eq!(hits(&uncached), 0);
+}
+
+/// A Binance combined-stream trade frame.
+fn binance_trade(id: i64, price: &str) -> String {
+    let t = 1_700_000_000_000 + id;
+    format!(
+        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"{price}","q":"0.01","T":{t},"m":true,"M":true}}}}"#
+    )
+}
+
+#[test]
+fn k2_up_serves_live_trades_before_the_lake_has_them_and_lands_each_once() {
+    use k2_ingest::simulator::{Simulator, Step};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The first connection: trades 1..=500 with a duplicate (100), two out of order
+    // (201 before 200), a gap (300..=304 never sent), a malformed and an invalid frame,
+    // then the connection drops. The second replays 480..=500 and goes on to 600.
+    let mut first = Vec::new();
+    for id in 1..=500 {
+        match id {
+            100 => first.extend([binance_trade(100, "100.5"), binance_trade(100, "100.5")]),
+            200 => first.push(binance_trade(201, "100.5")),
+            201 => first.push(binance_trade(200, "100.5")),
+            300..=304 => {}
+            250 => first.extend([binance_trade(250, "-1"), binance_trade(250, "100.5")]),
+            _ => first.push(binance_trade(id, "100.5")),
+        }
+    }
+    first.push("{garbage".into());
+    let mut script: Vec<Step> = first.into_iter().map(Step::Send).collect();
+    script.push(Step::Drop);
+    let second = (480..=600)
+        .map(|id| Step::Send(binance_trade(id, "100.5")))
+        .collect();
+    let sim = rt.block_on(Simulator::start(vec![script, second])).unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[writer]
+max_age_seconds = 3600.0
+[feeds]
+backoff_base_ms = 20
+backoff_max_ms = 200
+[feeds.binance]
+url = "{}"
+symbols = ["BTCUSDT"]
+quotes = false
+"#,
+        sim.url()
+    );
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut server = start(
+        data.path(),
+        &extra,
+        &["up", "--feeds", "binance"],
+        stderr.clone(),
+    );
+    let key = server.reader.clone();
+
+    // Nothing is committed (the writer waits an hour): the answer comes from the tail.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let a = server.get("/v1/trades/recent?symbol=BTCUSDT&limit=1000", Some(&key));
+        assert_eq!(a.status, 200, "{}\n{}", a.text(), stderr.lock().unwrap());
+        let body = a.json();
+        assert_eq!(body["live"], true);
+        let rows = body["data"].as_array().unwrap().clone();
+        if rows.len() >= 595 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["source_sequence"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = (1..=600)
+        .rev()
+        .filter(|i| !(300..=304).contains(i))
+        .collect();
+    assert_eq!(ids, expected, "every trade once, newest first");
+    let lake = server.get("/v1/trades?symbol=BTCUSDT", Some(&key)).json();
+    assert_eq!(
+        lake["data"].as_array().unwrap().len(),
+        0,
+        "nothing committed yet"
+    );
+
+    // SIGTERM: the feed stops, the writer commits what it holds, the process exits 0.
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "k2 up did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = stderr.lock().unwrap().clone();
+    assert!(exit.success(), "{exit}: {log}");
+    // Two gaps: 200 (filled late when it came after 201) and 300..=304.
+    assert!(
+        log.contains("source sequences: 2 gap, 592 in_order, 1 late_fill; 6 found missing"),
+        "{log}"
+    );
+
+    let counted = run_ok(k2(data.path()).args([
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT trade_id) AS ids, min(source_sequence) AS lo, max(source_sequence) AS hi FROM trades WHERE exchange = 'BINANCE'",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(counted.lines().nth(1), Some("595,595,1,600"), "{counted}");
+    let listed = run_ok(k2(data.path()).args(["dlq", "list", "--format", "json"]));
+    let letters: Vec<Value> = match serde_json::from_str(&listed) {
+        Ok(Value::Array(rows)) => rows,
+        _ => listed
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    };
+    let kinds: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| (l["stage"].as_str().unwrap(), l["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("feed.binance", "invalid"), ("feed.binance", "malformed")]
+    );
+    assert!(letters[1]["raw"].as_str().unwrap() == "{garbage");
+    drop(sim);
 }

@@ -78,6 +78,7 @@ pub async fn run(
             engine: Arc::new(app.engine().await?),
             checks: Vec::new(),
             metrics: Some(metrics.clone()),
+            tail: None,
         };
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,234 @@
+//! A live feed into the log: [`live::run_feed`] keeps the exchange connected on its own
+//! task and hands frames' records over a bounded channel; this side encodes them and
+//! appends them to the venue's topics, and stores refused frames, whole, in the
+//! dead-letter queue.
+//!
+//! Batching follows the load: each append takes everything that arrived while the
+//! previous one was being made durable (up to `max_events`), so a quiet feed appends
+//! frame by frame with little delay and a burst is appended in large batches. When the log
+//! falls behind, the channel fills, the connection stops reading, and the exchange's TCP
+//! window does the rest: memory stays bounded. On stop, what is in the channel is
+//! appended before returning.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore, TopicBatch};
+use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::feeds;
+use crate::ingest::{encode, topic_specs};
+use crate::live::{self, FeedConfig, FeedError, FeedEvent, Reconnect, Venue};
+
+/// How a capture buffers and appends.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Partitions of the venue's topics when they are created.
+    pub partitions: u32,
+    /// Events (frames' records) held between the connection and the log.
+    pub buffer_events: usize,
+    /// Events per log append at most.
+    pub max_events: usize,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            partitions: 4,
+            buffer_events: 8192,
+            max_events: 4096,
+        }
+    }
+}
+
+/// What a capture did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub trades: u64,
+    pub quotes: u64,
+    /// Frames refused and dead-lettered.
+    pub refused: u64,
+    /// Log appends made.
+    pub appends: u64,
+    pub connections: u64,
+    /// Connections that failed or ended early.
+    pub failures: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The exchange code a venue's records carry.
+pub fn exchange(venue: Venue) -> &'static str {
+    match venue {
+        Venue::Binance => feeds::binance::EXCHANGE,
+        Venue::Kraken => feeds::kraken::EXCHANGE,
+    }
+}
+
+/// The dead-letter stage of a venue's refused frames.
+pub fn stage(venue: Venue) -> &'static str {
+    match venue {
+        Venue::Binance => "feed.binance",
+        Venue::Kraken => "feed.kraken",
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Captures `feed` into `log` until `stop` completes (then appends what is buffered and
+/// returns) or the feed gives up (then appends what is buffered and returns its error).
+pub async fn capture<L: Log + SchemaStore>(
+    log: &L,
+    dlq: &DeadLetterStore,
+    feed: FeedConfig,
+    reconnect: Reconnect,
+    options: &CaptureOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<CaptureStats, CaptureError> {
+    let venue = feed.venue;
+    let label = live::venue_label(venue);
+    let exchange = exchange(venue);
+    for spec in topic_specs(AssetClass::Crypto, exchange, options.partitions) {
+        log.ensure_topic(&spec).await?;
+    }
+    let mut topics = BTreeMap::new();
+    for dt in [DataType::Trades, DataType::Quotes] {
+        let topic = TopicName::new(AssetClass::Crypto, dt, exchange);
+        let id = log.register(&topic.subject(), avro::schema_for(dt)).await?;
+        topics.insert(dt, (topic.to_string(), id));
+    }
+    let (tx, mut rx) = mpsc::channel(options.buffer_events.max(1));
+    let handler = tokio::spawn(async move { live::run_feed(&feed, &reconnect, &tx, now_us).await });
+    tracing::info!(venue = label, "capture started");
+
+    let mut stats = CaptureStats::default();
+    let mut events = Vec::with_capacity(options.max_events);
+    let mut stop = std::pin::pin!(stop);
+    let mut stopping = false;
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut events, options.max_events.max(1)) => n,
+            _ = &mut stop, if !stopping => {
+                // No new frames; what is in the channel is still appended.
+                stopping = true;
+                rx.close();
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        append(log, dlq, &topics, venue, events.drain(..), &mut stats).await?;
+        metrics::gauge!("k2_feed_buffer_events", "venue" => label).set(rx.len() as f64);
+    }
+    let fed = handler
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    tracing::info!(venue = label, ?stats, "capture stopped");
+    let run = fed?;
+    stats.connections = run.connections;
+    stats.failures = run.failures;
+    Ok(stats)
+}
+
+/// Appends one batch of events: records to their topics, refused frames to the
+/// dead-letter queue.
+async fn append<L: Log>(
+    log: &L,
+    dlq: &DeadLetterStore,
+    topics: &BTreeMap<DataType, (String, u32)>,
+    venue: Venue,
+    events: impl Iterator<Item = FeedEvent>,
+    stats: &mut CaptureStats,
+) -> Result<(), CaptureError> {
+    let label = live::venue_label(venue);
+    let started = Instant::now();
+    let now = now_us();
+    let mut trades = Vec::new();
+    let mut quotes = Vec::new();
+    let mut letters = Vec::new();
+    let mut oldest_receive = i64::MAX;
+    for event in events {
+        match event {
+            FeedEvent::Records(records) => {
+                for rec in records {
+                    let (into, dt): (&mut Vec<Record>, _) = match rec.data_type() {
+                        DataType::Trades => (&mut trades, DataType::Trades),
+                        DataType::Quotes => (&mut quotes, DataType::Quotes),
+                        // Feeds carry no reference data.
+                        DataType::ReferenceData => continue,
+                    };
+                    oldest_receive = oldest_receive.min(receive_time(&rec));
+                    into.push(encode(rec, topics[&dt].1, now));
+                }
+            }
+            FeedEvent::Refused { raw, error, source } => {
+                metrics::counter!("k2_feed_refused_total", "venue" => label, "kind" => error.kind)
+                    .increment(1);
+                letters.push(DeadLetter {
+                    stage: stage(venue).into(),
+                    source,
+                    kind: error.kind.into(),
+                    reason: error.reason,
+                    raw: raw.into_bytes(),
+                    rejected_at_us: now,
+                });
+            }
+        }
+    }
+    let counts = [
+        (DataType::Trades, trades.len()),
+        (DataType::Quotes, quotes.len()),
+    ];
+    let batches: Vec<TopicBatch> = [(DataType::Trades, trades), (DataType::Quotes, quotes)]
+        .into_iter()
+        .filter(|(_, records)| !records.is_empty())
+        .map(|(dt, records)| TopicBatch {
+            topic: topics[&dt].0.clone(),
+            records,
+        })
+        .collect();
+    if !batches.is_empty() {
+        log.produce(batches, None).await?;
+        stats.appends += 1;
+        metrics::histogram!("k2_feed_append_seconds", "venue" => label)
+            .record(started.elapsed().as_secs_f64());
+        // Received → durable in the log, for the oldest record of the batch.
+        let lag = Duration::from_micros(now_us().saturating_sub(oldest_receive).max(0) as u64);
+        metrics::histogram!("k2_feed_to_log_seconds", "venue" => label).record(lag.as_secs_f64());
+    }
+    for (dt, n) in counts {
+        let n = n as u64;
+        match dt {
+            DataType::Trades => stats.trades += n,
+            _ => stats.quotes += n,
+        }
+        metrics::counter!("k2_feed_records_total", "venue" => label, "data_type" => dt.as_str())
+            .increment(n);
+    }
+    if !letters.is_empty() {
+        stats.refused += letters.len() as u64;
+        dlq.append(&letters)?;
+        log.publish_dead_letters(&letters).await?;
+    }
+    Ok(())
+}
+
+fn receive_time(rec: &MarketRecord) -> i64 {
+    match rec {
+        MarketRecord::Trade(t) => t.receive_timestamp_us,
+        MarketRecord::Quote(q) => q.receive_timestamp_us,
+        MarketRecord::Reference(_) => i64::MAX,
+    }
+}
