@@ -24,6 +24,14 @@ pub enum Step {
     Close,
     /// Drop the TCP connection without a close frame.
     Drop,
+    /// Send these frames as fast as the connection takes them (a burst).
+    Burst(Arc<Vec<String>>),
+    /// Send these frames at a steady rate (frames per second), a millisecond's worth at a
+    /// time.
+    Paced {
+        frames: Arc<Vec<String>>,
+        per_second: u32,
+    },
 }
 
 /// What one client did.
@@ -93,6 +101,36 @@ impl Simulator {
                                 _ => return,
                             },
                             Step::Pause(d) => tokio::time::sleep(d).await,
+                            Step::Burst(frames) => {
+                                for f in frames.iter() {
+                                    if ws.feed(Message::text(f.as_str())).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                if ws.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                            Step::Paced { frames, per_second } => {
+                                let start = tokio::time::Instant::now();
+                                let rate = f64::from(per_second.max(1));
+                                let mut sent = 0usize;
+                                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                                while sent < frames.len() {
+                                    tick.tick().await;
+                                    let due = ((start.elapsed().as_secs_f64() * rate) as usize)
+                                        .clamp(sent + 1, frames.len());
+                                    for f in &frames[sent..due] {
+                                        if ws.feed(Message::text(f.as_str())).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    if ws.flush().await.is_err() {
+                                        return;
+                                    }
+                                    sent = due;
+                                }
+                            }
                             Step::Close => {
                                 let _ = ws.close(None).await;
                                 return;

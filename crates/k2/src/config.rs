@@ -113,7 +113,6 @@ impl Default for FeedsConfig {
     }
 }
 
-
 /// A venue by its configuration name.
 pub fn venue(name: &str) -> anyhow::Result<k2_ingest::live::Venue> {
     use k2_ingest::live::Venue;

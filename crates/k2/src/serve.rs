@@ -100,20 +100,7 @@ pub async fn up(
         max_age: std::time::Duration::from_secs(config.api.tail_seconds),
         ..TailConfig::default()
     }));
-    let start = tail_start(&app, catalog.as_ref()).await?;
-    let follower = tokio::spawn(k2_lake::tail::follow(
-        tail.clone(),
-        app.log.clone(),
-        start,
-        stop_rest.clone(),
-    ));
-    let writer = {
-        let (app, catalog, stop) = (app.clone(), catalog.clone(), stop_rest.clone());
-        tokio::spawn(async move {
-            let options = app.config.writer_options();
-            k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
-        })
-    };
+    let (follower, writer) = follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
 
     let engine = Arc::new(QueryEngine::new(catalog.clone(), config.query_options())?);
     let backends = Backends {
@@ -158,6 +145,34 @@ pub async fn up(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+type Task<T> = tokio::task::JoinHandle<T>;
+
+/// The live tail following the log and the lake writer committing from it, each on its
+/// own task until `stop` is set.
+pub async fn follow_and_write(
+    app: &Arc<App>,
+    catalog: &Arc<dyn iceberg::Catalog>,
+    tail: &Arc<Tail>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(
+    Task<k2_log::Result<()>>,
+    Task<k2_lake::Result<k2_lake::WriterSummary>>,
+)> {
+    let start = tail_start(app, catalog.as_ref()).await?;
+    let follower = tokio::spawn(k2_lake::tail::follow(
+        tail.clone(),
+        app.log.clone(),
+        start,
+        stop.clone(),
+    ));
+    let (app, catalog, stop) = (app.clone(), catalog.clone(), stop.clone());
+    let writer = tokio::spawn(async move {
+        let options = app.config.writer_options();
+        k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
+    });
+    Ok((follower, writer))
 }
 
 /// Where the tail starts reading each trades and quotes partition: where the lake's

@@ -8,6 +8,8 @@
 //! - `api`: the query API under load (`wrk`) at several concurrencies.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams.
+//! - `feed`: exchange frames parsed per second, the live handler against the local
+//!   simulator, and freshness (received → in a query answer) with memory over a long run.
 //!
 //! Each run uses a fresh data directory, so figures include every durable write.
 
@@ -21,6 +23,7 @@ use clap::Subcommand;
 use crate::app::App;
 use crate::config::Config;
 
+mod feed;
 mod http;
 mod query;
 
@@ -78,6 +81,19 @@ pub enum BenchCommand {
         sample: PathBuf,
         #[arg(long, default_value = "wrk")]
         wrk: String,
+    },
+    /// The live path against the local exchange simulator: parse rate, handler
+    /// throughput into the log, freshness over lake ∪ tail, memory over the run.
+    Feed {
+        /// Trades of the parse and handler runs.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Trades per second of the freshness run.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Length of the freshness run (600 for the 10-minute memory figure).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Dedup checks per second (one core), memory per million ids, false positives.
     Dedup {
@@ -143,6 +159,11 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
                 sequence_redis(&addr, streams.max(1)).await?;
             }
         }
+        BenchCommand::Feed {
+            messages,
+            rate,
+            seconds,
+        } => feed::run(config, messages.max(1), rate.max(1), seconds.max(1)).await?,
         BenchCommand::Dedup { ids, redis } => {
             dedup(ids.max(1));
             if let Some(addr) = redis {
@@ -532,7 +553,7 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// Resident memory of this process, bytes.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

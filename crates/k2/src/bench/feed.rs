@@ -1,0 +1,245 @@
+//! `k2 bench feed`: the live path against the local exchange simulator on 127.0.0.1.
+//!
+//! 1. Frames parsed per second on one core (Binance trades; Kraken frames of 10 trades).
+//! 2. The handler end to end: a burst of trades over the WebSocket → parsed → appended
+//!    durably to the embedded log, messages/s, and the process's memory before and after.
+//! 3. Freshness and memory of a long run: trades at a steady rate through the whole live
+//!    path of `k2 up` (capture → log → live tail and lake writer); a query over lake ∪ tail
+//!    runs in a loop, and each trade's freshness is the time from its frame being received
+//!    to the first query answer holding it. Resident memory is sampled every 10 seconds.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use k2_ingest::live::{FeedConfig, Reconnect, Venue};
+use k2_ingest::simulator::{Simulator, Step};
+use k2_lake::LakeTable;
+use k2_lake::query::{MarketFilter, QueryEngine};
+use k2_lake::tail::{Tail, TailConfig};
+use k2_log::Log;
+
+use crate::app::App;
+use crate::config::Config;
+
+fn binance_frame(id: u64) -> String {
+    let t = 1_700_000_000_000u64 + id / 10;
+    let cents = 4_200_000 + (id * 7919) % 10_000;
+    format!(
+        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"{}.{:02}000000","q":"0.00{:03}000","T":{t},"m":{},"M":true}}}}"#,
+        cents / 100,
+        cents % 100,
+        1 + id % 997,
+        id.is_multiple_of(2)
+    )
+}
+
+fn kraken_frame(first: u64, trades: u64) -> String {
+    let data: Vec<String> = (first..first + trades)
+        .map(|id| {
+            format!(
+                r#"{{"symbol":"BTC/USD","side":"{}","price":{}.{},"qty":0.{:04},"ord_type":"market","trade_id":{id},"timestamp":"2023-09-25T07:49:37.708706Z"}}"#,
+                if id.is_multiple_of(2) { "buy" } else { "sell" },
+                42_000 + id % 100,
+                id % 10,
+                1 + id % 9999
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"channel":"trade","type":"update","data":[{}]}}"#,
+        data.join(",")
+    )
+}
+
+fn feed_config(url: String) -> (FeedConfig, Reconnect) {
+    (
+        FeedConfig {
+            venue: Venue::Binance,
+            url,
+            symbols: vec!["BTCUSDT".into()],
+            quotes: false,
+            stale_after: Duration::from_secs(30),
+            ping_every: Duration::from_secs(10),
+        },
+        Reconnect::default(),
+    )
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+pub async fn run(config: Config, messages: u64, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    parse_only(messages);
+    handler(&config, messages).await?;
+    freshness(&config, rate, seconds).await
+}
+
+fn parse_only(messages: u64) {
+    let frames: Vec<String> = (1..=messages).map(binance_frame).collect();
+    let t = Instant::now();
+    let mut n = 0usize;
+    for f in &frames {
+        n += k2_ingest::feeds::binance::parse(f, 1).map_or(0, |r| r.len());
+    }
+    let binance = n as f64 / t.elapsed().as_secs_f64();
+    let kraken_frames: Vec<String> = (0..messages / 10)
+        .map(|i| kraken_frame(i * 10, 10))
+        .collect();
+    let t = Instant::now();
+    let mut k = 0usize;
+    for f in &kraken_frames {
+        k += k2_ingest::feeds::kraken::parse(f, 1).map_or(0, |r| r.len());
+    }
+    let kraken = k as f64 / t.elapsed().as_secs_f64();
+    println!("parse, one core:");
+    println!("  binance trade frames    {n:>10} trades   {binance:>12.0} trades/s");
+    println!("  kraken 10-trade frames  {k:>10} trades   {kraken:>12.0} trades/s");
+}
+
+async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
+    let frames: Arc<Vec<String>> = Arc::new((1..=messages).map(binance_frame).collect());
+    let sim = Simulator::start(vec![vec![Step::Burst(frames)]]).await?;
+    let tmp = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.data_dir = tmp.path().to_path_buf();
+    let app = App::open(config).await?;
+    let (feed, reconnect) = feed_config(sim.url());
+    let rss_before = super::rss_bytes();
+    let topic = "market.crypto.trades.binance";
+    let started = Instant::now();
+    let log = app.log.clone();
+    let done = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let appended: u64 = log
+                .end_offsets(topic)
+                .await
+                .map_or(0, |ends| ends.iter().sum());
+            if appended >= messages {
+                break;
+            }
+        }
+    };
+    let options = k2_ingest::CaptureOptions::default();
+    let stats = k2_ingest::capture(&app.log, &app.dlq, feed, reconnect, &options, done).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let rss_after = super::rss_bytes();
+    println!("handler, simulator burst → parsed → durable in the embedded log:");
+    println!(
+        "  {} trades in {secs:.2}s = {:.0} trades/s ({} appends, {:.0} trades per append); RSS {:.0} → {:.0} MB",
+        stats.trades,
+        stats.trades as f64 / secs,
+        stats.appends,
+        stats.trades as f64 / stats.appends.max(1) as f64,
+        mb(rss_before),
+        mb(rss_after)
+    );
+    Ok(())
+}
+
+async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    let count = u64::from(rate) * seconds;
+    let frames: Arc<Vec<String>> = Arc::new((1..=count).map(binance_frame).collect());
+    let sim = Simulator::start(vec![vec![Step::Paced {
+        frames,
+        per_second: rate,
+    }]])
+    .await?;
+    let tmp = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.data_dir = tmp.path().to_path_buf();
+    let app = Arc::new(App::open(config.clone()).await?);
+    let catalog = app.catalog().await?;
+    let (feed, reconnect) = feed_config(sim.url());
+    for spec in k2_ingest::topic_specs(k2_model::AssetClass::Crypto, "BINANCE", 4) {
+        app.log.ensure_topic(&spec).await?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let tail = Arc::new(Tail::new(TailConfig::default()));
+    let (follower, writer) = crate::serve::follow_and_write(&app, &catalog, &tail, &stop).await?;
+    let stop_feed = Arc::new(tokio::sync::Notify::new());
+    let capture = {
+        let (app, stop) = (app.clone(), stop_feed.clone());
+        tokio::spawn(async move {
+            let options = k2_ingest::CaptureOptions::default();
+            k2_ingest::capture(
+                &app.log,
+                &app.dlq,
+                feed,
+                reconnect,
+                &options,
+                stop.notified(),
+            )
+            .await
+        })
+    };
+
+    let engine = QueryEngine::new(catalog, config.query_options())?;
+    let filter = MarketFilter {
+        symbols: vec!["BTCUSDT".into()],
+        fields: vec!["source_sequence".into(), "receive_timestamp".into()],
+        limit: 200,
+        ..Default::default()
+    };
+    let mut seen: HashSet<i64> = HashSet::new();
+    let mut fresh_us: Vec<i64> = Vec::new();
+    let mut rss = Vec::new();
+    let mut next_sample = Instant::now();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds + 30);
+    let mut queries = 0u64;
+    while (seen.len() as u64) < count && Instant::now() < deadline {
+        if Instant::now() >= next_sample {
+            rss.push((started.elapsed().as_secs(), super::rss_bytes()));
+            next_sample += Duration::from_secs(10);
+        }
+        let page = engine
+            .market_with_tail(LakeTable::Trades, &filter, &tail)
+            .await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        queries += 1;
+        for b in &page.batches {
+            let seq = b.column(0).as_primitive::<Int64Type>();
+            let received = b.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                if seen.insert(seq.value(i)) {
+                    fresh_us.push(now - received.value(i));
+                }
+            }
+        }
+    }
+    rss.push((started.elapsed().as_secs(), super::rss_bytes()));
+    stop_feed.notify_waiters();
+    let _ = capture.await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    let _ = follower.await;
+
+    fresh_us.sort_unstable();
+    let q = |p: f64| {
+        fresh_us
+            .get(((fresh_us.len() as f64 * p) as usize).min(fresh_us.len().saturating_sub(1)))
+            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+    };
+    println!(
+        "freshness, {rate} trades/s for {seconds}s through capture → log → tail (+ lake writer), queried over lake ∪ tail:"
+    );
+    println!(
+        "  {} of {count} trades seen by {queries} queries; received → in a query answer: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        fresh_us.len(),
+        q(0.50),
+        q(0.99),
+        q(1.0)
+    );
+    let line: Vec<String> = rss
+        .iter()
+        .map(|(s, b)| format!("{s}s {:.0}", mb(*b)))
+        .collect();
+    println!("  RSS (MB) over the run: {}", line.join(", "));
+    Ok(())
+}
