@@ -49,7 +49,14 @@ struct Stream {
 
 pub struct Tail {
     config: TailConfig,
-    streams: Mutex<HashMap<(LakeTable, String, String), Stream>>,
+    streams: Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    by_id: HashMap<(LakeTable, String, String), Stream>,
+    /// Events held in all streams.
+    events: usize,
 }
 
 fn key(rec: &MarketRecord) -> Key {
@@ -80,11 +87,11 @@ impl Tail {
                 DataType::ReferenceData => continue,
             };
             let id = (table, rec.exchange().to_string(), rec.symbol().to_string());
-            if !streams.contains_key(&id) && streams.len() >= self.config.max_streams {
+            if !streams.by_id.contains_key(&id) && streams.by_id.len() >= self.config.max_streams {
                 refused += 1;
                 continue;
             }
-            let stream = streams.entry(id).or_default();
+            let stream = streams.by_id.entry(id).or_default();
             if stream.events.insert(key(&rec), rec).is_none() {
                 held += 1;
             }
@@ -99,7 +106,8 @@ impl Tail {
                 evicted += 1;
             }
         }
-        let total: usize = streams.values().map(|s| s.events.len()).sum();
+        streams.events = streams.events + held as usize - evicted as usize;
+        let total = streams.events;
         drop(streams);
         metrics::counter!("k2_tail_events_total", "outcome" => "held").increment(held);
         metrics::counter!("k2_tail_events_total", "outcome" => "evicted").increment(evicted);
@@ -109,8 +117,7 @@ impl Tail {
 
     /// Events held.
     pub fn len(&self) -> usize {
-        let streams = self.streams.lock().expect("tail lock");
-        streams.values().map(|s| s.events.len()).sum()
+        self.streams.lock().expect("tail lock").events
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,7 +130,7 @@ impl Tail {
     pub fn select(&self, table: LakeTable, filter: &MarketFilter) -> Vec<MarketRecord> {
         let streams = self.streams.lock().expect("tail lock");
         let mut out = Vec::new();
-        for ((t, exchange, symbol), stream) in streams.iter() {
+        for ((t, exchange, symbol), stream) in streams.by_id.iter() {
             if *t != table
                 || (!filter.symbols.is_empty() && !filter.symbols.contains(symbol))
                 || (!filter.exchanges.is_empty()
@@ -138,8 +145,7 @@ impl Tail {
             let hi = filter.end_us.unwrap_or(i64::MAX);
             let in_range = stream
                 .events
-                .range((lo, i64::MIN, String::new())..)
-                .take_while(|(k, _)| k.0 < hi)
+                .range((lo, i64::MIN, String::new())..(hi, i64::MIN, String::new()))
                 .map(|(_, r)| r);
             let bound = if filter.after.is_none() && filter.limit > 0 {
                 filter.limit
@@ -148,8 +154,7 @@ impl Tail {
             };
             match filter.order {
                 crate::query::RowOrder::NewestFirst => {
-                    let all: Vec<&MarketRecord> = in_range.collect();
-                    out.extend(all.into_iter().rev().take(bound).cloned());
+                    out.extend(in_range.rev().take(bound).cloned());
                 }
                 crate::query::RowOrder::OldestFirst => out.extend(in_range.take(bound).cloned()),
             }

@@ -25,17 +25,7 @@ pub async fn run(config: Config, listen: Option<String>) -> anyhow::Result<()> {
     }
     let metrics = telemetry::recorder()?;
     let catalog = app::catalog(&config).await?;
-    let engine = Arc::new(QueryEngine::new(catalog.clone(), config.query_options())?);
-    let backends = Backends {
-        engine,
-        checks: vec![
-            ("catalog", catalog_check(catalog.clone())),
-            ("storage", storage_check(catalog)),
-            ("log", log_check(config.clone(), None)),
-        ],
-        metrics: Some(metrics),
-        tail: None,
-    };
+    let backends = backends(&config, catalog, metrics, None, None)?;
     k2_api::serve(
         api,
         backends,
@@ -102,17 +92,7 @@ pub async fn up(
     }));
     let (follower, writer) = follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
 
-    let engine = Arc::new(QueryEngine::new(catalog.clone(), config.query_options())?);
-    let backends = Backends {
-        engine,
-        checks: vec![
-            ("catalog", catalog_check(catalog.clone())),
-            ("storage", storage_check(catalog)),
-            ("log", log_check(config.clone(), Some(app.log.clone()))),
-        ],
-        metrics: Some(metrics),
-        tail: Some(tail),
-    };
+    let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(k2_api::serve(
         api,
@@ -145,6 +125,28 @@ pub async fn up(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What the API answers from: the engine over `catalog`, readiness checks of the catalog,
+/// its storage and the log (`log` when the process holds it open, else opened on first
+/// check), `/metrics`, and the live tail when there is one.
+fn backends(
+    config: &Config,
+    catalog: Arc<dyn iceberg::Catalog>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    log: Option<AnyLog>,
+    tail: Option<Arc<Tail>>,
+) -> anyhow::Result<Backends> {
+    Ok(Backends {
+        engine: Arc::new(QueryEngine::new(catalog.clone(), config.query_options())?),
+        checks: vec![
+            ("catalog", catalog_check(catalog.clone())),
+            ("storage", storage_check(catalog)),
+            ("log", log_check(config.clone(), log)),
+        ],
+        metrics: Some(metrics),
+        tail,
+    })
 }
 
 type Task<T> = tokio::task::JoinHandle<T>;
