@@ -19,7 +19,7 @@ use crate::routes::doc::*;
     ),
     paths(
         trades, quotes, trades_recent, quotes_recent, trades_query, quotes_query, summary, ohlcv, ohlcv_batch, aggregations,
-        symbols, stats, snapshots, snapshot_query, replay, sql, health, ready, metrics_text
+        symbols, stats, snapshots, snapshot_query, replay, replay_stream, replay_ws, sql, health, ready, metrics_text
     ),
     components(schemas(
         MarketQuery, BarRequest, BarBatch, AggregationQuery, SqlQuery, DataEnvelope, ErrorEnvelope

@@ -125,6 +125,18 @@ pub fn encode(batches: &[RecordBatch], format: Format) -> Result<Vec<u8>, Error>
     Ok(out)
 }
 
+/// One JSON object per row, each on its own line, with the values as `Json` shows them.
+pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
+    let batches = texts_for(std::slice::from_ref(batch), |t| {
+        matches!(t, DataType::Decimal128(..) | DataType::Timestamp(..))
+    })?;
+    let mut out = Vec::with_capacity(batch.num_rows() * 256);
+    let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+    w.write_batches(&batches.iter().collect::<Vec<_>>())?;
+    w.finish()?;
+    Ok(out)
+}
+
 /// `batches` with the columns whose type `pick` selects cast to text.
 fn texts_for(
     batches: &[RecordBatch],

@@ -9,6 +9,7 @@
 //! - `respond` — the one data envelope and the one error envelope, formats (JSON, CSV,
 //!   Parquet, Arrow IPC), request ids, access log and RED metrics.
 //! - `cursor` — opaque keyset cursors, pinned to a snapshot and to the query they came from.
+//! - `stream` — replays as NDJSON over HTTP and over a WebSocket.
 //! - `routes` — the handlers; `docs` — the OpenAPI document and its page.
 //! - [`present`], [`format`] — rows as users see them, shared with the CLI.
 //!
@@ -26,6 +27,7 @@ mod limits;
 pub mod present;
 mod respond;
 mod routes;
+mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +85,9 @@ pub struct ApiConfig {
     pub cache_mb: usize,
     /// Use the first `X-Forwarded-For` address as the client's (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// Streamed replays (`/v1/replay/stream`, `/v1/replay/ws`) running at once; beyond,
+    /// 503. A replay holds no query slot while it waits on its pace or its client.
+    pub max_replays: usize,
     /// The live tail of `k2 up`: events held per (exchange, symbol) and table …
     pub tail_per_symbol: usize,
     /// … and for how long behind the stream's newest event.
@@ -113,6 +118,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             cache_mb: 64,
             trust_forwarded_for: false,
+            max_replays: 4,
             tail_per_symbol: 10_000,
             tail_seconds: 300,
         }
@@ -174,7 +180,13 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
-    let state = routes::State::new(config, keys, backends, queries.handle().clone());
+    // Streams (replays) end when shutdown begins, or they would hold it up.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    let state = routes::State::new(config, keys, backends, queries.handle().clone(), stop);
     let app = routes::router(state)?;
     tracing::info!(%addr, "query API listening");
     on_listening(addr);

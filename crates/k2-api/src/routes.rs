@@ -18,6 +18,7 @@ use k2_lake::query::{
     AggregateRequest, Bar, BarInterval, DailySummary, MarketFilter, MarketPage, QueryEngine,
     RowOrder,
 };
+use k2_lake::replay::{ReplayRequest, ReplaySpeed};
 use k2_model::decimal::Decimal8;
 use k2_model::exchange;
 use serde::Deserialize;
@@ -46,6 +47,10 @@ pub struct State {
     backends: Backends,
     started: Instant,
     answers: AnswerCache,
+    /// Slots of streamed replays.
+    replays: Arc<tokio::sync::Semaphore>,
+    /// Becomes true when the server begins to shut down.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type S = Arc<State>;
@@ -56,8 +61,11 @@ impl State {
         keys: Keys,
         backends: Backends,
         runtime: tokio::runtime::Handle,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> S {
         Arc::new(State {
+            replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays)),
+            stop,
             gate: QueryGate::new(
                 config.max_concurrent_queries,
                 config.max_queued,
@@ -222,6 +230,8 @@ pub fn router(state: S) -> Result<Router, ApiError> {
         .route("/v1/snapshots", get(snapshots))
         .route("/v1/snapshots/{snapshot_id}/query", post(snapshot_query))
         .route("/v1/replay", post(replay))
+        .route("/v1/replay/stream", get(replay_stream))
+        .route("/v1/replay/ws", get(replay_ws))
         .route("/v1/sql", post(sql))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let public = Router::new()
@@ -735,6 +745,126 @@ async fn replay(call: Call, ApiJson(q): ApiJson<MarketQuery>) -> Result<Response
         return Err(Failure::invalid("end_time", "a replay needs an end"));
     }
     market(call, q, table, None, RowOrder::OldestFirst, false).await
+}
+
+/// Parameters of a streamed replay (`GET /v1/replay/stream`, `GET /v1/replay/ws`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayParams {
+    /// `trades` (default) or `quotes`.
+    data_type: Option<String>,
+    /// Comma-separated symbols, e.g. `BHP,RIO` (at most 100; none: all).
+    symbols: Option<String>,
+    /// Comma-separated exchanges (at most 20; none: all).
+    exchanges: Option<String>,
+    /// Inclusive start: RFC 3339, or a date (the start of that trading day). Required.
+    start_time: Option<String>,
+    /// Exclusive end: RFC 3339, or a date. Required.
+    end_time: Option<String>,
+    /// `max` (default: as fast as the client takes rows), or a factor of the recorded pace
+    /// from the first row: `1` as it happened, `10` ten times faster, `0.5` half speed.
+    speed: Option<String>,
+    /// Comma-separated columns (default: every column of the table).
+    fields: Option<String>,
+    /// Replay the table as of this snapshot (default: the current one when it starts).
+    snapshot_id: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/replay/stream", tag = "market", params(ReplayParams),
+    responses((status = 200, description = "The range's rows in timestamp order across symbols, one JSON object per line (NDJSON), streamed and paced; a failure after the first rows ends the stream with an {\"error\": …} line and a broken body", content_type = "application/x-ndjson", body = String),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope),
+              (status = 503, description = "As many replays as the server runs at once are running", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn replay_stream(
+    call: Call,
+    ApiQuery(p): ApiQuery<ReplayParams>,
+) -> Result<Response, Failure> {
+    let started = start_replay(&call, p).await?;
+    Ok(crate::stream::ndjson_response(started))
+}
+
+#[utoipa::path(get, path = "/v1/replay/ws", tag = "market", params(ReplayParams),
+    responses((status = 101, description = "WebSocket: one row per text message (the NDJSON line), in timestamp order and paced; closed with 1000 when complete, 1011 with the reason when it failed, 1001 when the server shuts down"),
+              (status = 426, description = "Not a WebSocket upgrade request", body = ErrorEnvelope),
+              (status = 422, description = "A parameter is invalid", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+async fn replay_ws(
+    call: Call,
+    ApiQuery(p): ApiQuery<ReplayParams>,
+    mut req: Request,
+) -> Result<Response, Failure> {
+    let accept = crate::stream::websocket_accept(req.headers())?;
+    let upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| Failure::internal("this connection cannot be upgraded"))?;
+    let started = start_replay(&call, p).await?;
+    Ok(crate::stream::websocket_response(accept, upgrade, started))
+}
+
+/// Validates a streamed replay, takes a replay slot and starts it (its first rows ready).
+async fn start_replay(call: &Call, p: ReplayParams) -> Result<crate::stream::Started, Failure> {
+    call.require(Scope::Read)?;
+    let s = &call.s;
+    let table = data_type(p.data_type.as_deref())?;
+    let split = |v: &Option<String>| -> Vec<String> {
+        v.as_deref()
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let symbols = list_of("symbols", &split(&p.symbols), 100, symbol)?;
+    let exchanges = list_of("exchanges", &split(&p.exchanges), 20, exchange_code)?;
+    let (Some(start), Some(end)) = (p.start_time.as_deref(), p.end_time.as_deref()) else {
+        let field = if p.start_time.is_none() {
+            "start_time"
+        } else {
+            "end_time"
+        };
+        return Err(Failure::invalid(field, "a replay needs a start and an end"));
+    };
+    let (start_us, end_us) = range(
+        s,
+        Some(start),
+        Some(end),
+        exchanges.first().map(String::as_str),
+    )?;
+    let speed = ReplaySpeed::parse(p.speed.as_deref().unwrap_or("max"))
+        .map_err(|e| Failure::invalid("speed", e.to_string()))?;
+    let permit = s.replays.clone().try_acquire_owned().map_err(|_| {
+        Failure::busy(
+            format!(
+                "{} replays are running, as many as this server runs at once (api.max_replays); retry later",
+                s.config.max_replays
+            ),
+            5,
+        )
+    })?;
+    let request = ReplayRequest {
+        table,
+        symbols,
+        exchanges,
+        start_us: start_us.expect("a start was given"),
+        end_us: end_us.expect("an end was given"),
+        fields: split(&p.fields),
+        speed,
+        snapshot: p.snapshot_id,
+        options: Default::default(),
+    };
+    crate::stream::start(
+        &s.runtime,
+        s.engine.clone(),
+        request,
+        permit,
+        s.stop.clone(),
+    )
+    .await
 }
 
 fn data_type(text: Option<&str>) -> Result<LakeTable, Failure> {
@@ -1498,8 +1628,9 @@ pub(crate) mod doc {
     pub use super::{
         __path_aggregations, __path_health, __path_metrics_text, __path_ohlcv, __path_ohlcv_batch,
         __path_quotes, __path_quotes_query, __path_quotes_recent, __path_ready, __path_replay,
-        __path_snapshot_query, __path_snapshots, __path_sql, __path_stats, __path_summary,
-        __path_symbols, __path_trades, __path_trades_query, __path_trades_recent,
+        __path_replay_stream, __path_replay_ws, __path_snapshot_query, __path_snapshots,
+        __path_sql, __path_stats, __path_summary, __path_symbols, __path_trades,
+        __path_trades_query, __path_trades_recent,
     };
     pub use super::{
         AggregationQuery, BarBatch, BarRequest, DataEnvelope, ErrorEnvelope, MarketQuery, SqlQuery,

@@ -9,6 +9,7 @@
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each snapshot.
 //! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
+//! - [`replay`] — a time range in order across symbols, by a k-way merge, paced or at full speed.
 //! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
 //! - [`error`] — `LakeError`.
 
@@ -21,6 +22,7 @@ pub mod integrity;
 mod lake_tests;
 mod metrics;
 pub mod query;
+pub mod replay;
 pub mod scan;
 pub mod tables;
 pub mod tail;

@@ -85,3 +85,13 @@ pub(crate) fn dedup_claims(table: &'static str, outcome: &'static str, n: u64) {
 pub(crate) fn dedup_claim_seconds(table: &'static str, elapsed: Duration) {
     metrics::histogram!("k2_dedup_claim_seconds", "table" => table).record(elapsed.as_secs_f64());
 }
+
+pub(crate) fn replayed(table: &'static str, rows: usize) {
+    metrics::counter!("k2_replay_rows_total", "table" => table).increment(rows as u64);
+}
+
+/// A replay window read and merged into order.
+pub(crate) fn replay_window(table: &'static str, elapsed: Duration) {
+    metrics::counter!("k2_replay_windows_total", "table" => table).increment(1);
+    metrics::histogram!("k2_replay_window_seconds", "table" => table).record(elapsed.as_secs_f64());
+}

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType as ArrowType, Decimal128Type, Int64Type, Schema, TimestampMicrosecondType,
 };
@@ -351,6 +351,32 @@ pub fn default_columns(table: LakeTable) -> &'static [&'static str] {
     }
 }
 
+/// The columns `requested` of `table`, each once and in the order asked (`default` when
+/// none are); an unknown name is refused with the list of the table's columns.
+pub(crate) fn pick_fields(
+    table: LakeTable,
+    requested: &[String],
+    default: &[&str],
+) -> Result<Vec<String>> {
+    if requested.is_empty() {
+        return Ok(default.iter().map(|c| c.to_string()).collect());
+    }
+    let all = columns(table);
+    let mut chosen: Vec<String> = Vec::with_capacity(requested.len());
+    for f in requested {
+        if !all.contains(f) {
+            return Err(LakeError::InvalidArgument(format!(
+                "unknown field '{f}' of {table}; fields are: {}",
+                all.join(", ")
+            )));
+        }
+        if !chosen.contains(f) {
+            chosen.push(f.clone());
+        }
+    }
+    Ok(chosen)
+}
+
 /// The key of row `i` of a market answer (its trailing key columns).
 fn row_key(b: &RecordBatch, i: usize) -> Result<RowKey> {
     let bad = |what: &str| LakeError::Query(format!("market answer lacks its {what} key column"));
@@ -427,7 +453,11 @@ impl QueryEngine {
         Ok(t)
     }
 
-    async fn context_for(&self, table: LakeTable, snapshot: Option<i64>) -> Result<SessionContext> {
+    pub(crate) async fn context_for(
+        &self,
+        table: LakeTable,
+        snapshot: Option<i64>,
+    ) -> Result<SessionContext> {
         let started = Instant::now();
         let t = self.table(table).await?;
         if let Some(id) = snapshot
@@ -445,8 +475,25 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    /// Plans `sql` with its parameters and collects the result, within the limits.
+    /// Plans `sql` with its parameters and collects the result, within the limits; `uuid`
+    /// columns come back as text.
     async fn run(
+        &self,
+        kind: &'static str,
+        ctx: &SessionContext,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.run_raw(kind, ctx, sql, params, limit)
+            .await?
+            .iter()
+            .map(|b| uuids_as_text(b).map_err(|e| self.classify(e)))
+            .collect()
+    }
+
+    /// As [`run`](Self::run), with `uuid` columns as Arrow has them (16-byte binary).
+    pub(crate) async fn run_raw(
         &self,
         kind: &'static str,
         ctx: &SessionContext,
@@ -473,12 +520,7 @@ impl QueryEngine {
                 df = df.limit(0, Some(n))?;
             }
             let planned = started.elapsed();
-            let batches = df
-                .collect()
-                .await?
-                .iter()
-                .map(uuids_as_text)
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let batches = df.collect().await?;
             tracing::debug!(
                 kind,
                 plan_us = planned.as_micros() as u64,
@@ -501,7 +543,7 @@ impl QueryEngine {
         result
     }
 
-    fn classify(&self, e: DataFusionError) -> LakeError {
+    pub(crate) fn classify(&self, e: DataFusionError) -> LakeError {
         match e.find_root() {
             DataFusionError::ResourcesExhausted(detail) => LakeError::MemoryLimit {
                 limit_mb: self.options.memory_limit_mb,
@@ -561,24 +603,7 @@ impl QueryEngine {
         snapshot: Option<i64>,
         tail: Option<&Tail>,
     ) -> Result<MarketPage> {
-        let all = columns(table);
-        let fields: Vec<&str> = if filter.fields.is_empty() {
-            default_columns(table).to_vec()
-        } else {
-            let mut chosen = Vec::with_capacity(filter.fields.len());
-            for f in &filter.fields {
-                let Some(name) = all.iter().find(|c| *c == f) else {
-                    return Err(LakeError::InvalidArgument(format!(
-                        "unknown field '{f}' of {table}; fields are: {}",
-                        all.join(", ")
-                    )));
-                };
-                if !chosen.contains(&name.as_str()) {
-                    chosen.push(name.as_str());
-                }
-            }
-            chosen
-        };
+        let fields = pick_fields(table, &filter.fields, default_columns(table))?;
         let mut w = Conditions::default();
         w.any_of("symbol", filter.symbols.iter().map(|s| s.as_str().into()));
         w.any_of(
@@ -1035,7 +1060,9 @@ fn once_each(batches: Vec<RecordBatch>, limit: usize) -> Result<Vec<RecordBatch>
 }
 
 /// Results show Iceberg `uuid` columns (16-byte fixed binary in Arrow) in their text form.
-fn uuids_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, DataFusionError> {
+pub(crate) fn uuids_as_text(
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, DataFusionError> {
     let schema = batch.schema();
     if !schema
         .fields()
@@ -1049,14 +1076,21 @@ fn uuids_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, DataFu
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         if field.data_type() == &ArrowType::FixedSizeBinary(16) {
             let ids = column.as_fixed_size_binary();
-            let text: StringArray = (0..ids.len())
-                .map(|i| {
-                    ids.is_valid(i).then(|| {
-                        let bytes: [u8; 16] = ids.value(i).try_into().expect("16 bytes");
-                        uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
-                    })
-                })
-                .collect();
+            let mut text = arrow::array::StringBuilder::with_capacity(ids.len(), ids.len() * 36);
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            for i in 0..ids.len() {
+                if ids.is_valid(i) {
+                    let bytes: [u8; 16] = ids.value(i).try_into().expect("16 bytes");
+                    text.append_value(
+                        uuid::Uuid::from_bytes(bytes)
+                            .hyphenated()
+                            .encode_lower(&mut buf),
+                    );
+                } else {
+                    text.append_null();
+                }
+            }
+            let text = text.finish();
             fields.push(Arc::new(
                 field.as_ref().clone().with_data_type(ArrowType::Utf8),
             ));
@@ -1074,21 +1108,21 @@ fn uuids_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, DataFu
 
 /// A WHERE clause built from fixed condition texts, each value bound as a `$n` parameter.
 #[derive(Default)]
-struct Conditions {
-    conds: Vec<String>,
-    params: Vec<ScalarValue>,
+pub(crate) struct Conditions {
+    pub(crate) conds: Vec<String>,
+    pub(crate) params: Vec<ScalarValue>,
 }
 
 impl Conditions {
     /// `cond` holds one `?`, replaced by the next parameter's placeholder.
-    fn add(&mut self, cond: &str, value: ScalarValue) {
+    pub(crate) fn add(&mut self, cond: &str, value: ScalarValue) {
         self.params.push(value);
         self.conds
             .push(cond.replace('?', &format!("${}", self.params.len())));
     }
 
     /// `column` equal to any of `values` (no condition when there are none).
-    fn any_of(&mut self, column: &str, values: impl Iterator<Item = ScalarValue>) {
+    pub(crate) fn any_of(&mut self, column: &str, values: impl Iterator<Item = ScalarValue>) {
         let mut marks = Vec::new();
         for v in values {
             self.params.push(v);
@@ -1103,7 +1137,7 @@ impl Conditions {
         }
     }
 
-    fn clause(&self) -> String {
+    pub(crate) fn clause(&self) -> String {
         if self.conds.is_empty() {
             String::new()
         } else {
@@ -1112,7 +1146,7 @@ impl Conditions {
     }
 }
 
-fn ts(us: i64) -> ScalarValue {
+pub(crate) fn ts(us: i64) -> ScalarValue {
     ScalarValue::TimestampMicrosecond(Some(us), Some("+00:00".into()))
 }
 

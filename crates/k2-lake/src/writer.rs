@@ -858,7 +858,7 @@ fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
     (
         r.symbol(),
         r.event_time_us().unwrap_or(0),
-        r.source_sequence().unwrap_or(0),
+        r.source_sequence().unwrap_or(-1),
         r.message_id(),
     )
 }

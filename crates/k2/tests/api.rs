@@ -1142,3 +1142,183 @@ quotes = false
     assert!(letters[1]["raw"].as_str().unwrap() == "{garbage");
     drop(sim);
 }
+
+/// A replay WebSocket on `path` (no key when `key` is None): the text messages until the
+/// close, and the close code.
+fn websocket_replay(port: u16, path: &str, key: &str) -> (Vec<String>, u16) {
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let (mut ws, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    let mut messages = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => messages.push(t.to_string()),
+            Ok(Message::Close(frame)) => {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                let _ = ws.flush();
+                return (messages, code);
+            }
+            Ok(_) => {}
+            Err(e) => panic!("the replay WebSocket failed: {e}"),
+        }
+    }
+}
+
+/// (timestamp, sequence, message id) of an NDJSON row: the lake's total order (RFC 3339
+/// times with six fraction digits sort as text; a missing sequence counts as -1).
+fn row_key(line: &str) -> (String, i64, String) {
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    (
+        v["timestamp"].as_str().unwrap().to_string(),
+        v["source_sequence"].as_i64().unwrap_or(-1),
+        v["message_id"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn replay_streams_a_day_in_order_over_http_websocket_and_the_cli() {
+    let data = landed();
+    let s = serve(data.path(), "[api]\nmax_replays = 1\n");
+    let day = "data_type=trades&exchanges=ASX&start_time=2014-03-12&end_time=2014-03-13";
+    let stored =
+        s.sql("SELECT count(*) AS n FROM trades WHERE trade_date = DATE '2014-03-12'")[0]["n"]
+            .as_u64()
+            .unwrap() as usize;
+    assert!(stored > 20_000);
+
+    // NDJSON over HTTP: every row of the day once, in the total order, across symbols.
+    let a = s.get(&format!("/v1/replay/stream?{day}"), Some(&s.reader));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(a.header("transfer-encoding"), Some("chunked"));
+    assert!(a.header("x-snapshot-id").is_some());
+    let body = a.text();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), stored);
+    let keys: Vec<_> = lines.iter().map(|l| row_key(l)).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows out of order");
+    let symbols: HashSet<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["symbol"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(symbols.len() >= 2, "{symbols:?}");
+    // Every column, as the JSON answers show them.
+    let first: Value = serde_json::from_str(lines[0]).unwrap();
+    for column in ["price", "quantity", "trade_id", "vendor_data", "trade_date"] {
+        assert!(first.get(column).is_some(), "{column} missing from {first}");
+    }
+    assert!(first["price"].is_string(), "prices are exact decimal text");
+
+    // The CLI writes the very same bytes.
+    let cli = run_ok(k2(data.path()).args([
+        "replay",
+        "--data-type",
+        "trades",
+        "--exchanges",
+        "ASX",
+        "--date",
+        "2014-03-12",
+    ]));
+    assert!(cli == body, "k2 replay and /v1/replay/stream differ");
+
+    // The WebSocket: one row per message, the same rows, closed normally.
+    let (messages, code) = websocket_replay(s.port, &format!("/v1/replay/ws?{day}"), &s.reader);
+    assert_eq!(code, 1000);
+    assert_eq!(messages, lines);
+
+    // Paced: the same rows, never ahead of the recorded pace (at x2, 3 s of trading
+    // takes at least half the span between its first and last row).
+    let window = "data_type=trades&start_time=2014-03-11T23:35:16Z&end_time=2014-03-11T23:35:20Z";
+    let t = Instant::now();
+    let paced = s.get(
+        &format!("/v1/replay/stream?{window}&speed=2"),
+        Some(&s.reader),
+    );
+    let took = t.elapsed();
+    let full = s.get(&format!("/v1/replay/stream?{window}"), Some(&s.reader));
+    assert_eq!(paced.status, 200);
+    assert_eq!(paced.text(), full.text());
+    let times: Vec<chrono::DateTime<chrono::Utc>> = full
+        .text()
+        .lines()
+        .map(|l| row_key(l).0.parse().unwrap())
+        .collect();
+    assert!(times.len() > 10, "{} rows in the window", times.len());
+    let span = (*times.last().unwrap() - times[0]).to_std().unwrap();
+    assert!(took >= span / 2, "x2 took {took:?} for {span:?} of trading");
+
+    // Refusals name the parameter at fault.
+    let r = Some(s.reader.as_str());
+    let a = s.get("/v1/replay/stream?start_time=2014-03-12", r);
+    assert_error(&a, 422, "invalid_parameter");
+    assert_eq!(a.json()["error"]["field"], "end_time");
+    let a = s.get(&format!("/v1/replay/stream?{day}&speed=fast"), r);
+    assert_error(&a, 422, "invalid_parameter");
+    assert_eq!(a.json()["error"]["field"], "speed");
+    let a = s.get(&format!("/v1/replay/stream?{day}&fields=colour"), r);
+    assert_error(&a, 422, "invalid_parameter");
+    assert!(a.text().contains("colour"));
+    assert_error(
+        &s.get(&format!("/v1/replay/ws?{day}"), r),
+        426,
+        "websocket_required",
+    );
+    assert_error(
+        &s.get(&format!("/v1/replay/stream?{day}"), None),
+        401,
+        "missing_key",
+    );
+
+    // One replay slot (api.max_replays = 1): a second replay waits for it, and a client
+    // that goes away frees it.
+    let slow = format!("/v1/replay/stream?{day}&speed=0.001");
+    let mut holder = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        holder,
+        "GET {slow} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {}\r\n\r\n",
+        s.reader
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    holder.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_error(
+        &s.get(&format!("/v1/replay/stream?{day}"), r),
+        503,
+        "overloaded",
+    );
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = s.get(&format!("/v1/replay/stream?{window}"), r);
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", a.text());
+        assert!(Instant::now() < deadline, "the replay slot was never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let metrics = s.get("/metrics", None).text();
+    assert!(
+        metrics.contains(r#"k2_replay_rows_total{table="trades"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"k2_api_replays_total{outcome="complete"}"#));
+    assert!(metrics.contains(r#"k2_api_replays_total{outcome="client_gone"}"#));
+}

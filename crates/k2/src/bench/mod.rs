@@ -8,6 +8,8 @@
 //! - `api`: the query API under load (`wrk`) at several concurrencies.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams.
+//! - `replay`: maximum-speed replay of a synthetic lake in timestamp order across symbols:
+//!   the engine, NDJSON encoding, and the API's NDJSON and WebSocket streams.
 //! - `feed`: exchange frames parsed per second, the live handler against the local
 //!   simulator, and freshness (received → in a query answer) with memory over a long run.
 //!
@@ -26,6 +28,7 @@ use crate::config::Config;
 mod feed;
 mod http;
 mod query;
+mod replay;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -94,6 +97,16 @@ pub enum BenchCommand {
         /// Length of the freshness run (600 for the 10-minute memory figure).
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// Maximum-speed replay of a synthetic lake (every symbol, the whole range, in
+    /// timestamp order): the engine, NDJSON encoding, and the API's two streams.
+    Replay {
+        /// Synthetic trades in the lake.
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
+        /// Companies (symbols) the trades are spread over.
+        #[arg(long, default_value_t = 20)]
+        companies: u32,
     },
     /// Dedup checks per second (one core), memory per million ids, false positives.
     Dedup {
@@ -164,6 +177,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             rate,
             seconds,
         } => feed::run(config, messages.max(1), rate.max(1), seconds.max(1)).await?,
+        BenchCommand::Replay { rows, companies } => {
+            replay::run(config, rows.max(1), companies.max(1)).await?
+        }
         BenchCommand::Dedup { ids, redis } => {
             dedup(ids.max(1));
             if let Some(addr) = redis {

@@ -1,0 +1,664 @@
+//! Replay: a time range of trades or quotes, of one symbol or many, delivered in the lake's
+//! total order — (timestamp, source sequence, message id), the order of every market
+//! answer — across all the symbols, at maximum speed or paced at ×N the recorded pace.
+//!
+//! The range is read window after window. A window's rows come back from the scan as the
+//! Parquet files lay them out: sorted by (symbol, timestamp) in every file K2 writes. They
+//! are cut into their ascending runs (a new run wherever the key falls) and a k-way merge
+//! over the runs — a heap of run heads; a run that stays ahead goes on without touching
+//! the heap — gives the window in order. Nothing is sorted: the cost is log(runs) per row,
+//! and the order is right whatever the files' layout (an unsorted file of another engine
+//! only makes more, shorter runs). Windows are disjoint and consecutive in time, so their
+//! concatenation is the range in order.
+//!
+//! Memory is bounded by the window, not the range: each window aims at
+//! [`ReplayOptions::window_rows`] rows (its length adapts to the density just seen), one
+//! that would hold more than four times that is halved before anything of it is kept,
+//! and the next window is read while the current one is delivered.
+//!
+//! The table is pinned at one snapshot for the whole replay, so commits made meanwhile do
+//! not change what a replay returns.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+
+use crate::error::{LakeError, Result};
+use crate::query::{Conditions, QueryEngine, columns, pick_fields, ts, uuids_as_text};
+use crate::tables::LakeTable;
+
+/// How fast a replay delivers its rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReplaySpeed {
+    /// As fast as they can be read and taken.
+    Max,
+    /// ×N the recorded pace (1 = as it happened), from the first row's time.
+    Times(f64),
+}
+
+impl ReplaySpeed {
+    /// Fastest pace accepted (a day in under a tenth of a second).
+    pub const MAX_FACTOR: f64 = 1e6;
+
+    /// `max`, or a factor such as `1`, `10`, `0.5` (optionally written `x10`).
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("max") {
+            return Ok(ReplaySpeed::Max);
+        }
+        let bad = || {
+            LakeError::InvalidArgument(format!(
+                "speed '{text}' is not 'max' or a factor between 0 and {} (e.g. 1, 10, 0.5)",
+                Self::MAX_FACTOR
+            ))
+        };
+        let factor: f64 = t
+            .strip_prefix(['x', 'X'])
+            .unwrap_or(t)
+            .parse()
+            .map_err(|_| bad())?;
+        if !(factor.is_finite() && factor > 0.0 && factor <= Self::MAX_FACTOR) {
+            return Err(bad());
+        }
+        Ok(ReplaySpeed::Times(factor))
+    }
+}
+
+impl std::fmt::Display for ReplaySpeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplaySpeed::Max => f.write_str("max"),
+            ReplaySpeed::Times(x) => write!(f, "x{x}"),
+        }
+    }
+}
+
+/// Sizes of a replay's work.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOptions {
+    /// Rows a window aims at (a window is halved before it holds four times as many).
+    pub window_rows: usize,
+    /// Rows per delivered batch (at most).
+    pub batch_rows: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            window_rows: 256 * 1024,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// What to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayRequest {
+    /// Trades or quotes.
+    pub table: LakeTable,
+    /// Any of these symbols (empty: all).
+    pub symbols: Vec<String>,
+    /// Any of these exchanges, case-insensitive (empty: all).
+    pub exchanges: Vec<String>,
+    /// Inclusive start and exclusive end, UTC microseconds.
+    pub start_us: i64,
+    pub end_us: i64,
+    /// Columns to deliver (empty: every column of the table, in schema order).
+    pub fields: Vec<String>,
+    pub speed: ReplaySpeed,
+    /// The snapshot to replay (None: the current one when the replay starts).
+    pub snapshot: Option<i64>,
+    pub options: ReplayOptions,
+}
+
+/// What a replay has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Rows delivered.
+    pub rows: u64,
+    /// Windows read.
+    pub windows: u64,
+    /// Windows halved because they held too many rows.
+    pub halvings: u64,
+    /// Ascending runs merged.
+    pub runs: u64,
+}
+
+/// A replay in progress: call [`next`](Replay::next) until it gives `None`.
+pub struct Replay {
+    reader: Arc<WindowReader>,
+    /// Start of the next window to read.
+    next_start: i64,
+    end_us: i64,
+    window_us: i64,
+    reading: Option<tokio::task::JoinHandle<Result<Window>>>,
+    ready: VecDeque<Ordered>,
+    clock: Option<Clock>,
+    stats: ReplayStats,
+    snapshot_id: Option<i64>,
+}
+
+/// Rows in order, with their timestamps (for pacing); `offset` rows already delivered.
+struct Ordered {
+    batch: RecordBatch,
+    times: Vec<i64>,
+    offset: usize,
+}
+
+/// Paces delivery at `speed` × the recorded pace, from the first row delivered.
+struct Clock {
+    speed: f64,
+    origin: Option<(i64, tokio::time::Instant)>,
+}
+
+/// Reads one window of the range: the fixed parts of its query.
+struct WindowReader {
+    engine: Arc<QueryEngine>,
+    table: LakeTable,
+    snapshot_id: i64,
+    /// `SELECT … WHERE` with `$1`/`$2` for the window's bounds; `params` bind `$3…`.
+    sql: String,
+    params: Vec<ScalarValue>,
+    /// Columns delivered (the first `fields` of each row; the key columns follow).
+    fields: usize,
+    options: ReplayOptions,
+}
+
+/// One window read and merged.
+struct Window {
+    /// Exclusive end of the time the window covered.
+    stop: i64,
+    rows: usize,
+    runs: usize,
+    halvings: u64,
+    ordered: Vec<Ordered>,
+}
+
+/// A row's place in the total order. The message id compares as its 16 bytes, as the
+/// query engine compares the `uuid` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    ts: i64,
+    seq: i64,
+    id: u128,
+}
+
+const K_TS: &str = "k2_replay_ts";
+const K_SEQ: &str = "k2_replay_seq";
+const K_ID: &str = "k2_replay_id";
+/// The first window's length; later ones adapt to the density seen.
+const FIRST_WINDOW_US: i64 = 60_000_000;
+
+impl QueryEngine {
+    /// Starts replaying `request` (its first window is being read when this returns).
+    pub async fn replay(self: &Arc<Self>, request: ReplayRequest) -> Result<Replay> {
+        let ReplayRequest {
+            table,
+            symbols,
+            exchanges,
+            start_us,
+            end_us,
+            fields,
+            speed,
+            snapshot,
+            options,
+        } = request;
+        if !matches!(table, LakeTable::Trades | LakeTable::Quotes) {
+            return Err(LakeError::InvalidArgument(format!(
+                "{table} cannot be replayed: only trades and quotes are events in time"
+            )));
+        }
+        if end_us <= start_us {
+            return Err(LakeError::InvalidArgument(
+                "a replay's end must be after its start".into(),
+            ));
+        }
+        if options.window_rows == 0 || options.batch_rows == 0 {
+            return Err(LakeError::InvalidArgument(
+                "replay window and batch sizes must be positive".into(),
+            ));
+        }
+        let all = columns(table);
+        let default: Vec<&str> = all.iter().map(String::as_str).collect();
+        let fields = pick_fields(table, &fields, &default)?;
+        let snapshot_id = match snapshot {
+            Some(id) => Some(id),
+            None => self.current_snapshot(table).await?,
+        };
+        let clock = match speed {
+            ReplaySpeed::Max => None,
+            ReplaySpeed::Times(speed) => Some(Clock {
+                speed,
+                origin: None,
+            }),
+        };
+        let mut w = Conditions::default();
+        w.add(r#""timestamp" >= ?"#, ts(start_us));
+        w.add(r#""timestamp" < ?"#, ts(end_us));
+        w.any_of("symbol", symbols.iter().map(|s| s.as_str().into()));
+        w.any_of(
+            "exchange",
+            exchanges
+                .iter()
+                .map(|x| x.to_ascii_uppercase().as_str().into()),
+        );
+        let list = fields
+            .iter()
+            .map(|f| format!(r#""{f}""#))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            r#"SELECT {list}, "timestamp" AS {K_TS}, coalesce(source_sequence, -1) AS {K_SEQ}, message_id AS {K_ID} FROM t {}"#,
+            w.clause()
+        );
+        // The window's bounds replace the range's ($1, $2) on each read.
+        let params = w.params.split_off(2);
+        let mut replay = Replay {
+            reader: Arc::new(WindowReader {
+                engine: self.clone(),
+                table,
+                snapshot_id: snapshot_id.unwrap_or_default(),
+                sql,
+                params,
+                fields: fields.len(),
+                options,
+            }),
+            next_start: start_us,
+            end_us,
+            window_us: FIRST_WINDOW_US,
+            reading: None,
+            ready: VecDeque::new(),
+            clock,
+            stats: ReplayStats::default(),
+            snapshot_id,
+        };
+        if snapshot_id.is_some() {
+            replay.read_next();
+        }
+        tracing::debug!(%table, %speed, start_us, end_us, ?snapshot_id, "replay started");
+        Ok(replay)
+    }
+}
+
+impl Replay {
+    /// The snapshot replayed (None: the table had none, and the replay is empty).
+    pub fn snapshot_id(&self) -> Option<i64> {
+        self.snapshot_id
+    }
+
+    pub fn stats(&self) -> ReplayStats {
+        self.stats
+    }
+
+    /// The next rows in order (paced when a speed was set); `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(front) = self.ready.front_mut() {
+                let rows = front.batch.num_rows();
+                let n = match &mut self.clock {
+                    None => rows - front.offset,
+                    Some(clock) => clock.due(&front.times[front.offset..]).await,
+                };
+                let out = front.batch.slice(front.offset, n);
+                front.offset += n;
+                if front.offset == rows {
+                    self.ready.pop_front();
+                }
+                self.stats.rows += n as u64;
+                crate::metrics::replayed(self.reader.table.name(), n);
+                return Ok(Some(out));
+            }
+            let Some(reading) = self.reading.take() else {
+                return Ok(None);
+            };
+            let window = reading
+                .await
+                .map_err(|e| LakeError::Query(format!("replay window task: {e}")))??;
+            self.stats.windows += 1;
+            self.stats.halvings += window.halvings;
+            self.stats.runs += window.runs as u64;
+            // Aim the next window at the target rows at the density just seen.
+            let covered = (window.stop - self.next_start).max(1);
+            let target = self.reader.options.window_rows as f64;
+            let scale = (target / window.rows.max(1) as f64).clamp(0.25, 8.0);
+            self.window_us = ((covered as f64 * scale) as i64).max(1);
+            self.next_start = window.stop;
+            self.read_next();
+            self.ready.extend(window.ordered);
+        }
+    }
+
+    /// Starts reading the window after the last one, if the range goes on.
+    fn read_next(&mut self) {
+        if self.next_start >= self.end_us {
+            return;
+        }
+        let reader = self.reader.clone();
+        let (start, len, end) = (self.next_start, self.window_us, self.end_us);
+        self.reading = Some(tokio::spawn(
+            async move { reader.read(start, len, end).await },
+        ));
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some(reading) = &self.reading {
+            reading.abort();
+        }
+    }
+}
+
+impl Clock {
+    /// Waits until the first of `times` is due; then how many of them are.
+    async fn due(&mut self, times: &[i64]) -> usize {
+        let (t0, at) = *self
+            .origin
+            .get_or_insert_with(|| (times[0], tokio::time::Instant::now()));
+        tokio::time::sleep_until(at + self.after(t0, times[0])).await;
+        self.count_due(t0, times, at.elapsed())
+    }
+
+    /// How long after the first row's delivery a row of time `ts` is due.
+    fn after(&self, t0: i64, ts: i64) -> Duration {
+        Duration::from_secs_f64((ts - t0).max(0) as f64 / 1e6 / self.speed)
+    }
+
+    /// How many of `times` are due `elapsed` after the first row's delivery (at least one:
+    /// the caller waited for the first).
+    fn count_due(&self, t0: i64, times: &[i64], elapsed: Duration) -> usize {
+        let reached = t0 + (elapsed.as_secs_f64() * self.speed * 1e6) as i64;
+        times.partition_point(|&t| t <= reached).max(1)
+    }
+}
+
+impl WindowReader {
+    /// Reads [start, start + len) (clipped to `end`), halving it while it holds too many
+    /// rows, and merges its runs into order.
+    async fn read(&self, start: i64, mut len: i64, end: i64) -> Result<Window> {
+        let started = Instant::now();
+        let cap = self.options.window_rows.saturating_mul(4);
+        let mut halvings = 0;
+        let (stop, batches) = loop {
+            let stop = start.saturating_add(len).min(end);
+            // One microsecond cannot be split: it is read whole.
+            let limit = (stop - start > 1).then_some(cap + 1);
+            let batches = self.query(start, stop, limit).await?;
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if limit.is_some_and(|l| rows >= l) {
+                len = (stop - start) / 2;
+                halvings += 1;
+                continue;
+            }
+            break (stop, batches);
+        };
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let (ordered, runs) = merge(&batches, self.fields, self.options.batch_rows)?;
+        crate::metrics::replay_window(self.table.name(), started.elapsed());
+        tracing::trace!(
+            table = %self.table,
+            start,
+            stop,
+            rows,
+            runs,
+            halvings,
+            ms = started.elapsed().as_millis() as u64,
+            "replay window"
+        );
+        Ok(Window {
+            stop,
+            rows,
+            runs,
+            halvings,
+            ordered,
+        })
+    }
+
+    async fn query(&self, start: i64, stop: i64, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
+        let engine = &self.engine;
+        let ctx = engine
+            .context_for(self.table, Some(self.snapshot_id))
+            .await?;
+        let mut params = vec![ts(start), ts(stop)];
+        params.extend(self.params.iter().cloned());
+        engine
+            .run_raw("replay", &ctx, &self.sql, params, limit)
+            .await
+    }
+}
+
+/// The keys of a window batch's rows.
+fn keys(batch: &RecordBatch) -> Result<Vec<Key>> {
+    let bad = |what: &str| LakeError::Query(format!("replay window lacks its {what} key"));
+    let ts = batch
+        .column_by_name(K_TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| bad("timestamp"))?;
+    let seq = batch
+        .column_by_name(K_SEQ)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| bad("sequence"))?;
+    let id = batch
+        .column_by_name(K_ID)
+        .and_then(|c| c.as_fixed_size_binary_opt())
+        .filter(|c| c.value_length() == 16)
+        .ok_or_else(|| bad("message id"))?;
+    let (ts, seq) = (ts.values(), seq.values());
+    Ok((0..batch.num_rows())
+        .map(|i| Key {
+            ts: ts[i],
+            seq: seq[i],
+            id: if id.is_valid(i) {
+                u128::from_be_bytes(id.value(i).try_into().expect("16 bytes"))
+            } else {
+                0
+            },
+        })
+        .collect())
+}
+
+/// One ascending run: rows `pos..end` of batch `batch`.
+struct Run {
+    batch: usize,
+    pos: usize,
+    end: usize,
+}
+
+/// The rows of `batches` in key order, as batches of at most `batch_rows` rows holding
+/// the first `fields` columns (uuids as text); and how many runs were merged.
+fn merge(
+    batches: &[RecordBatch],
+    fields: usize,
+    batch_rows: usize,
+) -> Result<(Vec<Ordered>, usize)> {
+    let keys: Vec<Vec<Key>> = batches.iter().map(keys).collect::<Result<_>>()?;
+    let mut runs = Vec::new();
+    for (b, k) in keys.iter().enumerate() {
+        let mut start = 0;
+        for i in 1..k.len() {
+            if k[i] < k[i - 1] {
+                runs.push(Run {
+                    batch: b,
+                    pos: start,
+                    end: i,
+                });
+                start = i;
+            }
+        }
+        if start < k.len() {
+            runs.push(Run {
+                batch: b,
+                pos: start,
+                end: k.len(),
+            });
+        }
+    }
+    let run_count = runs.len();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let project: Vec<usize> = (0..fields).collect();
+    let mut out = Vec::new();
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
+    let mut times: Vec<i64> = Vec::with_capacity(batch_rows);
+    let mut flush = |picks: &mut Vec<(usize, usize)>, times: &mut Vec<i64>| -> Result<()> {
+        if picks.is_empty() {
+            return Ok(());
+        }
+        let batch = arrow::compute::interleave_record_batch(&refs, picks)
+            .and_then(|b| b.project(&project))
+            .map_err(|e| LakeError::arrow("merging a replay window", e))?;
+        let batch = uuids_as_text(&batch).map_err(|e| LakeError::Query(e.to_string()))?;
+        out.push(Ordered {
+            batch,
+            times: std::mem::replace(times, Vec::with_capacity(batch_rows)),
+            offset: 0,
+        });
+        picks.clear();
+        Ok(())
+    };
+    // Min-heap of run heads by (key, run): equal keys leave in run order.
+    let mut heap: BinaryHeap<std::cmp::Reverse<(Key, usize)>> = runs
+        .iter()
+        .enumerate()
+        .map(|(r, run)| std::cmp::Reverse((keys[run.batch][run.pos], r)))
+        .collect();
+    while let Some(std::cmp::Reverse((_, r))) = heap.pop() {
+        let next = heap.peek().map(|std::cmp::Reverse(head)| *head);
+        let run = &mut runs[r];
+        let k = &keys[run.batch];
+        loop {
+            picks.push((run.batch, run.pos));
+            times.push(k[run.pos].ts);
+            run.pos += 1;
+            if picks.len() == batch_rows {
+                flush(&mut picks, &mut times)?;
+            }
+            if run.pos == run.end {
+                break;
+            }
+            // The run goes on while it stays ahead of every other run's head.
+            let head = (k[run.pos], r);
+            if next.is_some_and(|n| head > n) {
+                heap.push(std::cmp::Reverse(head));
+                break;
+            }
+        }
+    }
+    flush(&mut picks, &mut times)?;
+    Ok((out, run_count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{FixedSizeBinaryArray, Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    fn batch(rows: &[(i64, i64, u8)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new(
+                K_TS,
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(K_SEQ, DataType::Int64, false),
+            Field::new(K_ID, DataType::FixedSizeBinary(16), false),
+        ]));
+        let ids: Vec<[u8; 16]> = rows.iter().map(|r| [r.2; 16]).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.0 * 1000 + r.1 * 10 + i64::from(r.2)),
+                )),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(FixedSizeBinaryArray::try_from_iter(ids.iter()).unwrap()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn merged(batches: &[RecordBatch], batch_rows: usize) -> (Vec<i64>, Vec<i64>, usize) {
+        let (out, runs) = merge(batches, 1, batch_rows).unwrap();
+        assert!(out.iter().all(|o| o.batch.num_rows() <= batch_rows));
+        let values = out
+            .iter()
+            .flat_map(|o| {
+                o.batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        let times = out.iter().flat_map(|o| o.times.clone()).collect();
+        (values, times, runs)
+    }
+
+    #[test]
+    fn runs_of_symbols_and_files_merge_into_time_order() {
+        // Two files, each sorted by symbol then time: four runs.
+        let a = batch(&[(1, 0, 1), (4, 0, 2), (9, 0, 3), (2, 0, 4), (3, 0, 5)]);
+        let b = batch(&[(5, 0, 6), (6, 0, 7), (0, 0, 8), (7, 0, 9), (8, 0, 10)]);
+        let (values, times, runs) = merged(&[a, b], 3);
+        assert_eq!(runs, 4);
+        assert_eq!(times, (0..10).collect::<Vec<_>>());
+        assert_eq!(values[0], 8, "the row at t=0 is b's id 8");
+    }
+
+    #[test]
+    fn equal_times_are_ordered_by_sequence_then_id() {
+        let a = batch(&[(5, 2, 1), (5, 3, 1)]);
+        let b = batch(&[(5, 2, 0), (5, 1, 9), (4, 7, 7)]);
+        let (values, _, runs) = merged(&[a, b], 8192);
+        assert_eq!(runs, 4);
+        assert_eq!(values, vec![4077, 5019, 5020, 5021, 5031]);
+    }
+
+    #[test]
+    fn unsorted_rows_still_come_out_in_order() {
+        let rows: Vec<(i64, i64, u8)> = (0..200)
+            .map(|i| ((i * 7919) % 200, 0, (i % 250) as u8))
+            .collect();
+        let (_, times, runs) = merged(&[batch(&rows)], 64);
+        assert!(runs > 1);
+        assert_eq!(times, (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn speeds_parse_and_bad_ones_are_named() {
+        assert_eq!(ReplaySpeed::parse("max").unwrap(), ReplaySpeed::Max);
+        assert_eq!(ReplaySpeed::parse("10").unwrap(), ReplaySpeed::Times(10.0));
+        assert_eq!(ReplaySpeed::parse("x0.5").unwrap(), ReplaySpeed::Times(0.5));
+        for bad in ["0", "-1", "fast", "inf", "1e7"] {
+            let e = ReplaySpeed::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_clock_paces_rows_at_the_factor() {
+        // At x10, one second of recording passes in 100 ms.
+        let clock = Clock {
+            speed: 10.0,
+            origin: None,
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(clock.after(1_000_000, 1_500_000), ms(50));
+        assert_eq!(clock.after(1_000_000, 4_000_000), ms(300));
+        let times = [0, 500_000, 1_000_000, 1_000_000, 3_000_000];
+        assert_eq!(clock.count_due(0, &times, ms(0)), 1);
+        assert_eq!(clock.count_due(0, &times, ms(99)), 2);
+        assert_eq!(clock.count_due(0, &times, ms(100)), 4);
+        assert_eq!(clock.count_due(0, &times, ms(10_000)), 5);
+        // Late (the reader was slow): everything due at once, never a row early.
+        assert_eq!(clock.count_due(0, &times[4..], ms(0)), 1);
+    }
+}
