@@ -117,6 +117,83 @@ fn binance_quote_currency(symbol: &str) -> &'static str {
         .unwrap_or("")
 }
 
+/// A value of a flat JSON object: a string's text (without escapes), a number's text, or a
+/// boolean (null and anything else make the object not flat).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scalar<'a> {
+    Str(&'a str),
+    Num(&'a str),
+    Bool(bool),
+}
+
+/// One pass over a flat JSON object, each member handed to `member` (which may refuse it).
+/// None when the text is anything else — nested values, escapes, a duplicate key (the
+/// caller's duty), bad syntax — so the caller falls back to the full parser, whose
+/// messages then name the fault.
+fn flat_object<'a>(
+    text: &'a str,
+    mut member: impl FnMut(&'a str, Scalar<'a>) -> Option<()>,
+) -> Option<()> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // A string starting at `i` (its opening quote): its text and the index after it.
+    let string = |i: usize| -> Option<(&'a str, usize)> {
+        let len = b[i + 1..].iter().position(|&c| c == b'"')?;
+        let inner = &b[i + 1..i + 1 + len];
+        if inner.iter().any(|&c| c == b'\\' || c < 0x20) {
+            return None;
+        }
+        Some((&text[i + 1..i + 1 + len], i + 2 + len))
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (ws(i + 1) == b.len()).then_some(());
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key, after) = string(i)?;
+        i = ws(after);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(i + 1);
+        let (value, after) = match *b.get(i)? {
+            b'"' => {
+                let (s, after) = string(i)?;
+                (Scalar::Str(s), after)
+            }
+            b't' if b[i..].starts_with(b"true") => (Scalar::Bool(true), i + 4),
+            b'f' if b[i..].starts_with(b"false") => (Scalar::Bool(false), i + 5),
+            b'-' | b'0'..=b'9' => {
+                let len = b[i + 1..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                    .unwrap_or(b.len() - i - 1);
+                (Scalar::Num(&text[i..i + 1 + len]), i + 1 + len)
+            }
+            _ => return None,
+        };
+        member(key, value)?;
+        i = ws(after);
+        match *b.get(i)? {
+            b',' => i = ws(i + 1),
+            b'}' => return (ws(i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
 pub mod binance {
     //! Binance spot, combined streams (`/stream?streams=btcusdt@trade/btcusdt@bookTicker`):
     //! `{"stream": …, "data": {…}}`; bare payloads (single-stream connections) too.
@@ -136,7 +213,7 @@ pub mod binance {
     }
 
     #[derive(Deserialize)]
-    struct TradeEvent<'a> {
+    pub(super) struct TradeEvent<'a> {
         e: &'a str,
         #[serde(rename = "E")]
         event_ms: i64,
@@ -150,7 +227,7 @@ pub mod binance {
     }
 
     #[derive(Deserialize)]
-    struct BookTicker<'a> {
+    pub(super) struct BookTicker<'a> {
         u: i64,
         s: &'a str,
         b: &'a str,
@@ -164,6 +241,19 @@ pub mod binance {
     /// The records of one frame received at `receive_us` (none for a subscription
     /// acknowledgement).
     pub fn parse(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        // The exact public shapes in one pass; anything else through the full parser.
+        match scan(frame) {
+            Some(Event::Trade(t)) if t.e == "trade" => {
+                return Ok(vec![MarketRecord::Trade(trade(&t, receive_us)?)]);
+            }
+            Some(Event::Ticker(b)) => return Ok(vec![MarketRecord::Quote(quote(&b, receive_us)?)]),
+            _ => {}
+        }
+        parse_full(frame, receive_us)
+    }
+
+    /// [`parse`] through serde: every shape, and the messages that name a fault.
+    pub(super) fn parse_full(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
         let env: Envelope = serde_json::from_str(frame)
             .map_err(|e| FrameError::malformed(format!("not a Binance frame: {e}")))?;
         if env.data.is_none() && env.id.is_some() {
@@ -190,6 +280,71 @@ pub mod binance {
         let b: BookTicker = serde_json::from_str(payload)
             .map_err(|e| FrameError::malformed(format!("book ticker: {e}")))?;
         Ok(vec![MarketRecord::Quote(quote(&b, receive_us)?)])
+    }
+
+    pub(super) enum Event<'a> {
+        Trade(TradeEvent<'a>),
+        Ticker(BookTicker<'a>),
+    }
+
+    /// A combined-stream frame (`{"stream":"…","data":{…}}`) or a bare payload whose event
+    /// is a flat object with every field of a trade or a book ticker, in one pass; None
+    /// for anything else.
+    pub(super) fn scan(frame: &str) -> Option<Event<'_>> {
+        let payload = match frame.strip_prefix(r#"{"stream":""#) {
+            Some(rest) => {
+                let name = rest.find('"')?;
+                rest[name + 1..]
+                    .strip_prefix(r#","data":"#)?
+                    .strip_suffix('}')?
+            }
+            None => frame,
+        };
+        // Fields of a trade (e E s t p q T m) and of a book ticker (u s b B a A), by bit.
+        const FIELDS: &[u8] = b"eEstpqTmubBaA";
+        let (mut seen, mut text, mut int, mut m) = (0u16, [""; 13], [0i64; 13], false);
+        flat_object(payload, |key, value| {
+            let Some(f) = FIELDS.iter().position(|&c| key.len() == 1 && key.as_bytes()[0] == c)
+            else {
+                return Some(()); // other fields are not read, as the full parser does
+            };
+            if seen & (1 << f) != 0 {
+                return None;
+            }
+            seen |= 1 << f;
+            match (f, value) {
+                (1 | 3 | 6 | 8, Scalar::Num(n)) => int[f] = n.parse().ok()?,
+                (7, Scalar::Bool(b)) => m = b,
+                (0 | 2 | 4 | 5 | 9..=12, Scalar::Str(s)) => text[f] = s,
+                _ => return None,
+            }
+            Some(())
+        })?;
+        const TRADE: u16 = 0b0000_1111_1111;
+        const TICKER: u16 = 0b1_1111_0000_0100;
+        if seen & TRADE == TRADE {
+            Some(Event::Trade(TradeEvent {
+                e: text[0],
+                event_ms: int[1],
+                s: text[2],
+                t: int[3],
+                p: text[4],
+                q: text[5],
+                trade_ms: int[6],
+                m,
+            }))
+        } else if seen & TICKER == TICKER && seen & 1 == 0 {
+            Some(Event::Ticker(BookTicker {
+                u: int[8],
+                s: text[2],
+                b: text[9],
+                bid_qty: text[10],
+                a: text[11],
+                ask_qty: text[12],
+            }))
+        } else {
+            None
+        }
     }
 
     fn trade(t: &TradeEvent<'_>, receive_us: i64) -> Result<Trade, FrameError> {
@@ -392,6 +547,43 @@ mod tests {
         // The same trade received again, later: the same identity.
         let again = binance::parse(frame, NOW + 5).unwrap();
         assert_eq!(trade(&again[0]).message_id, t.message_id);
+    }
+
+    #[test]
+    fn binance_fast_path_agrees_with_the_full_parser() {
+        let frames = [
+            r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":false,"M":true}}"#,
+            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":true,"M":true}"#,
+            r#"{"stream":"x","data":{ "T" : 3 , "m":true,"e":"trade","E":1,"s":"ETHBTC","t":8,"p":"0.1","q":"2"}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"ETHBTC","t":8,"p":"0.1","q":"2","T":3,"m":true,"x":null}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":true},"more":1}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"t":8,"p":"1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7.5,"p":"1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":1.5,"q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"-1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","p":"1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":true}}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":"yes"}}"#,
+            r#"{"stream":"x","data":{"u":9,"s":"ETHUSDT","b":"1.1","B":"2","a":"1.2","A":"0"}}"#,
+            r#"{"u":9,"s":"ETHUSDT","b":"0","B":"0","a":"1.2","A":"3"}"#,
+            r#"{"stream":"x","data":{"u":9,"s":"ETHUSDT","b":"1.1","B":"2","a":"1.2"}}"#,
+            r#"{"result":null,"id":1}"#,
+            r#"{"stream":"x","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","T":3,"m":true}"#,
+            "not json",
+            "",
+        ];
+        // The public shapes take the fast path (the others fall back).
+        for i in [0, 1, 2, 9, 13, 14] {
+            assert!(binance::scan(frames[i]).is_some(), "{}", frames[i]);
+        }
+        for frame in frames {
+            assert_eq!(
+                binance::parse(frame, NOW),
+                binance::parse_full(frame, NOW),
+                "{frame}"
+            );
+        }
     }
 
     #[test]
