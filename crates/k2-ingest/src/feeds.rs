@@ -253,7 +253,10 @@ pub mod binance {
     }
 
     /// [`parse`] through serde: every shape, and the messages that name a fault.
-    pub(super) fn parse_full(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+    pub(super) fn parse_full(
+        frame: &str,
+        receive_us: i64,
+    ) -> Result<Vec<MarketRecord>, FrameError> {
         let env: Envelope = serde_json::from_str(frame)
             .map_err(|e| FrameError::malformed(format!("not a Binance frame: {e}")))?;
         if env.data.is_none() && env.id.is_some() {
@@ -304,7 +307,9 @@ pub mod binance {
         const FIELDS: &[u8] = b"eEstpqTmubBaA";
         let (mut seen, mut text, mut int, mut m) = (0u16, [""; 13], [0i64; 13], false);
         flat_object(payload, |key, value| {
-            let Some(f) = FIELDS.iter().position(|&c| key.len() == 1 && key.as_bytes()[0] == c)
+            let Some(f) = FIELDS
+                .iter()
+                .position(|&c| key.len() == 1 && key.as_bytes()[0] == c)
             else {
                 return Some(()); // other fields are not read, as the full parser does
             };

@@ -1223,6 +1223,22 @@ fn replay_streams_a_day_in_order_over_http_websocket_and_the_cli() {
         assert!(first.get(column).is_some(), "{column} missing from {first}");
     }
     assert!(first["price"].is_string(), "prices are exact decimal text");
+    // Values as the JSON answers show them: BHP's first 500 rows against /v1/replay's page.
+    let fields: Vec<&String> = first.as_object().unwrap().keys().collect();
+    let page = s.post(
+        "/v1/replay",
+        Some(&s.reader),
+        &json!({"data_type": "trades", "symbols": ["BHP"], "exchanges": ["ASX"], "start_time": "2014-03-12",
+                "end_time": "2014-03-13", "fields": fields, "limit": 500}),
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let bhp: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["symbol"] == "BHP")
+        .take(500)
+        .collect();
+    assert_eq!(&Value::from(bhp), &page.json()["data"]);
 
     // The CLI writes the very same bytes.
     let cli = run_ok(k2(data.path()).args([
