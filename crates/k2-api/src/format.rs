@@ -139,14 +139,14 @@ pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
         let mut key = Vec::with_capacity(field.name().len() + 4);
         json_string(&mut key, field.name());
         key.push(b':');
-        columns.push((key, array, column));
+        // Each column its own day cache: a row's times may be years apart (event, receipt).
+        columns.push((key, array, column, DayCache::default()));
     }
     let mut out = Vec::with_capacity(batch.num_rows() * 64 * columns.len().max(1));
-    let mut day = DayCache::default();
     for row in 0..batch.num_rows() {
         out.push(b'{');
         let mut first = true;
-        for (key, array, column) in &columns {
+        for (key, array, column, day) in &mut columns {
             if array.is_null(row) {
                 continue;
             }
@@ -155,7 +155,7 @@ pub fn ndjson(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
             }
             first = false;
             out.extend_from_slice(key);
-            column.write(&mut out, row, &mut day);
+            column.write(&mut out, row, day);
         }
         out.extend_from_slice(b"}\n");
     }
