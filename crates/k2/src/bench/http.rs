@@ -61,38 +61,14 @@ pub async fn run(
     );
     let cache_mb = app.config.api.cache_mb.max(1);
     for (kept, mb) in [("off", 0), ("on", cache_mb)] {
-        let mut api = ApiConfig {
-            listen: "127.0.0.1:0".into(),
-            cache_mb: mb,
-            keys_file: String::new(),
-            ..app.config.api.clone()
-        };
-        api.keys = vec![k2_api::ApiKeyConfig {
-            name: "bench".into(),
-            sha256: k2_api::digest_hex(&key),
-            scopes: vec!["read".into()],
-            rate_per_second: Some(1e9),
-            burst: Some(u32::MAX),
-        }];
         let backends = Backends {
             engine: Arc::new(app.engine().await?),
             checks: Vec::new(),
             metrics: Some(metrics.clone()),
             tail: None,
         };
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(k2_api::serve(
-            api,
-            backends,
-            move |addr| {
-                let _ = addr_tx.send(addr);
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let addr = addr_rx.await.context("the API server did not start")?;
+        let server = BenchServer::start(app, mb, &key, backends).await?;
+        let addr = server.addr;
         for (path, (_, name)) in paths.iter().zip(super::query::NAMES) {
             let url = format!("http://{addr}{path}");
             let body = get(addr, path, &key)?;
@@ -109,10 +85,60 @@ pub async fn run(
                 );
             }
         }
-        let _ = stop_tx.send(());
-        server.await??;
+        server.stop().await?;
     }
     Ok(())
+}
+
+/// The API in this process, exactly as `k2 serve` runs it, with one `read` key whose rate
+/// limits are lifted (or they would be measured instead of the server).
+pub(super) struct BenchServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), k2_api::ApiError>>,
+}
+
+impl BenchServer {
+    pub async fn start(
+        app: &App,
+        cache_mb: usize,
+        key: &str,
+        backends: Backends,
+    ) -> anyhow::Result<BenchServer> {
+        let mut api = ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            cache_mb,
+            keys_file: String::new(),
+            ..app.config.api.clone()
+        };
+        api.keys = vec![k2_api::ApiKeyConfig {
+            name: "bench".into(),
+            sha256: k2_api::digest_hex(key),
+            scopes: vec!["read".into()],
+            rate_per_second: Some(1e9),
+            burst: Some(u32::MAX),
+        }];
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(k2_api::serve(
+            api,
+            backends,
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let addr = addr_rx.await.context("the API server did not start")?;
+        Ok(BenchServer { addr, stop, server })
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
 }
 
 /// One GET over a fresh connection, the whole response as text (a check that the route

@@ -150,43 +150,16 @@ async fn over_http(
     stored: u64,
 ) -> anyhow::Result<()> {
     let key = k2_api::generate_key();
-    let mut api = k2_api::ApiConfig {
-        listen: "127.0.0.1:0".into(),
-        keys_file: String::new(),
-        ..app.config.api.clone()
-    };
-    api.keys = vec![k2_api::ApiKeyConfig {
-        name: "bench".into(),
-        sha256: k2_api::digest_hex(&key),
-        scopes: vec!["read".into()],
-        rate_per_second: Some(1e9),
-        burst: Some(u32::MAX),
-    }];
     let backends = k2_api::Backends {
         engine,
         checks: Vec::new(),
         metrics: None,
         tail: None,
     };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(k2_api::serve(
-        api,
-        backends,
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let addr = addr_rx.await.context("the API server did not start")?;
-    let iso = |us: i64| {
-        chrono::DateTime::from_timestamp_micros(us)
-            .expect("a time in range")
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string()
-    };
+    let server =
+        super::http::BenchServer::start(app, app.config.api.cache_mb, &key, backends).await?;
+    let addr = server.addr;
+    let iso = k2_api::present::iso_us;
     let query = format!(
         "data_type=trades&start_time={}&end_time={}&speed=max",
         iso(start_us),
@@ -224,9 +197,7 @@ async fn over_http(
         rss_bytes(),
     );
 
-    let _ = stop_tx.send(());
-    server.await??;
-    Ok(())
+    server.stop().await
 }
 
 /// Lines of an NDJSON answer read over one HTTP/1.0 connection (the body ends at close).
