@@ -37,7 +37,7 @@ pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
-pub use registry_client::{Registry, RegistryClient};
+pub use registry_client::{Registry, RegistryAccess, RegistryClient};
 pub use schema_store::{
     Compatibility, LocalSchemas, PayloadDecoder, SchemaStore, SubjectVersion, Undecodable,
 };

@@ -30,10 +30,7 @@ impl App {
                 let registry = if config.registry.url.is_empty() {
                     Registry::Local(LocalSchemas::open(&config.registry_path())?)
                 } else {
-                    Registry::Remote(RegistryClient::new(
-                        &config.registry.url,
-                        std::time::Duration::from_millis(config.log.kafka.request_timeout_ms),
-                    )?)
+                    Registry::Remote(RegistryClient::new(&config.registry_access())?)
                 };
                 AnyLog::Kafka(KafkaLog::connect(config.kafka_options(), registry).await?)
             }

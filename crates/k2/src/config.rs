@@ -129,8 +129,16 @@ pub fn venue(name: &str) -> anyhow::Result<k2_ingest::live::Venue> {
 pub struct RegistryConfig {
     /// A Confluent-compatible registry shared by several deployments
     /// (`http://host:8081`), with `log.backend = "kafka"`. Empty: K2's own registry in the
-    /// data directory (served by `k2 registry serve`).
+    /// data directory (served by `k2 registry serve`). `https://` verifies the server's
+    /// certificate against the public web roots and `ca_file`.
     pub url: String,
+    /// A PEM file of further certificate authorities to trust (a private CA). Empty: the
+    /// public web roots only.
+    pub ca_file: String,
+    /// HTTP basic credentials for the registry (Confluent Cloud: an API key and its
+    /// secret; pass the secret as `K2_REGISTRY__PASSWORD`). Empty: none.
+    pub username: String,
+    pub password: String,
 }
 
 /// Dedup of each table by message id (see `k2_pipeline::dedup`).
@@ -416,6 +424,15 @@ impl Config {
             }
             other => bail!("log.backend '{other}' is not available; use 'embedded' or 'kafka'"),
         }
+        if self.registry.url.is_empty()
+            && !(self.registry.ca_file.is_empty()
+                && self.registry.username.is_empty()
+                && self.registry.password.is_empty())
+        {
+            bail!(
+                "registry.ca_file, registry.username and registry.password apply to a shared registry: set registry.url"
+            );
+        }
         if !self.registry.url.is_empty() && self.log.backend != "kafka" {
             bail!(
                 "registry.url needs log.backend = 'kafka': the embedded log keeps its schemas with its records"
@@ -548,6 +565,18 @@ impl Config {
     pub fn registry_path(&self) -> PathBuf {
         self.data_dir.join("registry").join("registry.redb")
     }
+    /// How to reach the shared registry named by `registry.url`.
+    pub fn registry_access(&self) -> k2_log::RegistryAccess {
+        k2_log::RegistryAccess {
+            url: self.registry.url.clone(),
+            timeout: std::time::Duration::from_millis(self.log.kafka.request_timeout_ms),
+            ca_file: (!self.registry.ca_file.is_empty())
+                .then(|| PathBuf::from(&self.registry.ca_file)),
+            username: self.registry.username.clone(),
+            password: self.registry.password.clone(),
+        }
+    }
+
     pub fn kafka_options(&self) -> k2_log::KafkaOptions {
         k2_log::KafkaOptions {
             group: self.writer.group.clone(),
@@ -718,5 +747,23 @@ mod tests {
         let err =
             Config::load_from(None, &env(&[("K2_REGISTRY__URL", "http://r:8081")])).unwrap_err();
         assert!(format!("{err:#}").contains("registry.url needs"), "{err:#}");
+        let err = kafka(&[("K2_REGISTRY__PASSWORD", "secret")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("apply to a shared registry"),
+            "{err:#}"
+        );
+        let remote = kafka(&[
+            ("K2_REGISTRY__URL", "https://r:8081"),
+            ("K2_REGISTRY__CA_FILE", "ca.pem"),
+            ("K2_REGISTRY__USERNAME", "key"),
+            ("K2_REGISTRY__PASSWORD", "secret"),
+        ])
+        .unwrap()
+        .registry_access();
+        assert_eq!(remote.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(
+            (remote.username.as_str(), remote.password.as_str()),
+            ("key", "secret")
+        );
     }
 }

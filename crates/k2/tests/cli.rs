@@ -770,15 +770,19 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
         return;
     };
     let data = tempfile::tempdir().unwrap();
-    // Schemas go to a registry shared with other deployments (another K2's here).
+    // Schemas go to a registry shared with other deployments (another K2's here), reached
+    // over https with a private certificate authority.
     let registry_dir = tempfile::tempdir().unwrap();
     let (mut registry, registry_port) = registry_server(registry_dir.path());
+    let https_port = tls_in_front_of(registry_port);
     let k2 = || {
         let mut cmd = k2(data.path());
-        cmd.envs(broker.env()).env(
-            "K2_REGISTRY__URL",
-            format!("http://127.0.0.1:{registry_port}"),
-        );
+        cmd.envs(broker.env())
+            .env(
+                "K2_REGISTRY__URL",
+                format!("https://127.0.0.1:{https_port}"),
+            )
+            .env("K2_REGISTRY__CA_FILE", tls_dir().join("ca.pem"));
         cmd
     };
     run_ok(k2().args(["topics", "create"]));
@@ -978,6 +982,57 @@ fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
         sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
         ROWS
     );
+}
+
+fn tls_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls")
+}
+
+/// A TLS endpoint on a free port of loopback, with the test CA's server certificate, that
+/// passes each connection on to the plain `port`. Lives as long as the test process.
+fn tls_in_front_of(port: u16) -> u16 {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(tls_dir().join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(tls_dir().join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+    });
+    tls_port
 }
 
 /// `k2 registry serve` on a free port of loopback, and that port.
