@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use k2_log::{
@@ -217,6 +220,8 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
         .files
         .push(ingest_reference(log, dlq, &encoder, &info, &companies, rejected, receive_us).await?);
 
+    // At most one chunk is being stored while the next is parsed, across files.
+    let mut in_flight = None;
     for (sub, dt) in [("trades", DataType::Trades), ("quotes", DataType::Quotes)] {
         let folder = dir.join(sub);
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
@@ -272,6 +277,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
                 options,
                 &mut file_summary,
                 progress,
+                &mut in_flight,
             )
             .await
             {
@@ -285,6 +291,9 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
             }
             summary.files.push(file_summary);
         }
+    }
+    if let Some(last) = in_flight {
+        last.await?;
     }
     // Corporate actions have no table yet: say so instead of passing over them.
     for name in ["dividends.csv", "stock_splits.csv", "mergers.csv"] {
@@ -368,9 +377,12 @@ fn dead_letter(source: String, r: Rejection, raw: Vec<u8>) -> DeadLetter {
     }
 }
 
+/// A chunk handed to the log whose records and checkpoint are not all stored yet.
+type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), k2_log::LogError>> + Send + 'a>>;
+
 #[allow(clippy::too_many_arguments)]
-async fn ingest_file<L: Log>(
-    log: &L,
+async fn ingest_file<'a, L: Log>(
+    log: &'a L,
     dlq: &DeadLetterStore,
     encoder: &Encoder,
     path: &Path,
@@ -382,6 +394,7 @@ async fn ingest_file<L: Log>(
     options: &IngestOptions,
     summary: &mut FileSummary,
     progress: &mut dyn FnMut(Progress<'_>),
+    in_flight: &mut Option<InFlight<'a>>,
 ) -> Result<(), IngestError> {
     let io_err = |e| IngestError::Io {
         path: path.to_path_buf(),
@@ -491,14 +504,25 @@ async fn ingest_file<L: Log>(
                 topic: topic.to_string(),
                 records: records.drain(..).map(|r| encoder.record(r, now)).collect(),
             };
-            log.produce(
+            // The previous chunk's records and checkpoint are stored before this chunk goes
+            // to the log, so checkpoints stay in order and each follows its records; what
+            // overlaps is parsing this chunk and storing the previous one.
+            if let Some(previous) = in_flight.take() {
+                previous.await?;
+            }
+            let mut next: InFlight<'a> = Box::pin(log.produce(
                 vec![batch],
                 Some(SourceCheckpoint {
                     source: source.clone(),
                     state,
                 }),
-            )
-            .await?;
+            ));
+            // One poll hands the records over (a Kafka producer queues them all); their
+            // delivery goes on while the next chunk is parsed.
+            match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+                Poll::Ready(result) => result?,
+                Poll::Pending => *in_flight = Some(next),
+            }
             progress(Progress {
                 file: rel,
                 bytes_done: bytes,
