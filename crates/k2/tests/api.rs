@@ -1094,20 +1094,7 @@ quotes = false
     );
 
     // SIGTERM: the feed stops, the writer commits what it holds, the process exits 0.
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "k2 up did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = terminate(&mut server);
     let log = stderr.lock().unwrap().clone();
     assert!(exit.success(), "{exit}: {log}");
     // Two gaps: 200 (filled late when it came after 201) and 300..=304.
@@ -1141,6 +1128,141 @@ quotes = false
     );
     assert!(letters[1]["raw"].as_str().unwrap() == "{garbage");
     drop(sim);
+}
+
+/// Sends SIGTERM to `k2 up` and waits (a minute at most) for it to exit.
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(Instant::now() < deadline, "k2 up did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Kraken v2 trade channel frame holding the trades `ids`.
+fn kraken_trades(ids: std::ops::RangeInclusive<i64>) -> String {
+    let trades: Vec<String> = ids
+        .map(|id| {
+            format!(
+                r#"{{"symbol":"BTC/USD","side":"buy","price":42000.5,"qty":0.25,"ord_type":"market","trade_id":{id},"timestamp":"2023-09-25T07:49:{:02}.{:06}Z"}}"#,
+                id / 1_000_000 % 60,
+                id % 1_000_000
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"channel":"trade","type":"update","data":[{}]}}"#,
+        trades.join(",")
+    )
+}
+
+#[test]
+fn k2_up_takes_a_binance_burst_and_every_kraken_trade_at_once() {
+    use k2_ingest::simulator::{Simulator, Step};
+    const BINANCE: i64 = 100_000;
+    const KRAKEN_FRAMES: i64 = 2_000;
+    const PER_FRAME: i64 = 5;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Binance: 100 000 trade frames written as fast as the connection takes them, then
+    // silence (a reconnection gets nothing more).
+    let burst: Vec<String> = (1..=BINANCE).map(|id| binance_trade(id, "100.5")).collect();
+    let binance = rt
+        .block_on(Simulator::start(vec![
+            vec![Step::Burst(std::sync::Arc::new(burst))],
+            vec![],
+        ]))
+        .unwrap();
+    // Kraken: the subscription is answered, then 2 000 frames of 5 trades each, also as a
+    // burst.
+    let frames: Vec<String> = (0..KRAKEN_FRAMES)
+        .map(|f| kraken_trades(f * PER_FRAME + 1..=(f + 1) * PER_FRAME))
+        .collect();
+    let kraken = rt
+        .block_on(Simulator::start(vec![vec![
+            Step::Receive,
+            Step::Send(
+                r#"{"method":"subscribe","result":{"channel":"trade","symbol":"BTC/USD"},"success":true}"#
+                    .into(),
+            ),
+            Step::Burst(std::sync::Arc::new(frames)),
+        ]]))
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[writer]
+max_age_seconds = 1.0
+[feeds]
+backoff_base_ms = 20
+backoff_max_ms = 200
+[feeds.binance]
+url = "{}"
+symbols = ["BTCUSDT"]
+quotes = false
+[feeds.kraken]
+url = "{}"
+symbols = ["BTC/USD"]
+"#,
+        binance.url(),
+        kraken.url()
+    );
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut server = start(
+        data.path(),
+        &extra,
+        &["up", "--feeds", "binance,kraken"],
+        stderr.clone(),
+    );
+    let kraken_total = KRAKEN_FRAMES * PER_FRAME;
+    let per_exchange = "SELECT exchange, count(*) AS n, count(DISTINCT trade_id) AS ids, \
+         min(source_sequence) AS lo, max(source_sequence) AS hi FROM trades \
+         GROUP BY exchange ORDER BY exchange";
+    let expected = json!([
+        {"exchange": "BINANCE", "n": BINANCE, "ids": BINANCE, "lo": 1, "hi": BINANCE},
+        {"exchange": "KRAKEN", "n": kraken_total, "ids": kraken_total, "lo": 1, "hi": kraken_total},
+    ]);
+    // Every trade reaches the lake while the process runs (it commits every second).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let rows = server.sql(per_exchange);
+        if Value::Array(rows.clone()) == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lake holds {rows:?}\n{}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // /metrics alone says how much each feed delivered to the log.
+    let metrics = server.get("/metrics", None).text();
+    for (venue, n) in [("binance", BINANCE), ("kraken", kraken_total)] {
+        let line = format!(r#"k2_feed_records_total{{venue="{venue}",data_type="trades"}} {n}"#);
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    let exit = terminate(&mut server);
+    let log = stderr.lock().unwrap().clone();
+    assert!(exit.success(), "{exit}: {log}");
+    // Stopped: still each trade once, nothing dead-lettered.
+    let counted = run_ok(k2(data.path()).args(["sql", per_exchange, "--format", "json"]));
+    let counted: Value = serde_json::from_str(&counted).unwrap();
+    assert_eq!(counted, expected);
+    let listed = run_ok(k2(data.path()).args(["dlq", "list", "--format", "json"]));
+    assert!(
+        matches!(serde_json::from_str(&listed), Ok(Value::Array(ref rows)) if rows.is_empty()),
+        "{listed}"
+    );
+    drop((binance, kraken));
 }
 
 /// A replay WebSocket on `path` (no key when `key` is None): the text messages until the
