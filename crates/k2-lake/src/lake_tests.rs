@@ -1315,3 +1315,121 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+/// Lake ∪ tail answers as the lake alone would when the tail holds only part of what the
+/// lake has: here every other trade of the newest ones (even source sequences), so lake
+/// rows newer than anything the tail bounds by must still come from the lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_and_the_lake_answer_as_one() {
+    use k2_log::{Log, LogConsumer, PartitionOffset, PayloadDecoder};
+    use k2_model::{DataType, MarketRecord};
+
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    write_all(&l, 50_000).await;
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+
+    // The tail: BHP's trades of the last trading days, the even sequences only.
+    let tail = crate::tail::Tail::new(crate::tail::TailConfig {
+        max_per_stream: 4_000,
+        max_age: Duration::from_secs(3 * 86_400),
+        max_streams: 100,
+    });
+    let topic = "market.equities.trades.asx";
+    let partitions = l.log.end_offsets(topic).await.unwrap().len() as u32;
+    let mut consumer = l
+        .log
+        .consumer(
+            (0..partitions)
+                .map(|partition| PartitionOffset {
+                    topic: topic.into(),
+                    partition,
+                    offset: 0,
+                })
+                .collect(),
+        )
+        .unwrap();
+    let mut decoder = PayloadDecoder::default();
+    loop {
+        let records = consumer
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if records.is_empty() {
+            break;
+        }
+        let mut kept = Vec::new();
+        for r in records {
+            let rec = decoder
+                .decode(&l.log, &r.value, DataType::Trades)
+                .await
+                .unwrap()
+                .unwrap();
+            if let MarketRecord::Trade(t) = &rec
+                && t.symbol == "BHP"
+                && t.source_sequence.is_some_and(|s| s % 2 == 0)
+            {
+                kept.push(rec);
+            }
+        }
+        tail.insert(kept);
+    }
+    assert!(tail.len() >= 2_000, "the tail holds {}", tail.len());
+
+    let ids = |page: crate::query::MarketPage| -> Vec<String> {
+        page.batches
+            .iter()
+            .flat_map(|b| {
+                let col = b
+                    .column_by_name("message_id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                (0..b.num_rows()).map(move |i| col.value(i).to_string())
+            })
+            .collect()
+    };
+    let bhp = |limit: usize| MarketFilter {
+        symbols: vec!["BHP".into()],
+        fields: vec![
+            "message_id".into(),
+            "timestamp".into(),
+            "source_sequence".into(),
+        ],
+        limit,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "newest 1000: the tail holds 1000 and bounds the lake",
+            bhp(1_000),
+        ),
+        ("newest 10", bhp(10)),
+        ("more than the tail holds", bhp(5_000)),
+        (
+            "a price bound the tail does not apply",
+            MarketFilter {
+                min_price: Some(3_500_000_000),
+                ..bhp(500)
+            },
+        ),
+        (
+            "oldest first",
+            MarketFilter {
+                order: RowOrder::OldestFirst,
+                ..bhp(700)
+            },
+        ),
+    ];
+    for (what, filter) in cases {
+        let lake_only = ids(engine.trades(&filter, None).await.unwrap());
+        let merged = ids(engine
+            .market_with_tail(LakeTable::Trades, &filter, &tail)
+            .await
+            .unwrap());
+        assert_eq!(merged.len(), lake_only.len(), "{what}");
+        assert_eq!(merged, lake_only, "{what}");
+    }
+}

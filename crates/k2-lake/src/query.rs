@@ -668,13 +668,22 @@ impl QueryEngine {
                     .await?
             }
             Some(tail) => {
-                register_tail(&ctx, table, tail, filter).await?;
+                let held = tail.select(table, filter);
+                // The newest `limit` rows of lake ∪ tail are no older than the tail's own
+                // `limit`-th newest: the lake is asked only from there, so Iceberg prunes
+                // every older file and the cost no longer grows with the table.
+                let mut lake = w.clone();
+                if let Some(floor) = newest_first_floor(&held, filter) {
+                    lake.add(r#""timestamp" >= ?"#, ts(floor));
+                }
+                register_tail(&ctx, table, held).await?;
                 let n = filter.limit;
+                let lake_clause = lake.clause();
                 let sql = format!(
-                    "SELECT {list}, {keys} FROM ((SELECT * FROM t {clause} {order} LIMIT {n}) UNION ALL (SELECT * FROM tail {clause} {order} LIMIT {n})) {order}"
+                    "SELECT {list}, {keys} FROM ((SELECT * FROM t {lake_clause} {order} LIMIT {n}) UNION ALL (SELECT * FROM tail {clause} {order} LIMIT {n})) {order}"
                 );
                 let merged = self
-                    .run(kind, &ctx, &sql, w.params, Some(n.saturating_mul(2)))
+                    .run(kind, &ctx, &sql, lake.params, Some(n.saturating_mul(2)))
                     .await?;
                 once_each(merged, n)?
             }
@@ -1001,19 +1010,48 @@ impl QueryEngine {
 }
 
 /// The tail's rows that `filter` may select, as table `tail` beside `t` (same schema).
+/// For a first newest-first page whose every condition the tail applies itself (symbol,
+/// exchange, time; no price or quantity bounds): the event time of the `limit`-th newest
+/// of `held`, when the tail holds that many.
+fn newest_first_floor(held: &[k2_model::MarketRecord], filter: &MarketFilter) -> Option<i64> {
+    let bounded = [
+        filter.min_price,
+        filter.max_price,
+        filter.min_quantity,
+        filter.max_quantity,
+    ]
+    .iter()
+    .any(Option::is_some);
+    if filter.order != RowOrder::NewestFirst
+        || filter.after.is_some()
+        || bounded
+        || filter.limit == 0
+        || held.len() < filter.limit
+    {
+        return None;
+    }
+    let mut times: Vec<i64> = held
+        .iter()
+        .filter_map(k2_model::MarketRecord::event_time_us)
+        .collect();
+    if times.len() < filter.limit {
+        return None;
+    }
+    let (_, floor, _) = times.select_nth_unstable_by(filter.limit - 1, |a, b| b.cmp(a));
+    Some(*floor)
+}
+
 async fn register_tail(
     ctx: &SessionContext,
     table: LakeTable,
-    tail: &Tail,
-    filter: &MarketFilter,
+    held: Vec<k2_model::MarketRecord>,
 ) -> Result<()> {
     let schema = ctx
         .table_provider("t")
         .await
         .map_err(|e| LakeError::Query(e.to_string()))?
         .schema();
-    let rows: Vec<Row> = tail
-        .select(table, filter)
+    let rows: Vec<Row> = held
         .into_iter()
         .map(|record| {
             let tz = exchange::time_zone(record.exchange());
@@ -1107,7 +1145,7 @@ pub(crate) fn uuids_as_text(
 }
 
 /// A WHERE clause built from fixed condition texts, each value bound as a `$n` parameter.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Conditions {
     pub(crate) conds: Vec<String>,
     pub(crate) params: Vec<ScalarValue>,
