@@ -1189,7 +1189,7 @@ fn columns_of(batches: &[arrow::array::RecordBatch]) -> Vec<arrow::array::ArrayR
 
 #[tokio::test]
 async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
-    use crate::replay::{ReplayOptions, ReplayRequest, ReplaySpeed};
+    use crate::replay::{ReplayOptions, ReplayRequest};
     let l = lake().await;
     k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
         .await
@@ -1212,17 +1212,7 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
             .unwrap();
         let expected_rows: usize = expected.iter().map(|b| b.num_rows()).sum();
         assert!(expected_rows > 10_000, "{table}: {expected_rows}");
-        let request = ReplayRequest {
-            table,
-            symbols: vec![],
-            exchanges: vec![],
-            start_us,
-            end_us,
-            fields: vec![],
-            speed: ReplaySpeed::Max,
-            snapshot: None,
-            options: ReplayOptions::default(),
-        };
+        let request = ReplayRequest::range(table, start_us, end_us);
         let (batches, stats) = replayed(&engine, request.clone()).await;
         assert_eq!(stats.rows as usize, expected_rows, "{table}");
         assert!(stats.runs > 3, "the day is merged from runs: {stats:?}");
@@ -1247,20 +1237,15 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
 
     // Chosen symbols and fields: the same rows as the query engine's oldest-first answer.
     let request = ReplayRequest {
-        table: LakeTable::Trades,
         symbols: vec!["BHP".into(), "RIO".into()],
         exchanges: vec!["asx".into()],
-        start_us,
-        end_us,
         fields: vec![
             "timestamp".into(),
             "symbol".into(),
             "price".into(),
             "message_id".into(),
         ],
-        speed: ReplaySpeed::Max,
-        snapshot: None,
-        options: ReplayOptions::default(),
+        ..ReplayRequest::range(LakeTable::Trades, start_us, end_us)
     };
     let (batches, _) = replayed(&engine, request.clone()).await;
     let page = engine

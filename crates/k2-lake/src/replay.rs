@@ -115,6 +115,24 @@ pub struct ReplayRequest {
     pub options: ReplayOptions,
 }
 
+impl ReplayRequest {
+    /// Every row of `table` in `[start_us, end_us)`: all symbols and exchanges, every
+    /// column, at maximum speed, from the current snapshot.
+    pub fn range(table: LakeTable, start_us: i64, end_us: i64) -> ReplayRequest {
+        ReplayRequest {
+            table,
+            symbols: Vec::new(),
+            exchanges: Vec::new(),
+            start_us,
+            end_us,
+            fields: Vec::new(),
+            speed: ReplaySpeed::Max,
+            snapshot: None,
+            options: ReplayOptions::default(),
+        }
+    }
+}
+
 /// What a replay has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayStats {

@@ -20,7 +20,7 @@ use arrow::array::{Array, AsArray};
 use futures::StreamExt;
 use k2_lake::LakeTable;
 use k2_lake::query::QueryEngine;
-use k2_lake::replay::{ReplayOptions, ReplayRequest, ReplaySpeed};
+use k2_lake::replay::ReplayRequest;
 
 use super::rss_bytes;
 use crate::app::App;
@@ -56,17 +56,7 @@ pub async fn run(mut config: Config, rows: u64, companies: u32) -> anyhow::Resul
         "{:44} {:>10} {:>8} {:>14} {:>8} {:>7} {:>9}",
         "path", "rows", "seconds", "rows/s", "windows", "runs", "peak RSS"
     );
-    let base = ReplayRequest {
-        table: LakeTable::Trades,
-        symbols: vec![],
-        exchanges: vec![],
-        start_us,
-        end_us,
-        fields: vec![],
-        speed: ReplaySpeed::Max,
-        snapshot: None,
-        options: ReplayOptions::default(),
-    };
+    let base = ReplayRequest::range(LakeTable::Trades, start_us, end_us);
     let usual: Vec<String> = k2_lake::query::default_columns(LakeTable::Trades)
         .iter()
         .map(|c| c.to_string())
