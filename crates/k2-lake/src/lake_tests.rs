@@ -1218,22 +1218,60 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
         assert!(stats.runs > 3, "the day is merged from runs: {stats:?}");
         assert_eq!(columns_of(&batches), columns_of(&expected), "{table}");
 
-        // Small windows (many reads, some halved) and odd batch sizes change nothing.
+        // Small windows (many reads) and odd batch sizes change nothing.
         let (small, stats) = replayed(
             &engine,
             ReplayRequest {
                 options: ReplayOptions {
                     window_rows: 300,
                     batch_rows: 777,
+                    ..Default::default()
                 },
                 ..request.clone()
             },
         )
         .await;
-        assert!(stats.windows > 20 && stats.halvings > 0, "{stats:?}");
+        assert!(stats.windows > 20, "{stats:?}");
         assert!(small.iter().all(|b| b.num_rows() <= 777));
         assert_eq!(columns_of(&small), columns_of(&expected), "{table}");
     }
+
+    // Counted coarsely (2 buckets), a minute holds more than a window, so its buckets are
+    // counted again until each fits; 30 trades share the millisecond 11:11:29.726, an
+    // instant no window splits.
+    let from = start_us + (11 * 3600 + 11 * 60) * 1_000_000;
+    let to = from + 60_000_000;
+    let at = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let expected = engine
+        .sql(&format!(
+            r#"SELECT * FROM {} WHERE "timestamp" >= TIMESTAMP '{}' AND "timestamp" < TIMESTAMP '{}' ORDER BY "timestamp", coalesce(source_sequence, -1), message_id"#,
+            LakeTable::Trades.qualified(),
+            at(from),
+            at(to)
+        ))
+        .await
+        .unwrap();
+    let (dense, stats) = replayed(
+        &engine,
+        ReplayRequest {
+            options: ReplayOptions {
+                window_rows: 3,
+                batch_rows: 5,
+                density_buckets: 2,
+            },
+            ..ReplayRequest::range(LakeTable::Trades, from, to)
+        },
+    )
+    .await;
+    assert!(
+        stats.recounts > 3 && stats.windows > 5 && stats.rows > 30,
+        "{stats:?}"
+    );
+    assert_eq!(columns_of(&dense), columns_of(&expected));
 
     // Chosen symbols and fields: the same rows as the query engine's oldest-first answer.
     let request = ReplayRequest {

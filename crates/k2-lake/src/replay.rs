@@ -11,24 +11,30 @@
 //! only makes more, shorter runs). Windows are disjoint and consecutive in time, so their
 //! concatenation is the range in order.
 //!
-//! Memory is bounded by the window, not the range: each window aims at
-//! [`ReplayOptions::window_rows`] rows (its length adapts to the density just seen), one
-//! that would hold more than four times that is halved before anything of it is kept,
-//! and the next window is read while the current one is delivered.
+//! Memory is bounded by the window, not the range. Before any row is read, the range's
+//! rows are counted per bucket of time (a pass over the timestamps alone), and the
+//! windows are cut from those counts: each holds about [`ReplayOptions::window_rows`]
+//! rows, and time without rows (nights, weekends) falls in no window at all. Two windows
+//! are read at once, ahead of delivery, so one is scanned while the other is merged.
 //!
 //! The table is pinned at one snapshot for the whole replay, so commits made meanwhile do
 //! not change what a replay returns.
 
+use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, StringBuilder};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use arrow::error::{ArrowError, Result as ArrowResult};
 use datafusion::common::ScalarValue;
 
 use crate::error::{LakeError, Result};
-use crate::query::{Conditions, QueryEngine, columns, pick_fields, ts, uuids_as_text};
+use crate::query::{Conditions, QueryEngine, columns, pick_fields, ts};
 use crate::tables::LakeTable;
 
 /// How fast a replay delivers its rows.
@@ -80,10 +86,14 @@ impl std::fmt::Display for ReplaySpeed {
 /// Sizes of a replay's work.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayOptions {
-    /// Rows a window aims at (a window is halved before it holds four times as many).
+    /// Rows a window aims at; only rows of one microsecond are never split, so a window
+    /// holds more only when that many share an instant.
     pub window_rows: usize,
     /// Rows per delivered batch (at most).
     pub batch_rows: usize,
+    /// Buckets the range's rows are counted in, over their own extent; a bucket holding
+    /// more than a window is counted again, as finely.
+    pub density_buckets: usize,
 }
 
 impl Default for ReplayOptions {
@@ -91,6 +101,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             window_rows: 256 * 1024,
             batch_rows: 8192,
+            density_buckets: 100_000,
         }
     }
 }
@@ -140,8 +151,8 @@ pub struct ReplayStats {
     pub rows: u64,
     /// Windows read.
     pub windows: u64,
-    /// Windows halved because they held too many rows.
-    pub halvings: u64,
+    /// Buckets counted again, more finely, because they held more than a window.
+    pub recounts: u64,
     /// Ascending runs merged.
     pub runs: u64,
 }
@@ -149,16 +160,18 @@ pub struct ReplayStats {
 /// A replay in progress: call [`next`](Replay::next) until it gives `None`.
 pub struct Replay {
     reader: Arc<WindowReader>,
-    /// Start of the next window to read.
-    next_start: i64,
-    end_us: i64,
-    window_us: i64,
-    reading: Option<tokio::task::JoinHandle<Result<Window>>>,
+    /// Windows not started yet, `[start, end)`, in time order.
+    planned: VecDeque<(i64, i64)>,
+    /// Windows being read, consecutive in time, oldest first.
+    reading: VecDeque<tokio::task::JoinHandle<Result<Window>>>,
     ready: VecDeque<Ordered>,
     clock: Option<Clock>,
     stats: ReplayStats,
     snapshot_id: Option<i64>,
 }
+
+/// Windows read at once, ahead of delivery.
+const READ_AHEAD: usize = 2;
 
 /// Rows in order, with their timestamps (for pacing); `offset` rows already delivered.
 struct Ordered {
@@ -180,6 +193,8 @@ struct WindowReader {
     snapshot_id: i64,
     /// `SELECT … WHERE` with `$1`/`$2` for the window's bounds; `params` bind `$3…`.
     sql: String,
+    /// Its `WHERE …`, which the plan counts the rows of.
+    clause: String,
     params: Vec<ScalarValue>,
     /// Columns delivered (the first `fields` of each row; the key columns follow).
     fields: usize,
@@ -188,11 +203,7 @@ struct WindowReader {
 
 /// One window read and merged.
 struct Window {
-    /// Exclusive end of the time the window covered.
-    stop: i64,
-    rows: usize,
     runs: usize,
-    halvings: u64,
     ordered: Vec<Ordered>,
 }
 
@@ -208,8 +219,6 @@ struct Key {
 const K_TS: &str = "k2_replay_ts";
 const K_SEQ: &str = "k2_replay_seq";
 const K_ID: &str = "k2_replay_id";
-/// The first window's length; later ones adapt to the density seen.
-const FIRST_WINDOW_US: i64 = 60_000_000;
 
 impl QueryEngine {
     /// Starts replaying `request` (its first window is being read when this returns).
@@ -235,9 +244,11 @@ impl QueryEngine {
                 "a replay's end must be after its start".into(),
             ));
         }
-        if options.window_rows == 0 || options.batch_rows == 0 {
+        if options.window_rows == 0 || options.batch_rows == 0 || options.density_buckets < 2 {
             return Err(LakeError::InvalidArgument(
-                "replay window and batch sizes must be positive".into(),
+                "replay window and batch sizes must be positive, and rows are counted in \
+                 at least 2 buckets"
+                    .into(),
             ));
         }
         let all = columns(table);
@@ -269,35 +280,41 @@ impl QueryEngine {
             .map(|f| format!(r#""{f}""#))
             .collect::<Vec<_>>()
             .join(", ");
+        let clause = w.clause();
         let sql = format!(
-            r#"SELECT {list}, "timestamp" AS {K_TS}, coalesce(source_sequence, -1) AS {K_SEQ}, message_id AS {K_ID} FROM t {}"#,
-            w.clause()
+            r#"SELECT {list}, "timestamp" AS {K_TS}, coalesce(source_sequence, -1) AS {K_SEQ}, message_id AS {K_ID} FROM t {clause}"#,
         );
         // The window's bounds replace the range's ($1, $2) on each read.
         let params = w.params.split_off(2);
+        let reader = Arc::new(WindowReader {
+            engine: self.clone(),
+            table,
+            snapshot_id: snapshot_id.unwrap_or_default(),
+            sql,
+            clause,
+            params,
+            fields: fields.len(),
+            options,
+        });
+        let (planned, recounts) = match snapshot_id {
+            Some(_) => reader.plan(start_us, end_us).await?,
+            None => Default::default(),
+        };
         let mut replay = Replay {
-            reader: Arc::new(WindowReader {
-                engine: self.clone(),
-                table,
-                snapshot_id: snapshot_id.unwrap_or_default(),
-                sql,
-                params,
-                fields: fields.len(),
-                options,
-            }),
-            next_start: start_us,
-            end_us,
-            window_us: FIRST_WINDOW_US,
-            reading: None,
+            reader,
+            planned,
+            reading: VecDeque::new(),
             ready: VecDeque::new(),
             clock,
-            stats: ReplayStats::default(),
+            stats: ReplayStats {
+                recounts,
+                ..Default::default()
+            },
             snapshot_id,
         };
-        if snapshot_id.is_some() {
-            replay.read_next();
-        }
-        tracing::debug!(%table, %speed, start_us, end_us, ?snapshot_id, "replay started");
+        let windows = replay.planned.len();
+        replay.read_ahead();
+        tracing::debug!(%table, %speed, start_us, end_us, ?snapshot_id, windows, "replay started");
         Ok(replay)
     }
 }
@@ -330,42 +347,34 @@ impl Replay {
                 crate::metrics::replayed(self.reader.table.name(), n);
                 return Ok(Some(out));
             }
-            let Some(reading) = self.reading.take() else {
+            let Some(reading) = self.reading.pop_front() else {
                 return Ok(None);
             };
             let window = reading
                 .await
                 .map_err(|e| LakeError::Query(format!("replay window task: {e}")))??;
             self.stats.windows += 1;
-            self.stats.halvings += window.halvings;
             self.stats.runs += window.runs as u64;
-            // Aim the next window at the target rows at the density just seen.
-            let covered = (window.stop - self.next_start).max(1);
-            let target = self.reader.options.window_rows as f64;
-            let scale = (target / window.rows.max(1) as f64).clamp(0.25, 8.0);
-            self.window_us = ((covered as f64 * scale) as i64).max(1);
-            self.next_start = window.stop;
-            self.read_next();
+            self.read_ahead();
             self.ready.extend(window.ordered);
         }
     }
 
-    /// Starts reading the window after the last one, if the range goes on.
-    fn read_next(&mut self) {
-        if self.next_start >= self.end_us {
-            return;
+    /// Starts the planned windows until [`READ_AHEAD`] are being read.
+    fn read_ahead(&mut self) {
+        while self.reading.len() < READ_AHEAD
+            && let Some((start, end)) = self.planned.pop_front()
+        {
+            let reader = self.reader.clone();
+            self.reading
+                .push_back(tokio::spawn(async move { reader.read(start, end).await }));
         }
-        let reader = self.reader.clone();
-        let (start, len, end) = (self.next_start, self.window_us, self.end_us);
-        self.reading = Some(tokio::spawn(
-            async move { reader.read(start, len, end).await },
-        ));
     }
 }
 
 impl Drop for Replay {
     fn drop(&mut self) {
-        if let Some(reading) = &self.reading {
+        for reading in &self.reading {
             reading.abort();
         }
     }
@@ -395,57 +404,144 @@ impl Clock {
 }
 
 impl WindowReader {
-    /// Reads [start, start + len) (clipped to `end`), halving it while it holds too many
-    /// rows, and merges its runs into order.
-    async fn read(&self, start: i64, mut len: i64, end: i64) -> Result<Window> {
+    /// The windows that cover every row of `[start, end)`, in order, and how many
+    /// buckets were counted again. Consecutive buckets are joined until a window holds
+    /// `window_rows` rows; a window runs from its first row's time to just after its last
+    /// row's, so time without rows falls in no window and costs nothing. The counts are
+    /// exact at the pinned snapshot.
+    async fn plan(&self, start: i64, end: i64) -> Result<(VecDeque<(i64, i64)>, u64)> {
         let started = Instant::now();
-        let cap = self.options.window_rows.saturating_mul(4);
-        let mut halvings = 0;
-        let (stop, batches) = loop {
-            let stop = start.saturating_add(len).min(end);
-            // One microsecond cannot be split: it is read whole.
-            let limit = (stop - start > 1).then_some(cap + 1);
-            let batches = self.query(start, stop, limit).await?;
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if limit.is_some_and(|l| rows >= l) {
-                len = (stop - start) / 2;
-                halvings += 1;
-                continue;
+        let mut buckets = Vec::new();
+        let recounts = self.count(start, end, &mut buckets).await?;
+        let target = self.options.window_rows as u64;
+        let mut windows = VecDeque::new();
+        // The window being filled: from, to, rows.
+        let mut open: Option<(i64, i64, u64)> = None;
+        for &Bucket { first, last, rows } in &buckets {
+            let w = open.get_or_insert((first, last + 1, 0));
+            w.1 = last + 1;
+            w.2 += rows;
+            if w.2 >= target {
+                windows.push_back((w.0, w.1));
+                open = None;
             }
-            break (stop, batches);
-        };
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        }
+        if let Some((from, to, _)) = open {
+            windows.push_back((from, to));
+        }
+        tracing::debug!(
+            table = %self.table,
+            buckets = buckets.len(),
+            recounts,
+            windows = windows.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "replay planned"
+        );
+        Ok((windows, recounts))
+    }
+
+    /// Appends the non-empty buckets of `[start, end)` to `out`, in time order, each
+    /// holding at most `window_rows` rows unless they share one microsecond; returns how
+    /// many buckets were counted again to get there. Only timestamps are read.
+    fn count<'a>(
+        &'a self,
+        start: i64,
+        end: i64,
+        out: &'a mut Vec<Bucket>,
+    ) -> futures::future::BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let extent = self
+                .query_sql(
+                    &format!(
+                        r#"SELECT min("timestamp"), max("timestamp") FROM t {}"#,
+                        self.clause
+                    ),
+                    start,
+                    end,
+                )
+                .await?;
+            let bound = |c: usize| {
+                extent
+                    .iter()
+                    .find(|b| b.num_rows() > 0)
+                    .and_then(|b| b.column(c).as_primitive_opt::<TimestampMicrosecondType>())
+                    .filter(|a| a.is_valid(0))
+                    .map(|a| a.value(0))
+            };
+            let (Some(first), Some(last)) = (bound(0), bound(1)) else {
+                return Ok(0);
+            };
+            let width = (last - first) / self.options.density_buckets as i64 + 1;
+            let counts = self
+                .query_sql(
+                    &format!(
+                        r#"SELECT min("timestamp"), max("timestamp"), count(*) FROM t {} GROUP BY date_bin(INTERVAL '{width} microseconds', "timestamp") ORDER BY 1"#,
+                        self.clause
+                    ),
+                    start,
+                    end,
+                )
+                .await?;
+            let mut recounts = 0;
+            for batch in &counts {
+                let (Some(firsts), Some(lasts), Some(rows)) = (
+                    batch
+                        .column(0)
+                        .as_primitive_opt::<TimestampMicrosecondType>(),
+                    batch
+                        .column(1)
+                        .as_primitive_opt::<TimestampMicrosecondType>(),
+                    batch.column(2).as_primitive_opt::<Int64Type>(),
+                ) else {
+                    return Err(LakeError::Query(
+                        "replay plan: the counts per bucket have unexpected types".into(),
+                    ));
+                };
+                for i in 0..batch.num_rows() {
+                    let bucket = Bucket {
+                        first: firsts.value(i),
+                        last: lasts.value(i),
+                        rows: rows.value(i) as u64,
+                    };
+                    if bucket.rows > self.options.window_rows as u64 && bucket.last > bucket.first {
+                        recounts += 1 + self.count(bucket.first, bucket.last + 1, out).await?;
+                    } else {
+                        out.push(bucket);
+                    }
+                }
+            }
+            Ok(recounts)
+        })
+    }
+
+    /// Reads `[start, end)` and merges its runs into order.
+    async fn read(&self, start: i64, end: i64) -> Result<Window> {
+        let started = Instant::now();
+        let batches = self.query_sql(&self.sql, start, end).await?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let (ordered, runs) = merge(&batches, self.fields, self.options.batch_rows)?;
         crate::metrics::replay_window(self.table.name(), started.elapsed());
         tracing::trace!(
             table = %self.table,
             start,
-            stop,
+            end,
             rows,
             runs,
-            halvings,
             ms = started.elapsed().as_millis() as u64,
             "replay window"
         );
-        Ok(Window {
-            stop,
-            rows,
-            runs,
-            halvings,
-            ordered,
-        })
+        Ok(Window { runs, ordered })
     }
 
-    async fn query(&self, start: i64, stop: i64, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
+    /// `sql`, whose `WHERE` is the replay's, over `[start, stop)` at the pinned snapshot.
+    async fn query_sql(&self, sql: &str, start: i64, stop: i64) -> Result<Vec<RecordBatch>> {
         let engine = &self.engine;
         let ctx = engine
             .context_for(self.table, Some(self.snapshot_id))
             .await?;
         let mut params = vec![ts(start), ts(stop)];
         params.extend(self.params.iter().cloned());
-        engine
-            .run_raw("replay", &ctx, &self.sql, params, limit)
-            .await
+        engine.run_raw("replay", &ctx, sql, params, None).await
     }
 }
 
@@ -477,6 +573,14 @@ fn keys(batch: &RecordBatch) -> Result<Vec<Key>> {
             },
         })
         .collect())
+}
+
+/// Rows counted in one bucket of time: the first and last row's times and how many.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    first: i64,
+    last: i64,
+    rows: u64,
 }
 
 /// One ascending run: rows `pos..end` of batch `batch`.
@@ -516,8 +620,24 @@ fn merge(
         }
     }
     let run_count = runs.len();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let project: Vec<usize> = (0..fields).collect();
+    let Some(first) = batches.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    // Only the delivered columns are gathered; the key columns stay behind.
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        first.schema().fields()[..fields]
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::FixedSizeBinary(16) => {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8))
+                }
+                _ => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let sources: Vec<Vec<&dyn Array>> = (0..fields)
+        .map(|c| batches.iter().map(|b| b.column(c).as_ref()).collect())
+        .collect();
     let mut out = Vec::new();
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
     let mut times: Vec<i64> = Vec::with_capacity(batch_rows);
@@ -525,55 +645,112 @@ fn merge(
         if picks.is_empty() {
             return Ok(());
         }
-        let batch = arrow::compute::interleave_record_batch(&refs, picks)
-            .and_then(|b| b.project(&project))
+        let columns = sources
+            .iter()
+            .map(|arrays| gather(arrays, picks))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .and_then(|columns| RecordBatch::try_new(schema.clone(), columns))
             .map_err(|e| LakeError::arrow("merging a replay window", e))?;
-        let batch = uuids_as_text(&batch).map_err(|e| LakeError::Query(e.to_string()))?;
         out.push(Ordered {
-            batch,
+            batch: columns,
             times: std::mem::replace(times, Vec::with_capacity(batch_rows)),
             offset: 0,
         });
         picks.clear();
         Ok(())
     };
-    // Min-heap of run heads by (key, run): equal keys leave in run order.
-    let mut heap: BinaryHeap<std::cmp::Reverse<(Key, usize)>> = runs
+    // Min-heap of run heads by (key, run): equal keys leave in run order. The head's run
+    // moves on in place; a run that stays ahead costs two comparisons per row.
+    let mut heap: BinaryHeap<Reverse<(Key, usize)>> = runs
         .iter()
         .enumerate()
-        .map(|(r, run)| std::cmp::Reverse((keys[run.batch][run.pos], r)))
+        .map(|(r, run)| Reverse((keys[run.batch][run.pos], r)))
         .collect();
-    while let Some(std::cmp::Reverse((_, r))) = heap.pop() {
-        let next = heap.peek().map(|std::cmp::Reverse(head)| *head);
+    while let Some(mut head) = heap.peek_mut() {
+        let Reverse((_, r)) = *head;
         let run = &mut runs[r];
         let k = &keys[run.batch];
-        loop {
-            picks.push((run.batch, run.pos));
-            times.push(k[run.pos].ts);
-            run.pos += 1;
-            if picks.len() == batch_rows {
-                flush(&mut picks, &mut times)?;
-            }
-            if run.pos == run.end {
-                break;
-            }
-            // The run goes on while it stays ahead of every other run's head.
-            let head = (k[run.pos], r);
-            if next.is_some_and(|n| head > n) {
-                heap.push(std::cmp::Reverse(head));
-                break;
-            }
+        picks.push((run.batch, run.pos));
+        times.push(k[run.pos].ts);
+        run.pos += 1;
+        if run.pos == run.end {
+            PeekMut::pop(head);
+        } else {
+            *head = Reverse((k[run.pos], r));
+        }
+        if picks.len() == batch_rows {
+            flush(&mut picks, &mut times)?;
         }
     }
     flush(&mut picks, &mut times)?;
     Ok((out, run_count))
 }
 
+/// One column of the picked rows, `(array, row)` each. Arrow's `interleave` does most
+/// types; two are done here because it copies them row by row through its generic path:
+/// maps (the vendor fields), and 16-byte message ids, which are written straight out as
+/// uuid text.
+fn gather(arrays: &[&dyn Array], picks: &[(usize, usize)]) -> ArrowResult<ArrayRef> {
+    let nulls = |valid: &dyn Fn(usize, usize) -> bool| {
+        arrays
+            .iter()
+            .any(|a| a.null_count() > 0)
+            .then(|| NullBuffer::from_iter(picks.iter().map(|&(a, r)| valid(a, r))))
+    };
+    match arrays[0].data_type() {
+        DataType::FixedSizeBinary(16) => {
+            let ids: Vec<_> = arrays.iter().map(|a| a.as_fixed_size_binary()).collect();
+            let mut text = StringBuilder::with_capacity(picks.len(), picks.len() * 36);
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            for &(a, r) in picks {
+                if ids[a].is_valid(r) {
+                    let bytes: [u8; 16] = ids[a].value(r).try_into().expect("16 bytes");
+                    text.append_value(
+                        uuid::Uuid::from_bytes(bytes)
+                            .hyphenated()
+                            .encode_lower(&mut buf),
+                    );
+                } else {
+                    text.append_null();
+                }
+            }
+            Ok(Arc::new(text.finish()))
+        }
+        DataType::Map(field, sorted) => {
+            let maps: Vec<&MapArray> = arrays.iter().map(|a| a.as_map()).collect();
+            let mut offsets = Vec::with_capacity(picks.len() + 1);
+            offsets.push(0i32);
+            let mut entries = Vec::new();
+            for &(a, r) in picks {
+                let o = maps[a].value_offsets();
+                entries.extend((o[r] as usize..o[r + 1] as usize).map(|i| (a, i)));
+                offsets.push(
+                    i32::try_from(entries.len())
+                        .map_err(|_| ArrowError::OffsetOverflowError(entries.len()))?,
+                );
+            }
+            let children: Vec<&dyn Array> =
+                maps.iter().map(|m| m.entries() as &dyn Array).collect();
+            let entries = interleave(&children, &entries)?;
+            Ok(Arc::new(MapArray::try_new(
+                field.clone(),
+                OffsetBuffer::new(offsets.into()),
+                entries.as_struct().clone(),
+                nulls(&|a, r| maps[a].is_valid(r)),
+                *sorted,
+            )?))
+        }
+        _ => interleave(arrays, picks),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{FixedSizeBinaryArray, Int64Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::array::{
+        FixedSizeBinaryArray, Int64Array, MapBuilder, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{Field, Schema, TimeUnit};
 
     fn batch(rows: &[(i64, i64, u8)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -638,6 +815,51 @@ mod tests {
         let (values, _, runs) = merged(&[a, b], 8192);
         assert_eq!(runs, 4);
         assert_eq!(values, vec![4077, 5019, 5020, 5021, 5031]);
+    }
+
+    #[test]
+    fn maps_and_message_ids_are_gathered_as_arrow_would() {
+        let map = |rows: &[Option<&[(&str, &str)]>]| {
+            let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+            for row in rows {
+                match row {
+                    Some(entries) => {
+                        for (k, v) in *entries {
+                            b.keys().append_value(k);
+                            b.values().append_value(v);
+                        }
+                        b.append(true).unwrap();
+                    }
+                    None => b.append(false).unwrap(),
+                }
+            }
+            b.finish()
+        };
+        let a = map(&[Some(&[("q", "1"), ("c", "2")]), None, Some(&[])]);
+        let b = map(&[Some(&[("z", "9")]), Some(&[("y", "8"), ("x", "7")])]);
+        // Sliced, as a window's batches can be: offsets no longer start at zero.
+        let b = b.slice(1, 1);
+        let picks = [(1, 0), (0, 1), (0, 0), (0, 2), (1, 0)];
+        let got = gather(&[&a, &b], &picks).unwrap();
+        let want = interleave(&[&a as &dyn Array, &b], &picks).unwrap();
+        assert_eq!(got.as_map(), want.as_map());
+        assert_eq!(got.null_count(), 1);
+
+        let id = |byte: u8| Some([byte; 16]);
+        let ids = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            [id(0xab), None, id(0x01)].into_iter(),
+            16,
+        )
+        .unwrap();
+        let got = gather(&[&ids], &[(0, 2), (0, 1), (0, 0)]).unwrap();
+        assert_eq!(
+            got.as_string::<i32>(),
+            &StringArray::from(vec![
+                Some("01010101-0101-0101-0101-010101010101"),
+                None,
+                Some("abababab-abab-abab-abab-abababababab"),
+            ])
+        );
     }
 
     #[test]
