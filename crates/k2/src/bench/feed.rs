@@ -8,7 +8,6 @@
 //!    runs in a loop, and each trade's freshness is the time from its frame being received
 //!    to the first query answer holding it. Resident memory is sampled every 10 seconds.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -143,6 +142,17 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
 }
 
 async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    // The writer's gauges, to tell the dedup window's share of the memory (it grows by
+    // design until `dedup.window_seconds` or `dedup.max_ids`).
+    let metrics = crate::telemetry::recorder()?;
+    let dedup_bytes = || {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("k2_dedup_memory_bytes"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b)
+    };
     let count = u64::from(rate) * seconds;
     let frames: Arc<Vec<String>> = Arc::new((1..=count).map(binance_frame).collect());
     let sim = Simulator::start(vec![vec![Step::Paced {
@@ -186,17 +196,25 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         limit: 1000,
         ..Default::default()
     };
-    let mut seen: HashSet<i64> = HashSet::new();
-    let mut fresh_us: Vec<i64> = Vec::new();
+    // The bench's own books are allocated and touched before the first memory sample, so
+    // the RSS over the run is K2's: a bit per trade seen, a slot per freshness figure.
+    let mut seen = vec![0u64; count as usize / 64 + 1];
+    let mut fresh_us = vec![0i64; count as usize];
+    let mut fresh = 0;
     let mut rss = Vec::new();
     let mut next_sample = Instant::now();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds + 30);
     let mut queries = 0u64;
     // Until the last trade sent is seen (earlier ones a query missed are counted as such).
-    while !seen.contains(&(count as i64)) && Instant::now() < deadline {
+    let is_seen = |seen: &[u64], seq: i64| seen[seq as usize / 64] & (1 << (seq % 64)) != 0;
+    while !is_seen(&seen, count as i64) && Instant::now() < deadline {
         if Instant::now() >= next_sample {
-            rss.push((started.elapsed().as_secs(), super::rss_bytes()));
+            rss.push((
+                started.elapsed().as_secs(),
+                super::rss_bytes(),
+                dedup_bytes(),
+            ));
             next_sample += Duration::from_secs(10);
         }
         let page = engine
@@ -208,19 +226,27 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
             let seq = b.column(0).as_primitive::<Int64Type>();
             let received = b.column(1).as_primitive::<TimestampMicrosecondType>();
             for i in 0..b.num_rows() {
-                if seen.insert(seq.value(i)) {
-                    fresh_us.push(now - received.value(i));
+                let s = seq.value(i);
+                if (1..=count as i64).contains(&s) && !is_seen(&seen, s) {
+                    seen[s as usize / 64] |= 1 << (s % 64);
+                    fresh_us[fresh] = now - received.value(i);
+                    fresh += 1;
                 }
             }
         }
     }
-    rss.push((started.elapsed().as_secs(), super::rss_bytes()));
+    rss.push((
+        started.elapsed().as_secs(),
+        super::rss_bytes(),
+        dedup_bytes(),
+    ));
     stop_feed.notify_waiters();
     let _ = capture.await;
     stop.store(true, Ordering::Relaxed);
     let _ = writer.await;
     let _ = follower.await;
 
+    fresh_us.truncate(fresh);
     fresh_us.sort_unstable();
     let q = |p: f64| {
         fresh_us
@@ -239,8 +265,11 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     );
     let line: Vec<String> = rss
         .iter()
-        .map(|(s, b)| format!("{s}s {:.0}", mb(*b)))
+        .map(|(s, b, d)| format!("{s}s {:.0} ({:.0})", mb(*b), mb(*d as u64)))
         .collect();
-    println!("  RSS (MB) over the run: {}", line.join(", "));
+    println!(
+        "  RSS (MB) over the run, in brackets the dedup window's ids (`dedup.max_ids` bounds them): {}",
+        line.join(", ")
+    );
     Ok(())
 }
