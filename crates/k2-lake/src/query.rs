@@ -1097,6 +1097,29 @@ fn once_each(batches: Vec<RecordBatch>, limit: usize) -> Result<Vec<RecordBatch>
     Ok(vec![once])
 }
 
+/// `len` 16-byte ids (None: null) as lower-case hyphenated uuid text.
+pub(crate) fn uuid_text<'a>(
+    len: usize,
+    ids: impl Iterator<Item = Option<&'a [u8]>>,
+) -> arrow::array::StringArray {
+    let mut text = arrow::array::StringBuilder::with_capacity(len, len * 36);
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    for id in ids {
+        match id {
+            Some(id) => {
+                let bytes: [u8; 16] = id.try_into().expect("16 bytes");
+                text.append_value(
+                    uuid::Uuid::from_bytes(bytes)
+                        .hyphenated()
+                        .encode_lower(&mut buf),
+                );
+            }
+            None => text.append_null(),
+        }
+    }
+    text.finish()
+}
+
 /// Results show Iceberg `uuid` columns (16-byte fixed binary in Arrow) in their text form.
 pub(crate) fn uuids_as_text(
     batch: &RecordBatch,
@@ -1114,21 +1137,10 @@ pub(crate) fn uuids_as_text(
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         if field.data_type() == &ArrowType::FixedSizeBinary(16) {
             let ids = column.as_fixed_size_binary();
-            let mut text = arrow::array::StringBuilder::with_capacity(ids.len(), ids.len() * 36);
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            for i in 0..ids.len() {
-                if ids.is_valid(i) {
-                    let bytes: [u8; 16] = ids.value(i).try_into().expect("16 bytes");
-                    text.append_value(
-                        uuid::Uuid::from_bytes(bytes)
-                            .hyphenated()
-                            .encode_lower(&mut buf),
-                    );
-                } else {
-                    text.append_null();
-                }
-            }
-            let text = text.finish();
+            let text = uuid_text(
+                ids.len(),
+                (0..ids.len()).map(|i| ids.is_valid(i).then(|| ids.value(i))),
+            );
             fields.push(Arc::new(
                 field.as_ref().clone().with_data_type(ArrowType::Utf8),
             ));

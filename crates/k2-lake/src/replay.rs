@@ -26,7 +26,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
@@ -34,7 +34,7 @@ use arrow::error::{ArrowError, Result as ArrowResult};
 use datafusion::common::ScalarValue;
 
 use crate::error::{LakeError, Result};
-use crate::query::{Conditions, QueryEngine, columns, pick_fields, ts};
+use crate::query::{Conditions, QueryEngine, columns, pick_fields, ts, uuid_text};
 use crate::tables::LakeTable;
 
 /// How fast a replay delivers its rows.
@@ -700,21 +700,12 @@ fn gather(arrays: &[&dyn Array], picks: &[(usize, usize)]) -> ArrowResult<ArrayR
     match arrays[0].data_type() {
         DataType::FixedSizeBinary(16) => {
             let ids: Vec<_> = arrays.iter().map(|a| a.as_fixed_size_binary()).collect();
-            let mut text = StringBuilder::with_capacity(picks.len(), picks.len() * 36);
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            for &(a, r) in picks {
-                if ids[a].is_valid(r) {
-                    let bytes: [u8; 16] = ids[a].value(r).try_into().expect("16 bytes");
-                    text.append_value(
-                        uuid::Uuid::from_bytes(bytes)
-                            .hyphenated()
-                            .encode_lower(&mut buf),
-                    );
-                } else {
-                    text.append_null();
-                }
-            }
-            Ok(Arc::new(text.finish()))
+            Ok(Arc::new(uuid_text(
+                picks.len(),
+                picks
+                    .iter()
+                    .map(|&(a, r)| ids[a].is_valid(r).then(|| ids[a].value(r))),
+            )))
         }
         DataType::Map(field, sorted) => {
             let maps: Vec<&MapArray> = arrays.iter().map(|a| a.as_map()).collect();
@@ -748,7 +739,8 @@ fn gather(arrays: &[&dyn Array], picks: &[(usize, usize)]) -> ArrowResult<ArrayR
 mod tests {
     use super::*;
     use arrow::array::{
-        FixedSizeBinaryArray, Int64Array, MapBuilder, StringArray, TimestampMicrosecondArray,
+        FixedSizeBinaryArray, Int64Array, MapBuilder, StringArray, StringBuilder,
+        TimestampMicrosecondArray,
     };
     use arrow::datatypes::{Field, Schema, TimeUnit};
 
