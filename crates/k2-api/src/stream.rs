@@ -56,7 +56,6 @@ pub(crate) async fn start(
     let (tx, chunks) = mpsc::channel::<Chunk>(4);
     let table = request.table;
     runtime.spawn(async move {
-        let _permit = permit;
         metrics::gauge!("k2_api_replays_active").increment(1.0);
         let started = Instant::now();
         let mut replay = match engine.replay(request).await {
@@ -90,10 +89,7 @@ pub(crate) async fn start(
                 }
             }
             let chunk = match next {
-                Ok(None) => {
-                    let _ = tx.send(Chunk::End).await;
-                    break "complete";
-                }
+                Ok(None) => break "complete",
                 Ok(Some(batch)) => match format::ndjson(&batch) {
                     Ok(bytes) => Chunk::Rows(bytes),
                     Err(e) => Chunk::Failed("internal", format!("encoding rows: {e}")),
@@ -111,15 +107,14 @@ pub(crate) async fn start(
                 break "failed";
             }
         };
-        if outcome == "stopped" {
-            let _ = tx
-                .send(Chunk::Failed(
-                    "shutting_down",
-                    "the server is shutting down; resume the replay from the last row's time"
-                        .into(),
-                ))
-                .await;
-        }
+        let last = match outcome {
+            "complete" => Some(Chunk::End),
+            "stopped" => Some(Chunk::Failed(
+                "shutting_down",
+                "the server is shutting down; resume the replay from the last row's time".into(),
+            )),
+            _ => None,
+        };
         metrics::gauge!("k2_api_replays_active").decrement(1.0);
         metrics::counter!("k2_api_replays_total", "outcome" => outcome).increment(1);
         let stats = replay.stats();
@@ -131,6 +126,13 @@ pub(crate) async fn start(
             seconds = started.elapsed().as_secs_f64(),
             "replay ended"
         );
+        // The slot is free before the client reads the end: a client that starts its
+        // next replay as soon as this one ends is not refused for the one just ended.
+        drop(replay);
+        drop(permit);
+        if let Some(last) = last {
+            let _ = tx.send(last).await;
+        }
     });
     match ready.await {
         Ok(Ok(snapshot_id)) => Ok(Started {
