@@ -26,12 +26,23 @@ pub enum Step {
     Drop,
     /// Send these frames as fast as the connection takes them (a burst).
     Burst(Arc<Vec<String>>),
-    /// Send these frames at a steady rate (frames per second), a millisecond's worth at a
-    /// time.
+    /// Send `count` frames at a steady rate (frames per second), a millisecond's worth at a
+    /// time. Frame `i` (from 0) is made as it is sent, so a long run holds no frames.
     Paced {
-        frames: Arc<Vec<String>>,
+        count: usize,
+        frame: FrameMaker,
         per_second: u32,
     },
+}
+
+/// Makes frame `i` of a paced step.
+#[derive(Clone)]
+pub struct FrameMaker(pub Arc<dyn Fn(usize) -> String + Send + Sync>);
+
+impl std::fmt::Debug for FrameMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameMaker")
+    }
 }
 
 /// What one client did.
@@ -111,17 +122,21 @@ impl Simulator {
                                     return;
                                 }
                             }
-                            Step::Paced { frames, per_second } => {
+                            Step::Paced {
+                                count,
+                                frame,
+                                per_second,
+                            } => {
                                 let start = tokio::time::Instant::now();
                                 let rate = f64::from(per_second.max(1));
                                 let mut sent = 0usize;
                                 let mut tick = tokio::time::interval(Duration::from_millis(1));
-                                while sent < frames.len() {
+                                while sent < count {
                                     tick.tick().await;
                                     let due = ((start.elapsed().as_secs_f64() * rate) as usize)
-                                        .clamp(sent + 1, frames.len());
-                                    for f in &frames[sent..due] {
-                                        if ws.feed(Message::text(f.as_str())).await.is_err() {
+                                        .clamp(sent + 1, count);
+                                    for i in sent..due {
+                                        if ws.feed(Message::text(frame.0(i))).await.is_err() {
                                             return;
                                         }
                                     }

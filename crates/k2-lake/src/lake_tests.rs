@@ -279,6 +279,23 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
             .unwrap()
             .is_none()
     );
+    // The footers those answers read are kept, within their bound; a bound of zero keeps
+    // none and answers the same.
+    let (bytes, files) = engine.file_metadata_cache();
+    assert!(
+        files > 0 && bytes > 0 && bytes <= 64 << 20,
+        "{files} files, {bytes} B"
+    );
+    let none = QueryOptions {
+        file_metadata_cache_mb: 0,
+        ..Default::default()
+    };
+    let uncached = QueryEngine::new(l.catalog.clone(), none).unwrap();
+    let day = "2014-03-11".parse().unwrap();
+    let s = uncached.daily_summary("BHP", day, Some("ASX"), None);
+    let s = s.await.unwrap().expect("BHP traded");
+    assert_eq!(s.ohlcv.trade_count, expected["2014-03-11"].5);
+    assert_eq!(uncached.file_metadata_cache(), (0, 0));
 
     // Bars: every interval covers the day's trades exactly, and candles are consistent.
     let day: NaiveDate = "2014-03-10".parse().unwrap();

@@ -41,6 +41,13 @@ pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration
     metrics::histogram!("k2_query_seconds", "kind" => kind).record(elapsed.as_secs_f64());
 }
 
+/// The decoded Parquet footers kept between queries (bounded by
+/// `query.file_metadata_cache_mb`).
+pub(crate) fn file_metadata_cache(bytes: usize, files: usize) {
+    metrics::gauge!("k2_query_file_metadata_cache_bytes").set(bytes as f64);
+    metrics::gauge!("k2_query_file_metadata_cache_files").set(files as f64);
+}
+
 pub(crate) fn sequence_events(table: &'static str, event: &'static str, n: u64) {
     metrics::counter!("k2_sequence_events_total", "table" => table, "event" => event).increment(n);
 }

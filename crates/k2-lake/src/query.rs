@@ -20,6 +20,9 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaPr
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::CacheAccessor;
+use datafusion::execution::cache::DefaultFilesMetadataCache;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -49,6 +52,9 @@ pub struct QueryOptions {
     /// keeps Iceberg's manifest cache warm; a commit becomes visible within this time.
     /// Zero asks the catalog on every query.
     pub metadata_refresh: Duration,
+    /// Parquet footers (with their page indexes) kept decoded between queries, in MiB;
+    /// least recently used first out. Zero keeps none.
+    pub file_metadata_cache_mb: u64,
 }
 
 impl Default for QueryOptions {
@@ -58,6 +64,7 @@ impl Default for QueryOptions {
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
             metadata_refresh: Duration::from_secs(1),
+            file_metadata_cache_mb: 64,
         }
     }
 }
@@ -298,6 +305,8 @@ pub struct SnapshotInfo {
 pub struct QueryEngine {
     catalog: Arc<dyn Catalog>,
     runtime: Arc<RuntimeEnv>,
+    /// The runtime's Parquet footer cache, kept to report its size.
+    footers: Arc<DefaultFilesMetadataCache>,
     options: QueryOptions,
     tables: std::sync::Mutex<std::collections::HashMap<LakeTable, (Instant, Table)>>,
 }
@@ -404,7 +413,13 @@ fn row_key(b: &RecordBatch, i: usize) -> Result<RowKey> {
 
 impl QueryEngine {
     pub fn new(catalog: Arc<dyn Catalog>, options: QueryOptions) -> Result<Self> {
+        let footers = Arc::new(DefaultFilesMetadataCache::new(
+            (options.file_metadata_cache_mb as usize) << 20,
+        ));
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(
+                CacheManagerConfig::default().with_file_metadata_cache(Some(footers.clone())),
+            )
             .with_memory_limit((options.memory_limit_mb as usize) << 20, 1.0)
             // No spilling: a query over its memory budget fails with a clear error.
             .with_disk_manager_builder(
@@ -415,9 +430,15 @@ impl QueryEngine {
         Ok(QueryEngine {
             catalog,
             runtime,
+            footers,
             options,
             tables: Default::default(),
         })
+    }
+
+    /// The decoded Parquet footers kept between queries: (bytes, files).
+    pub fn file_metadata_cache(&self) -> (usize, usize) {
+        (self.footers.memory_used(), self.footers.len())
     }
 
     pub fn options(&self) -> &QueryOptions {
@@ -540,6 +561,8 @@ impl QueryEngine {
             Err(_) => "error",
         };
         metrics::query(kind, outcome, started.elapsed());
+        let (bytes, files) = self.file_metadata_cache();
+        metrics::file_metadata_cache(bytes, files);
         result
     }
 

@@ -39,6 +39,10 @@ fn group_key(group: &str, topic: &str, partition: u32) -> String {
     format!("{group}\u{0}{topic}\u{0}{partition}")
 }
 
+/// The embedded log file's page cache: it fills as the log grows and stays at this bound
+/// (`k2_log_embedded_cache_bytes` shows it).
+const LOG_CACHE_BYTES: usize = 64 << 20;
+
 /// The embedded log. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -50,7 +54,7 @@ pub struct EmbeddedLog {
 impl EmbeddedLog {
     /// Opens (creating if needed) the log file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = open_shared(path, "log", 64 * 1024 * 1024)?;
+        let db = open_shared(path, "log", LOG_CACHE_BYTES)?;
         let txn = db
             .begin_write()
             .map_err(|e| LogError::storage("initialising log", e))?;
@@ -143,6 +147,7 @@ impl EmbeddedLog {
         txn.commit()
             .map_err(|e| LogError::storage("committing append", e))?;
         metrics::append_latency(started.elapsed());
+        metrics::embedded_cache_bytes(self.db.cache_stats().used_bytes());
         tracing::debug!(records = appended, "log append committed");
         self.appended.notify_waiters();
         Ok(())

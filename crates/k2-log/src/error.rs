@@ -46,10 +46,68 @@ impl LogError {
         context: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
+        let context = context.into();
+        if refuses_until_reopened(&source) {
+            return LogError::Rejected(format!(
+                "{context}: an earlier write to the store's file failed (a full disk, say), and \
+                 the open file refuses all work from then on; free the space and restart K2"
+            ));
+        }
         LogError::Storage {
-            context: context.into(),
+            context,
             source: Box::new(source),
         }
+    }
+}
+
+/// After a failed write, redb refuses every later call on that open file with
+/// `PreviousIo` until it is opened again: retrying through the same handle cannot pass.
+fn refuses_until_reopened(e: &dyn std::any::Any) -> bool {
+    use redb::StorageError::PreviousIo;
+    matches!(e.downcast_ref(), Some(PreviousIo))
+        || matches!(e.downcast_ref(), Some(redb::Error::PreviousIo))
+        || matches!(
+            e.downcast_ref(),
+            Some(redb::TransactionError::Storage(PreviousIo))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(redb::TableError::Storage(PreviousIo))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(redb::CommitError::Storage(PreviousIo))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(redb::DatabaseError::Storage(PreviousIo))
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_poisoned_by_a_failed_write_is_not_retried() {
+        for e in [
+            LogError::storage("appending", redb::StorageError::PreviousIo),
+            LogError::storage("appending", redb::Error::PreviousIo),
+            LogError::storage(
+                "committing",
+                redb::CommitError::Storage(redb::StorageError::PreviousIo),
+            ),
+            LogError::storage(
+                "opening",
+                redb::TableError::Storage(redb::StorageError::PreviousIo),
+            ),
+        ] {
+            assert!(!e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("restart K2"), "{e}");
+        }
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = LogError::storage("appending", redb::StorageError::Io(full));
+        assert!(e.is_retryable(), "a full disk itself may pass: {e}");
     }
 }
 

@@ -12,6 +12,11 @@ pub(crate) fn append_latency(elapsed: Duration) {
     metrics::histogram!("k2_log_append_seconds").record(elapsed.as_secs_f64());
 }
 
+/// The embedded log file's page cache (bounded, see `embedded::LOG_CACHE_BYTES`).
+pub(crate) fn embedded_cache_bytes(bytes: usize) {
+    metrics::gauge!("k2_log_embedded_cache_bytes").set(bytes as f64);
+}
+
 pub(crate) fn records_read(n: usize) {
     if n > 0 {
         metrics::counter!("k2_log_records_read_total").increment(n as u64);

@@ -242,6 +242,8 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Reuse of loaded table metadata, in milliseconds (0: ask the catalog every query).
     pub metadata_refresh_ms: u64,
+    /// Decoded Parquet footers kept between queries, MiB (0: none).
+    pub file_metadata_cache_mb: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -316,6 +318,7 @@ impl Default for QueryConfig {
             timeout_seconds: 30.0,
             max_rows: 100_000,
             metadata_refresh_ms: 1000,
+            file_metadata_cache_mb: 64,
         }
     }
 }
@@ -647,6 +650,7 @@ impl Config {
             timeout: Duration::from_secs_f64(self.query.timeout_seconds),
             max_rows: self.query.max_rows,
             metadata_refresh: Duration::from_millis(self.query.metadata_refresh_ms),
+            file_metadata_cache_mb: self.query.file_metadata_cache_mb,
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::output::{Format, render, to_batches};
 
 // The pipeline allocates per record; mimalloc measured faster than the system allocator here.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use k2_ingest::live::{FeedConfig, Reconnect, Venue};
-use k2_ingest::simulator::{Simulator, Step};
+use k2_ingest::simulator::{FrameMaker, Simulator, Step};
 use k2_lake::LakeTable;
 use k2_lake::query::{MarketFilter, QueryEngine};
 use k2_lake::tail::{Tail, TailConfig};
@@ -142,21 +142,36 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
 }
 
 async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {
-    // The writer's gauges, to tell the dedup window's share of the memory (it grows by
-    // design until `dedup.window_seconds` or `dedup.max_ids`).
+    // The gauges of what K2 holds by design, to tell their share of the memory: the dedup
+    // window (it grows until `dedup.window_seconds` or `dedup.max_ids`), the embedded
+    // log's page cache (64 MiB) and the decoded Parquet footers (until
+    // `query.file_metadata_cache_mb`).
     let metrics = crate::telemetry::recorder()?;
-    let dedup_bytes = || {
-        metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("k2_dedup_memory_bytes"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |a, b| a + b)
+    let sample = |at: Duration| {
+        let text = metrics.render();
+        let gauge = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(0.0, |a, b| a + b) as u64
+        };
+        let (anon, file) = super::rss_anon_file();
+        format!(
+            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0})",
+            at.as_secs(),
+            mb(anon + file),
+            mb(anon),
+            mb(file),
+            mb(gauge("k2_dedup_memory_bytes")),
+            mb(gauge("k2_log_embedded_cache_bytes")),
+            mb(gauge("k2_query_file_metadata_cache_bytes"))
+        )
     };
     let count = u64::from(rate) * seconds;
-    let frames: Arc<Vec<String>> = Arc::new((1..=count).map(binance_frame).collect());
+    // Frames are made as they are sent: the process holds none of the run's trades.
     let sim = Simulator::start(vec![vec![Step::Paced {
-        frames,
+        count: count as usize,
+        frame: FrameMaker(Arc::new(|i| binance_frame(i as u64 + 1))),
         per_second: rate,
     }]])
     .await?;
@@ -210,11 +225,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     let is_seen = |seen: &[u64], seq: i64| seen[seq as usize / 64] & (1 << (seq % 64)) != 0;
     while !is_seen(&seen, count as i64) && Instant::now() < deadline {
         if Instant::now() >= next_sample {
-            rss.push((
-                started.elapsed().as_secs(),
-                super::rss_bytes(),
-                dedup_bytes(),
-            ));
+            rss.push(sample(started.elapsed()));
             next_sample += Duration::from_secs(10);
         }
         let page = engine
@@ -235,11 +246,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
             }
         }
     }
-    rss.push((
-        started.elapsed().as_secs(),
-        super::rss_bytes(),
-        dedup_bytes(),
-    ));
+    rss.push(sample(started.elapsed()));
     stop_feed.notify_waiters();
     let _ = capture.await;
     stop.store(true, Ordering::Relaxed);
@@ -263,13 +270,11 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         q(0.99),
         q(1.0)
     );
-    let line: Vec<String> = rss
-        .iter()
-        .map(|(s, b, d)| format!("{s}s {:.0} ({:.0})", mb(*b), mb(*d as u64)))
-        .collect();
     println!(
-        "  RSS (MB) over the run, in brackets the dedup window's ids (`dedup.max_ids` bounds them): {}",
-        line.join(", ")
+        "  RSS (MB) over the run, anonymous and file-backed, and in brackets what K2 holds by design and bounds:"
     );
+    for line in rss {
+        println!("    {line}");
+    }
     Ok(())
 }

@@ -576,6 +576,20 @@ pub(crate) fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Resident memory of this process, bytes: (anonymous, file-backed). The file-backed
+/// part is mostly the program's own code, paged in as it is first run.
+pub(crate) fn rss_anon_file() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb << 10)
+    };
+    (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
+}
+
 /// A cheap deterministic generator (xorshift), so workloads are the same every run.
 struct XorShift(u64);
 
