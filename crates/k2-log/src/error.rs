@@ -84,6 +84,8 @@ fn refuses_until_reopened(e: &dyn std::any::Any) -> bool {
         )
 }
 
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +112,3 @@ mod tests {
         assert!(e.is_retryable(), "a full disk itself may pass: {e}");
     }
 }
-
-pub type Result<T, E = LogError> = std::result::Result<T, E>;
