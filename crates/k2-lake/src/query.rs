@@ -413,12 +413,14 @@ fn row_key(b: &RecordBatch, i: usize) -> Result<RowKey> {
 
 impl QueryEngine {
     pub fn new(catalog: Arc<dyn Catalog>, options: QueryOptions) -> Result<Self> {
-        let footers = Arc::new(DefaultFilesMetadataCache::new(
-            (options.file_metadata_cache_mb as usize) << 20,
-        ));
+        let footers_limit = (options.file_metadata_cache_mb as usize) << 20;
+        let footers = Arc::new(DefaultFilesMetadataCache::new(footers_limit));
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(
-                CacheManagerConfig::default().with_file_metadata_cache(Some(footers.clone())),
+                // The manager sets the cache's limit from its own config, so both say it.
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(footers.clone()))
+                    .with_metadata_cache_limit(footers_limit),
             )
             .with_memory_limit((options.memory_limit_mb as usize) << 20, 1.0)
             // No spilling: a query over its memory budget fails with a clear error.
