@@ -64,24 +64,15 @@ impl LogError {
 /// `PreviousIo` until it is opened again: retrying through the same handle cannot pass.
 fn refuses_until_reopened(e: &dyn std::any::Any) -> bool {
     use redb::StorageError::PreviousIo;
+    // redb's error types that carry a `StorageError` as their `Storage` variant.
+    macro_rules! wrapped {
+        ($($wrapper:ident),*) => {
+            false $(|| matches!(e.downcast_ref(), Some(redb::$wrapper::Storage(PreviousIo))))*
+        };
+    }
     matches!(e.downcast_ref(), Some(PreviousIo))
         || matches!(e.downcast_ref(), Some(redb::Error::PreviousIo))
-        || matches!(
-            e.downcast_ref(),
-            Some(redb::TransactionError::Storage(PreviousIo))
-        )
-        || matches!(
-            e.downcast_ref(),
-            Some(redb::TableError::Storage(PreviousIo))
-        )
-        || matches!(
-            e.downcast_ref(),
-            Some(redb::CommitError::Storage(PreviousIo))
-        )
-        || matches!(
-            e.downcast_ref(),
-            Some(redb::DatabaseError::Storage(PreviousIo))
-        )
+        || wrapped!(TransactionError, TableError, CommitError, DatabaseError)
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
