@@ -6,7 +6,8 @@
 //!
 //! - The **exact tier** holds every id of the window in sets bucketed by arrival time (the
 //!   record's ingestion time), so forgetting old ids drops whole buckets instead of
-//!   scanning.
+//!   scanning. A bucket's sets are fixed-size pieces, so the window's memory grows in equal
+//!   steps and never holds a set's old and new table at once.
 //! - The **Bloom tier** sits in front. A new id (the common case) is recognised by one
 //!   Bloom probe and goes straight into its bucket, whatever the number of buckets; only a
 //!   Bloom hit searches the buckets, and a hit the buckets do not confirm is a false
@@ -130,12 +131,68 @@ impl Bloom {
     }
 }
 
+/// Ids one arrival bucket holds, in sets of at most [`PIECE_IDS`]. The first set grows as
+/// usual; once it is full, every further set is allocated at the full size and the full
+/// ones are kept as they are. The window so grows in equal steps: a set that doubles holds
+/// its old table and its new one at once, and the allocator keeps the freed table
+/// resident, which made the process's memory climb in steps far above what the ids need.
+/// Equal pieces are also reused as they are when an expired bucket frees them.
+#[derive(Default)]
+struct Bucket {
+    pieces: Vec<IdSet>,
+}
+
+/// Ids per piece: 2^17 slots at hashbrown's 7/8 load, 17 bytes a slot (about 2.2 MB).
+const PIECE_IDS: usize = (1 << 17) / 8 * 7;
+
+impl Bucket {
+    fn contains(&self, id: u128) -> bool {
+        // Newest first: a duplicate is most often recent.
+        self.pieces.iter().rev().any(|set| set.contains(&id))
+    }
+
+    /// Adds an id known not to be held.
+    fn insert(&mut self, id: u128) {
+        let full = self
+            .pieces
+            .last()
+            .is_none_or(|set| set.len() == set.capacity() && set.capacity() >= PIECE_IDS);
+        if full {
+            let capacity = if self.pieces.is_empty() { 0 } else { PIECE_IDS };
+            self.pieces.push(IdSet::with_capacity_and_hasher(
+                capacity,
+                Default::default(),
+            ));
+        }
+        self.pieces.last_mut().expect("pushed above").insert(id);
+    }
+
+    fn len(&self) -> usize {
+        self.pieces.iter().map(IdSet::len).sum()
+    }
+
+    /// Bytes allocated: hashbrown's slots (a power of two, capacity at 7/8 of them), each
+    /// with its 16-byte id and one control byte, plus one group of control bytes.
+    fn bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|set| match set.capacity() {
+                0 => 0,
+                capacity => {
+                    let slots = (capacity * 8 / 7).next_power_of_two();
+                    slots * (std::mem::size_of::<u128>() + 1) + 16
+                }
+            })
+            .sum()
+    }
+}
+
 /// The two-tier deduplicator.
 pub struct Deduplicator {
     config: DedupConfig,
     bloom: Bloom,
     /// Bucket index (arrival time / bucket width) → ids that arrived in it.
-    buckets: BTreeMap<i64, IdSet>,
+    buckets: BTreeMap<i64, Bucket>,
     ids: usize,
     newest_bucket: Option<i64>,
     stats: DedupStats,
@@ -163,36 +220,36 @@ impl Deduplicator {
     pub fn check(&mut self, id: u128, arrived_us: i64) -> bool {
         self.stats.checked += 1;
         if self.bloom.contains(id) {
-            if self.buckets.values().any(|set| set.contains(&id)) {
+            if self.held(id) {
                 self.stats.duplicates += 1;
                 return false;
             }
             self.stats.false_positives += 1;
         }
-        self.remember(id, arrived_us);
+        self.insert(id, arrived_us);
         true
     }
 
     /// Remembers an id known to be stored (e.g. reloaded from the lake at start).
     pub fn remember(&mut self, id: u128, arrived_us: i64) {
+        if !(self.bloom.contains(id) && self.held(id)) {
+            self.insert(id, arrived_us);
+        }
+    }
+
+    fn held(&self, id: u128) -> bool {
+        self.buckets
+            .values()
+            .rev()
+            .any(|bucket| bucket.contains(id))
+    }
+
+    /// Adds an id known not to be held.
+    fn insert(&mut self, id: u128, arrived_us: i64) {
         let bucket = arrived_us.div_euclid(self.config.bucket_us);
-        // Arrival rates are steady: a new bucket starts at the size of the newest one, so
-        // it does not grow (rehash, fault in fresh pages) step by step.
-        if !self.buckets.contains_key(&bucket) {
-            let hint = self
-                .newest_bucket
-                .and_then(|n| self.buckets.get(&n))
-                .map_or(0, |set| set.len());
-            self.buckets.insert(
-                bucket,
-                IdSet::with_capacity_and_hasher(hint, Default::default()),
-            );
-        }
-        let set = self.buckets.get_mut(&bucket).expect("inserted above");
-        if set.insert(id) {
-            self.ids += 1;
-            self.bloom.insert(id);
-        }
+        self.buckets.entry(bucket).or_default().insert(id);
+        self.ids += 1;
+        self.bloom.insert(id);
         if self.newest_bucket.is_none_or(|n| bucket > n) {
             self.newest_bucket = Some(bucket);
             self.expire();
@@ -230,9 +287,10 @@ impl Deduplicator {
     fn evict(&mut self) {
         // Whole buckets: the newest bucket stays even if it alone exceeds the cap.
         while self.ids > self.config.max_ids && self.buckets.len() > 1 {
-            let (_, set) = self.buckets.pop_first().expect("more than one bucket");
-            self.ids -= set.len();
-            self.stats.evicted += set.len() as u64;
+            let (_, bucket) = self.buckets.pop_first().expect("more than one bucket");
+            let n = bucket.len();
+            self.ids -= n;
+            self.stats.evicted += n as u64;
         }
     }
 
@@ -241,7 +299,7 @@ impl Deduplicator {
     /// by fours keeps the rebuilds to about a third of an insert per id).
     fn rebuild_bloom(&mut self) {
         let mut bloom = Bloom::with_capacity(self.ids * 4);
-        for set in self.buckets.values() {
+        for set in self.buckets.values().flat_map(|bucket| &bucket.pieces) {
             for &id in set {
                 bloom.insert(id);
             }
@@ -263,14 +321,9 @@ impl Deduplicator {
         &self.stats
     }
 
-    /// Heap bytes held (sets at their allocated capacity, plus the Bloom filter).
+    /// Heap bytes held: every set's allocated table, plus the Bloom filter.
     pub fn memory_bytes(&self) -> usize {
-        let per_slot = std::mem::size_of::<u128>() + 1;
-        self.buckets
-            .values()
-            .map(|s| s.capacity() * per_slot)
-            .sum::<usize>()
-            + self.bloom.bytes()
+        self.buckets.values().map(Bucket::bytes).sum::<usize>() + self.bloom.bytes()
     }
 }
 
@@ -375,6 +428,33 @@ mod tests {
             assert!(!d.check(id(n), 1));
         }
         assert_eq!(d.stats().duplicates, 402);
+    }
+
+    #[test]
+    fn a_busy_bucket_grows_in_full_pieces_and_finds_ids_in_all_of_them() {
+        let mut d = Deduplicator::new(DedupConfig::default());
+        let n = 3 * PIECE_IDS as u64 + 5;
+        for i in 0..n {
+            assert!(d.check(id(i), 0));
+        }
+        let bucket = &d.buckets[&0];
+        let capacities: Vec<usize> = bucket.pieces.iter().map(IdSet::capacity).collect();
+        assert_eq!(
+            capacities,
+            vec![PIECE_IDS; 4],
+            "no piece grows past its size"
+        );
+        assert_eq!(bucket.pieces[3].len(), 5);
+        // 2^17 slots of 17 bytes each, plus a control group, per piece; plus the filter.
+        assert_eq!(
+            d.memory_bytes(),
+            4 * ((1 << 17) * 17 + 16) + d.bloom.bytes()
+        );
+        for i in [0, PIECE_IDS as u64, 2 * PIECE_IDS as u64 + 1, n - 1] {
+            assert!(!d.check(id(i), 1), "id {i} is held in some piece");
+            d.remember(id(i), 1);
+        }
+        assert_eq!(d.len(), n as usize, "remembering a held id adds nothing");
     }
 
     #[test]
