@@ -288,6 +288,7 @@ async fn kafka(
     // most of its work.
     let ends = app.log.end_offsets(&trades).await?;
     let (partitions, held) = (ends.len() as u32, ends.iter().sum::<u64>());
+    anyhow::ensure!(held > 0, "{trades} holds no messages to read back");
     let mut consumer = app.log.consumer(
         (0..partitions)
             .map(|p| k2_log::PartitionOffset {
