@@ -178,6 +178,9 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The reference-data file of the ASX sample layout, relative to its directory.
+const REFERENCE_FILE: &str = "reference-data/company_info.csv";
+
 /// Ingests `dir` (the ASX sample layout) into `log`.
 pub async fn ingest_asx<L: Log + SchemaStore>(
     log: &L,
@@ -216,12 +219,10 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
 
     // Reference data first: the symbols of the market files come from it.
     let (companies, rejected) = asx::parse_company_info(&info);
-    summary
-        .files
-        .push(ingest_reference(log, dlq, &encoder, &info, &companies, rejected, receive_us).await?);
 
-    // At most one chunk is being stored while the next is parsed, across files.
-    let mut in_flight = None;
+    // Every file is listed up front, so the checkpoints of all of them are read in one
+    // call (on a cluster, one read of the checkpoint topic instead of one per file).
+    let mut plan: Vec<(String, DataType, PathBuf)> = Vec::new();
     for (sub, dt) in [("trades", DataType::Trades), ("quotes", DataType::Quotes)] {
         let folder = dir.join(sub);
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
@@ -243,54 +244,80 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
                 "{sub}/{}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             );
-            let company_id = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            let mut file_summary = FileSummary {
-                file: rel.clone(),
-                data_type: dt.to_string(),
-                ..Default::default()
-            };
-            let Some(company) = companies.get(&company_id) else {
-                file_summary.error = Some(format!(
-                    "company {company_id} ({rel}) is not listed in reference-data/company_info.csv; file not ingested"
-                ));
-                tracing::error!(file = %rel, "unknown company; file not ingested");
-                metrics::file_failed(STAGE);
-                summary.files.push(file_summary);
-                continue;
-            };
-            file_summary.symbol = Some(company.symbol.clone());
-            let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE).to_string();
-            match ingest_file(
-                log,
-                dlq,
-                &encoder,
-                &path,
-                &rel,
-                &topic,
-                dt,
-                company,
-                receive_us,
-                options,
-                &mut file_summary,
-                progress,
-                &mut in_flight,
-            )
-            .await
-            {
-                Ok(()) => {}
-                Err(IngestError::Layout(msg)) => {
-                    tracing::error!(file = %rel, error = %msg, "file not ingested");
-                    metrics::file_failed(STAGE);
-                    file_summary.error = Some(msg);
-                }
-                Err(e) => return Err(e),
-            }
-            summary.files.push(file_summary);
+            plan.push((rel, dt, path));
         }
+    }
+    let sources: Vec<String> = std::iter::once(REFERENCE_FILE)
+        .chain(plan.iter().map(|(rel, _, _)| rel.as_str()))
+        .map(|rel| format!("asx:{rel}"))
+        .collect();
+    let mut checkpoints = log.source_checkpoints(&sources).await?.into_iter();
+    let reference_done = checkpoints.next().flatten();
+    summary.files.push(
+        ingest_reference(
+            log,
+            dlq,
+            &encoder,
+            &info,
+            &companies,
+            rejected,
+            receive_us,
+            reference_done,
+        )
+        .await?,
+    );
+
+    // At most one chunk is being stored while the next is parsed, across files.
+    let mut in_flight = None;
+    for ((rel, dt, path), done) in plan.into_iter().zip(checkpoints) {
+        let company_id = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let mut file_summary = FileSummary {
+            file: rel.clone(),
+            data_type: dt.to_string(),
+            ..Default::default()
+        };
+        let Some(company) = companies.get(&company_id) else {
+            file_summary.error = Some(format!(
+                "company {company_id} ({rel}) is not listed in {REFERENCE_FILE}; file not ingested"
+            ));
+            tracing::error!(file = %rel, "unknown company; file not ingested");
+            metrics::file_failed(STAGE);
+            summary.files.push(file_summary);
+            continue;
+        };
+        file_summary.symbol = Some(company.symbol.clone());
+        let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE).to_string();
+        match ingest_file(
+            log,
+            dlq,
+            &encoder,
+            &path,
+            &rel,
+            &topic,
+            dt,
+            company,
+            receive_us,
+            done,
+            options,
+            &mut file_summary,
+            progress,
+            &mut in_flight,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(IngestError::Layout(msg)) => {
+                tracing::error!(file = %rel, error = %msg, "file not ingested");
+                metrics::file_failed(STAGE);
+                file_summary.error = Some(msg);
+            }
+            Err(e) => return Err(e),
+        }
+        summary.files.push(file_summary);
     }
     if let Some(last) = in_flight {
         last.await?;
@@ -313,6 +340,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
     Ok(summary)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ingest_reference<L: Log>(
     log: &L,
     dlq: &DeadLetterStore,
@@ -321,8 +349,9 @@ async fn ingest_reference<L: Log>(
     companies: &BTreeMap<String, Company>,
     rejected: Vec<asx::RejectedLine>,
     receive_us: i64,
+    done: Option<Vec<u8>>,
 ) -> Result<FileSummary, IngestError> {
-    let rel = "reference-data/company_info.csv";
+    let rel = REFERENCE_FILE;
     let mut summary = FileSummary {
         file: rel.into(),
         data_type: DataType::ReferenceData.to_string(),
@@ -337,7 +366,7 @@ async fn ingest_reference<L: Log>(
     })
     .expect("checkpoint serialises");
     summary.rows_read = (companies.len() + rejected.len()) as u64;
-    if log.source_checkpoint(&source).await?.as_deref() == Some(state.as_slice()) {
+    if done.as_deref() == Some(state.as_slice()) {
         summary.already_ingested_lines = summary.rows_read;
         summary.rows_read = 0;
         return Ok(summary);
@@ -391,6 +420,7 @@ async fn ingest_file<'a, L: Log>(
     data_type: DataType,
     company: &Company,
     receive_us: i64,
+    done: Option<Vec<u8>>,
     options: &IngestOptions,
     summary: &mut FileSummary,
     progress: &mut dyn FnMut(Progress<'_>),
@@ -404,7 +434,7 @@ async fn ingest_file<'a, L: Log>(
     let total = file.metadata().map_err(io_err)?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let source = format!("asx:{rel}");
-    let done: FileCheckpoint = match log.source_checkpoint(&source).await? {
+    let done: FileCheckpoint = match done {
         Some(raw) => serde_json::from_slice(&raw)
             .map_err(|e| IngestError::Layout(format!("checkpoint of {rel} is unreadable: {e}")))?,
         None => FileCheckpoint::default(),

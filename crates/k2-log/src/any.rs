@@ -75,8 +75,8 @@ impl Log for AnyLog {
         each!(self, l => l.atomic_checkpoints())
     }
 
-    async fn source_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>> {
-        each!(self, l => l.source_checkpoint(source).await)
+    async fn source_checkpoints(&self, sources: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        each!(self, l => l.source_checkpoints(sources).await)
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {

@@ -270,7 +270,12 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L, ns: &str) {
         log.group_offsets(&group, &t_groups).await.unwrap(),
         vec![None, Some(7)]
     );
-    assert_eq!(log.source_checkpoint(&source).await.unwrap(), None);
+    assert_eq!(
+        log.source_checkpoints(std::slice::from_ref(&source))
+            .await
+            .unwrap(),
+        vec![None]
+    );
     let cp = SourceCheckpoint {
         source: source.clone(),
         state: b"42".to_vec(),
@@ -285,8 +290,10 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L, ns: &str) {
     .await
     .unwrap();
     assert_eq!(
-        log.source_checkpoint(&source).await.unwrap(),
-        Some(b"42".to_vec())
+        log.source_checkpoints(std::slice::from_ref(&source))
+            .await
+            .unwrap(),
+        vec![Some(b"42".to_vec())]
     );
     // The latest checkpoint of a source wins; other sources are untouched.
     for (src, state) in [
@@ -303,9 +310,16 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L, ns: &str) {
         .await
         .unwrap();
     }
+    // One call answers many sources, in the order asked.
     assert_eq!(
-        log.source_checkpoint(&source).await.unwrap(),
-        Some(b"43".to_vec())
+        log.source_checkpoints(&[
+            format!("{ns}file-b"),
+            format!("{ns}never-ingested"),
+            source.clone(),
+        ])
+        .await
+        .unwrap(),
+        vec![Some(b"1".to_vec()), None, Some(b"43".to_vec())]
     );
 }
 

@@ -345,12 +345,12 @@ impl Log for EmbeddedLog {
         true
     }
 
-    fn source_checkpoint(
+    fn source_checkpoints(
         &self,
-        source: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        sources: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
         let this = self.clone();
-        let source = source.to_string();
+        let sources = sources.to_vec();
         blocking(move || {
             let txn = this
                 .db
@@ -359,10 +359,15 @@ impl Log for EmbeddedLog {
             let table = txn
                 .open_table(CHECKPOINTS)
                 .map_err(|e| LogError::storage("reading checkpoint", e))?;
-            Ok(table
-                .get(source.as_str())
-                .map_err(|e| LogError::storage("reading checkpoint", e))?
-                .map(|v| v.value().to_vec()))
+            sources
+                .iter()
+                .map(|source| {
+                    Ok(table
+                        .get(source.as_str())
+                        .map_err(|e| LogError::storage("reading checkpoint", e))?
+                        .map(|v| v.value().to_vec()))
+                })
+                .collect()
         })
     }
 

@@ -179,6 +179,10 @@ pub struct KafkaLog {
     /// Per partition: the last reported high watermark and the true end found for it.
     #[allow(clippy::type_complexity)]
     ends: Arc<Mutex<HashMap<(String, u32), (i64, i64)>>>,
+    /// Partition count per topic K2 produced to, read from the cluster once: a metadata
+    /// round trip per append would stall every produce before its first record is sent.
+    /// Dropped when a produce to the topic fails, so a recreated topic is read again.
+    partition_counts: Arc<Mutex<HashMap<String, u32>>>,
     /// Cleanup policy and retention per topic, as read from the cluster.
     #[allow(clippy::type_complexity)]
     configs: Arc<Mutex<HashMap<String, (CleanupPolicy, Option<i64>)>>>,
@@ -239,6 +243,7 @@ impl KafkaLog {
             admin: Arc::new(admin),
             groups: Arc::default(),
             probe: Arc::default(),
+            partition_counts: Arc::default(),
             configs: Arc::default(),
             ends: Arc::default(),
             options: Arc::new(options),
@@ -540,6 +545,65 @@ impl KafkaLog {
         Ok(out)
     }
 
+    /// Sends the batches, waits for their delivery, then stores the checkpoint.
+    async fn produce_now(
+        &self,
+        batches: Vec<TopicBatch>,
+        checkpoint: Option<SourceCheckpoint>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut partitions = Vec::with_capacity(batches.len());
+        for b in &batches {
+            let cached = self
+                .partition_counts
+                .lock()
+                .expect("partition counts lock")
+                .get(&b.topic)
+                .copied();
+            let n = match cached {
+                Some(n) => n,
+                None => {
+                    let name = b.topic.clone();
+                    let n = self
+                        .blocking(move |log| log.known_partitions(&name))
+                        .await?;
+                    self.partition_counts
+                        .lock()
+                        .expect("partition counts lock")
+                        .insert(b.topic.clone(), n);
+                    n
+                }
+            };
+            partitions.push(n);
+        }
+        // All topics are sent before any report is awaited, so batches overlap.
+        let sends = batches
+            .iter()
+            .zip(&partitions)
+            .map(|(b, &n)| self.send_all(&b.topic, n, &b.records));
+        for (result, b) in join_all(sends).await.into_iter().zip(&batches) {
+            if result.is_err() {
+                self.partition_counts
+                    .lock()
+                    .expect("partition counts lock")
+                    .remove(&b.topic);
+            }
+            result?;
+            metrics::records_appended(&b.topic, b.records.len());
+        }
+        if let Some(cp) = checkpoint {
+            let record = Record {
+                key: cp.source.into_bytes(),
+                value: cp.state,
+                timestamp_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            self.send_all(CHECKPOINT_TOPIC, 1, std::slice::from_ref(&record))
+                .await?;
+        }
+        metrics::append_latency(started.elapsed());
+        Ok(())
+    }
+
     /// Sends records and waits for all their delivery reports.
     async fn send_all(&self, topic: &str, partitions: u32, records: &[Record]) -> Result<()> {
         if records.is_empty() {
@@ -752,53 +816,36 @@ impl Log for KafkaLog {
         batches: Vec<TopicBatch>,
         checkpoint: Option<SourceCheckpoint>,
     ) -> Result<()> {
-        let started = Instant::now();
-        let mut partitions = Vec::with_capacity(batches.len());
-        for b in &batches {
-            let name = b.topic.clone();
-            partitions.push(
-                self.blocking(move |log| log.known_partitions(&name))
-                    .await?,
-            );
-        }
-        // All topics are sent before any report is awaited, so batches overlap.
-        let sends = batches
-            .iter()
-            .zip(&partitions)
-            .map(|(b, &n)| self.send_all(&b.topic, n, &b.records));
-        for (result, b) in join_all(sends).await.into_iter().zip(&batches) {
-            result?;
-            metrics::records_appended(&b.topic, b.records.len());
-        }
-        if let Some(cp) = checkpoint {
-            let record = Record {
-                key: cp.source.into_bytes(),
-                value: cp.state,
-                timestamp_ms: chrono::Utc::now().timestamp_millis(),
-            };
-            self.send_all(CHECKPOINT_TOPIC, 1, std::slice::from_ref(&record))
-                .await?;
-        }
-        metrics::append_latency(started.elapsed());
-        Ok(())
+        // A task of its own: once the records are delivered, the checkpoint goes out at
+        // once, not when the caller (busy parsing the next chunk) next polls this future.
+        let this = self.clone();
+        tokio::spawn(async move { this.produce_now(batches, checkpoint).await })
+            .await
+            .map_err(|e| LogError::storage("Kafka produce task", e))?
     }
 
     fn atomic_checkpoints(&self) -> bool {
         false
     }
 
-    fn source_checkpoint(
+    fn source_checkpoints(
         &self,
-        source: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
-        let source = source.as_bytes().to_vec();
+        sources: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
+        let sources = sources.to_vec();
         self.blocking(move |log| {
             let timeout = log.options.request_timeout();
+            let mut latest: Vec<Option<Vec<u8>>> = vec![None; sources.len()];
             let (low, high) = log.watermarks(CHECKPOINT_TOPIC, 0)?;
             if high <= low {
-                return Ok(None);
+                return Ok(latest);
             }
-            // The probe consumer, not a new client per call: ingest asks once per file.
+            let wanted: HashMap<&[u8], usize> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_bytes(), i))
+                .collect();
+            // One pass over the topic answers every source asked.
             log.with_probe(|consumer| {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(CHECKPOINT_TOPIC, 0, Offset::Offset(low))
@@ -806,7 +853,6 @@ impl Log for KafkaLog {
                 consumer
                     .assign(&tpl)
                     .map_err(|e| kafka_error("assigning the checkpoint topic", e))?;
-                let mut latest = None;
                 let deadline = Instant::now() + timeout;
                 let mut next = low;
                 while next < high {
@@ -821,8 +867,8 @@ impl Log for KafkaLog {
                         Some(Err(e)) => return Err(kafka_error("reading source checkpoints", e)),
                         Some(Ok(m)) => {
                             next = m.offset() + 1;
-                            if m.key() == Some(source.as_slice()) {
-                                latest = m.payload().map(<[u8]>::to_vec);
+                            if let Some(&i) = m.key().and_then(|k| wanted.get(k)) {
+                                latest[i] = m.payload().map(<[u8]>::to_vec);
                             }
                         }
                     }

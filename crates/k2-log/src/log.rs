@@ -115,11 +115,13 @@ pub trait Log: Send + Sync + 'static {
     /// Whether a checkpoint is committed atomically with the records of the same produce.
     fn atomic_checkpoints(&self) -> bool;
 
-    /// The latest checkpoint stored for a source.
-    fn source_checkpoint(
+    /// The latest checkpoint stored for each source, in the order asked (`None` for a
+    /// source that has none). One call for many sources: on a cluster each call is a
+    /// read of the checkpoint topic.
+    fn source_checkpoints(
         &self,
-        source: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+        sources: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
 
     /// One past the last offset of every partition of the topic.
     fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<u64>>> + Send;
