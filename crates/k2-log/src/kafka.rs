@@ -1100,16 +1100,27 @@ fn consumer_error_is_fatal(e: &KafkaError) -> bool {
 
 impl LogConsumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<ConsumedRecord>> {
+        use futures::{FutureExt, StreamExt};
         let mut out = Vec::new();
-        let mut budget = wait;
+        let KafkaConsumer {
+            consumer,
+            partitions,
+        } = &mut *self;
+        // One stream for the whole call: a stream per record would register a waker each.
+        let mut stream = consumer.stream();
+        let mut first = true;
         while out.len() < max {
-            // The first record may take up to `wait`; the rest only what is buffered.
-            let KafkaConsumer {
-                consumer,
-                partitions,
-            } = &mut *self;
-            let got = tokio::time::timeout(budget, consumer.recv()).await;
-            budget = Duration::ZERO;
+            // The first record may take up to `wait`; the rest only what is buffered,
+            // taken without a timer (and its clock read) per record.
+            let got = if std::mem::take(&mut first) {
+                tokio::time::timeout(wait, stream.next()).await
+            } else {
+                match stream.next().now_or_never() {
+                    Some(got) => Ok(got),
+                    None => break,
+                }
+            };
+            let got = got.map(|m| m.expect("Kafka streams never end"));
             match got {
                 Err(_) => break,
                 Ok(Ok(m)) => {

@@ -41,6 +41,24 @@ use crate::output::{Format, render, to_batches};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (see docs/design.md, "Memory"): the
+/// allocator asks for them, and a 2 MB page faulted in whole for a few bytes, split when
+/// part of it is returned and gathered again by the kernel later, made resident memory
+/// grow in steps while live data stayed flat, and held back freshness.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE sets one flag of the calling process; no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if rc != 0 {
+            eprintln!(
+                "warning: could not turn transparent huge pages off: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "k2",
@@ -346,6 +364,7 @@ enum DlqCommand {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
