@@ -545,6 +545,24 @@ impl KafkaLog {
         Ok(out)
     }
 
+    /// The partition count a produce to `topic` uses: read from the cluster once, then
+    /// kept (see `partition_counts`).
+    async fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(&n) = self.partition_counts().get(topic) {
+            return Ok(n);
+        }
+        let name = topic.to_string();
+        let n = self
+            .blocking(move |log| log.known_partitions(&name))
+            .await?;
+        self.partition_counts().insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn partition_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.partition_counts.lock().expect("partition counts lock")
+    }
+
     /// Sends the batches, waits for their delivery, then stores the checkpoint.
     async fn produce_now(
         &self,
@@ -554,27 +572,7 @@ impl KafkaLog {
         let started = Instant::now();
         let mut partitions = Vec::with_capacity(batches.len());
         for b in &batches {
-            let cached = self
-                .partition_counts
-                .lock()
-                .expect("partition counts lock")
-                .get(&b.topic)
-                .copied();
-            let n = match cached {
-                Some(n) => n,
-                None => {
-                    let name = b.topic.clone();
-                    let n = self
-                        .blocking(move |log| log.known_partitions(&name))
-                        .await?;
-                    self.partition_counts
-                        .lock()
-                        .expect("partition counts lock")
-                        .insert(b.topic.clone(), n);
-                    n
-                }
-            };
-            partitions.push(n);
+            partitions.push(self.partition_count(&b.topic).await?);
         }
         // All topics are sent before any report is awaited, so batches overlap.
         let sends = batches
@@ -583,10 +581,7 @@ impl KafkaLog {
             .map(|(b, &n)| self.send_all(&b.topic, n, &b.records));
         for (result, b) in join_all(sends).await.into_iter().zip(&batches) {
             if result.is_err() {
-                self.partition_counts
-                    .lock()
-                    .expect("partition counts lock")
-                    .remove(&b.topic);
+                self.partition_counts().remove(&b.topic);
             }
             result?;
             metrics::records_appended(&b.topic, b.records.len());
