@@ -7,6 +7,11 @@
 //! either loses the uncommitted batch (read again on restart) or keeps it (never read
 //! again). Files written but not committed are orphans no snapshot refers to; their names
 //! derive from the log positions they hold.
+//!
+//! A batch is encoded and committed on its own task while the writer polls and decodes the
+//! next one (one batch in flight at a time, so commits stay in order). What the batch
+//! stands for is fixed when it is cut: its positions, and the dedup and sequence state of
+//! every record admitted up to then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -53,7 +58,8 @@ const DAY_US: i64 = 86_400_000_000;
 /// How the writer batches and where it stops.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
-    /// Commit a table once this many rows are waiting.
+    /// Commit a table once this many rows are waiting. The next batch fills while one is
+    /// written and committed, so up to twice this many rows are held.
     pub max_rows: usize,
     /// Commit a table once its oldest waiting row is this old.
     pub max_age: Duration,
@@ -150,29 +156,47 @@ pub struct WriterSummary {
     pub seconds: f64,
 }
 
-/// The writer's dependencies, each behind retries and a circuit breaker.
+/// The writer's dependencies, each behind retries and a circuit breaker. The catalog and
+/// the object store go with a batch in flight ([`Flight`]) and come back when it lands.
 struct Deps {
-    catalog: Dependency,
-    storage: Dependency,
+    commit: Option<CommitDeps>,
     log: Dependency,
     redis: Dependency,
+}
+
+struct CommitDeps {
+    catalog: Dependency,
+    storage: Dependency,
 }
 
 impl Deps {
     fn new(options: &WriterOptions) -> Self {
         let dep = |name| Dependency::new(name, options.retry.clone(), options.breaker.clone());
         Deps {
-            catalog: dep("catalog"),
-            storage: dep("storage"),
+            commit: Some(CommitDeps {
+                catalog: dep("catalog"),
+                storage: dep("storage"),
+            }),
             log: dep("log"),
             redis: dep("redis"),
         }
     }
 
+    /// The catalog, between batches (it travels with a batch in flight).
+    fn catalog(&mut self) -> &mut Dependency {
+        &mut self
+            .commit
+            .as_mut()
+            .expect("the catalog is used only with no batch in flight")
+            .catalog
+    }
+
+    /// Retries and breaker transitions so far; called with no batch in flight.
     fn report(&self, summary: &mut WriterSummary) {
         summary.retries.clear();
         summary.breaker_transitions.clear();
-        for d in [&self.catalog, &self.storage, &self.log, &self.redis] {
+        let commit = self.commit.iter().flat_map(|c| [&c.catalog, &c.storage]);
+        for d in commit.chain([&self.log, &self.redis]) {
             if d.retries > 0 {
                 summary.retries.insert(d.name(), d.retries);
             }
@@ -190,6 +214,9 @@ struct TableState {
     arrow_schema: SchemaRef,
     committed: BTreeMap<String, u64>,
     pending: Vec<Row>,
+    /// The allocation of the last batch that landed, reused by the next one (no fresh
+    /// pages to fault in).
+    spare: Vec<Row>,
     pending_letters: Vec<DeadLetter>,
     /// Next offset per partition covered by the pending rows and letters.
     pending_offsets: BTreeMap<String, u64>,
@@ -300,13 +327,13 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let started = Instant::now();
     let mut deps = Deps::new(options);
     // A catalog that is down at start is waited for like one that fails later.
-    deps.catalog
+    deps.catalog()
         .call(|| crate::tables::ensure_tables(catalog.as_ref()))
         .await?;
     let mut states = BTreeMap::new();
     for t in LakeTable::ALL {
         let table = deps
-            .catalog
+            .catalog()
             .call(|| load_table(catalog.as_ref(), t))
             .await?;
         let arrow_schema = Arc::new(
@@ -328,6 +355,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 arrow_schema,
                 committed,
                 pending: Vec::new(),
+                spare: Vec::new(),
                 pending_letters: Vec::new(),
                 pending_offsets: BTreeMap::new(),
                 batch_start: BTreeMap::new(),
@@ -357,6 +385,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
 
     let mut topics_checked = Instant::now();
     let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
+    let mut flight: Option<Flight> = None;
+    let mut ends_seen = HashMap::new();
     loop {
         // Topics created after the start (another exchange, or an ingest that started
         // later than the writer) join the assignment, read from their beginning.
@@ -476,59 +506,87 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         }
         let stopping = stop.load(Ordering::Relaxed);
         let idle = got == 0;
-        for (&t, state) in states.iter_mut() {
-            let due = state.pending.len() >= options.max_rows
-                || state.oldest.is_some_and(|o| o.elapsed() >= options.max_age)
-                || ((stopping || (idle && options.until_caught_up))
-                    && !state.pending_offsets.is_empty());
-            if due {
-                let committed = flush(
-                    t,
-                    state,
-                    catalog.as_ref(),
-                    &Letters { store: dlq, log },
+        let finishing = stopping || (idle && options.until_caught_up);
+        // A batch in flight lands once its commit is done; meanwhile its claims are renewed.
+        if let Some(f) = &mut flight {
+            let integrity = &mut states.get_mut(&f.table).expect("a state").integrity;
+            renew_claims(f, integrity, &mut deps.redis).await?;
+        }
+        if flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+            let f = flight.take().expect("checked above");
+            land(
+                f,
+                &mut states,
+                log,
+                options,
+                &mut deps,
+                &mut summary,
+                &mut reporting,
+            )
+            .await?;
+        }
+        let due: Vec<LakeTable> = states
+            .iter()
+            .filter(|(_, state)| {
+                state.pending.len() >= options.max_rows
+                    || state.oldest.is_some_and(|o| o.elapsed() >= options.max_age)
+                    || (finishing && !state.pending_offsets.is_empty())
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        for t in due {
+            // One batch in flight at a time: commits stay in order, and the rows held are
+            // at most the batch in flight and the one filling.
+            if let Some(f) = flight.take() {
+                land(
+                    f,
+                    &mut states,
+                    log,
                     options,
                     &mut deps,
                     &mut summary,
+                    &mut reporting,
                 )
-                .await;
-                deps.report(&mut summary);
-                let committed = committed?;
-                if committed {
-                    let positions: Vec<PartitionOffset> = state
-                        .committed
-                        .iter()
-                        .filter_map(|(k, &offset)| {
-                            let (topic, p) = k.rsplit_once('/')?;
-                            Some(PartitionOffset {
-                                topic: topic.into(),
-                                partition: p.parse().ok()?,
-                                offset,
-                            })
-                        })
-                        .collect();
-                    // Informational only (the lake's snapshot is the source of truth), so
-                    // off the writer's path: a slow cluster answer never holds it up.
-                    // One report in flight at a time, so group offsets never go backwards.
-                    if let Some(previous) = reporting.take() {
-                        let _ = previous.await;
-                    }
-                    let (log, group) = (log.clone(), options.group.clone());
-                    reporting = Some(tokio::spawn(async move {
-                        if let Err(e) = log.commit_group(&group, &positions).await {
-                            tracing::warn!(error = %e, "could not record consumer-group positions");
-                        }
-                        report_partition_lag(&log, &positions).await;
-                    }));
-                }
+                .await?;
             }
+            let state = states.get_mut(&t).expect("a state");
+            flight = take_off(
+                t,
+                state,
+                &catalog,
+                &Letters { store: dlq, log },
+                options,
+                &mut deps,
+                &mut summary,
+            )
+            .await?;
+        }
+        if finishing && let Some(f) = flight.take() {
+            land(
+                f,
+                &mut states,
+                log,
+                options,
+                &mut deps,
+                &mut summary,
+                &mut reporting,
+            )
+            .await?;
         }
         if stopping {
             break;
         }
         if idle
             && options.until_caught_up
-            && caught_up(log, &options.source, &mut deps.log, &states, &routes).await?
+            && caught_up(
+                log,
+                &options.source,
+                &mut deps.log,
+                &states,
+                &routes,
+                &mut ends_seen,
+            )
+            .await?
         {
             break;
         }
@@ -607,23 +665,23 @@ async fn report_partition_lag<L: Log>(log: &L, positions: &[PartitionOffset]) {
     }
 }
 
+/// Whether every assigned partition is committed up to the end of the log. The log only
+/// grows, so a partition short of an end seen earlier is behind without asking the log
+/// again: on Kafka asking costs round trips per partition, and an idle poll in the middle
+/// of a backlog (a fetch late) would pay them each time.
 async fn caught_up<L: Log>(
     log: &L,
     source: &str,
     dep: &mut Dependency,
     states: &BTreeMap<LakeTable, TableState>,
     routes: &HashMap<Arc<str>, (LakeTable, TopicName)>,
+    ends_seen: &mut HashMap<Arc<str>, Vec<u64>>,
 ) -> Result<bool> {
-    let mut all = true;
-    for (topic, (table, _)) in routes {
-        let ends = dep
-            .call(|| async { Ok(log.end_offsets(topic).await?) })
-            .await?;
+    let behind = |topic: &str, table: &LakeTable, ends: &[u64]| -> u64 {
         let state = &states[table];
         // Positions read past but not committed hold only dead letters and duplicates
         // (the rows were flushed before this check): nothing is left to do for them.
-        let behind: u64 = ends
-            .iter()
+        ends.iter()
             .enumerate()
             .map(|(p, &end)| {
                 let key = offset_key(source, topic, p as u32);
@@ -635,9 +693,30 @@ async fn caught_up<L: Log>(
                     .unwrap_or(0);
                 end.saturating_sub(done)
             })
-            .sum();
-        metrics::lag(table.name(), behind);
-        all &= behind == 0;
+            .sum()
+    };
+    let mut known_behind = false;
+    for (topic, (table, _)) in routes {
+        if let Some(ends) = ends_seen.get(topic) {
+            let n = behind(topic, table, ends);
+            if n > 0 {
+                metrics::lag(table.name(), n);
+                known_behind = true;
+            }
+        }
+    }
+    if known_behind {
+        return Ok(false);
+    }
+    let mut all = true;
+    for (topic, (table, _)) in routes {
+        let ends = dep
+            .call(|| async { Ok(log.end_offsets(topic).await?) })
+            .await?;
+        let n = behind(topic, table, &ends);
+        ends_seen.insert(topic.clone(), ends);
+        metrics::lag(table.name(), n);
+        all &= n == 0;
     }
     Ok(all)
 }
@@ -649,16 +728,64 @@ struct Letters<'a, L> {
     log: &'a L,
 }
 
-/// Writes and commits a table's pending rows; returns whether a snapshot was committed.
-async fn flush<L: Log>(
+/// A table's batch being written and committed on its own task while the writer reads
+/// and decodes on: Parquet encoding and the catalog's round trips overlap the next poll.
+struct Flight {
+    table: LakeTable,
+    task: tokio::task::JoinHandle<(CommitDeps, Result<Committed>)>,
+    /// With dedup shared in Redis: the ids the batch claimed, and when they were claimed
+    /// last (renewed by the writer while the batch is in flight).
+    claims: Option<(Vec<u128>, Instant)>,
+    token: String,
+    name: String,
+    rows: u64,
+    /// Where the batch's positions start, and every partition's next offset once it lands.
+    offsets_from: BTreeMap<String, u64>,
+    offsets_to: BTreeMap<String, u64>,
+    snapshot_before: Option<i64>,
+    started: Instant,
+}
+
+impl Drop for Flight {
+    /// A writer that stops on an error does not leave a commit running behind it: like a
+    /// crash, the batch is committed or not, and a restart resumes from the lake.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a batch's task hands back.
+struct Committed {
+    table: Table,
+    /// The batch's rows, cleared: the allocation is reused.
+    rows: Vec<Row>,
+    files: usize,
+    bytes: u64,
+}
+
+/// One batch of a table, everything its task needs.
+struct Batch {
+    t: LakeTable,
+    table: Table,
+    arrow_schema: SchemaRef,
+    rows: Vec<Row>,
+    name: String,
+    properties: HashMap<String, String>,
+    /// The next offset per partition of the batch (checked against the lake on a retry).
+    ends: BTreeMap<String, u64>,
+}
+
+/// Cuts a table's pending rows into a batch and starts writing and committing it; `None`
+/// when there is nothing to commit (the batch held only dead letters and duplicates).
+async fn take_off<L: Log>(
     t: LakeTable,
     state: &mut TableState,
-    catalog: &dyn Catalog,
+    catalog: &Arc<dyn Catalog>,
     letters_to: &Letters<'_, L>,
     options: &WriterOptions,
     deps: &mut Deps,
     summary: &mut WriterSummary,
-) -> Result<bool> {
+) -> Result<Option<Flight>> {
     let started = Instant::now();
     // Dead letters are durable before the commit that moves past them. All count for the
     // run's accounting, also those the store already held from a run that stopped early.
@@ -675,94 +802,268 @@ async fn flush<L: Log>(
         // commit (a restart before it re-reads them: the dead-letter store ignores repeats
         // and the duplicates are dropped again).
         state.oldest = None;
-        return Ok(false);
+        return Ok(None);
     }
-    let batch_name = batch_name(&state.batch_start, &state.pending_offsets);
-    let token = format!("{}|{batch_name}", options.source);
-    let mut claimed = if state.integrity.shares_dedup() {
-        let ids = claim_batch(t, state, catalog, &token, options, deps, summary).await?;
+    let name = batch_name(&state.batch_start, &state.pending_offsets);
+    let token = format!("{}|{name}", options.source);
+    let claims = if state.integrity.shares_dedup() {
+        let ids = claim_batch(t, state, catalog.as_ref(), &token, options, deps, summary).await?;
         if state.pending.is_empty() {
             // Every row was stored by another writer: as for a batch of duplicates.
             state.oldest = None;
-            return Ok(false);
+            return Ok(None);
         }
         Some((ids, Instant::now()))
     } else {
         None
     };
-    let mut rows = std::mem::take(&mut state.pending);
+    let rows = std::mem::replace(&mut state.pending, std::mem::take(&mut state.spare));
+    let ends = std::mem::take(&mut state.pending_offsets);
+    let mut offsets_to = state.committed.clone();
+    offsets_to.extend(ends.iter().map(|(k, v)| (k.clone(), *v)));
+    let mut properties = HashMap::from([
+        (
+            OFFSETS_PROPERTY.to_string(),
+            serde_json::to_string(&offsets_to).expect("offsets serialise"),
+        ),
+        (BATCH_PROPERTY.to_string(), name.clone()),
+    ]);
+    if !options.source.is_empty() {
+        properties.insert(SOURCE_PROPERTY.to_string(), options.source.clone());
+    }
+    // The integrity state this snapshot stands for (every record admitted up to the cut)
+    // is durable before the commit.
+    properties.extend(state.integrity.save(&name)?);
+    state.oldest = None;
+    let flight = Flight {
+        table: t,
+        claims,
+        token,
+        name: name.clone(),
+        rows: rows.len() as u64,
+        offsets_from: std::mem::take(&mut state.batch_start),
+        offsets_to,
+        snapshot_before: state.table.metadata().current_snapshot_id(),
+        started,
+        task: {
+            let batch = Batch {
+                t,
+                table: state.table.clone(),
+                arrow_schema: state.arrow_schema.clone(),
+                rows,
+                name,
+                properties,
+                ends,
+            };
+            let mut commit_deps = deps.commit.take().expect("one batch in flight at a time");
+            let (catalog, options) = (catalog.clone(), options.clone());
+            tokio::spawn(async move {
+                let committed =
+                    write_and_commit(batch, catalog.as_ref(), &options, &mut commit_deps).await;
+                (commit_deps, committed)
+            })
+        },
+    };
+    Ok(Some(flight))
+}
+
+/// With dedup shared in Redis: claims of a batch in flight held past half their lease are
+/// renewed. One that lapsed may have let another writer store the row, so the writer
+/// stops (a restart resumes from the lake).
+async fn renew_claims(
+    flight: &mut Flight,
+    integrity: &mut TableIntegrity,
+    redis: &mut Dependency,
+) -> Result<()> {
+    let Some((ids, at)) = &mut flight.claims else {
+        return Ok(());
+    };
+    if at.elapsed() <= integrity.claim_lease().unwrap_or_default() / 2 {
+        return Ok(());
+    }
+    let request: Vec<(u128, Option<String>)> = ids.iter().map(|&i| (i, None)).collect();
+    let token = flight.token.clone();
+    let lost = redis
+        .call_mut(integrity, |i| {
+            Box::pin(i.claim(request.clone(), token.clone()))
+        })
+        .await?
+        .into_iter()
+        .filter(Option::is_some)
+        .count();
+    if lost > 0 {
+        return Err(LakeError::Query(format!(
+            "{}: {lost} message-id claims lapsed before the commit (dedup.redis_lease_seconds); restart to resume",
+            flight.table
+        )));
+    }
+    *at = Instant::now();
+    Ok(())
+}
+
+/// Waits for the batch in flight (renewing its claims meanwhile) and books its commit.
+async fn land<L: Log + Clone>(
+    mut flight: Flight,
+    states: &mut BTreeMap<LakeTable, TableState>,
+    log: &L,
+    options: &WriterOptions,
+    deps: &mut Deps,
+    summary: &mut WriterSummary,
+    reporting: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
+    let t = flight.table;
+    let state = states.get_mut(&t).expect("every table has a state");
+    let (commit_deps, committed) = loop {
+        let renew_in = match &flight.claims {
+            Some((_, at)) => {
+                (state.integrity.claim_lease().unwrap_or_default() / 2).saturating_sub(at.elapsed())
+            }
+            None => Duration::MAX,
+        };
+        tokio::select! {
+            done = &mut flight.task => {
+                break done.map_err(|e| LakeError::Query(format!("the {t} commit task failed: {e}")))?;
+            }
+            () = tokio::time::sleep(renew_in.min(Duration::from_secs(3600))) => {
+                renew_claims(&mut flight, &mut state.integrity, &mut deps.redis).await?;
+            }
+        }
+    };
+    deps.commit = Some(commit_deps);
+    deps.report(summary);
+    let committed = committed?;
+    state.table = committed.table;
+    if let Some((ids, _)) = flight.claims.take() {
+        let n = ids.len();
+        let token = flight.token.clone();
+        let kept = deps
+            .redis
+            .call_mut(&mut state.integrity, |i| {
+                Box::pin(i.keep_claims(ids.clone(), token.clone()))
+            })
+            .await?;
+        if kept < n as u64 {
+            tracing::warn!(table = %t, claims = n, kept, "message-id claims lapsed before they could be kept");
+        }
+    }
+    let elapsed = flight.started.elapsed();
+    let entry = AuditEntry {
+        committed_at_us: chrono::Utc::now().timestamp_micros(),
+        table: t.qualified(),
+        snapshot_before: flight.snapshot_before,
+        snapshot_after: state
+            .table
+            .metadata()
+            .current_snapshot_id()
+            .unwrap_or_default(),
+        rows: flight.rows,
+        files: committed.files as u64,
+        bytes: committed.bytes,
+        offsets_from: std::mem::take(&mut flight.offsets_from),
+        offsets_to: flight.offsets_to.clone(),
+        batch: flight.name.clone(),
+        duration_ms: Some(elapsed.as_millis() as u64),
+        recovered: false,
+    };
+    if let Some(path) = &options.audit_path {
+        audit::append(path, std::slice::from_ref(&entry))?;
+    }
+    state.integrity.committed(&flight.name);
+    metrics::dedup_held(t.name(), state.integrity.dedup());
+    state.spare = committed.rows;
+    state.committed = std::mem::take(&mut flight.offsets_to);
+    metrics::rows_committed(t.name(), flight.rows as usize, committed.files, elapsed);
+    *summary.rows_committed.entry(t.qualified()).or_default() += flight.rows;
+    summary.commits += 1;
+    tracing::info!(
+        table = %t,
+        rows = flight.rows,
+        files = committed.files,
+        bytes = committed.bytes,
+        snapshot_before = entry.snapshot_before.unwrap_or_default(),
+        snapshot = entry.snapshot_after,
+        batch = %entry.batch,
+        offsets = %serde_json::to_string(&entry.offsets_to).unwrap_or_default(),
+        ms = elapsed.as_millis() as u64,
+        "lake commit"
+    );
+    let positions: Vec<PartitionOffset> = state
+        .committed
+        .iter()
+        .filter_map(|(k, &offset)| {
+            let (topic, p) = k.rsplit_once('/')?;
+            Some(PartitionOffset {
+                topic: topic.into(),
+                partition: p.parse().ok()?,
+                offset,
+            })
+        })
+        .collect();
+    // Informational only (the lake's snapshot is the source of truth), so off the
+    // writer's path: a slow cluster answer never holds it up. One report in flight at a
+    // time, so group offsets never go backwards.
+    if let Some(previous) = reporting.take() {
+        let _ = previous.await;
+    }
+    let (log, group) = (log.clone(), options.group.clone());
+    *reporting = Some(tokio::spawn(async move {
+        if let Err(e) = log.commit_group(&group, &positions).await {
+            tracing::warn!(error = %e, "could not record consumer-group positions");
+        }
+        report_partition_lag(&log, &positions).await;
+    }));
+    Ok(())
+}
+
+/// Sorts, writes and commits one batch: the task of a [`Flight`].
+async fn write_and_commit(
+    batch: Batch,
+    catalog: &dyn Catalog,
+    options: &WriterOptions,
+    deps: &mut CommitDeps,
+) -> Result<Committed> {
+    let Batch {
+        t,
+        mut table,
+        arrow_schema,
+        mut rows,
+        name,
+        properties,
+        ends,
+    } = batch;
     // Sorted by symbol, then time, with the source sequence and the (unique) id as a
     // deterministic tie-break; references are sorted, the rows stay where they are.
     let mut order: Vec<&Row> = rows.iter().collect();
     order.sort_unstable_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
     let files = {
-        let state = &*state;
-        let (order, batch_name) = (&order, &batch_name);
+        let (order, name, table, arrow_schema) = (&order, &name, &table, &arrow_schema);
         deps.storage
-            .call(|| write_files(t, state, order, batch_name, options))
+            .call(|| write_files(t, table, arrow_schema, order, name, options))
             .await?
     };
     drop(order);
-    let mut offsets = state.committed.clone();
-    offsets.extend(state.pending_offsets.iter().map(|(k, v)| (k.clone(), *v)));
-    let mut properties = HashMap::from([
-        (
-            OFFSETS_PROPERTY.to_string(),
-            serde_json::to_string(&offsets).expect("offsets serialise"),
-        ),
-        (BATCH_PROPERTY.to_string(), batch_name.clone()),
-    ]);
-    if !options.source.is_empty() {
-        properties.insert(SOURCE_PROPERTY.to_string(), options.source.clone());
-    }
-    // The integrity state this snapshot stands for is durable before the commit.
-    properties.extend(state.integrity.save(&batch_name)?);
     let file_count = files.len();
     let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
-    let snapshot_before = state.table.metadata().current_snapshot_id();
-    let started_commit = Instant::now();
+    let started = Instant::now();
     let mut attempt = 0;
     let table = loop {
-        // Claims held past half their lease (a commit retried for long) are renewed; one
-        // that lapsed may have let another writer store the row: this batch stops.
-        if let Some((ids, at)) = &mut claimed
-            && at.elapsed() > state.integrity.claim_lease().unwrap_or_default() / 2
-        {
-            let request: Vec<(u128, Option<String>)> = ids.iter().map(|&i| (i, None)).collect();
-            let lost = deps
-                .redis
-                .call_mut(&mut state.integrity, |i| {
-                    Box::pin(i.claim(request.clone(), token.clone()))
-                })
-                .await?
-                .into_iter()
-                .filter(Option::is_some)
-                .count();
-            if lost > 0 {
-                return Err(LakeError::Query(format!(
-                    "{t}: {lost} message-id claims lapsed before the commit (dedup.redis_lease_seconds); restart to resume"
-                )));
-            }
-            *at = Instant::now();
-        }
         deps.catalog.permit().await;
         attempt += 1;
         let result = async {
             if attempt > 1 {
                 // After a failure the table may have moved: reload it, and never append a
                 // batch whose positions another writer committed meanwhile.
-                state.table = load_table(catalog, t).await?;
+                table = load_table(catalog, t).await?;
                 // A commit whose answer was lost (the connection dropped after the
                 // catalog applied it) shows as this very batch on top: that is success.
-                if let Some(current) = state.table.metadata().current_snapshot()
-                    && current.summary().additional_properties.get(BATCH_PROPERTY) == Some(&batch_name)
+                if let Some(current) = table.metadata().current_snapshot()
+                    && current.summary().additional_properties.get(BATCH_PROPERTY) == Some(&name)
                 {
                     tracing::warn!(table = %t, snapshot = current.snapshot_id(), "an earlier commit attempt had succeeded");
-                    return Ok(state.table.clone());
+                    return Ok(table.clone());
                 }
-                let now_committed = committed_offsets(&state.table, &options.source)?;
-                if state
-                    .pending_offsets
+                let now_committed = committed_offsets(&table, &options.source)?;
+                if ends
                     .iter()
                     .any(|(k, v)| now_committed.get(k).is_some_and(|c| c >= v))
                 {
@@ -771,7 +1072,7 @@ async fn flush<L: Log>(
                     )));
                 }
             }
-            let tx = Transaction::new(&state.table);
+            let tx = Transaction::new(&table);
             let action = tx
                 .fast_append()
                 .add_data_files(files.clone())
@@ -787,71 +1088,17 @@ async fn flush<L: Log>(
         if result.is_err() {
             metrics::commit_failed(t.name());
         }
-        if let Some(table) = deps.catalog.settle(result, attempt, started_commit).await? {
+        if let Some(table) = deps.catalog.settle(result, attempt, started).await? {
             break table;
         }
     };
-    state.table = table;
-    if let Some((ids, _)) = claimed {
-        let n = ids.len();
-        let kept = deps
-            .redis
-            .call_mut(&mut state.integrity, |i| {
-                Box::pin(i.keep_claims(ids.clone(), token.clone()))
-            })
-            .await?;
-        if kept < n as u64 {
-            tracing::warn!(table = %t, claims = n, kept, "message-id claims lapsed before they could be kept");
-        }
-    }
-    let entry = AuditEntry {
-        committed_at_us: chrono::Utc::now().timestamp_micros(),
-        table: t.qualified(),
-        snapshot_before,
-        snapshot_after: state
-            .table
-            .metadata()
-            .current_snapshot_id()
-            .unwrap_or_default(),
-        rows: rows.len() as u64,
-        files: file_count as u64,
-        bytes,
-        offsets_from: std::mem::take(&mut state.batch_start),
-        offsets_to: offsets.clone(),
-        batch: batch_name.clone(),
-        duration_ms: Some(started.elapsed().as_millis() as u64),
-        recovered: false,
-    };
-    if let Some(path) = &options.audit_path {
-        audit::append(path, std::slice::from_ref(&entry))?;
-    }
-    state.integrity.committed(&batch_name);
-    metrics::dedup_held(t.name(), state.integrity.dedup());
-    let row_count = rows.len();
-    // The next batch reuses the allocation (no fresh pages to fault in).
     rows.clear();
-    state.pending = rows;
-    state.committed = offsets;
-    state.pending_offsets.clear();
-    state.batch_start.clear();
-    state.oldest = None;
-    let elapsed = started.elapsed();
-    metrics::rows_committed(t.name(), row_count, file_count, elapsed);
-    *summary.rows_committed.entry(t.qualified()).or_default() += row_count as u64;
-    summary.commits += 1;
-    tracing::info!(
-        table = %t,
-        rows = row_count,
-        files = file_count,
+    Ok(Committed {
+        table,
+        rows,
+        files: file_count,
         bytes,
-        snapshot_before = entry.snapshot_before.unwrap_or_default(),
-        snapshot = entry.snapshot_after,
-        batch = %entry.batch,
-        offsets = %serde_json::to_string(&entry.offsets_to).unwrap_or_default(),
-        ms = elapsed.as_millis() as u64,
-        "lake commit"
-    );
-    Ok(true)
+    })
 }
 
 fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
@@ -920,7 +1167,7 @@ async fn claim_batch(
             break;
         }
         // The lake says which of the holding batches committed.
-        state.table = deps.catalog.call(|| load_table(catalog, t)).await?;
+        state.table = deps.catalog().call(|| load_table(catalog, t)).await?;
         let committed: std::collections::HashSet<&str> = state
             .table
             .metadata()
@@ -1001,12 +1248,13 @@ fn batch_name(start: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>) -> Str
 
 async fn write_files(
     t: LakeTable,
-    state: &TableState,
+    table: &Table,
+    arrow_schema: &SchemaRef,
     rows: &[&Row],
     batch_name: &str,
     options: &WriterOptions,
 ) -> Result<Vec<DataFile>> {
-    let metadata = state.table.metadata();
+    let metadata = table.metadata();
     let schema = metadata.current_schema().clone();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -1036,7 +1284,7 @@ async fn write_files(
         DefaultFileNameGenerator::new(format!("k2-{batch_name}"), None, DataFileFormat::Parquet);
     let rolling = RollingFileWriterBuilder::new_with_default_file_size(
         parquet,
-        state.table.file_io().clone(),
+        table.file_io().clone(),
         location,
         names,
     );
@@ -1056,7 +1304,7 @@ async fn write_files(
     let mut tasks = Vec::new();
     for (day, idx) in groups {
         let part: Vec<&Row> = idx.into_iter().map(|i| rows[i]).collect();
-        let batch = columns::to_batch(t, &state.arrow_schema, &part)?;
+        let batch = columns::to_batch(t, arrow_schema, &part)?;
         let key = day.map(|d| {
             PartitionKey::new(
                 spec.clone(),

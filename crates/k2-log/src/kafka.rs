@@ -77,6 +77,12 @@ pub struct KafkaOptions {
     pub delivery_timeout_ms: u64,
     /// How long K2 waits for the cluster when starting and for admin calls.
     pub request_timeout_ms: u64,
+    /// How long a fetch may wait at the broker for records (`fetch.wait.max.ms`). A Kafka
+    /// broker answers as soon as records are there, so this is only how often an idle
+    /// consumer asks; tansu 0.6.0 holds every fetch this long, records or not, so it
+    /// bounds the read rate there (500, librdkafka's default, read about 160 k
+    /// records/s; 10 reads 270 k).
+    pub fetch_wait_ms: u64,
     /// Replication factor of topics K2 creates; 0 picks min(3, brokers).
     pub replication_factor: u32,
     /// Further librdkafka properties (e.g. `"security.protocol" = "ssl"`), passed through
@@ -94,6 +100,7 @@ impl Default for KafkaOptions {
             batch_bytes: 1_000_000,
             delivery_timeout_ms: 120_000,
             request_timeout_ms: 10_000,
+            fetch_wait_ms: 10,
             replication_factor: 0,
             properties: Default::default(),
         }
@@ -116,9 +123,30 @@ impl KafkaOptions {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    fn consumer_config(&self, group: &str) -> ClientConfig {
+    /// The producer's settings: idempotent, acknowledged by all replicas, compressed.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &self.compression)
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("batch.size", self.batch_bytes.to_string())
+            .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.kbytes", "262144");
+        c
+    }
+
+    /// The consumer's settings, in group `group` (positions are assigned, never
+    /// subscribed).
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group)
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            // The writer drains the fetched queue in polls of tens of thousands of records,
+            // so the queue often runs past `queued.min.messages`; librdkafka then pauses
+            // fetching for `fetch.queue.backoff.ms`, 1 s by default, and the writer sat
+            // idle waiting for records already on the broker.
+            .set("fetch.queue.backoff.ms", "10")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -220,18 +248,8 @@ impl KafkaLog {
     /// answer within the request timeout) and ensures the checkpoint topic exists.
     /// Schemas are kept in `schemas`.
     pub async fn connect(options: KafkaOptions, schemas: Registry) -> Result<KafkaLog> {
-        let mut pc = options.base();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &options.compression)
-            .set("linger.ms", options.linger_ms.to_string())
-            .set("batch.size", options.batch_bytes.to_string())
-            .set(
-                "message.timeout.ms",
-                options.delivery_timeout_ms.to_string(),
-            )
-            .set("queue.buffering.max.kbytes", "262144");
-        let producer: ThreadedProducer<Deliveries> = pc
+        let producer: ThreadedProducer<Deliveries> = options
+            .producer_config()
             .create_with_context(Deliveries)
             .map_err(|e| kafka_error("creating the Kafka producer", e))?;
         let admin: AdminClient<DefaultClientContext> = options
@@ -415,7 +433,6 @@ impl KafkaLog {
             let consumer: BaseConsumer = self
                 .options
                 .consumer_config(&self.options.group)
-                .set("fetch.wait.max.ms", "50")
                 .create()
                 .map_err(|e| kafka_error("creating the log probe", e))?;
             *probe = Some(consumer);

@@ -37,9 +37,71 @@ use crate::config::Config;
 use crate::output::{Format, render, to_batches};
 
 // The pipeline allocates per record; mimalloc measured faster than the system allocator here.
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", not(feature = "heap-stats")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
+/// Live heap bytes (allocated and not yet freed), when built with the `heap-stats` feature:
+/// `k2 bench feed` prints them next to resident memory, which tells memory the program
+/// holds from memory the allocator keeps after it was freed.
+pub(crate) fn heap_live_bytes() -> Option<u64> {
+    #[cfg(feature = "heap-stats")]
+    return Some(heap::live());
+    #[cfg(not(feature = "heap-stats"))]
+    None
+}
+
+#[cfg(feature = "heap-stats")]
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::{AtomicIsize, Ordering};
+
+    /// mimalloc with one shared counter of live bytes: an atomic add per allocation and
+    /// per free, which is why it is a build feature and not always on.
+    pub struct Counting;
+
+    static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+    pub fn live() -> u64 {
+        LIVE.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    // SAFETY: every call is passed to mimalloc unchanged; the counter only observes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            }
+            p
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(
+                    new_size as isize - layout.size() as isize,
+                    Ordering::Relaxed,
+                );
+            }
+            p
+        }
+    }
+}
 
 /// Turns transparent huge pages off for this process (see docs/design.md, "Memory"): the
 /// allocator asks for them, and a 2 MB page faulted in whole for a few bytes, split when

@@ -151,20 +151,28 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         let text = metrics.render();
         let gauge = |name: &str| {
             text.lines()
-                .filter(|l| l.starts_with(name))
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with([' ', '{']))
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .fold(0.0, |a, b| a + b) as u64
         };
         let (anon, file) = super::rss_anon_file();
+        // With `--features heap-stats`, the live heap: what the program holds, against
+        // what the allocator keeps resident.
+        let heap =
+            crate::heap_live_bytes().map_or(String::new(), |b| format!(", heap live {:.0}", mb(b)));
         format!(
-            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0})",
+            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap})",
             at.as_secs(),
             mb(anon + file),
             mb(anon),
             mb(file),
             mb(gauge("k2_dedup_memory_bytes")),
             mb(gauge("k2_log_embedded_cache_bytes")),
-            mb(gauge("k2_query_file_metadata_cache_bytes"))
+            mb(gauge("k2_query_file_metadata_cache_bytes")),
+            gauge("k2_tail_events"),
         )
     };
     let count = u64::from(rate) * seconds;

@@ -458,21 +458,11 @@ fn raw_librdkafka(
     partitions: u32,
     messages: &[(i32, Vec<u8>, Vec<u8>)],
 ) -> anyhow::Result<(Instant, Instant, Instant)> {
-    use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let n = messages.len() as u64;
-    let mut base = ClientConfig::new();
-    base.set("bootstrap.servers", &kafka.bootstrap_servers);
-    let producer: ThreadedProducer<DefaultProducerContext> = base
-        .clone()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", &kafka.compression)
-        .set("linger.ms", kafka.linger_ms.to_string())
-        .set("batch.size", kafka.batch_bytes.to_string())
-        .set("queue.buffering.max.kbytes", "262144")
-        .create()?;
+    // The very client settings K2 runs with: only K2's own work is left out.
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
     let t0 = Instant::now();
     for (partition, key, value) in messages {
         let mut record = BaseRecord::to(topic)
@@ -491,11 +481,7 @@ fn raw_librdkafka(
     }
     producer.flush(Duration::from_secs(120))?;
     let t1 = Instant::now();
-    let consumer: BaseConsumer = base
-        .set("group.id", "k2-bench-raw")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()?;
+    let consumer: BaseConsumer = kafka.consumer_config("k2-bench-raw").create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)?;
