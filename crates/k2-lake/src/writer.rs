@@ -507,25 +507,12 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         let stopping = stop.load(Ordering::Relaxed);
         let idle = got == 0;
         let finishing = stopping || (idle && options.until_caught_up);
-        // A batch in flight lands once its commit is done; meanwhile its claims are renewed.
+        // A batch in flight keeps its claims renewed until it lands.
         if let Some(f) = &mut flight {
             let integrity = &mut states.get_mut(&f.table).expect("a state").integrity;
             renew_claims(f, integrity, &mut deps.redis).await?;
         }
-        if flight.as_ref().is_some_and(|f| f.task.is_finished()) {
-            let f = flight.take().expect("checked above");
-            land(
-                f,
-                &mut states,
-                log,
-                options,
-                &mut deps,
-                &mut summary,
-                &mut reporting,
-            )
-            .await?;
-        }
-        let due: Vec<LakeTable> = states
+        let mut due = states
             .iter()
             .filter(|(_, state)| {
                 state.pending.len() >= options.max_rows
@@ -533,11 +520,18 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     || (finishing && !state.pending_offsets.is_empty())
             })
             .map(|(&t, _)| t)
-            .collect();
-        for t in due {
-            // One batch in flight at a time: commits stay in order, and the rows held are
-            // at most the batch in flight and the one filling.
-            if let Some(f) = flight.take() {
+            .collect::<Vec<LakeTable>>()
+            .into_iter();
+        loop {
+            let next = due.next();
+            // The batch in flight lands once its commit is done, before the next cut (one
+            // batch in flight at a time: commits stay in order, and the rows held are at
+            // most the batch in flight and the one filling), and when the run is ending.
+            if flight
+                .as_ref()
+                .is_some_and(|f| next.is_some() || finishing || f.task.is_finished())
+            {
+                let f = flight.take().expect("checked above");
                 land(
                     f,
                     &mut states,
@@ -549,6 +543,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 )
                 .await?;
             }
+            let Some(t) = next else { break };
             let state = states.get_mut(&t).expect("a state");
             flight = take_off(
                 t,
@@ -558,18 +553,6 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 options,
                 &mut deps,
                 &mut summary,
-            )
-            .await?;
-        }
-        if finishing && let Some(f) = flight.take() {
-            land(
-                f,
-                &mut states,
-                log,
-                options,
-                &mut deps,
-                &mut summary,
-                &mut reporting,
             )
             .await?;
         }
