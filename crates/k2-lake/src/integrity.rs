@@ -214,7 +214,7 @@ impl TableIntegrity {
         let err = |e: datafusion::error::DataFusionError| {
             LakeError::Query(format!("reloading {t} message ids: {e}"))
         };
-        let provider = SnapshotTable::new(table.clone(), None)
+        let provider = SnapshotTable::new(table.clone(), None, Default::default())
             .await
             .map_err(|e| LakeError::catalog(format!("reading {t}"), e))?;
         let ctx = SessionContext::new();

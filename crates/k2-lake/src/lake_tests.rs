@@ -1473,3 +1473,83 @@ async fn the_tail_and_the_lake_answer_as_one() {
         assert_eq!(merged, lake_only, "{what}");
     }
 }
+
+/// The query plans files by their column bounds, and pruning never changes an answer:
+/// each condition's count as a filter (pruned) equals the same condition counted over
+/// every row (a projection, where nothing can be pruned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_files_never_change_an_answer() {
+    let l = lake().await;
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let summary = write_all(&l, 20_000).await;
+    assert!(summary.commits >= 8, "{summary:?}");
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    let count = async |sql: String| -> i64 {
+        let batches = engine.sql(&sql).await.unwrap();
+        batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    // The data files in the physical plan (every one listed with VERBOSE).
+    let planned = async |condition: &str| -> usize {
+        let batches = engine
+            .sql(&format!(
+                "EXPLAIN VERBOSE SELECT count(*) FROM trades WHERE {condition}"
+            ))
+            .await
+            .unwrap();
+        let mut files = 0;
+        for b in &batches {
+            let (kind, plan) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+            );
+            for i in 0..b.num_rows() {
+                if kind.value(i) == "physical_plan" {
+                    files = plan.value(i).matches(".parquet").count();
+                }
+            }
+        }
+        files
+    };
+    let all = planned("true").await;
+    assert!(all >= 8, "{all} files");
+    // (condition, whether its files are a strict subset of the table's)
+    let cases = [
+        (
+            r#""timestamp" >= TIMESTAMP '2014-03-12T00:00:00Z' AND "timestamp" < TIMESTAMP '2014-03-13T00:00:00Z'"#,
+            true,
+        ),
+        ("trade_date = DATE '2014-03-11'", true),
+        (
+            "trade_date = DATE '2014-03-11' OR trade_date = DATE '2014-03-14'",
+            true,
+        ),
+        ("NOT (trade_date <> DATE '2014-03-13')", true),
+        ("trade_date > DATE '2014-03-20'", true),
+        ("symbol = 'BHP'", false),
+        ("symbol IN ('BHP', 'RIO', 'NOPE')", false),
+        ("price >= 40 AND price < 41", false),
+        ("quantity > 100000", false),
+        ("source_sequence IS NULL", false),
+        ("exchange = 'ASX' AND symbol > 'M'", false),
+    ];
+    for (condition, prunes) in cases {
+        let filtered = count(format!("SELECT count(*) FROM trades WHERE {condition}")).await;
+        let everywhere = count(format!(
+            "SELECT coalesce(sum(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) FROM trades"
+        ))
+        .await;
+        assert_eq!(filtered, everywhere, "{condition}");
+        let files = planned(condition).await;
+        assert!(files <= all, "{condition}: {files} of {all}");
+        if prunes {
+            assert!(files < all, "{condition}: {files} of {all} files planned");
+        }
+    }
+    // A day with no trades plans no file at all.
+    assert_eq!(planned("trade_date > DATE '2014-03-20'").await, 0);
+}

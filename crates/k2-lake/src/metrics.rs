@@ -48,6 +48,13 @@ pub(crate) fn file_metadata_cache(bytes: usize, files: usize) {
     metrics::gauge!("k2_query_file_metadata_cache_files").set(files as f64);
 }
 
+/// The manifests held between queries for the tables' current snapshots, and the data
+/// files they list.
+pub(crate) fn manifest_cache(manifests: usize, files: usize) {
+    metrics::gauge!("k2_query_manifest_cache_manifests").set(manifests as f64);
+    metrics::gauge!("k2_query_manifest_cache_files").set(files as f64);
+}
+
 pub(crate) fn sequence_events(table: &'static str, event: &'static str, n: u64) {
     metrics::counter!("k2_sequence_events_total", "table" => table, "event" => event).increment(n);
 }

@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::columns::Row;
 use crate::error::{LakeError, Result};
 use crate::metrics;
-use crate::scan::SnapshotTable;
+use crate::scan::{ManifestCache, SnapshotTable};
 use crate::tables::LakeTable;
 use crate::tail::Tail;
 
@@ -309,6 +309,8 @@ pub struct QueryEngine {
     footers: Arc<DefaultFilesMetadataCache>,
     options: QueryOptions,
     tables: std::sync::Mutex<std::collections::HashMap<LakeTable, (Instant, Table)>>,
+    /// The tables' manifests, kept across metadata refreshes.
+    manifests: Arc<ManifestCache>,
 }
 
 const ORDER: &str = r#""timestamp" ASC, source_sequence ASC, message_id ASC"#;
@@ -435,6 +437,7 @@ impl QueryEngine {
             footers,
             options,
             tables: Default::default(),
+            manifests: Default::default(),
         })
     }
 
@@ -488,7 +491,7 @@ impl QueryEngine {
         {
             return Err(LakeError::NotFound(format!("snapshot {id} of {table}")));
         }
-        let provider = SnapshotTable::new(t, snapshot)
+        let provider = SnapshotTable::new(t, snapshot, self.manifests.clone())
             .await
             .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
@@ -1019,9 +1022,10 @@ impl QueryEngine {
                     .register_schema(&namespace, Arc::new(MemorySchemaProvider::new()))
                     .map_err(|e| LakeError::Query(e.to_string()))?;
             }
-            let provider = SnapshotTable::new(self.table(table).await?, None)
-                .await
-                .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
+            let provider =
+                SnapshotTable::new(self.table(table).await?, None, self.manifests.clone())
+                    .await
+                    .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
             catalog
                 .schema(&namespace)
                 .expect("registered above")

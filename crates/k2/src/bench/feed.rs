@@ -147,7 +147,22 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     // log's page cache (64 MiB) and the decoded Parquet footers (until
     // `query.file_metadata_cache_mb`).
     let metrics = crate::telemetry::recorder()?;
-    let sample = |at: Duration| {
+    // `window` holds the query times (µs) since the previous sample.
+    let sample = |at: Duration, window: &mut Vec<u32>| {
+        window.sort_unstable();
+        let pick = |p: f64| {
+            window
+                .get(((window.len() as f64 * p) as usize).min(window.len().saturating_sub(1)))
+                .map_or(f64::NAN, |us| f64::from(*us) / 1000.0)
+        };
+        let queries = format!(
+            "{} queries p50/p99/max {:.1}/{:.1}/{:.1} ms",
+            window.len(),
+            pick(0.5),
+            pick(0.99),
+            pick(1.0)
+        );
+        window.clear();
         let text = metrics.render();
         let gauge = |name: &str| {
             text.lines()
@@ -164,7 +179,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         let heap =
             crate::heap_live_bytes().map_or(String::new(), |b| format!(", heap live {:.0}", mb(b)));
         format!(
-            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap})",
+            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap}); lake files {}; {queries}",
             at.as_secs(),
             mb(anon + file),
             mb(anon),
@@ -173,6 +188,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
             mb(gauge("k2_log_embedded_cache_bytes")),
             mb(gauge("k2_query_file_metadata_cache_bytes")),
             gauge("k2_tail_events"),
+            gauge("k2_lake_files_committed_total"),
         )
     };
     let count = u64::from(rate) * seconds;
@@ -230,16 +246,19 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds + 30);
     let mut queries = 0u64;
+    let mut window = Vec::new();
     // Until the last trade sent is seen (earlier ones a query missed are counted as such).
     let is_seen = |seen: &[u64], seq: i64| seen[seq as usize / 64] & (1 << (seq % 64)) != 0;
     while !is_seen(&seen, count as i64) && Instant::now() < deadline {
         if Instant::now() >= next_sample {
-            rss.push(sample(started.elapsed()));
+            rss.push(sample(started.elapsed(), &mut window));
             next_sample += Duration::from_secs(10);
         }
+        let asked = Instant::now();
         let page = engine
             .market_with_tail(LakeTable::Trades, &filter, &tail)
             .await?;
+        window.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         let now = chrono::Utc::now().timestamp_micros();
         queries += 1;
         for b in &page.batches {
@@ -255,7 +274,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
             }
         }
     }
-    rss.push(sample(started.elapsed()));
+    rss.push(sample(started.elapsed(), &mut window));
     stop_feed.notify_waiters();
     let _ = capture.await;
     stop.store(true, Ordering::Relaxed);
@@ -280,7 +299,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         q(1.0)
     );
     println!(
-        "  RSS (MB) over the run, anonymous and file-backed, and in brackets what K2 holds by design and bounds:"
+        "  every 10 s: RSS (MB), anonymous and file-backed, and in brackets what K2 holds by design and bounds; the lake's data files; the query times since the last line:"
     );
     for line in rss {
         println!("    {line}");
