@@ -146,6 +146,13 @@ impl Outage {
     }
 }
 
+/// The whole ASX sample ingested into the lake's log.
+async fn ingest_sample(l: &Lake) {
+    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+}
+
 async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
     write_with(
         l,
@@ -218,9 +225,7 @@ fn bhp_from_csv() -> BTreeMap<String, DayFigures> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_lands_exactly_and_answers_match_the_csv() {
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     // Small batches: many commits, so resuming and time travel have something to show.
     let summary = write_all(&l, 40_000).await;
     assert!(summary.commits >= 5, "{summary:?}");
@@ -691,9 +696,7 @@ async fn stored_ids(l: &Lake) -> BTreeMap<LakeTable, Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_log_prefix_leaves_the_lake_unchanged() {
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     let first = write_all(&l, 40_000).await;
     let before = stored_ids(&l).await;
     assert_eq!(before[&LakeTable::Trades].len(), 91_874);
@@ -755,9 +758,7 @@ async fn sequence_state_in_redis_survives_a_restart() {
 async fn the_sample_lands_exactly_with_sequence_state_in_redis() {
     let Some(redis) = test_redis() else { return };
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     let summary = write_with(
         &l,
         WriterOptions {
@@ -1004,9 +1005,7 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     let outage = Outage::begin(&l).await;
     let options = WriterOptions {
         max_rows: 40_000,
@@ -1060,9 +1059,7 @@ async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_that_stays_down_stops_the_writer_uncommitted_with_a_clear_error() {
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     let outage = Outage::begin(&l).await;
     let options = WriterOptions {
         until_caught_up: true,
@@ -1208,9 +1205,7 @@ fn columns_of(batches: &[arrow::array::RecordBatch]) -> Vec<arrow::array::ArrayR
 async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
     use crate::replay::{ReplayOptions, ReplayRequest};
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     // Many commits: each day's rows are spread over several files, each sorted by symbol.
     let summary = write_all(&l, 20_000).await;
     assert!(summary.commits >= 8, "{summary:?}");
@@ -1365,9 +1360,7 @@ async fn the_tail_and_the_lake_answer_as_one() {
     use k2_model::{DataType, MarketRecord};
 
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     write_all(&l, 50_000).await;
     let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
 
@@ -1480,9 +1473,7 @@ async fn the_tail_and_the_lake_answer_as_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruned_files_never_change_an_answer() {
     let l = lake().await;
-    k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})
-        .await
-        .unwrap();
+    ingest_sample(&l).await;
     let summary = write_all(&l, 20_000).await;
     assert!(summary.commits >= 8, "{summary:?}");
     let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();

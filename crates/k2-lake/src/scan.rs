@@ -190,18 +190,22 @@ impl ManifestCache {
         if current {
             let mut tables = self.tables.lock().expect("manifest cache lock");
             let held = tables.entry(key).or_default();
-            if snapshot.sequence_number() >= held.sequence {
-                *held = Held {
-                    sequence: snapshot.sequence_number(),
-                    list_path: snapshot.manifest_list().to_string(),
-                    list: list.clone(),
-                    manifests: list
-                        .iter()
-                        .map(|m| m.manifest_path.clone())
-                        .zip(manifests.iter().cloned())
-                        .collect(),
-                };
+            // Once per new snapshot, not per query: the gauges walk every held manifest.
+            if held.list_path == snapshot.manifest_list()
+                || snapshot.sequence_number() < held.sequence
+            {
+                return Ok(Some(manifests));
             }
+            *held = Held {
+                sequence: snapshot.sequence_number(),
+                list_path: snapshot.manifest_list().to_string(),
+                list: list.clone(),
+                manifests: list
+                    .iter()
+                    .map(|m| m.manifest_path.clone())
+                    .zip(manifests.iter().cloned())
+                    .collect(),
+            };
             let (held_manifests, files) = tables.values().fold((0, 0), |(m, f), h| {
                 let files: usize = h.manifests.values().map(|m| m.entries().len()).sum();
                 (m + h.manifests.len(), f + files)
