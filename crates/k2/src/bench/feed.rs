@@ -100,16 +100,88 @@ fn parse_only(messages: u64) {
     println!("  kraken 10-trade frames  {k:>10} trades   {kraken:>12.0} trades/s");
 }
 
+/// CPU time, seconds, of the clock `id` (`CLOCK_PROCESS_CPUTIME_ID` or
+/// `CLOCK_THREAD_CPUTIME_ID`).
+fn cpu_seconds(id: libc::clockid_t) -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(id, &mut t) } != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// The simulator of the burst, on a thread and runtime of its own, so that the CPU it
+/// spends making and sending frames can be told apart from K2's.
+struct SimulatorThread {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+}
+
+impl SimulatorThread {
+    fn start(frames: Arc<Vec<String>>) -> anyhow::Result<SimulatorThread> {
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("simulator".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = url_tx.send(Err(e.to_string()));
+                        return 0.0;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Simulator::start(vec![vec![Step::Burst(frames)]]).await {
+                        Ok(sim) => {
+                            let _ = url_tx.send(Ok(sim.url()));
+                            let _ = stopped.await;
+                        }
+                        Err(e) => {
+                            let _ = url_tx.send(Err(e.to_string()));
+                        }
+                    }
+                });
+                cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID)
+            })?;
+        let url = url_rx
+            .recv()?
+            .map_err(|e| anyhow::anyhow!("the simulator did not start: {e}"))?;
+        Ok(SimulatorThread {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the simulator; returns the CPU seconds its thread used.
+    fn stop(mut self) -> f64 {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread.take().map_or(0.0, |t| t.join().unwrap_or(0.0))
+    }
+}
+
 async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
     let frames: Arc<Vec<String>> = Arc::new((1..=messages).map(binance_frame).collect());
-    let sim = Simulator::start(vec![vec![Step::Burst(frames)]]).await?;
     let tmp = tempfile::tempdir()?;
     let mut config = config.clone();
     config.data_dir = tmp.path().to_path_buf();
     let app = App::open(config).await?;
-    let (feed, reconnect) = feed_config(sim.url());
+    let sim = SimulatorThread::start(frames)?;
+    let (feed, reconnect) = feed_config(sim.url.clone());
     let rss_before = super::rss_bytes();
     let topic = "market.crypto.trades.binance";
+    let cpu_before = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID);
     let started = Instant::now();
     let log = app.log.clone();
     let done = async {
@@ -128,6 +200,9 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
     let stats = k2_ingest::capture(&app.log, &app.dlq, feed, reconnect, &options, done).await?;
     let secs = started.elapsed().as_secs_f64();
     let rss_after = super::rss_bytes();
+    // The simulator's thread is idle once the burst is sent: all of its CPU is the burst's.
+    let simulator_cpu = sim.stop();
+    let k2_cpu = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu_before - simulator_cpu;
     println!("handler, simulator burst → parsed → durable in the embedded log:");
     println!(
         "  {} trades in {secs:.2}s = {:.0} trades/s ({} appends, {:.0} trades per append); RSS {:.0} → {:.0} MB",
@@ -137,6 +212,10 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
         stats.trades as f64 / stats.appends.max(1) as f64,
         mb(rss_before),
         mb(rss_after)
+    );
+    println!(
+        "  CPU: K2 {k2_cpu:.2} s = {:.0} trades per CPU-second; the simulator's own thread {simulator_cpu:.2} s",
+        stats.trades as f64 / k2_cpu.max(1e-9),
     );
     Ok(())
 }
