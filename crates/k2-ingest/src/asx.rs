@@ -171,13 +171,12 @@ pub struct RowSource<'a> {
     pub receive_us: i64,
 }
 
-fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (String, String) {
+fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (MessageId, String) {
     use chrono::Datelike;
     let day = format!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
     let line = src.line.to_string();
     let message_id =
-        MessageId::from_source(&[EXCHANGE, kind, &src.company.company_id, &day, &line])
-            .to_uuid_string();
+        MessageId::from_source(&[EXCHANGE, kind, &src.company.company_id, &day, &line]);
     let native = format!("{EXCHANGE}-{}-{day}-{line}", src.company.company_id);
     (message_id, native)
 }
@@ -361,8 +360,7 @@ pub fn company_record(company: &Company, receive_us: i64) -> MarketRecord {
     vendor.insert("start_date".into(), company.start_date.clone());
     vendor.insert("end_date".into(), company.end_date.clone());
     MarketRecord::Reference(ReferenceData {
-        message_id: MessageId::from_source(&[EXCHANGE, "reference_data", &company.company_id])
-            .to_string(),
+        message_id: MessageId::from_source(&[EXCHANGE, "reference_data", &company.company_id]),
         company_id: company.company_id.clone(),
         symbol: company.symbol.clone(),
         exchange: EXCHANGE.into(),

@@ -355,7 +355,7 @@ pub mod binance {
     fn trade(t: &TradeEvent<'_>, receive_us: i64) -> Result<Trade, FrameError> {
         let id = t.t.to_string();
         Ok(Trade {
-            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, &id]).to_uuid_string(),
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, &id]),
             trade_id: format!("{EXCHANGE}-{}-{id}", t.s),
             symbol: t.s.to_string(),
             exchange: EXCHANGE.into(),
@@ -387,8 +387,7 @@ pub mod binance {
             }
         };
         Ok(Quote {
-            message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, &id])
-                .to_uuid_string(),
+            message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, &id]),
             quote_id: format!("{EXCHANGE}-{}-{id}", b.s),
             symbol: b.s.to_string(),
             exchange: EXCHANGE.into(),
@@ -501,8 +500,7 @@ pub mod kraken {
             vendor.insert("ord_type".into(), o.into());
         }
         Ok(Trade {
-            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, &id])
-                .to_uuid_string(),
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, &id]),
             trade_id: format!("{EXCHANGE}-{}-{id}", t.symbol),
             symbol: t.symbol.to_string(),
             exchange: EXCHANGE.into(),

@@ -10,7 +10,7 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType as ArrowType, SchemaRef};
 use chrono::NaiveDate;
-use k2_model::{MarketRecord, Quote, ReferenceData, Trade, VendorData};
+use k2_model::{MarketRecord, MessageId, Quote, ReferenceData, Trade, VendorData};
 
 use crate::error::{LakeError, Result};
 use crate::tables::LakeTable;
@@ -45,20 +45,13 @@ impl Cols<'_> {
             .push(Arc::new(StringArray::from_iter_values(values)));
     }
 
-    /// UUIDs from their text form, as the 16 bytes of Iceberg's `uuid`.
-    fn uuids<'r>(&mut self, values: impl Iterator<Item = &'r str>) -> Result<()> {
-        let bytes = values
-            .map(|text| {
-                uuid::Uuid::parse_str(text)
-                    .map(|u| u.into_bytes())
-                    .map_err(|e| LakeError::InvalidArgument(format!("message id '{text}': {e}")))
-            })
-            .collect::<Result<Vec<[u8; 16]>>>()?;
+    /// Message ids as the 16 bytes of Iceberg's `uuid`.
+    fn uuids(&mut self, values: impl ExactSizeIterator<Item = MessageId>) -> Result<()> {
         // Sized explicitly, so that a batch of no rows has the column's type too.
-        let mut array = arrow::array::FixedSizeBinaryBuilder::with_capacity(bytes.len(), 16);
-        for b in &bytes {
+        let mut array = arrow::array::FixedSizeBinaryBuilder::with_capacity(values.len(), 16);
+        for id in values {
             array
-                .append_value(b)
+                .append_value(id.to_bytes())
                 .map_err(|e| LakeError::arrow("uuid column", e))?;
         }
         let array: FixedSizeBinaryArray = array.finish();
@@ -189,7 +182,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.uuids(t.iter().map(|t| t.message_id.as_str()))?;
+            c.uuids(t.iter().map(|t| t.message_id))?;
             c.strings(t.iter().map(|t| t.trade_id.as_str()));
             c.strings(t.iter().map(|t| t.symbol.as_str()));
             c.strings(t.iter().map(|t| t.exchange.as_str()));
@@ -218,7 +211,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.uuids(q.iter().map(|q| q.message_id.as_str()))?;
+            c.uuids(q.iter().map(|q| q.message_id))?;
             c.strings(q.iter().map(|q| q.quote_id.as_str()));
             c.strings(q.iter().map(|q| q.symbol.as_str()));
             c.strings(q.iter().map(|q| q.exchange.as_str()));
@@ -247,7 +240,7 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
                     ))),
                 })
                 .collect::<Result<_>>()?;
-            c.uuids(r.iter().map(|r| r.message_id.as_str()))?;
+            c.uuids(r.iter().map(|r| r.message_id))?;
             c.strings(r.iter().map(|r| r.company_id.as_str()));
             c.strings(r.iter().map(|r| r.symbol.as_str()));
             c.strings(r.iter().map(|r| r.exchange.as_str()));

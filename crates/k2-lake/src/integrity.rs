@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use iceberg::table::Table;
 use k2_model::MarketRecord;
 use k2_pipeline::shared::{RedisDedup, RedisSequenceTracker};
-use k2_pipeline::{Deduplicator, Event, GapRange, SequenceTracker, id_bits};
+use k2_pipeline::{Deduplicator, Event, GapRange, SequenceTracker};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LakeError, Result};
@@ -251,12 +251,7 @@ impl TableIntegrity {
 
     /// Dedups the record, then checks its source sequence.
     pub fn admit(&mut self, record: &MarketRecord) -> Result<Verdict> {
-        let id = id_bits(record.message_id()).ok_or_else(|| {
-            LakeError::InvalidArgument(format!(
-                "message id '{}' is not a UUID",
-                record.message_id()
-            ))
-        })?;
+        let id = record.message_id().as_u128();
         if !self.dedup.check(id, record.ingestion_time_us()) {
             self.count_duplicate(record);
             return Ok(Verdict::Duplicate);

@@ -35,7 +35,7 @@ use k2_log::{
     DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE, Log, LogConsumer, PartitionOffset,
     PayloadDecoder, SchemaStore, Undecodable,
 };
-use k2_model::{MarketRecord, TopicName, exchange};
+use k2_model::{MarketRecord, MessageId, TopicName, exchange};
 use k2_pipeline::{BreakerConfig, DedupConfig, RetryPolicy, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -1084,7 +1084,7 @@ async fn write_and_commit(
     })
 }
 
-fn sort_key(r: &MarketRecord) -> (&str, i64, i64, &str) {
+fn sort_key(r: &MarketRecord) -> (&str, i64, i64, MessageId) {
     (
         r.symbol(),
         r.event_time_us().unwrap_or(0),
@@ -1108,18 +1108,11 @@ async fn claim_batch(
     deps: &mut Deps,
     summary: &mut WriterSummary,
 ) -> Result<Vec<u128>> {
-    let ids = state
+    let ids: Vec<u128> = state
         .pending
         .iter()
-        .map(|r| {
-            k2_pipeline::id_bits(r.record.message_id()).ok_or_else(|| {
-                LakeError::InvalidArgument(format!(
-                    "message id '{}' is not a UUID",
-                    r.record.message_id()
-                ))
-            })
-        })
-        .collect::<Result<Vec<u128>>>()?;
+        .map(|r| r.record.message_id().as_u128())
+        .collect();
     let mut replace: Vec<Option<String>> = vec![None; ids.len()];
     let mut stored = vec![false; ids.len()];
     let mut todo: Vec<usize> = (0..ids.len()).collect();

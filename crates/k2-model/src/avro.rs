@@ -8,6 +8,7 @@
 use crate::decimal::Decimal8;
 use crate::enums::{AssetClass, DataType, TradeSide};
 use crate::error::ModelError;
+use crate::ids::MessageId;
 use crate::record::{MarketRecord, Quote, ReferenceData, Trade, VendorData};
 
 /// Schema text of each record type, as registered with the schema registry.
@@ -100,6 +101,10 @@ impl Writer<'_> {
         self.bytes(s.as_bytes());
     }
 
+    fn message_id(&mut self, id: MessageId) {
+        self.bytes(&id.uuid_text());
+    }
+
     fn decimal(&mut self, d: Decimal8) {
         let (buf, start) = d.to_be_bytes_min();
         self.bytes(&buf[start..]);
@@ -143,7 +148,7 @@ impl Writer<'_> {
     }
 
     fn trade(&mut self, t: &Trade) {
-        self.string(&t.message_id);
+        self.message_id(t.message_id);
         self.string(&t.trade_id);
         self.string(&t.symbol);
         self.string(&t.exchange);
@@ -168,7 +173,7 @@ impl Writer<'_> {
     }
 
     fn quote(&mut self, q: &Quote) {
-        self.string(&q.message_id);
+        self.message_id(q.message_id);
         self.string(&q.quote_id);
         self.string(&q.symbol);
         self.string(&q.exchange);
@@ -187,7 +192,7 @@ impl Writer<'_> {
     }
 
     fn reference(&mut self, r: &ReferenceData) {
-        self.string(&r.message_id);
+        self.message_id(r.message_id);
         self.string(&r.company_id);
         self.string(&r.symbol);
         self.string(&r.exchange);
@@ -258,6 +263,18 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| ModelError::Decode(format!("string at byte {start} is not UTF-8")))
+    }
+
+    /// A message id, in the UUID text form the schema's `uuid` string carries.
+    fn message_id(&mut self) -> Result<MessageId, ModelError> {
+        let start = self.pos;
+        let b = self.bytes()?;
+        MessageId::parse(b).ok_or_else(|| {
+            ModelError::Decode(format!(
+                "message_id at byte {start} is not a UUID: '{}'",
+                String::from_utf8_lossy(b)
+            ))
+        })
     }
 
     fn decimal(&mut self) -> Result<Decimal8, ModelError> {
@@ -346,7 +363,7 @@ impl<'a> Reader<'a> {
 
     fn trade(&mut self) -> Result<Trade, ModelError> {
         Ok(Trade {
-            message_id: self.string()?,
+            message_id: self.message_id()?,
             trade_id: self.string()?,
             symbol: self.string()?,
             exchange: self.string()?,
@@ -374,7 +391,7 @@ impl<'a> Reader<'a> {
 
     fn quote(&mut self) -> Result<Quote, ModelError> {
         Ok(Quote {
-            message_id: self.string()?,
+            message_id: self.message_id()?,
             quote_id: self.string()?,
             symbol: self.string()?,
             exchange: self.string()?,
@@ -395,7 +412,7 @@ impl<'a> Reader<'a> {
 
     fn reference(&mut self) -> Result<ReferenceData, ModelError> {
         Ok(ReferenceData {
-            message_id: self.string()?,
+            message_id: self.message_id()?,
             company_id: self.string()?,
             symbol: self.string()?,
             exchange: self.string()?,

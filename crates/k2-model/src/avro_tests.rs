@@ -28,7 +28,7 @@ fn asset() -> impl Strategy<Value = AssetClass> {
 }
 
 prop_compose! {
-    fn trade()(ids in (text(), text(), text(), text(), text()), asset in asset(), ts in any::<(i64, i64, i64)>(),
+    fn trade()(ids in (any::<u128>().prop_map(MessageId::from_u128), text(), text(), text(), text()), asset in asset(), ts in any::<(i64, i64, i64)>(),
                price in decimal(), qty in decimal(), side in proptest::sample::select(TradeSide::ALL),
                conds in proptest::collection::vec(text(), 0..3), seqs in any::<(Option<i64>, Option<i64>)>(),
                vendor in vendor()) -> Trade {
@@ -40,7 +40,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn quote()(ids in (text(), text(), text(), text(), text()), asset in asset(), ts in any::<(i64, i64, i64)>(),
+    fn quote()(ids in (any::<u128>().prop_map(MessageId::from_u128), text(), text(), text(), text()), asset in asset(), ts in any::<(i64, i64, i64)>(),
                px in (decimal(), decimal(), decimal(), decimal()), seqs in any::<(Option<i64>, Option<i64>)>(),
                vendor in vendor()) -> Quote {
         Quote { message_id: ids.0, quote_id: ids.1, symbol: ids.2, exchange: ids.3, asset_class: asset,
@@ -51,7 +51,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn reference()(ids in (text(), text(), text(), text(), text()), asset in asset(),
+    fn reference()(ids in (any::<u128>().prop_map(MessageId::from_u128), text(), text(), text(), text()), asset in asset(),
                    opts in (proptest::option::of(text()), proptest::option::of(text())),
                    dates in any::<(Option<i64>, Option<i64>)>(), active in any::<bool>(),
                    ts in any::<(i64, i64)>(), vendor in vendor()) -> ReferenceData {
@@ -116,7 +116,7 @@ fn enum_value<T: Copy + std::fmt::Display>(index: usize, v: T) -> Value {
 fn to_value(record: &MarketRecord) -> Value {
     let fields: Vec<(&str, Value)> = match record {
         MarketRecord::Trade(t) => vec![
-            ("message_id", s(&t.message_id)),
+            ("message_id", s(&t.message_id.to_string())),
             ("trade_id", s(&t.trade_id)),
             ("symbol", s(&t.symbol)),
             ("exchange", s(&t.exchange)),
@@ -146,7 +146,7 @@ fn to_value(record: &MarketRecord) -> Value {
             ("vendor_data", vendor_value(&t.vendor_data)),
         ],
         MarketRecord::Quote(q) => vec![
-            ("message_id", s(&q.message_id)),
+            ("message_id", s(&q.message_id.to_string())),
             ("quote_id", s(&q.quote_id)),
             ("symbol", s(&q.symbol)),
             ("exchange", s(&q.exchange)),
@@ -173,7 +173,7 @@ fn to_value(record: &MarketRecord) -> Value {
             ("vendor_data", vendor_value(&q.vendor_data)),
         ],
         MarketRecord::Reference(r) => vec![
-            ("message_id", s(&r.message_id)),
+            ("message_id", s(&r.message_id.to_string())),
             ("company_id", s(&r.company_id)),
             ("symbol", s(&r.symbol)),
             ("exchange", s(&r.exchange)),
@@ -263,4 +263,36 @@ fn framing_errors_name_the_problem() {
     );
     let err = avro::decode(&[0, 0, 0, 0, 9, 1], |_| None).unwrap_err();
     assert_eq!(err, ModelError::UnknownSchema(9));
+}
+
+#[test]
+fn a_message_id_that_is_not_a_uuid_is_a_decode_error() {
+    // A datum another producer wrote: schema-valid, but its message id is free text.
+    let schema = schema(DataType::Trades);
+    let trade = Trade {
+        message_id: MessageId::from_source(&["x"]),
+        trade_id: "T1".into(),
+        symbol: "BHP".into(),
+        exchange: "ASX".into(),
+        asset_class: AssetClass::Equities,
+        timestamp_us: 1,
+        receive_timestamp_us: 2,
+        price: Decimal8::from_units(1).unwrap(),
+        quantity: Decimal8::from_units(1).unwrap(),
+        currency: "AUD".into(),
+        side: TradeSide::Buy,
+        trade_conditions: Vec::new(),
+        source_sequence: None,
+        ingestion_timestamp_us: 3,
+        platform_sequence: None,
+        vendor_data: None,
+    };
+    let Value::Record(mut fields) = to_value(&MarketRecord::Trade(trade)) else {
+        panic!("a trade is an Avro record")
+    };
+    fields[0].1 = Value::String("trade-42".into());
+    let datum = to_avro_datum(&schema, Value::Record(fields)).unwrap();
+    let err = avro::decode_datum(DataType::Trades, &datum).unwrap_err();
+    assert!(err.to_string().contains("message_id"), "{err}");
+    assert!(err.to_string().contains("'trade-42'"), "{err}");
 }

@@ -18,12 +18,23 @@ impl MessageId {
     /// Parts are joined with a separator that cannot appear inside them ambiguously
     /// (each part is length-prefixed), so `["a|b"]` and `["a", "b"]` differ.
     pub fn from_source(parts: &[&str]) -> Self {
-        let mut key = Vec::with_capacity(64);
+        // The key is built on the stack when it fits (every id K2 makes does).
+        let len: usize = parts.iter().map(|p| 4 + p.len()).sum();
+        let mut stack = [0u8; 160];
+        let mut heap = Vec::new();
+        let key: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        let mut pos = 0;
         for part in parts {
-            key.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            key.extend_from_slice(part.as_bytes());
+            key[pos..pos + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+            key[pos + 4..pos + 4 + part.len()].copy_from_slice(part.as_bytes());
+            pos += 4 + part.len();
         }
-        let mut bits = xxh3_128(&key);
+        let mut bits = xxh3_128(key);
         // Stamp RFC 9562 version 8 and variant bits so the text form is a valid UUID.
         bits = (bits & !(0xf << 76)) | (0x8 << 76);
         bits = (bits & !(0x3 << 62)) | (0x2 << 62);
@@ -36,8 +47,19 @@ impl MessageId {
 }
 
 impl MessageId {
-    /// The UUID text form without going through the formatter (this runs once per record).
-    pub fn to_uuid_string(self) -> String {
+    /// The id of these 128 bits (as read back from the lake's 16-byte column).
+    pub fn from_u128(bits: u128) -> Self {
+        MessageId(bits)
+    }
+
+    /// The 16 bytes of Iceberg's `uuid`, big-endian.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The UUID text form, on the stack (this runs once per record: no formatter, no
+    /// allocation).
+    pub fn uuid_text(self) -> [u8; 36] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let b = self.0.to_be_bytes();
         let mut out = [0u8; 36];
@@ -51,13 +73,59 @@ impl MessageId {
             out[pos + 1] = HEX[(byte & 0xf) as usize];
             pos += 2;
         }
-        String::from_utf8(out.to_vec()).expect("hex is ASCII")
+        out
+    }
+
+    /// Reads the hyphenated UUID text form (either case); `None` for anything else.
+    pub fn parse(text: &[u8]) -> Option<Self> {
+        if text.len() != 36 {
+            return None;
+        }
+        let mut bits: u128 = 0;
+        for (i, &c) in text.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            bits = (bits << 4) | u128::from(v);
+        }
+        Some(MessageId(bits))
     }
 }
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_uuid_string())
+        let text = self.uuid_text();
+        f.write_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        MessageId::parse(s.as_bytes()).ok_or_else(|| format!("'{s}' is not a UUID"))
+    }
+}
+
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -76,12 +144,49 @@ mod tests {
             MessageId::from_source(&["a|b"]),
             MessageId::from_source(&["a", "b"])
         );
+        // Ids already in lakes stay valid: the key is each part's length (u32, little
+        // endian) then its bytes, hashed with xxh3-128, version and variant stamped.
+        let mut key = Vec::new();
+        for part in ["ASX", "trades", "7078"] {
+            key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            key.extend_from_slice(part.as_bytes());
+        }
+        let bits = xxh3_128(&key);
+        let bits = (bits & !(0xf << 76)) | (0x8 << 76);
+        let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+        assert_eq!(
+            MessageId::from_source(&["ASX", "trades", "7078"]).as_u128(),
+            bits
+        );
+        // A key longer than the stack buffer hashes the same bytes.
+        let long = "x".repeat(400);
+        assert_eq!(
+            MessageId::from_source(&[&long, "1"]),
+            MessageId::from_source(&[&long, "1"])
+        );
+        assert_ne!(
+            MessageId::from_source(&[&long, "1"]),
+            MessageId::from_source(&[&long, "2"])
+        );
     }
 
     #[test]
     fn text_form_is_a_version_8_uuid() {
-        let text = MessageId::from_source(&["x"]).to_string();
+        let id = MessageId::from_source(&["x"]);
+        let text = id.to_string();
         assert_eq!(text.len(), 36);
+        assert_eq!(text.parse::<MessageId>(), Ok(id));
+        assert_eq!(MessageId::parse(text.to_uppercase().as_bytes()), Some(id));
+        assert_eq!(MessageId::parse(text.replace('-', "").as_bytes()), None);
+        assert_eq!(MessageId::parse(&text.as_bytes()[..35]), None);
+        assert_eq!(
+            MessageId::parse(b"1b4e28ba-2fa1-81d2-883f-0016d3cca427"),
+            Some(MessageId::from_u128(0x1b4e28ba_2fa1_81d2_883f_0016d3cca427))
+        );
+        assert_eq!(
+            MessageId::parse(b"1b4e28ba-2fa1-81d2-883f-0016d3cca42g"),
+            None
+        );
         assert_eq!(&text[14..15], "8");
         assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
     }

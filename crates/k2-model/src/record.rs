@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::Decimal8;
 use crate::enums::{AssetClass, DataType, TradeSide};
+use crate::ids::MessageId;
 
 /// Free-form source fields kept verbatim (ASX qualifiers, venue, buyer id…), sorted by key.
 pub type VendorData = BTreeMap<String, String>;
@@ -18,7 +19,7 @@ pub type VendorData = BTreeMap<String, String>;
 /// One executed trade.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub trade_id: String,
     pub symbol: String,
     pub exchange: String,
@@ -39,7 +40,7 @@ pub struct Trade {
 /// Best bid and offer. An empty side has price 0 and quantity 0, as the source sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub quote_id: String,
     pub symbol: String,
     pub exchange: String,
@@ -60,7 +61,7 @@ pub struct Quote {
 /// One listed instrument.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceData {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub company_id: String,
     pub symbol: String,
     pub exchange: String,
@@ -93,11 +94,11 @@ impl MarketRecord {
         }
     }
 
-    pub fn message_id(&self) -> &str {
+    pub fn message_id(&self) -> MessageId {
         match self {
-            MarketRecord::Trade(t) => &t.message_id,
-            MarketRecord::Quote(q) => &q.message_id,
-            MarketRecord::Reference(r) => &r.message_id,
+            MarketRecord::Trade(t) => t.message_id,
+            MarketRecord::Quote(q) => q.message_id,
+            MarketRecord::Reference(r) => r.message_id,
         }
     }
 

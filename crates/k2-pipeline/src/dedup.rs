@@ -327,31 +327,6 @@ impl Deduplicator {
     }
 }
 
-/// A message id's 128 bits from its UUID text (`8-4-4-4-12` hex digits).
-pub fn id_bits(uuid: &str) -> Option<u128> {
-    let b = uuid.as_bytes();
-    if b.len() != 36 {
-        return None;
-    }
-    let mut bits: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let v = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        bits = (bits << 4) | u128::from(v);
-    }
-    Some(bits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,16 +430,6 @@ mod tests {
             d.remember(id(i), 1);
         }
         assert_eq!(d.len(), n as usize, "remembering a held id adds nothing");
-    }
-
-    #[test]
-    fn id_bits_reads_uuid_text() {
-        assert_eq!(
-            id_bits("1b4e28ba-2fa1-81d2-883f-0016d3cca427"),
-            Some(0x1b4e28ba_2fa1_81d2_883f_0016d3cca427)
-        );
-        assert_eq!(id_bits("1b4e28ba2fa181d2883f0016d3cca427"), None);
-        assert_eq!(id_bits("1b4e28ba-2fa1-81d2-883f-0016d3cca42g"), None);
     }
 
     proptest! {

@@ -15,7 +15,7 @@ pub mod resilience;
 pub mod sequence;
 pub mod shared;
 
-pub use dedup::{DedupConfig, DedupStats, Deduplicator, id_bits};
+pub use dedup::{DedupConfig, DedupStats, Deduplicator};
 pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
 
 pub use sequence::{

@@ -377,7 +377,7 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
             let now = chrono::Utc::now().timestamp_micros();
             let trade_id = format!("BENCH-{run}-{i}");
             let trade = Trade {
-                message_id: MessageId::from_source(&["bench", &trade_id]).to_uuid_string(),
+                message_id: MessageId::from_source(&["bench", &trade_id]),
                 trade_id: trade_id.clone(),
                 symbol: "LAT".into(),
                 exchange: "ASX".into(),
