@@ -1132,16 +1132,12 @@ pub(crate) fn uuid_text<'a>(
     ids: impl Iterator<Item = Option<&'a [u8]>>,
 ) -> arrow::array::StringArray {
     let mut text = arrow::array::StringBuilder::with_capacity(len, len * 36);
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for id in ids {
         match id {
             Some(id) => {
                 let bytes: [u8; 16] = id.try_into().expect("16 bytes");
-                text.append_value(
-                    uuid::Uuid::from_bytes(bytes)
-                        .hyphenated()
-                        .encode_lower(&mut buf),
-                );
+                let id = k2_model::MessageId::from_u128(u128::from_be_bytes(bytes));
+                text.append_value(std::str::from_utf8(&id.uuid_text()).expect("hex is ASCII"));
             }
             None => text.append_null(),
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k2_log::{Log, LogConsumer, PartitionOffset, PayloadDecoder, SchemaStore};
-use k2_model::{DataType, MarketRecord, TopicName};
+use k2_model::{DataType, MarketRecord, MessageId, TopicName};
 
 use crate::query::MarketFilter;
 use crate::tables::LakeTable;
@@ -40,7 +40,7 @@ impl Default for TailConfig {
 }
 
 /// (timestamp µs, sequence or -1, message id): the lake's keyset order.
-type Key = (i64, i64, String);
+type Key = (i64, i64, MessageId);
 
 #[derive(Default)]
 struct Stream {
@@ -63,7 +63,7 @@ fn key(rec: &MarketRecord) -> Key {
     (
         rec.event_time_us().unwrap_or(0),
         rec.source_sequence().unwrap_or(-1),
-        rec.message_id().to_string(),
+        rec.message_id(),
     )
 }
 
@@ -145,7 +145,10 @@ impl Tail {
             let hi = filter.end_us.unwrap_or(i64::MAX);
             let in_range = stream
                 .events
-                .range((lo, i64::MIN, String::new())..(hi, i64::MIN, String::new()))
+                .range(
+                    (lo, i64::MIN, MessageId::from_u128(0))
+                        ..(hi, i64::MIN, MessageId::from_u128(0)),
+                )
                 .map(|(_, r)| r);
             let bound = if filter.after.is_none() && filter.limit > 0 {
                 filter.limit
