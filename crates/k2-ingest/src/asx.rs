@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 
 use chrono::{LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
+use compact_str::{ToCompactString, format_compact};
 use k2_model::{
-    AssetClass, Decimal8, MarketRecord, MessageId, Quote, ReferenceData, Trade, TradeSide,
+    AssetClass, Decimal8, MarketRecord, MessageId, Quote, ReferenceData, Text, Trade, TradeSide,
     VendorData,
 };
 
@@ -46,12 +47,12 @@ impl Rejection {
 /// What a company is, from company_info.csv.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Company {
-    pub company_id: String,
-    pub symbol: String,
-    pub name: String,
-    pub isin: String,
-    pub start_date: String,
-    pub end_date: String,
+    pub company_id: Text,
+    pub symbol: Text,
+    pub name: Text,
+    pub isin: Text,
+    pub start_date: Text,
+    pub end_date: Text,
 }
 
 /// Converts exchange-local wall-clock times to UTC, caching the offset per local hour
@@ -152,16 +153,23 @@ fn non_negative(field: &str, value: Decimal8, kind: &'static str) -> Result<Deci
     Ok(value)
 }
 
-/// Splits a line into exactly `n` fields, or says how many it had.
-fn fields<'a>(line: &'a str, n: usize, what: &str) -> Result<Vec<&'a str>, Rejection> {
-    let parts: Vec<&str> = line.split(',').collect();
-    if parts.len() != n {
+/// Splits a line into exactly `N` fields, or says how many it had.
+fn fields<'a, const N: usize>(line: &'a str, what: &str) -> Result<[&'a str; N], Rejection> {
+    let mut out = [""; N];
+    let mut n = 0;
+    for part in line.split(',') {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = part;
+        }
+        n += 1;
+    }
+    if n != N {
         return Err(Rejection::new(
             "column_count",
-            format!("{what} row has {} columns, expected {n}", parts.len()),
+            format!("{what} row has {n} columns, expected {N}"),
         ));
     }
-    Ok(parts)
+    Ok(out)
 }
 
 /// Identity of a row at its source.
@@ -171,13 +179,13 @@ pub struct RowSource<'a> {
     pub receive_us: i64,
 }
 
-fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (MessageId, String) {
+fn ids(kind: &str, src: &RowSource<'_>, date: NaiveDate) -> (MessageId, Text) {
     use chrono::Datelike;
-    let day = format!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
-    let line = src.line.to_string();
+    let day = format_compact!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
+    let line = src.line.to_compact_string();
     let message_id =
         MessageId::from_source(&[EXCHANGE, kind, &src.company.company_id, &day, &line]);
-    let native = format!("{EXCHANGE}-{}-{day}-{line}", src.company.company_id);
+    let native = format_compact!("{EXCHANGE}-{}-{day}-{line}", src.company.company_id);
     (message_id, native)
 }
 
@@ -212,7 +220,7 @@ pub fn parse_trade(
     src: &RowSource<'_>,
     clock: &mut LocalClock,
 ) -> Result<MarketRecord, Rejection> {
-    let f = fields(line, 7, "trade")?;
+    let f = fields::<7>(line, "trade")?;
     let (date, ts) = timestamp(clock, f[0], f[1], src)?;
     let price = parse_decimal("price", f[2])?;
     if price.is_negative() || price.is_zero() {
@@ -234,17 +242,17 @@ pub fn parse_trade(
         ));
     }
     let mut vendor = VendorData::new();
-    vendor.insert("company_id".into(), src.company.company_id.clone());
+    vendor.insert("company_id", src.company.company_id.clone());
     let mut conditions = Vec::new();
     if !qualifiers.is_empty() {
-        vendor.insert("qualifiers".into(), qualifiers.to_string());
-        conditions.push(qualifiers.to_string());
+        vendor.insert("qualifiers", qualifiers);
+        conditions.push(qualifiers.into());
     }
     if !f[5].trim().is_empty() {
-        vendor.insert("venue".into(), f[5].trim().to_string());
+        vendor.insert("venue", f[5].trim());
     }
     if !f[6].trim().is_empty() {
-        vendor.insert("buyer_id".into(), f[6].trim().to_string());
+        vendor.insert("buyer_id", f[6].trim());
     }
     let (message_id, trade_id) = ids("trades", src, date);
     Ok(MarketRecord::Trade(Trade {
@@ -273,7 +281,7 @@ pub fn parse_quote(
     src: &RowSource<'_>,
     clock: &mut LocalClock,
 ) -> Result<MarketRecord, Rejection> {
-    let f = fields(line, 6, "quote")?;
+    let f = fields::<6>(line, "quote")?;
     let (date, ts) = timestamp(clock, f[0], f[1], src)?;
     let bid_price = non_negative("bid", parse_decimal("bid", f[2])?, "negative_price")?;
     let ask_price = non_negative("ask", parse_decimal("ask", f[3])?, "negative_price")?;
@@ -289,7 +297,7 @@ pub fn parse_quote(
     )?;
     let (message_id, quote_id) = ids("quotes", src, date);
     let mut vendor = VendorData::new();
-    vendor.insert("company_id".into(), src.company.company_id.clone());
+    vendor.insert("company_id", src.company.company_id.clone());
     Ok(MarketRecord::Quote(Quote {
         message_id,
         quote_id,
@@ -314,7 +322,7 @@ pub fn parse_quote(
 pub type RejectedLine = (u64, String, Rejection);
 
 /// Parses company_info.csv (with header) into companies by id; bad rows are returned apart.
-pub fn parse_company_info(text: &str) -> (BTreeMap<String, Company>, Vec<RejectedLine>) {
+pub fn parse_company_info(text: &str) -> (BTreeMap<Text, Company>, Vec<RejectedLine>) {
     let mut companies = BTreeMap::new();
     let mut rejected = Vec::new();
     for (i, raw) in text.lines().enumerate().skip(1) {
@@ -323,7 +331,7 @@ pub fn parse_company_info(text: &str) -> (BTreeMap<String, Company>, Vec<Rejecte
             continue;
         }
         let line_no = i as u64 + 1;
-        let parsed = fields(line, 6, "company_info").and_then(|f| {
+        let parsed = fields::<6>(line, "company_info").and_then(|f| {
             if f[0].trim().is_empty() || f[1].trim().is_empty() {
                 return Err(Rejection::new(
                     "missing_field",
@@ -331,12 +339,12 @@ pub fn parse_company_info(text: &str) -> (BTreeMap<String, Company>, Vec<Rejecte
                 ));
             }
             Ok(Company {
-                company_id: f[0].trim().to_string(),
-                symbol: f[1].trim().to_string(),
-                name: f[2].trim().to_string(),
-                isin: f[3].trim().to_string(),
-                start_date: f[4].trim().to_string(),
-                end_date: f[5].trim().to_string(),
+                company_id: f[0].trim().into(),
+                symbol: f[1].trim().into(),
+                name: f[2].trim().into(),
+                isin: f[3].trim().into(),
+                start_date: f[4].trim().into(),
+                end_date: f[5].trim().into(),
             })
         });
         match parsed {
@@ -357,8 +365,8 @@ pub fn company_record(company: &Company, receive_us: i64) -> MarketRecord {
         .ok()
         .and_then(|d| LocalClock::new().to_utc_us(d.and_time(NaiveTime::MIN)).ok());
     let mut vendor = VendorData::new();
-    vendor.insert("start_date".into(), company.start_date.clone());
-    vendor.insert("end_date".into(), company.end_date.clone());
+    vendor.insert("start_date", company.start_date.clone());
+    vendor.insert("end_date", company.end_date.clone());
     MarketRecord::Reference(ReferenceData {
         message_id: MessageId::from_source(&[EXCHANGE, "reference_data", &company.company_id]),
         company_id: company.company_id.clone(),
@@ -422,10 +430,10 @@ mod tests {
         assert_eq!(t.source_sequence, Some(5));
         assert_eq!(t.trade_id, "ASX-7078-20140310-5");
         let v = t.vendor_data.unwrap();
-        assert_eq!(v.get("buyer_id").map(String::as_str), Some("36.79"));
-        assert_eq!(v.get("qualifiers").map(String::as_str), Some("0"));
+        assert_eq!(v.get("buyer_id"), Some("36.79"));
+        assert_eq!(v.get("qualifiers"), Some("0"));
         assert!(
-            !v.contains_key("venue"),
+            v.get("venue").is_none(),
             "empty venue is absent, not invented"
         );
     }

@@ -28,9 +28,10 @@ use crate::live::{self, FeedConfig, FeedError, FeedEvent, Reconnect, Venue};
 pub struct CaptureOptions {
     /// Partitions of the venue's topics when they are created.
     pub partitions: u32,
-    /// Events (frames' records) held between the connection and the log.
+    /// Records held between the connection and the log, at most (rounded up to whole
+    /// batches of [`live::BATCH_RECORDS`]).
     pub buffer_events: usize,
-    /// Events per log append at most.
+    /// Records per log append, about (whole batches; at least one).
     pub max_events: usize,
 }
 
@@ -108,17 +109,19 @@ pub async fn capture<L: Log + SchemaStore>(
         let id = log.register(&topic.subject(), avro::schema_for(dt)).await?;
         topics.insert(dt, (topic.to_string(), id));
     }
-    let (tx, mut rx) = mpsc::channel(options.buffer_events.max(1));
+    let capacity = options.buffer_events.div_ceil(live::BATCH_RECORDS).max(1);
+    let per_append = (options.max_events / live::BATCH_RECORDS).max(1);
+    let (tx, mut rx) = mpsc::channel(capacity);
     let handler = tokio::spawn(async move { live::run_feed(&feed, &reconnect, &tx, now_us).await });
     tracing::info!(venue = label, "capture started");
 
     let mut stats = CaptureStats::default();
-    let mut events = Vec::with_capacity(options.max_events);
+    let mut events = Vec::with_capacity(per_append);
     let mut stop = std::pin::pin!(stop);
     let mut stopping = false;
     loop {
         let n = tokio::select! {
-            n = rx.recv_many(&mut events, options.max_events.max(1)) => n,
+            n = rx.recv_many(&mut events, per_append) => n,
             _ = &mut stop, if !stopping => {
                 // No new frames; what is in the channel is still appended.
                 stopping = true;
@@ -130,7 +133,9 @@ pub async fn capture<L: Log + SchemaStore>(
             break;
         }
         append(log, dlq, &topics, venue, events.drain(..), &mut stats).await?;
-        metrics::gauge!("k2_feed_buffer_events", "venue" => label).set(rx.len() as f64);
+        // How full the buffer is: 1 and the reading waits for the log.
+        metrics::gauge!("k2_feed_buffer_fill", "venue" => label)
+            .set(rx.len() as f64 / capacity as f64);
     }
     let fed = handler
         .await

@@ -10,6 +10,7 @@
 
 use std::str::FromStr;
 
+use compact_str::{ToCompactString, format_compact};
 use k2_model::decimal::Decimal8;
 use k2_model::{AssetClass, MarketRecord, MessageId, Quote, Trade, TradeSide};
 use serde::Deserialize;
@@ -24,7 +25,7 @@ pub struct FrameError {
 }
 
 impl FrameError {
-    fn malformed(reason: impl Into<String>) -> Self {
+    pub(crate) fn malformed(reason: impl Into<String>) -> Self {
         FrameError {
             kind: "malformed",
             reason: reason.into(),
@@ -238,18 +239,22 @@ pub mod binance {
         ask_qty: &'a str,
     }
 
-    /// The records of one frame received at `receive_us` (none for a subscription
-    /// acknowledgement).
-    pub fn parse(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+    /// Appends to `out` the records of one frame received at `receive_us` (none for a
+    /// subscription acknowledgement); on an error `out` is left as it was.
+    pub fn parse(
+        frame: &str,
+        receive_us: i64,
+        out: &mut Vec<MarketRecord>,
+    ) -> Result<(), FrameError> {
         // The exact public shapes in one pass; anything else through the full parser.
         match scan(frame) {
             Some(Event::Trade(t)) if t.e == "trade" => {
-                return Ok(vec![MarketRecord::Trade(trade(&t, receive_us)?)]);
+                out.push(MarketRecord::Trade(trade(&t, receive_us)?));
             }
-            Some(Event::Ticker(b)) => return Ok(vec![MarketRecord::Quote(quote(&b, receive_us)?)]),
-            _ => {}
+            Some(Event::Ticker(b)) => out.push(MarketRecord::Quote(quote(&b, receive_us)?)),
+            _ => out.extend(parse_full(frame, receive_us)?),
         }
-        parse_full(frame, receive_us)
+        Ok(())
     }
 
     /// [`parse`] through serde: every shape, and the messages that name a fault.
@@ -353,11 +358,11 @@ pub mod binance {
     }
 
     fn trade(t: &TradeEvent<'_>, receive_us: i64) -> Result<Trade, FrameError> {
-        let id = t.t.to_string();
+        let id = t.t.to_compact_string();
         Ok(Trade {
             message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, &id]),
-            trade_id: format!("{EXCHANGE}-{}-{id}", t.s),
-            symbol: t.s.to_string(),
+            trade_id: format_compact!("{EXCHANGE}-{}-{id}", t.s),
+            symbol: t.s.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,
             timestamp_us: t.trade_ms * 1_000,
@@ -372,12 +377,12 @@ pub mod binance {
             source_sequence: Some(t.t),
             ingestion_timestamp_us: receive_us,
             platform_sequence: None,
-            vendor_data: Some([("event_time_ms".to_string(), t.event_ms.to_string())].into()),
+            vendor_data: Some([("event_time_ms", t.event_ms.to_compact_string())].into()),
         })
     }
 
     fn quote(b: &BookTicker<'_>, receive_us: i64) -> Result<Quote, FrameError> {
-        let id = b.u.to_string();
+        let id = b.u.to_compact_string();
         let side = |field: &str, text: &str| {
             // An empty side is sent as zeros.
             if exact_decimal(text).is_some_and(|d| d.units() == 0) {
@@ -388,8 +393,8 @@ pub mod binance {
         };
         Ok(Quote {
             message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, &id]),
-            quote_id: format!("{EXCHANGE}-{}-{id}", b.s),
-            symbol: b.s.to_string(),
+            quote_id: format_compact!("{EXCHANGE}-{}-{id}", b.s),
+            symbol: b.s.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,
             // Spot book tickers carry no time: the receive time stands for it.
@@ -404,7 +409,7 @@ pub mod binance {
             source_sequence: None,
             ingestion_timestamp_us: receive_us,
             platform_sequence: None,
-            vendor_data: Some([("update_id".to_string(), id)].into()),
+            vendor_data: Some([("update_id", id)].into()),
         })
     }
 }
@@ -443,8 +448,13 @@ pub mod kraken {
         ord_type: Option<&'a str>,
     }
 
-    /// The records of one frame received at `receive_us`: every trade it carries.
-    pub fn parse(frame: &str, receive_us: i64) -> Result<Vec<MarketRecord>, FrameError> {
+    /// Appends to `out` the records of one frame received at `receive_us`: every trade it
+    /// carries, or none if any of them is refused.
+    pub fn parse(
+        frame: &str,
+        receive_us: i64,
+        out: &mut Vec<MarketRecord>,
+    ) -> Result<(), FrameError> {
         let f: Frame = serde_json::from_str(frame)
             .map_err(|e| FrameError::malformed(format!("not a Kraken v2 frame: {e}")))?;
         if let Some(method) = f.method {
@@ -453,12 +463,12 @@ pub mod kraken {
                     "{method} refused: {}",
                     e.unwrap_or("no reason given")
                 ))),
-                _ => Ok(Vec::new()),
+                _ => Ok(()),
             };
         }
         match f.channel {
             Some("trade") => {}
-            Some("heartbeat" | "status") => return Ok(Vec::new()),
+            Some("heartbeat" | "status") => return Ok(()),
             Some(other) => {
                 return Err(FrameError::malformed(format!(
                     "unexpected channel '{other}'"
@@ -469,20 +479,26 @@ pub mod kraken {
         let items = f
             .data
             .ok_or_else(|| FrameError::malformed("a trade frame without data"))?;
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let t: TradeItem = serde_json::from_str(raw.get())
-                    .map_err(|e| FrameError::malformed(format!("trade {i} of the frame: {e}")))?;
-                trade(&t, receive_us)
-                    .map(MarketRecord::Trade)
-                    .map_err(|e| FrameError {
+        let before = out.len();
+        out.reserve(items.len());
+        for (i, raw) in items.into_iter().enumerate() {
+            let parsed = serde_json::from_str(raw.get())
+                .map_err(|e| FrameError::malformed(format!("trade {i} of the frame: {e}")))
+                .and_then(|t: TradeItem| {
+                    trade(&t, receive_us).map_err(|e| FrameError {
                         reason: format!("trade {i} of the frame: {}", e.reason),
                         ..e
                     })
-            })
-            .collect()
+                });
+            match parsed {
+                Ok(t) => out.push(MarketRecord::Trade(t)),
+                Err(e) => {
+                    out.truncate(before);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn trade(t: &TradeItem<'_>, receive_us: i64) -> Result<Trade, FrameError> {
@@ -494,15 +510,15 @@ pub mod kraken {
             "sell" => TradeSide::Sell,
             other => return Err(FrameError::invalid(format!("side '{other}'"))),
         };
-        let id = t.trade_id.to_string();
+        let id = t.trade_id.to_compact_string();
         let mut vendor = k2_model::VendorData::new();
         if let Some(o) = t.ord_type {
-            vendor.insert("ord_type".into(), o.into());
+            vendor.insert("ord_type", o);
         }
         Ok(Trade {
             message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, &id]),
-            trade_id: format!("{EXCHANGE}-{}-{id}", t.symbol),
-            symbol: t.symbol.to_string(),
+            trade_id: format_compact!("{EXCHANGE}-{}-{id}", t.symbol),
+            symbol: t.symbol.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,
             timestamp_us: at,
@@ -527,6 +543,17 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000_000;
 
+    /// The records of one frame, as [`binance::parse`] appends them to an empty batch.
+    fn binance_records(frame: &str, at: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        let mut out = Vec::new();
+        binance::parse(frame, at, &mut out).map(|()| out)
+    }
+
+    fn kraken_records(frame: &str, at: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        let mut out = Vec::new();
+        kraken::parse(frame, at, &mut out).map(|()| out)
+    }
+
     fn trade(r: &MarketRecord) -> &Trade {
         match r {
             MarketRecord::Trade(t) => t,
@@ -537,7 +564,7 @@ mod tests {
     #[test]
     fn binance_trade_from_a_combined_stream() {
         let frame = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,"p":"16500.12000000","q":"0.00100000","T":1672515782134,"m":true,"M":true}}"#;
-        let records = binance::parse(frame, NOW).unwrap();
+        let records = binance_records(frame, NOW).unwrap();
         let t = trade(&records[0]);
         assert_eq!(t.price.to_string(), "16500.12");
         assert_eq!(t.quantity.units(), 100_000);
@@ -548,7 +575,7 @@ mod tests {
         );
         assert_eq!(t.trade_id, "BINANCE-BTCUSDT-12345");
         // The same trade received again, later: the same identity.
-        let again = binance::parse(frame, NOW + 5).unwrap();
+        let again = binance_records(frame, NOW + 5).unwrap();
         assert_eq!(trade(&again[0]).message_id, t.message_id);
     }
 
@@ -582,7 +609,7 @@ mod tests {
         }
         for frame in frames {
             assert_eq!(
-                binance::parse(frame, NOW),
+                binance_records(frame, NOW),
                 binance::parse_full(frame, NOW),
                 "{frame}"
             );
@@ -592,7 +619,7 @@ mod tests {
     #[test]
     fn binance_book_ticker_and_acknowledgements() {
         let frame = r#"{"stream":"ethusdt@bookTicker","data":{"u":400900217,"s":"ETHUSDT","b":"1200.10","B":"31.21","a":"1200.20","A":"0.00000000"}}"#;
-        let MarketRecord::Quote(q) = &binance::parse(frame, NOW).unwrap()[0] else {
+        let MarketRecord::Quote(q) = &binance_records(frame, NOW).unwrap()[0] else {
             panic!("not a quote")
         };
         assert_eq!(
@@ -601,12 +628,12 @@ mod tests {
         );
         assert_eq!((q.timestamp_us, q.source_sequence), (NOW, None));
         assert!(
-            binance::parse(r#"{"result":null,"id":1}"#, NOW)
+            binance_records(r#"{"result":null,"id":1}"#, NOW)
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            binance::parse(r#"{"result":{"code":2},"id":1}"#, NOW)
+            binance_records(r#"{"result":{"code":2},"id":1}"#, NOW)
                 .unwrap_err()
                 .kind,
             "invalid"
@@ -630,7 +657,7 @@ mod tests {
                 "malformed",
             ),
         ] {
-            let e = binance::parse(frame, NOW).unwrap_err();
+            let e = binance_records(frame, NOW).unwrap_err();
             assert_eq!(e.kind, kind, "{frame}: {e}");
             assert!(!e.reason.is_empty());
         }
@@ -642,7 +669,7 @@ mod tests {
             {"symbol":"BTC/USD","side":"buy","price":42000.1,"qty":0.5,"ord_type":"market","trade_id":100,"timestamp":"2023-09-25T07:49:37.708706Z"},
             {"symbol":"BTC/USD","side":"sell","price":42000.05,"qty":1.5e-5,"ord_type":"limit","trade_id":101,"timestamp":"2023-09-25T07:49:37.708800Z"},
             {"symbol":"BTC/USD","side":"buy","price":42001,"qty":2,"ord_type":"market","trade_id":102,"timestamp":"2023-09-25T07:49:38Z"}]}"#;
-        let records = kraken::parse(frame, NOW).unwrap();
+        let records = kraken_records(frame, NOW).unwrap();
         assert_eq!(records.len(), 3, "every trade of the frame");
         let t: Vec<&Trade> = records.iter().map(trade).collect();
         assert_eq!(t[0].price.to_string(), "42000.1");
@@ -666,16 +693,22 @@ mod tests {
             r#"{"channel":"status","type":"update","data":[{"system":"online"}]}"#,
             r#"{"method":"subscribe","result":{"channel":"trade","symbol":"BTC/USD"},"success":true,"time_in":"x","time_out":"y"}"#,
         ] {
-            assert!(kraken::parse(frame, NOW).unwrap().is_empty(), "{frame}");
+            assert!(kraken_records(frame, NOW).unwrap().is_empty(), "{frame}");
         }
         let refused =
             r#"{"method":"subscribe","error":"Currency pair not supported","success":false}"#;
-        assert_eq!(kraken::parse(refused, NOW).unwrap_err().kind, "invalid");
+        assert_eq!(kraken_records(refused, NOW).unwrap_err().kind, "invalid");
         let bad_second = r#"{"channel":"trade","type":"update","data":[
             {"symbol":"BTC/USD","side":"buy","price":1,"qty":1,"trade_id":1,"timestamp":"2023-09-25T07:49:37Z"},
             {"symbol":"BTC/USD","side":"buy","price":-1,"qty":1,"trade_id":2,"timestamp":"2023-09-25T07:49:37Z"}]}"#;
-        let e = kraken::parse(bad_second, NOW).unwrap_err();
+        let e = kraken_records(bad_second, NOW).unwrap_err();
         assert!(e.reason.starts_with("trade 1 of the frame"), "{e}");
+        let good = r#"{"channel":"trade","type":"update","data":[
+            {"symbol":"BTC/USD","side":"buy","price":1,"qty":1,"trade_id":1,"timestamp":"2023-09-25T07:49:37Z"}]}"#;
+        let mut batch = Vec::new();
+        kraken::parse(good, NOW, &mut batch).unwrap();
+        assert!(kraken::parse(bad_second, NOW, &mut batch).is_err());
+        assert_eq!(batch.len(), 1, "a refused frame leaves the batch as it was");
     }
 
     #[test]

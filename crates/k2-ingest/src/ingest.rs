@@ -19,7 +19,7 @@ use k2_log::{
     CleanupPolicy, DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore,
     SourceCheckpoint, TopicBatch, TopicSpec,
 };
-use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
+use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -280,7 +280,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
             data_type: dt.to_string(),
             ..Default::default()
         };
-        let Some(company) = companies.get(&company_id) else {
+        let Some(company) = companies.get(company_id.as_str()) else {
             file_summary.error = Some(format!(
                 "company {company_id} ({rel}) is not listed in {REFERENCE_FILE}; file not ingested"
             ));
@@ -289,7 +289,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
             summary.files.push(file_summary);
             continue;
         };
-        file_summary.symbol = Some(company.symbol.clone());
+        file_summary.symbol = Some(company.symbol.to_string());
         let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE).to_string();
         match ingest_file(
             log,
@@ -346,7 +346,7 @@ async fn ingest_reference<L: Log>(
     dlq: &DeadLetterStore,
     encoder: &Encoder,
     info: &str,
-    companies: &BTreeMap<String, Company>,
+    companies: &BTreeMap<Text, Company>,
     rejected: Vec<asx::RejectedLine>,
     receive_us: i64,
     done: Option<Vec<u8>>,

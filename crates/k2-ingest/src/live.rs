@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use k2_model::MarketRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -40,9 +40,15 @@ pub struct FeedConfig {
     pub ping_every: Duration,
 }
 
+/// Records per [`FeedEvent::Records`] at most: a connection passes on the records of
+/// every frame it has already received, up to this many, as one event.
+pub const BATCH_RECORDS: usize = 1024;
+
 /// What a connection passes on.
 #[derive(Debug)]
 pub enum FeedEvent {
+    /// The records of one or more frames, in arrival order (at most [`BATCH_RECORDS`],
+    /// or one frame's records if a frame holds more).
     Records(Vec<MarketRecord>),
     /// A frame that could not be used, kept whole for the dead-letter queue.
     Refused {
@@ -352,6 +358,7 @@ pub async fn run_connection(
     let start = tokio::time::Instant::now();
     let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
     let mut last_frame = start;
+    let mut batch = Vec::with_capacity(BATCH_RECORDS);
     loop {
         let retired = async {
             match retire.as_mut() {
@@ -359,7 +366,7 @@ pub async fn run_connection(
                 None => std::future::pending().await,
             }
         };
-        let next = tokio::select! {
+        let first = tokio::select! {
             // Nobody listens any more: stop without waiting for the next frame.
             _ = out.closed() => return Ok(ConnectionEnd::Stopped),
             told = retired => {
@@ -379,43 +386,101 @@ pub async fn run_connection(
             m = ws.next() => m,
         };
         last_frame = tokio::time::Instant::now();
-        let message = match next {
-            None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
-                return Ok(ConnectionEnd::Closed);
+        // This frame and every frame already received after it, up to a batch: one
+        // event for the lot, so the channel, the timers and the select above are paid
+        // per batch and not per frame.
+        let mut next = Some(first);
+        let mut end = None;
+        while let Some(item) = next.take() {
+            let message = match item {
+                None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
+                    end = Some(Ok(ConnectionEnd::Closed));
+                    break;
+                }
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    end = Some(Err(broken(e)));
+                    break;
+                }
+            };
+            let received = now_us();
+            let parsed = match &message {
+                Message::Text(t) => parse(config.venue, t.as_str(), received, &mut batch),
+                Message::Binary(b) => match std::str::from_utf8(b) {
+                    Ok(text) => parse(config.venue, text, received, &mut batch),
+                    Err(e) => Err(FrameError::malformed(format!(
+                        "a binary frame that is not UTF-8: {e}"
+                    ))),
+                },
+                Message::Close(_) => {
+                    end = Some(Ok(ConnectionEnd::Closed));
+                    break;
+                }
+                // Pings are answered by the library; either way the feed is alive.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            };
+            if let Err(error) = parsed {
+                let raw = match &message {
+                    Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => other.to_text().unwrap_or_default().to_string(),
+                };
+                // The records before it go first: events stay in arrival order.
+                if !send_batch(out, &mut batch, &mut ready).await {
+                    return Ok(ConnectionEnd::Stopped);
+                }
+                let refused = FeedEvent::Refused {
+                    // Unique per frame received: the dead-letter store keys letters by source.
+                    source: format!(
+                        "{url} received {received}us frame {:016x}",
+                        xxhash_rust::xxh3::xxh3_64(raw.as_bytes())
+                    ),
+                    raw,
+                    error,
+                };
+                if out.send(refused).await.is_err() {
+                    return Ok(ConnectionEnd::Stopped);
+                }
             }
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(broken(e)),
-        };
-        let text = match message {
-            Message::Text(t) => t.to_string(),
-            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-            Message::Close(_) => return Ok(ConnectionEnd::Closed),
-            // Pings are answered by the library; either way the feed is alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        };
-        let received = now_us();
-        let parsed = match config.venue {
-            Venue::Binance => feeds::binance::parse(&text, received),
-            Venue::Kraken => feeds::kraken::parse(&text, received),
-        };
-        let event = match parsed {
-            Ok(records) if records.is_empty() => continue,
-            Ok(records) => FeedEvent::Records(records),
-            Err(error) => FeedEvent::Refused {
-                // Unique per frame received: the dead-letter store keys letters by source.
-                source: format!(
-                    "{url} received {received}us frame {:016x}",
-                    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-                ),
-                raw: text,
-                error,
-            },
-        };
-        if out.send(event).await.is_err() {
+            if batch.len() < BATCH_RECORDS {
+                next = ws.next().now_or_never();
+            }
+        }
+        if !send_batch(out, &mut batch, &mut ready).await {
             return Ok(ConnectionEnd::Stopped);
         }
-        if let Some(tx) = ready.take() {
-            let _ = tx.send(());
+        if let Some(end) = end {
+            return end;
         }
     }
+}
+
+fn parse(
+    venue: Venue,
+    frame: &str,
+    received: i64,
+    batch: &mut Vec<MarketRecord>,
+) -> Result<(), FrameError> {
+    match venue {
+        Venue::Binance => feeds::binance::parse(frame, received, batch),
+        Venue::Kraken => feeds::kraken::parse(frame, received, batch),
+    }
+}
+
+/// Passes on the records of `batch` (if any) as one event; false if nobody listens.
+async fn send_batch(
+    out: &mpsc::Sender<FeedEvent>,
+    batch: &mut Vec<MarketRecord>,
+    ready: &mut Option<oneshot::Sender<()>>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
+    if out.send(FeedEvent::Records(records)).await.is_err() {
+        return false;
+    }
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(());
+    }
+    true
 }

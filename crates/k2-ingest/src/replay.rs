@@ -13,7 +13,7 @@ use k2_log::{
     DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE, Log, LogConsumer, PartitionOffset,
     PayloadDecoder, Record, SchemaStore, TopicBatch,
 };
-use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
+use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
 use serde::Serialize;
 
 use crate::asx::{self, Company, LocalClock, Rejection, RowSource};
@@ -54,7 +54,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
     if letters.is_empty() {
         return Ok(report);
     }
-    let mut companies: Option<BTreeMap<String, Company>> = None;
+    let mut companies: Option<BTreeMap<Text, Company>> = None;
     let mut decoder = PayloadDecoder::default();
     let mut schema_ids: BTreeMap<DataType, u32> = BTreeMap::new();
     let mut batches: BTreeMap<String, Vec<Record>> = BTreeMap::new();
@@ -139,7 +139,7 @@ fn asx_topic(dt: DataType) -> TopicName {
 /// The companies K2 has taken in, read back from the reference-data topic.
 async fn listed_companies<L: Log + SchemaStore>(
     log: &L,
-) -> Result<BTreeMap<String, Company>, IngestError> {
+) -> Result<BTreeMap<Text, Company>, IngestError> {
     let topic = asx_topic(DataType::ReferenceData).to_string();
     let mut companies = BTreeMap::new();
     let ends = match log.end_offsets(&topic).await {
@@ -178,8 +178,8 @@ async fn listed_companies<L: Log + SchemaStore>(
                         symbol: c.symbol,
                         name: c.company_name,
                         isin: c.isin.unwrap_or_default(),
-                        start_date: vendor.get("start_date").cloned().unwrap_or_default(),
-                        end_date: vendor.get("end_date").cloned().unwrap_or_default(),
+                        start_date: vendor.get("start_date").unwrap_or_default().into(),
+                        end_date: vendor.get("end_date").unwrap_or_default().into(),
                     },
                 );
             }
@@ -191,7 +191,7 @@ async fn listed_companies<L: Log + SchemaStore>(
 /// An ASX line parsed again, from its letter's source (`trades/7078.csv:42`).
 fn reparse_asx(
     letter: &DeadLetter,
-    companies: &BTreeMap<String, Company>,
+    companies: &BTreeMap<Text, Company>,
     receive_us: i64,
 ) -> Result<MarketRecord, Rejection> {
     let unreadable = |what: String| Rejection {

@@ -10,7 +10,7 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType as ArrowType, SchemaRef};
 use chrono::NaiveDate;
-use k2_model::{MarketRecord, MessageId, Quote, ReferenceData, Trade, VendorData};
+use k2_model::{MarketRecord, MessageId, Quote, ReferenceData, Text, Trade, VendorData};
 
 use crate::error::{LakeError, Result};
 use crate::tables::LakeTable;
@@ -97,7 +97,7 @@ impl Cols<'_> {
             .push(Arc::new(values.map(Some).collect::<BooleanArray>()));
     }
 
-    fn string_lists<'r>(&mut self, values: impl Iterator<Item = &'r [String]>) -> Result<()> {
+    fn string_lists<'r>(&mut self, values: impl Iterator<Item = &'r [Text]>) -> Result<()> {
         let ArrowType::List(element) = self.field_type().clone() else {
             return Err(LakeError::Query(
                 "trade_conditions is not a list in the table schema".into(),
@@ -106,7 +106,7 @@ impl Cols<'_> {
         let mut offsets = vec![0i32];
         let mut items: Vec<&str> = Vec::new();
         for list in values {
-            items.extend(list.iter().map(String::as_str));
+            items.extend(list.iter().map(Text::as_str));
             offsets.push(items.len() as i32);
         }
         let array = ListArray::try_new(

@@ -905,10 +905,10 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
     let company = k2_ingest::asx::Company {
         company_id: "7078".into(),
         symbol: "BHP".into(),
-        name: String::new(),
-        isin: String::new(),
-        start_date: String::new(),
-        end_date: String::new(),
+        name: Default::default(),
+        isin: Default::default(),
+        start_date: Default::default(),
+        end_date: Default::default(),
     };
     let record = k2_ingest::asx::parse_trade(
         "03/10/2014,10:00:06.000,36.56,400,3,X,",

@@ -9,7 +9,7 @@ use crate::decimal::Decimal8;
 use crate::enums::{AssetClass, DataType, TradeSide};
 use crate::error::ModelError;
 use crate::ids::MessageId;
-use crate::record::{MarketRecord, Quote, ReferenceData, Trade, VendorData};
+use crate::record::{MarketRecord, Quote, ReferenceData, Text, Trade, VendorData};
 
 /// Schema text of each record type, as registered with the schema registry.
 pub const TRADE_SCHEMA: &str = include_str!("../../../schemas/avro/trade.avsc");
@@ -257,11 +257,11 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn string(&mut self) -> Result<String, ModelError> {
+    fn string(&mut self) -> Result<Text, ModelError> {
         let start = self.pos;
         let b = self.bytes()?;
         std::str::from_utf8(b)
-            .map(str::to_owned)
+            .map(Text::new)
             .map_err(|_| ModelError::Decode(format!("string at byte {start} is not UTF-8")))
     }
 
@@ -312,7 +312,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, ModelError> {
+    fn opt_string(&mut self) -> Result<Option<Text>, ModelError> {
         Ok(if self.union_branch()? {
             Some(self.string()?)
         } else {

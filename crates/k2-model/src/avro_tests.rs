@@ -10,8 +10,15 @@ use proptest::prelude::*;
 use crate::avro::{self, HEADER_LEN};
 use crate::*;
 
-fn text() -> impl Strategy<Value = String> {
-    prop_oneof![Just(String::new()), "[a-zA-Z0-9 _.-]{1,12}", "\\PC{0,6}"]
+/// Empty, short (kept inline) and long (on the heap) text.
+fn text() -> impl Strategy<Value = Text> {
+    prop_oneof![
+        Just(String::new()),
+        "[a-zA-Z0-9 _.-]{1,12}",
+        "\\PC{0,6}",
+        "[a-z0-9-]{25,40}"
+    ]
+    .prop_map(Text::from)
 }
 
 fn decimal() -> impl Strategy<Value = Decimal8> {
@@ -20,7 +27,9 @@ fn decimal() -> impl Strategy<Value = Decimal8> {
 }
 
 fn vendor() -> impl Strategy<Value = Option<VendorData>> {
-    proptest::option::of(proptest::collection::btree_map(text(), text(), 0..4))
+    proptest::option::of(
+        proptest::collection::btree_map(text(), text(), 0..4).prop_map(|m| m.into_iter().collect()),
+    )
 }
 
 fn asset() -> impl Strategy<Value = AssetClass> {
@@ -89,7 +98,7 @@ fn opt_ts(v: Option<i64>) -> Value {
         Some(v) => Value::Union(1, Box::new(Value::TimestampMicros(v))),
     }
 }
-fn opt_str(v: &Option<String>) -> Value {
+fn opt_str(v: &Option<Text>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
         Some(v) => Value::Union(1, Box::new(s(v))),
@@ -102,7 +111,7 @@ fn vendor_value(v: &Option<VendorData>) -> Value {
             1,
             Box::new(Value::Map(
                 m.iter()
-                    .map(|(k, v)| (k.clone(), s(v)))
+                    .map(|(k, v)| (k.to_string(), s(v)))
                     .collect::<HashMap<_, _>>(),
             )),
         ),

@@ -32,5 +32,5 @@ pub use decimal::Decimal8;
 pub use enums::{AssetClass, DataType, TradeSide};
 pub use error::ModelError;
 pub use ids::MessageId;
-pub use record::{MarketRecord, Quote, ReferenceData, Trade, VendorData};
+pub use record::{MarketRecord, Quote, ReferenceData, Text, Trade, VendorData};
 pub use topic::TopicName;

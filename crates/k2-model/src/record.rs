@@ -13,24 +13,109 @@ use crate::decimal::Decimal8;
 use crate::enums::{AssetClass, DataType, TradeSide};
 use crate::ids::MessageId;
 
-/// Free-form source fields kept verbatim (ASX qualifiers, venue, buyer id…), sorted by key.
-pub type VendorData = BTreeMap<String, String>;
+/// A record's text: symbols, venues, currencies and ids are short and kept inline (up to
+/// 24 bytes) without an allocation; longer text goes to the heap.
+pub type Text = compact_str::CompactString;
+
+/// Free-form source fields kept verbatim (ASX qualifiers, venue, buyer id…): sorted by key,
+/// each key once. A few entries at most, so a sorted vector (one allocation) and not a map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VendorData(Vec<(Text, Text)>);
+
+impl VendorData {
+    pub fn new() -> Self {
+        VendorData(Vec::new())
+    }
+
+    /// Sets `key` to `value`; returns the value it replaces.
+    pub fn insert(&mut self, key: impl Into<Text>, value: impl Into<Text>) -> Option<Text> {
+        let key = key.into();
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value.into())),
+            Err(i) => {
+                self.0.insert(i, (key, value.into()));
+                None
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a VendorData {
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Text, Text)>,
+        fn(&'a (Text, Text)) -> (&'a str, &'a str),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for VendorData {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut map = VendorData::new();
+        for (k, v) in entries {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+impl<K: Into<Text>, V: Into<Text>, const N: usize> From<[(K, V); N]> for VendorData {
+    fn from(entries: [(K, V); N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+impl Serialize for VendorData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VendorData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<Text, Text>::deserialize(deserializer)?;
+        Ok(VendorData(map.into_iter().collect()))
+    }
+}
 
 /// One executed trade.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
     pub message_id: MessageId,
-    pub trade_id: String,
-    pub symbol: String,
-    pub exchange: String,
+    pub trade_id: Text,
+    pub symbol: Text,
+    pub exchange: Text,
     pub asset_class: AssetClass,
     pub timestamp_us: i64,
     pub receive_timestamp_us: i64,
     pub price: Decimal8,
     pub quantity: Decimal8,
-    pub currency: String,
+    pub currency: Text,
     pub side: TradeSide,
-    pub trade_conditions: Vec<String>,
+    pub trade_conditions: Vec<Text>,
     pub source_sequence: Option<i64>,
     pub ingestion_timestamp_us: i64,
     pub platform_sequence: Option<i64>,
@@ -41,9 +126,9 @@ pub struct Trade {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
     pub message_id: MessageId,
-    pub quote_id: String,
-    pub symbol: String,
-    pub exchange: String,
+    pub quote_id: Text,
+    pub symbol: Text,
+    pub exchange: Text,
     pub asset_class: AssetClass,
     pub timestamp_us: i64,
     pub receive_timestamp_us: i64,
@@ -51,7 +136,7 @@ pub struct Quote {
     pub bid_quantity: Decimal8,
     pub ask_price: Decimal8,
     pub ask_quantity: Decimal8,
-    pub currency: String,
+    pub currency: Text,
     pub source_sequence: Option<i64>,
     pub ingestion_timestamp_us: i64,
     pub platform_sequence: Option<i64>,
@@ -62,13 +147,13 @@ pub struct Quote {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceData {
     pub message_id: MessageId,
-    pub company_id: String,
-    pub symbol: String,
-    pub exchange: String,
+    pub company_id: Text,
+    pub symbol: Text,
+    pub exchange: Text,
     pub asset_class: AssetClass,
-    pub company_name: String,
-    pub isin: Option<String>,
-    pub currency: Option<String>,
+    pub company_name: Text,
+    pub isin: Option<Text>,
+    pub currency: Option<Text>,
     pub listing_date_us: Option<i64>,
     pub delisting_date_us: Option<i64>,
     pub is_active: bool,
@@ -169,5 +254,41 @@ impl MarketRecord {
             MarketRecord::Quote(q) => q.ingestion_timestamp_us = us,
             MarketRecord::Reference(r) => r.ingestion_timestamp_us = us,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_data_is_sorted_by_key_with_each_key_once() {
+        let mut v: VendorData = [("venue", "X"), ("buyer_id", "7"), ("company_id", "7078")].into();
+        assert_eq!(v.insert("venue", "Y").as_deref(), Some("X"));
+        assert_eq!(v.insert("qualifiers", "0"), None);
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            [
+                ("buyer_id", "7"),
+                ("company_id", "7078"),
+                ("qualifiers", "0"),
+                ("venue", "Y")
+            ]
+        );
+        assert_eq!(
+            (v.get("venue"), v.get("absent"), v.len()),
+            (Some("Y"), None, 4)
+        );
+        // serde: a JSON object, read back the same whatever the order it is written in.
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            json,
+            r#"{"buyer_id":"7","company_id":"7078","qualifiers":"0","venue":"Y"}"#
+        );
+        let back: VendorData = serde_json::from_str(
+            r#"{"venue":"Y","qualifiers":"0","company_id":"7078","buyer_id":"7"}"#,
+        )
+        .unwrap();
+        assert_eq!(back, v);
     }
 }

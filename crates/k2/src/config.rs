@@ -60,7 +60,7 @@ pub struct FeedsConfig {
     pub healthy_after_seconds: f64,
     /// A connection this old is replaced by a fresh one (make before break); 0: never.
     pub rotate_after_hours: f64,
-    /// Events held between a connection and the log.
+    /// Records held between a connection and the log, at most.
     pub buffer_events: usize,
     pub binance: VenueConfig,
     pub kraken: VenueConfig,

@@ -20,6 +20,7 @@ use k2_lake::LakeTable;
 use k2_lake::query::{MarketFilter, QueryEngine};
 use k2_lake::tail::{Tail, TailConfig};
 use k2_log::Log;
+use k2_model::MarketRecord;
 
 use crate::app::App;
 use crate::config::Config;
@@ -78,24 +79,46 @@ pub async fn run(config: Config, messages: u64, rate: u32, seconds: u64) -> anyh
     freshness(&config, rate, seconds).await
 }
 
+/// Records per CPU-second of the calling thread parsing `frames` into batches of 1 000
+/// records, as the handler does: the best of three passes (the thread's CPU clock leaves
+/// out the time it is descheduled; the best pass, the noise of a shared machine).
+fn parse_rate(
+    frames: &[String],
+    parse: impl Fn(&str, &mut Vec<MarketRecord>) -> bool,
+) -> (usize, f64) {
+    let mut batch = Vec::with_capacity(1_000);
+    let mut best = 0f64;
+    let mut n = 0usize;
+    for _ in 0..3 {
+        n = 0;
+        let cpu = cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID);
+        for f in frames {
+            if parse(f, &mut batch) && batch.len() >= 1_000 {
+                n += batch.len();
+                batch.clear();
+            }
+        }
+        n += batch.len();
+        batch.clear();
+        let took = cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID) - cpu;
+        best = best.max(n as f64 / took.max(1e-9));
+    }
+    (n, best)
+}
+
 fn parse_only(messages: u64) {
     let frames: Vec<String> = (1..=messages).map(binance_frame).collect();
-    let t = Instant::now();
-    let mut n = 0usize;
-    for f in &frames {
-        n += k2_ingest::feeds::binance::parse(f, 1).map_or(0, |r| r.len());
-    }
-    let binance = n as f64 / t.elapsed().as_secs_f64();
+    let (n, binance) = parse_rate(&frames, |f, out| {
+        k2_ingest::feeds::binance::parse(f, 1, out).is_ok()
+    });
+    drop(frames);
     let kraken_frames: Vec<String> = (0..messages / 10)
         .map(|i| kraken_frame(i * 10, 10))
         .collect();
-    let t = Instant::now();
-    let mut k = 0usize;
-    for f in &kraken_frames {
-        k += k2_ingest::feeds::kraken::parse(f, 1).map_or(0, |r| r.len());
-    }
-    let kraken = k as f64 / t.elapsed().as_secs_f64();
-    println!("parse, one core:");
+    let (k, kraken) = parse_rate(&kraken_frames, |f, out| {
+        k2_ingest::feeds::kraken::parse(f, 1, out).is_ok()
+    });
+    println!("parse, one core (trades per CPU-second, best of 3):");
     println!("  binance trade frames    {n:>10} trades   {binance:>12.0} trades/s");
     println!("  kraken 10-trade frames  {k:>10} trades   {kraken:>12.0} trades/s");
 }
@@ -171,8 +194,29 @@ impl SimulatorThread {
     }
 }
 
+/// Bursts of the handler bench: each on a fresh log, the figures of each printed, then
+/// the median (the machine is shared; one burst can be unlucky either way).
+const BURSTS: usize = 3;
+
 async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
     let frames: Arc<Vec<String>> = Arc::new((1..=messages).map(binance_frame).collect());
+    println!("handler, simulator burst → parsed → durable in the embedded log ({BURSTS} bursts):");
+    let mut per_cpu_second = Vec::with_capacity(BURSTS);
+    for _ in 0..BURSTS {
+        per_cpu_second.push(burst(config, frames.clone(), messages).await?);
+    }
+    per_cpu_second.sort_by(f64::total_cmp);
+    println!(
+        "  median {:.0}, best {:.0} trades per CPU-second of K2",
+        per_cpu_second[BURSTS / 2],
+        per_cpu_second[BURSTS - 1]
+    );
+    Ok(())
+}
+
+/// One burst of `frames` through a fresh K2; prints its figures and returns the trades per
+/// CPU-second of K2.
+async fn burst(config: &Config, frames: Arc<Vec<String>>, messages: u64) -> anyhow::Result<f64> {
     let tmp = tempfile::tempdir()?;
     let mut config = config.clone();
     config.data_dir = tmp.path().to_path_buf();
@@ -203,7 +247,7 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
     // The simulator's thread is idle once the burst is sent: all of its CPU is the burst's.
     let simulator_cpu = sim.stop();
     let k2_cpu = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu_before - simulator_cpu;
-    println!("handler, simulator burst → parsed → durable in the embedded log:");
+    let per_cpu_second = stats.trades as f64 / k2_cpu.max(1e-9);
     println!(
         "  {} trades in {secs:.2}s = {:.0} trades/s ({} appends, {:.0} trades per append); RSS {:.0} → {:.0} MB",
         stats.trades,
@@ -214,10 +258,9 @@ async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
         mb(rss_after)
     );
     println!(
-        "  CPU: K2 {k2_cpu:.2} s = {:.0} trades per CPU-second; the simulator's own thread {simulator_cpu:.2} s",
-        stats.trades as f64 / k2_cpu.max(1e-9),
+        "    CPU: K2 {k2_cpu:.2} s = {per_cpu_second:.0} trades per CPU-second; the simulator's own thread {simulator_cpu:.2} s",
     );
-    Ok(())
+    Ok(per_cpu_second)
 }
 
 async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {

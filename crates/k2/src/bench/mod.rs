@@ -378,7 +378,7 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
             let trade_id = format!("BENCH-{run}-{i}");
             let trade = Trade {
                 message_id: MessageId::from_source(&["bench", &trade_id]),
-                trade_id: trade_id.clone(),
+                trade_id: trade_id.as_str().into(),
                 symbol: "LAT".into(),
                 exchange: "ASX".into(),
                 asset_class: AssetClass::Equities,
