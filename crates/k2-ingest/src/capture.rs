@@ -10,6 +10,7 @@
 //! window does the rest: memory stays bounded. On stop, what is in the channel is
 //! appended before returning.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -17,10 +18,10 @@ use std::time::{Duration, Instant};
 use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore, TopicBatch};
 use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::feeds;
-use crate::ingest::{encode, topic_specs};
+use crate::ingest::{encode, now_us, topic_specs};
 use crate::live::{self, FeedConfig, FeedError, FeedEvent, Reconnect, Venue};
 
 /// How a capture buffers and appends.
@@ -57,6 +58,8 @@ pub struct CaptureStats {
     pub connections: u64,
     /// Connections that failed or ended early.
     pub failures: u64,
+    /// CPU time of the feed's thread (reading, parsing, handing over), microseconds.
+    pub feed_cpu_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ pub enum CaptureError {
     Feed(#[from] FeedError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("starting the feed's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The exchange code a venue's records carry.
@@ -81,10 +86,6 @@ pub fn stage(venue: Venue) -> &'static str {
         Venue::Binance => "feed.binance",
         Venue::Kraken => "feed.kraken",
     }
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// Captures `feed` into `log` until `stop` completes (then appends what is buffered and
@@ -112,7 +113,7 @@ pub async fn capture<L: Log + SchemaStore>(
     let capacity = options.buffer_events.div_ceil(live::BATCH_RECORDS).max(1);
     let per_append = (options.max_events / live::BATCH_RECORDS).max(1);
     let (tx, mut rx) = mpsc::channel(capacity);
-    let handler = tokio::spawn(async move { live::run_feed(&feed, &reconnect, &tx, now_us).await });
+    let (handler, fed) = spawn_feed(feed, reconnect, tx)?;
     tracing::info!(venue = label, "capture started");
 
     let mut stats = CaptureStats::default();
@@ -137,14 +138,82 @@ pub async fn capture<L: Log + SchemaStore>(
         metrics::gauge!("k2_feed_buffer_fill", "venue" => label)
             .set(rx.len() as f64 / capacity as f64);
     }
-    let fed = handler
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (fed, cpu) = match fed.await {
+        Ok(done) => done,
+        // The thread ended without a word: it panicked; so does the capture.
+        Err(_) => match handler.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the feed thread always reports before it ends"),
+        },
+    };
+    stats.feed_cpu_us = (cpu * 1e6) as u64;
     tracing::info!(venue = label, ?stats, "capture stopped");
     let run = fed?;
     stats.connections = run.connections;
     stats.failures = run.failures;
     Ok(stats)
+}
+
+type FeedOutcome = (Result<live::FeedStats, FeedError>, f64);
+
+/// Runs the feed on a thread of its own, with a single-threaded runtime: the connection's
+/// reading and parsing stay on one core, never stolen between worker threads, and what it
+/// costs is that thread's CPU (`k2_feed_cpu_microseconds_total`; a rate of 10^6 per second
+/// is a full core). The receiver gets the feed's outcome and the thread's CPU seconds.
+fn spawn_feed(
+    feed: FeedConfig,
+    reconnect: Reconnect,
+    out: mpsc::Sender<FeedEvent>,
+) -> Result<(std::thread::JoinHandle<()>, oneshot::Receiver<FeedOutcome>), CaptureError> {
+    let label = live::venue_label(feed.venue);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CaptureError::Thread)?;
+    let (done, outcome) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("feed-{label}"))
+        .spawn(move || {
+            let cpu = Cell::new(0.0);
+            let count_cpu = || {
+                let now = cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID);
+                // A counter counts whole units: microseconds.
+                metrics::counter!("k2_feed_cpu_microseconds_total", "venue" => label)
+                    .increment(((now - cpu.replace(now)) * 1e6) as u64);
+            };
+            let fed = runtime.block_on(async {
+                let run = live::run_feed(&feed, &reconnect, &out, now_us);
+                let meter = async {
+                    let mut every = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        every.tick().await;
+                        count_cpu();
+                    }
+                };
+                tokio::select! {
+                    fed = run => fed,
+                    () = meter => unreachable!("the meter never ends"),
+                }
+            });
+            count_cpu();
+            let _ = done.send((fed, cpu.get()));
+        })
+        .map_err(CaptureError::Thread)?;
+    Ok((thread, outcome))
+}
+
+/// CPU time, seconds, of the clock `id`: `CLOCK_THREAD_CPUTIME_ID` for the calling thread,
+/// `CLOCK_PROCESS_CPUTIME_ID` for the process.
+pub fn cpu_seconds(id: libc::clockid_t) -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(id, &mut t) } != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// Appends one batch of events: records to their topics, refused frames to the
@@ -166,15 +235,15 @@ async fn append<L: Log>(
     let mut oldest_receive = i64::MAX;
     for event in events {
         match event {
-            FeedEvent::Records(records) => {
-                for rec in records {
+            FeedEvent::Records(mut records) => {
+                for rec in &mut records {
                     let (into, dt): (&mut Vec<Record>, _) = match rec.data_type() {
                         DataType::Trades => (&mut trades, DataType::Trades),
                         DataType::Quotes => (&mut quotes, DataType::Quotes),
                         // Feeds carry no reference data.
                         DataType::ReferenceData => continue,
                     };
-                    oldest_receive = oldest_receive.min(receive_time(&rec));
+                    oldest_receive = oldest_receive.min(receive_time(rec));
                     into.push(encode(rec, topics[&dt].1, now));
                 }
             }

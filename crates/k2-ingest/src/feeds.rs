@@ -10,9 +10,8 @@
 
 use std::str::FromStr;
 
-use compact_str::{ToCompactString, format_compact};
 use k2_model::decimal::Decimal8;
-use k2_model::{AssetClass, MarketRecord, MessageId, Quote, Trade, TradeSide};
+use k2_model::{AssetClass, MarketRecord, MessageId, Quote, Text, Trade, TradeSide};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -106,6 +105,15 @@ fn trim_fraction(text: &str) -> &str {
     }
 }
 
+/// The readable id of a trade or quote: `{EXCHANGE}-{symbol}-{venue's id}`.
+fn native_id(exchange: &str, symbol: &str, id: &str) -> Text {
+    let mut out = Text::with_capacity(exchange.len() + symbol.len() + id.len() + 2);
+    for part in [exchange, "-", symbol, "-", id] {
+        out.push_str(part);
+    }
+    out
+}
+
 /// The quote currency of a Binance symbol (`BTCUSDT` → `USDT`), from the assets Binance
 /// quotes in; empty when none matches.
 fn binance_quote_currency(symbol: &str) -> &'static str {
@@ -144,9 +152,11 @@ fn flat_object<'a>(
     };
     // A string starting at `i` (its opening quote): its text and the index after it.
     let string = |i: usize| -> Option<(&'a str, usize)> {
-        let len = b[i + 1..].iter().position(|&c| c == b'"')?;
-        let inner = &b[i + 1..i + 1 + len];
-        if inner.iter().any(|&c| c == b'\\' || c < 0x20) {
+        // One pass to the closing quote; an escape or a control character is not flat.
+        let len = b[i + 1..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if b[i + 1 + len] != b'"' {
             return None;
         }
         Some((&text[i + 1..i + 1 + len], i + 2 + len))
@@ -358,10 +368,11 @@ pub mod binance {
     }
 
     fn trade(t: &TradeEvent<'_>, receive_us: i64) -> Result<Trade, FrameError> {
-        let id = t.t.to_compact_string();
+        let mut digits = itoa::Buffer::new();
+        let id = digits.format(t.t);
         Ok(Trade {
-            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, &id]),
-            trade_id: format_compact!("{EXCHANGE}-{}-{id}", t.s),
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.s, id]),
+            trade_id: native_id(EXCHANGE, t.s, id),
             symbol: t.s.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,
@@ -377,12 +388,13 @@ pub mod binance {
             source_sequence: Some(t.t),
             ingestion_timestamp_us: receive_us,
             platform_sequence: None,
-            vendor_data: Some([("event_time_ms", t.event_ms.to_compact_string())].into()),
+            vendor_data: Some([("event_time_ms", itoa::Buffer::new().format(t.event_ms))].into()),
         })
     }
 
     fn quote(b: &BookTicker<'_>, receive_us: i64) -> Result<Quote, FrameError> {
-        let id = b.u.to_compact_string();
+        let mut digits = itoa::Buffer::new();
+        let id = digits.format(b.u);
         let side = |field: &str, text: &str| {
             // An empty side is sent as zeros.
             if exact_decimal(text).is_some_and(|d| d.units() == 0) {
@@ -392,8 +404,8 @@ pub mod binance {
             }
         };
         Ok(Quote {
-            message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, &id]),
-            quote_id: format_compact!("{EXCHANGE}-{}-{id}", b.s),
+            message_id: MessageId::from_source(&[EXCHANGE, "bookTicker", b.s, id]),
+            quote_id: native_id(EXCHANGE, b.s, id),
             symbol: b.s.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,
@@ -510,14 +522,15 @@ pub mod kraken {
             "sell" => TradeSide::Sell,
             other => return Err(FrameError::invalid(format!("side '{other}'"))),
         };
-        let id = t.trade_id.to_compact_string();
+        let mut digits = itoa::Buffer::new();
+        let id = digits.format(t.trade_id);
         let mut vendor = k2_model::VendorData::new();
         if let Some(o) = t.ord_type {
             vendor.insert("ord_type", o);
         }
         Ok(Trade {
-            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, &id]),
-            trade_id: format_compact!("{EXCHANGE}-{}-{id}", t.symbol),
+            message_id: MessageId::from_source(&[EXCHANGE, "trade", t.symbol, id]),
+            trade_id: native_id(EXCHANGE, t.symbol, id),
             symbol: t.symbol.into(),
             exchange: EXCHANGE.into(),
             asset_class: AssetClass::Crypto,

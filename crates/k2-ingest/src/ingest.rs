@@ -155,18 +155,18 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn record(&self, rec: MarketRecord, now_us: i64) -> Record {
+    fn record(&self, mut rec: MarketRecord, now_us: i64) -> Record {
         let id = self.ids[&rec.data_type()];
-        encode(rec, id, now_us)
+        encode(&mut rec, id, now_us)
     }
 }
 
 /// A record as appended to the log: keyed for its partition, Avro in the Confluent
 /// framing, stamped with the time K2 took it in.
-pub(crate) fn encode(mut rec: MarketRecord, schema_id: u32, now_us: i64) -> Record {
+pub(crate) fn encode(rec: &mut MarketRecord, schema_id: u32, now_us: i64) -> Record {
     rec.set_ingestion_timestamp(now_us);
     let mut value = Vec::with_capacity(256);
-    avro::encode(&rec, schema_id, &mut value);
+    avro::encode(rec, schema_id, &mut value);
     Record {
         key: rec.partition_key().as_bytes().to_vec(),
         value,
@@ -174,8 +174,11 @@ pub(crate) fn encode(mut rec: MarketRecord, schema_id: u32, now_us: i64) -> Reco
     }
 }
 
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+/// The time now, microseconds since the Unix epoch (0 before it).
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The reference-data file of the ASX sample layout, relative to its directory.

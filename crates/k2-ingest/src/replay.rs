@@ -68,7 +68,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
                 }
                 let companies = companies.as_ref().expect("loaded above");
                 match reparse_asx(&letter, companies, now) {
-                    Ok(record) => {
+                    Ok(mut record) => {
                         let dt = record.data_type();
                         let schema_id = match schema_ids.get(&dt) {
                             Some(&id) => id,
@@ -82,7 +82,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
                         };
                         Retry::Passed {
                             topic: asx_topic(dt).to_string(),
-                            record: ingest::encode(record, schema_id, now),
+                            record: ingest::encode(&mut record, schema_id, now),
                         }
                     }
                     Err(r) => Retry::Failed(r),

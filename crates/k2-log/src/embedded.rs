@@ -128,10 +128,11 @@ impl EmbeddedLog {
                     .open_table(TableDefinition::<u64, &[u8]>::new(&name))
                     .map_err(|e| LogError::storage(format!("opening {name}"), e))?;
                 let end = end_offset(&table)?;
-                let encoded = encode_batch(records);
-                table
-                    .insert(end, encoded.as_slice())
+                // Written in place, into the page the batch is stored in.
+                let mut slot = table
+                    .insert_reserve(end, batch_size(records))
                     .map_err(|e| LogError::storage(format!("appending to {name}"), e))?;
+                write_batch(records, slot.as_mut());
                 appended += records.len();
             }
             metrics::records_appended(&batch.topic, batch.records.len());
@@ -166,21 +167,29 @@ fn end_offset<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64> {
 
 /// Batch layout: record count (u32 LE), then per record: timestamp (i64 LE),
 /// key length (u32 LE), key, value length (u32 LE), value.
-fn encode_batch(records: &[&Record]) -> Vec<u8> {
-    let size: usize = records
+/// The stored size of a batch of `records`.
+fn batch_size(records: &[&Record]) -> usize {
+    4 + records
         .iter()
         .map(|r| 16 + r.key.len() + r.value.len())
-        .sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        .sum::<usize>()
+}
+
+/// Writes `records` as a batch into `out`, [`batch_size`] bytes long.
+fn write_batch(records: &[&Record], out: &mut [u8]) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&(records.len() as u32).to_le_bytes());
     for r in records {
-        out.extend_from_slice(&r.timestamp_ms.to_le_bytes());
-        out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&r.key);
-        out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&r.value);
+        put(&r.timestamp_ms.to_le_bytes());
+        put(&(r.key.len() as u32).to_le_bytes());
+        put(&r.key);
+        put(&(r.value.len() as u32).to_le_bytes());
+        put(&r.value);
     }
-    out
 }
 
 fn batch_len(bytes: &[u8]) -> Result<u32> {

@@ -140,13 +140,14 @@ impl App {
             .await
             .with_context(|| format!("the {venue} feed"))?;
         eprintln!(
-            "{venue}: {} trades and {} quotes appended to the log in {} appends, {} frames dead-lettered; {} connections, {} failed",
+            "{venue}: {} trades and {} quotes appended to the log in {} appends, {} frames dead-lettered; {} connections, {} failed; the feed's thread used {:.2} s of CPU",
             stats.trades,
             stats.quotes,
             stats.appends,
             stats.refused,
             stats.connections,
-            stats.failures
+            stats.failures,
+            stats.feed_cpu_us as f64 / 1e6
         );
         Ok(stats)
     }

@@ -1249,6 +1249,9 @@ symbols = ["BTC/USD"]
     for (venue, n) in [("binance", BINANCE), ("kraken", kraken_total)] {
         let line = format!(r#"k2_feed_records_total{{venue="{venue}",data_type="trades"}} {n}"#);
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+        // And what reading and parsing it cost the feed's thread.
+        let cpu = format!(r#"k2_feed_cpu_microseconds_total{{venue="{venue}"}} "#);
+        assert!(metrics.contains(&cpu), "{cpu} not in\n{metrics}");
     }
     let exit = terminate(&mut server);
     let log = stderr.lock().unwrap().clone();
