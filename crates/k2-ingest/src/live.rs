@@ -358,7 +358,7 @@ pub async fn run_connection(
     let start = tokio::time::Instant::now();
     let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
     let mut last_frame = start;
-    let mut batch = Vec::with_capacity(BATCH_RECORDS);
+    let mut batch = Vec::new();
     loop {
         let retired = async {
             match retire.as_mut() {
@@ -475,7 +475,10 @@ async fn send_batch(
     if batch.is_empty() {
         return true;
     }
-    let records = std::mem::replace(batch, Vec::with_capacity(BATCH_RECORDS));
+    // The next batch starts at this one's size: a quiet feed's batches of one record do
+    // not each reserve room for a burst's.
+    let size = batch.len();
+    let records = std::mem::replace(batch, Vec::with_capacity(size));
     if out.send(FeedEvent::Records(records)).await.is_err() {
         return false;
     }
