@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore, TopicBatch};
+use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, TopicBatch};
 use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -229,22 +229,22 @@ async fn append<L: Log>(
     let label = live::venue_label(venue);
     let started = Instant::now();
     let now = now_us();
-    let mut trades = Vec::new();
-    let mut quotes = Vec::new();
+    let mut trades = TopicBatch::new(topics[&DataType::Trades].0.as_str());
+    let mut quotes = TopicBatch::new(topics[&DataType::Quotes].0.as_str());
     let mut letters = Vec::new();
     let mut oldest_receive = i64::MAX;
     for event in events {
         match event {
             FeedEvent::Records(mut records) => {
                 for rec in &mut records {
-                    let (into, dt): (&mut Vec<Record>, _) = match rec.data_type() {
+                    let (into, dt) = match rec.data_type() {
                         DataType::Trades => (&mut trades, DataType::Trades),
                         DataType::Quotes => (&mut quotes, DataType::Quotes),
                         // Feeds carry no reference data.
                         DataType::ReferenceData => continue,
                     };
                     oldest_receive = oldest_receive.min(receive_time(rec));
-                    into.push(encode(rec, topics[&dt].1, now));
+                    encode(rec, topics[&dt].1, now, into);
                 }
             }
             FeedEvent::Refused { raw, error, source } => {
@@ -265,13 +265,9 @@ async fn append<L: Log>(
         (DataType::Trades, trades.len()),
         (DataType::Quotes, quotes.len()),
     ];
-    let batches: Vec<TopicBatch> = [(DataType::Trades, trades), (DataType::Quotes, quotes)]
+    let batches: Vec<TopicBatch> = [trades, quotes]
         .into_iter()
-        .filter(|(_, records)| !records.is_empty())
-        .map(|(dt, records)| TopicBatch {
-            topic: topics[&dt].0.clone(),
-            records,
-        })
+        .filter(|batch| !batch.is_empty())
         .collect();
     if !batches.is_empty() {
         log.produce(batches, None).await?;

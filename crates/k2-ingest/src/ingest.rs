@@ -16,8 +16,8 @@ use std::task::Poll;
 use std::time::Instant;
 
 use k2_log::{
-    CleanupPolicy, DeadLetter, DeadLetterStore, Log, LogError, Record, SchemaStore,
-    SourceCheckpoint, TopicBatch, TopicSpec,
+    CleanupPolicy, DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, SourceCheckpoint,
+    TopicBatch, TopicSpec,
 };
 use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
 use serde::{Deserialize, Serialize};
@@ -155,23 +155,23 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn record(&self, mut rec: MarketRecord, now_us: i64) -> Record {
-        let id = self.ids[&rec.data_type()];
-        encode(&mut rec, id, now_us)
+    /// Appends `records`, encoded, to a batch for `topic`.
+    fn batch(&self, topic: &str, records: &mut [MarketRecord], now_us: i64) -> TopicBatch {
+        let mut batch = TopicBatch::with_capacity(topic, records.len(), records.len() * 192);
+        for rec in records {
+            encode(rec, self.ids[&rec.data_type()], now_us, &mut batch);
+        }
+        batch
     }
 }
 
-/// A record as appended to the log: keyed for its partition, Avro in the Confluent
-/// framing, stamped with the time K2 took it in.
-pub(crate) fn encode(rec: &mut MarketRecord, schema_id: u32, now_us: i64) -> Record {
+/// Appends a record to `batch` as it goes to the log: keyed for its partition, Avro in
+/// the Confluent framing, stamped with the time K2 took it in.
+pub(crate) fn encode(rec: &mut MarketRecord, schema_id: u32, now_us: i64, batch: &mut TopicBatch) {
     rec.set_ingestion_timestamp(now_us);
-    let mut value = Vec::with_capacity(256);
-    avro::encode(rec, schema_id, &mut value);
-    Record {
-        key: rec.partition_key().as_bytes().to_vec(),
-        value,
-        timestamp_ms: now_us / 1000,
-    }
+    batch.push_with(rec.partition_key().as_bytes(), now_us / 1000, |out| {
+        avro::encode(rec, schema_id, out)
+    });
 }
 
 /// The time now, microseconds since the Unix epoch (0 before it).
@@ -382,15 +382,15 @@ async fn ingest_reference<L: Log>(
     dlq.append(&letters)?;
     log.publish_dead_letters(&letters).await?;
     let now = now_us();
-    let records: Vec<Record> = companies
+    let mut records: Vec<MarketRecord> = companies
         .values()
-        .map(|c| encoder.record(asx::company_record(c, receive_us), now))
+        .map(|c| asx::company_record(c, receive_us))
         .collect();
     summary.produced = records.len() as u64;
     let topic =
         TopicName::new(AssetClass::Equities, DataType::ReferenceData, asx::EXCHANGE).to_string();
     log.produce(
-        vec![TopicBatch { topic, records }],
+        vec![encoder.batch(&topic, &mut records, now)],
         Some(SourceCheckpoint { source, state }),
     )
     .await?;
@@ -533,10 +533,8 @@ async fn ingest_file<'a, L: Log>(
             .expect("checkpoint serialises");
             // One ingestion time per append: the moment the chunk goes to the log.
             let now = now_us();
-            let batch = TopicBatch {
-                topic: topic.to_string(),
-                records: records.drain(..).map(|r| encoder.record(r, now)).collect(),
-            };
+            let batch = encoder.batch(topic, &mut records, now);
+            records.clear();
             // The previous chunk's records and checkpoint are stored before this chunk goes
             // to the log, so checkpoints stay in order and each follows its records; what
             // overlaps is parsing this chunk and storing the previous one.

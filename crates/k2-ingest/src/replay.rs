@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use k2_log::{
     DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE, Log, LogConsumer, PartitionOffset,
-    PayloadDecoder, Record, SchemaStore, TopicBatch,
+    PayloadDecoder, SchemaStore, TopicBatch,
 };
 use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
 use serde::Serialize;
@@ -35,9 +35,17 @@ pub struct ReplayReport {
 
 /// Outcome of one letter.
 enum Retry {
-    Passed { topic: String, record: Record },
+    Passed { topic: String, record: Passed },
     Failed(Rejection),
     NotReplayable,
+}
+
+/// A letter that passed, as it goes back to the log.
+enum Passed {
+    /// Parsed again from the source's row: encoded with the topic's schema.
+    Parsed(Box<MarketRecord>, u32),
+    /// The payload as it was, now decodable: keyed by its record.
+    Payload { key: Text, value: Vec<u8> },
 }
 
 /// Replays up to `limit` letters, oldest first.
@@ -57,7 +65,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
     let mut companies: Option<BTreeMap<Text, Company>> = None;
     let mut decoder = PayloadDecoder::default();
     let mut schema_ids: BTreeMap<DataType, u32> = BTreeMap::new();
-    let mut batches: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut batches: BTreeMap<String, TopicBatch> = BTreeMap::new();
     let mut passed = Vec::new();
     let now = chrono::Utc::now().timestamp_micros();
     for (id, letter) in letters {
@@ -68,7 +76,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
                 }
                 let companies = companies.as_ref().expect("loaded above");
                 match reparse_asx(&letter, companies, now) {
-                    Ok(mut record) => {
+                    Ok(record) => {
                         let dt = record.data_type();
                         let schema_id = match schema_ids.get(&dt) {
                             Some(&id) => id,
@@ -82,19 +90,29 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
                         };
                         Retry::Passed {
                             topic: asx_topic(dt).to_string(),
-                            record: ingest::encode(&mut record, schema_id, now),
+                            record: Passed::Parsed(Box::new(record), schema_id),
                         }
                     }
                     Err(r) => Retry::Failed(r),
                 }
             }
-            LAKE_DECODE_STAGE => redecode(log, &mut decoder, &letter, now).await?,
+            LAKE_DECODE_STAGE => redecode(log, &mut decoder, &letter).await?,
             _ => Retry::NotReplayable,
         };
         match retry {
             Retry::Passed { topic, record } => {
                 *report.appended.entry(topic.clone()).or_default() += 1;
-                batches.entry(topic).or_default().push(record);
+                let batch = batches
+                    .entry(topic)
+                    .or_insert_with_key(|topic| TopicBatch::new(topic.as_str()));
+                match record {
+                    Passed::Parsed(mut record, schema_id) => {
+                        ingest::encode(&mut record, schema_id, now, batch)
+                    }
+                    Passed::Payload { key, value } => {
+                        batch.push(key.as_bytes(), &value, now / 1000)
+                    }
+                }
                 passed.push(id);
             }
             Retry::Failed(r) => {
@@ -115,11 +133,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
     if !passed.is_empty() {
         // Appended first, removed after: an interruption between the two repeats a record
         // the lake drops by its id, and never loses one.
-        let batches = batches
-            .into_iter()
-            .map(|(topic, records)| TopicBatch { topic, records })
-            .collect();
-        log.produce(batches, None).await?;
+        log.produce(batches.into_values().collect(), None).await?;
         report.replayed = dlq.remove(&passed)? as u64;
     }
     tracing::info!(
@@ -243,7 +257,6 @@ async fn redecode<L: Log + SchemaStore>(
     log: &L,
     decoder: &mut PayloadDecoder,
     letter: &DeadLetter,
-    now_us: i64,
 ) -> Result<Retry, IngestError> {
     // `topic/partition@offset`
     let Some(topic) = letter
@@ -264,10 +277,9 @@ async fn redecode<L: Log + SchemaStore>(
         match decoder.decode(log, &letter.raw, name.data_type).await? {
             Ok(record) => Retry::Passed {
                 topic: topic.to_string(),
-                record: Record {
-                    key: record.partition_key().as_bytes().to_vec(),
+                record: Passed::Payload {
+                    key: record.partition_key().into(),
                     value: letter.raw.clone(),
-                    timestamp_ms: now_us / 1000,
                 },
             },
             Err(u) => Retry::Failed(Rejection {

@@ -622,7 +622,7 @@ fn assert_accounts(s: &crate::WriterSummary) {
 /// Appends the first `prefix[p]` records of every partition of every topic to the log
 /// again, byte for byte (a producer retrying, a source replayed); returns how many.
 async fn replay_prefix(log: &EmbeddedLog, prefix: &[u64]) -> u64 {
-    use k2_log::{Log, LogConsumer, PartitionOffset, Record, TopicBatch};
+    use k2_log::{Log, LogConsumer, PartitionOffset, TopicBatch};
     let mut again = 0;
     for spec in log.topics().await.unwrap() {
         let ends = log.end_offsets(&spec.name).await.unwrap();
@@ -638,30 +638,18 @@ async fn replay_prefix(log: &EmbeddedLog, prefix: &[u64]) -> u64 {
                     offset: 0,
                 }])
                 .unwrap();
-            let mut records = Vec::new();
+            let mut records = TopicBatch::new(spec.name.as_str());
             while (records.len() as u64) < want {
                 for r in consumer
                     .poll((want as usize) - records.len(), Duration::from_millis(100))
                     .await
                     .unwrap()
                 {
-                    records.push(Record {
-                        key: r.key,
-                        value: r.value,
-                        timestamp_ms: r.timestamp_ms,
-                    });
+                    records.push(&r.key, &r.value, r.timestamp_ms);
                 }
             }
             again += records.len() as u64;
-            log.produce(
-                vec![TopicBatch {
-                    topic: spec.name.clone(),
-                    records,
-                }],
-                None,
-            )
-            .await
-            .unwrap();
+            log.produce(vec![records], None).await.unwrap();
         }
     }
     again
@@ -867,7 +855,7 @@ proptest::proptest! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replay_through_the_current_parser_and_decoder() {
-    use k2_log::{DeadLetter, LAKE_DECODE_STAGE, Log, Record, SchemaStore, TopicBatch};
+    use k2_log::{DeadLetter, LAKE_DECODE_STAGE, Log, SchemaStore, TopicBatch};
     let l = lake().await;
     let dir = bhp_only_dir();
     std::fs::write(
@@ -881,20 +869,9 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
         .unwrap();
     let topic = "market.equities.trades.asx";
     // A payload that is not Avro at all: the writer dead-letters it with its position.
-    l.log
-        .produce(
-            vec![TopicBatch {
-                topic: topic.into(),
-                records: vec![Record {
-                    key: b"BHP".to_vec(),
-                    value: b"not avro".to_vec(),
-                    timestamp_ms: 0,
-                }],
-            }],
-            None,
-        )
-        .await
-        .unwrap();
+    let mut bad = TopicBatch::new(topic);
+    bad.push(b"BHP", b"not avro", 0);
+    l.log.produce(vec![bad], None).await.unwrap();
     let first = write_all(&l, 1_000).await;
     assert_eq!(first.dead_lettered, 1);
     assert_accounts(&first);

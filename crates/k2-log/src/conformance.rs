@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::log::{
-    CleanupPolicy, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint, TopicBatch,
-    TopicSpec,
+    CleanupPolicy, Log, LogConsumer, PartitionOffset, SourceCheckpoint, TopicBatch, TopicSpec,
 };
 use crate::partitioner::partition_for;
 
@@ -20,12 +19,16 @@ pub fn spec(name: &str, partitions: u32) -> TopicSpec {
     }
 }
 
-pub fn record(key: &str, value: String) -> Record {
-    Record {
-        key: key.as_bytes().to_vec(),
-        value: value.into_bytes(),
-        timestamp_ms: 1_700_000_000_000,
+/// A batch for `topic` of (key, value) records.
+pub fn batch<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    topic: &str,
+    records: impl IntoIterator<Item = (K, V)>,
+) -> TopicBatch {
+    let mut batch = TopicBatch::new(topic);
+    for (key, value) in records {
+        batch.push(key.as_ref(), value.as_ref(), 1_700_000_000_000);
     }
+    batch
 }
 
 async fn drain<C: LogConsumer>(consumer: &mut C, expected: usize) -> Vec<crate::ConsumedRecord> {
@@ -57,18 +60,10 @@ pub async fn ordering_and_offsets<L: Log>(log: &L, ns: &str) {
     let t_order = format!("{ns}t.order");
     log.ensure_topic(&spec(&t_order, 3)).await.unwrap();
     let keys = ["BHP", "RIO", "CBA", "ANZ", "WBC"];
-    let records: Vec<_> = (0..500)
-        .map(|i| record(keys[i % keys.len()], format!("{i}")))
-        .collect();
-    log.produce(
-        vec![TopicBatch {
-            topic: t_order.clone(),
-            records,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    let records = (0..500).map(|i| (keys[i % keys.len()], format!("{i}")));
+    log.produce(vec![batch(&t_order, records)], None)
+        .await
+        .unwrap();
     let ends = log.end_offsets(&t_order).await.unwrap();
     assert_eq!(ends.iter().sum::<u64>(), 500);
     let mut consumer = log.consumer(all_from_start(&t_order, 3)).unwrap();
@@ -102,18 +97,10 @@ pub async fn resume_from_position<L: Log>(log: &L, ns: &str) {
     let t_resume = format!("{ns}t.resume");
     log.ensure_topic(&spec(&t_resume, 1)).await.unwrap();
     for chunk in 0..4 {
-        let records = (0..25)
-            .map(|i| record("k", format!("{}", chunk * 25 + i)))
-            .collect();
-        log.produce(
-            vec![TopicBatch {
-                topic: t_resume.clone(),
-                records,
-            }],
-            None,
-        )
-        .await
-        .unwrap();
+        let records = (0..25).map(|i| ("k", format!("{}", chunk * 25 + i)));
+        log.produce(vec![batch(&t_resume, records)], None)
+            .await
+            .unwrap();
     }
     for start in [0u64, 1, 24, 25, 26, 99, 100] {
         let mut c = log
@@ -140,18 +127,10 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
     let t_tail = format!("{ns}t.tail");
     log.ensure_topic(&spec(&t_tail, 1)).await.unwrap();
     let produce = async |from: usize, n: usize| {
-        let records = (from..from + n)
-            .map(|i| record("k", format!("{i}")))
-            .collect();
-        log.produce(
-            vec![TopicBatch {
-                topic: t_tail.clone(),
-                records,
-            }],
-            None,
-        )
-        .await
-        .unwrap();
+        let records = (from..from + n).map(|i| ("k", format!("{i}")));
+        log.produce(vec![batch(&t_tail, records)], None)
+            .await
+            .unwrap();
     };
     produce(0, 10).await;
     produce(10, 10).await;
@@ -166,10 +145,16 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while seen.len() < 17 && tokio::time::Instant::now() < deadline {
         for r in from_start.poll(4, Duration::from_millis(50)).await.unwrap() {
-            seen.push(r.offset);
+            // Each record's own value, not only its offset: a poll that goes on inside
+            // a batch must go on at the right byte too.
+            seen.push((r.offset, String::from_utf8(r.value).unwrap()));
         }
     }
-    assert_eq!(seen, (3..20).collect::<Vec<_>>(), "small polls");
+    assert_eq!(
+        seen,
+        (3..20u64).map(|i| (i, i.to_string())).collect::<Vec<_>>(),
+        "small polls"
+    );
     assert!(
         beyond
             .poll(10, Duration::from_millis(50))
@@ -178,12 +163,16 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
             .is_empty()
     );
     produce(20, 10).await;
-    let tail: Vec<u64> = drain(&mut from_start, 10)
+    let tail: Vec<(u64, String)> = drain(&mut from_start, 10)
         .await
-        .iter()
-        .map(|r| r.offset)
+        .into_iter()
+        .map(|r| (r.offset, String::from_utf8(r.value).unwrap()))
         .collect();
-    assert_eq!(tail, (20..30).collect::<Vec<_>>(), "appended after the end");
+    assert_eq!(
+        tail,
+        (20..30u64).map(|i| (i, i.to_string())).collect::<Vec<_>>(),
+        "appended after the end"
+    );
     let beyond_got: Vec<u64> = drain(&mut beyond, 5)
         .await
         .iter()
@@ -200,18 +189,10 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
 pub async fn many_partitions_large_batch<L: Log>(log: &L, ns: &str) {
     let t_large = format!("{ns}t.large");
     log.ensure_topic(&spec(&t_large, 32)).await.unwrap();
-    let records: Vec<_> = (0..50_000)
-        .map(|i| record(&format!("SYM{}", i % 300), format!("{i:08}")))
-        .collect();
-    log.produce(
-        vec![TopicBatch {
-            topic: t_large.clone(),
-            records,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    let records = (0..50_000).map(|i| (format!("SYM{}", i % 300), format!("{i:08}")));
+    log.produce(vec![batch(&t_large, records)], None)
+        .await
+        .unwrap();
     let mut c = log.consumer(all_from_start(&t_large, 32)).unwrap();
     let got = drain(&mut c, 50_000).await;
     assert_eq!(got.len(), 50_000);
@@ -280,15 +261,9 @@ pub async fn group_offsets_and_checkpoints<L: Log>(log: &L, ns: &str) {
         source: source.clone(),
         state: b"42".to_vec(),
     };
-    log.produce(
-        vec![TopicBatch {
-            topic: t_groups.clone(),
-            records: vec![record("k", "v".into())],
-        }],
-        Some(cp),
-    )
-    .await
-    .unwrap();
+    log.produce(vec![batch(&t_groups, [("k", "v")])], Some(cp))
+        .await
+        .unwrap();
     assert_eq!(
         log.source_checkpoints(std::slice::from_ref(&source))
             .await
@@ -337,18 +312,10 @@ pub async fn run_all<L: Log>(log: &L, ns: &str) {
 pub async fn survives_reopen<L: Log>(log: L, reopen: impl AsyncFnOnce() -> L, ns: &str) {
     let topic = format!("{ns}t.restart");
     log.ensure_topic(&spec(&topic, 2)).await.unwrap();
-    let records = (0..100)
-        .map(|i| record(&format!("k{i}"), format!("{i}")))
-        .collect();
-    log.produce(
-        vec![TopicBatch {
-            topic: topic.clone(),
-            records,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    let records = (0..100).map(|i| (format!("k{i}"), format!("{i}")));
+    log.produce(vec![batch(&topic, records)], None)
+        .await
+        .unwrap();
     drop(log);
     let log = reopen().await;
     assert_eq!(

@@ -115,9 +115,9 @@ impl EmbeddedLog {
             .map_err(|e| LogError::storage("starting append", e))?;
         let mut appended = 0usize;
         for (batch, spec) in batches.iter().zip(&specs) {
-            let mut by_partition: Vec<Vec<&Record>> = vec![Vec::new(); spec.partitions as usize];
-            for record in &batch.records {
-                by_partition[partition_for(&record.key, spec.partitions) as usize].push(record);
+            let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); spec.partitions as usize];
+            for record in batch.iter() {
+                by_partition[partition_for(record.key, spec.partitions) as usize].push(record);
             }
             for (partition, records) in by_partition.iter().enumerate() {
                 if records.is_empty() {
@@ -135,7 +135,7 @@ impl EmbeddedLog {
                 write_batch(records, slot.as_mut());
                 appended += records.len();
             }
-            metrics::records_appended(&batch.topic, batch.records.len());
+            metrics::records_appended(&batch.topic, batch.len());
         }
         if let Some(cp) = checkpoint {
             let mut table = txn
@@ -168,7 +168,7 @@ fn end_offset<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64> {
 /// Batch layout: record count (u32 LE), then per record: timestamp (i64 LE),
 /// key length (u32 LE), key, value length (u32 LE), value.
 /// The stored size of a batch of `records`.
-fn batch_size(records: &[&Record]) -> usize {
+fn batch_size(records: &[Record]) -> usize {
     4 + records
         .iter()
         .map(|r| 16 + r.key.len() + r.value.len())
@@ -176,7 +176,7 @@ fn batch_size(records: &[&Record]) -> usize {
 }
 
 /// Writes `records` as a batch into `out`, [`batch_size`] bytes long.
-fn write_batch(records: &[&Record], out: &mut [u8]) {
+fn write_batch(records: &[Record], out: &mut [u8]) {
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
         out[at..at + bytes.len()].copy_from_slice(bytes);
@@ -186,9 +186,9 @@ fn write_batch(records: &[&Record], out: &mut [u8]) {
     for r in records {
         put(&r.timestamp_ms.to_le_bytes());
         put(&(r.key.len() as u32).to_le_bytes());
-        put(&r.key);
+        put(r.key);
         put(&(r.value.len() as u32).to_le_bytes());
-        put(&r.value);
+        put(r.value);
     }
 }
 
@@ -199,47 +199,48 @@ fn batch_len(bytes: &[u8]) -> Result<u32> {
         .ok_or_else(|| LogError::Corrupt("record batch shorter than its header".into()))
 }
 
-/// Decodes the records of a batch at `base`, skipping those before `from`.
-fn decode_batch(
+/// Decodes the records of a batch from byte `at` on, `offset` being the offset of the record
+/// there and `end` one past the batch's last; records before `from` are skipped, and
+/// decoding stops once `out` holds `max`. Returns the byte and the offset it stopped at.
+#[allow(clippy::too_many_arguments)]
+fn decode_records(
     bytes: &[u8],
-    base: u64,
+    mut at: usize,
+    mut offset: u64,
+    end: u64,
     from: u64,
     max: usize,
-    topic: &Arc<str>,
-    partition: u32,
+    (topic, partition): (&Arc<str>, u32),
     out: &mut Vec<ConsumedRecord>,
-) -> Result<()> {
-    let corrupt = || LogError::Corrupt(format!("record batch at {topic}/{partition}@{base}"));
-    let count = batch_len(bytes)?;
-    let mut pos = 4usize;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        let s = bytes.get(pos..pos + n).ok_or_else(corrupt)?;
-        pos += n;
-        Ok(s)
-    };
-    for i in 0..u64::from(count) {
+) -> Result<(usize, u64)> {
+    while offset < end && out.len() < max {
+        let here = offset;
+        let corrupt =
+            || LogError::Corrupt(format!("record batch of {topic}/{partition} at {here}"));
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = bytes.get(at..at + n).ok_or_else(corrupt)?;
+            at += n;
+            Ok(s)
+        };
         let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
         let klen = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
         let key = take(klen)?;
         let vlen = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
         let value = take(vlen)?;
-        let offset = base + i;
-        if offset < from {
+        offset += 1;
+        if offset <= from {
             continue;
-        }
-        if out.len() >= max {
-            break;
         }
         out.push(ConsumedRecord {
             topic: topic.clone(),
             partition,
-            offset,
+            offset: offset - 1,
             key: key.to_vec(),
             value: value.to_vec(),
             timestamp_ms: ts,
         });
     }
-    Ok(())
+    Ok((at, offset))
 }
 
 /// Opens (creating it and its directory if needed) a redb file that several processes
@@ -421,6 +422,7 @@ impl Log for EmbeddedLog {
                 partition: a.partition,
                 next: a.offset,
                 batch: None,
+                held: None,
             })
             .collect();
         Ok(EmbeddedConsumer {
@@ -494,6 +496,18 @@ struct Position {
     next: u64,
     /// Base offset of the batch holding `next`, once known.
     batch: Option<u64>,
+    /// The batch holding `next`, when a poll stopped inside it.
+    held: Option<Held>,
+}
+
+/// A stored batch a poll stopped inside, and where.
+struct Held {
+    base: u64,
+    count: u64,
+    bytes: Vec<u8>,
+    /// The byte at which the record at `offset` (the position's `next`) starts.
+    at: usize,
+    offset: u64,
 }
 
 /// Reads assigned partitions of an [`EmbeddedLog`].
@@ -544,6 +558,29 @@ impl EmbeddedConsumer {
                     .map_or((pos.next, false), |(base, _)| (base.value(), true)),
             };
             while out.len() < limit {
+                let coordinates = (&pos.topic, pos.partition);
+                if let Some(held) = pos.held.as_mut() {
+                    // The rest of a batch a poll stopped inside.
+                    let end = held.base + held.count;
+                    let (at, offset) = decode_records(
+                        &held.bytes,
+                        held.at,
+                        held.offset,
+                        end,
+                        pos.next,
+                        limit,
+                        coordinates,
+                        &mut out,
+                    )?;
+                    pos.next = offset;
+                    if offset < end {
+                        (held.at, held.offset) = (at, offset);
+                        break;
+                    }
+                    base = end;
+                    pos.held = None;
+                    continue;
+                }
                 let Some(batch) = table
                     .get(base)
                     .map_err(|e| LogError::storage("reading log", e))?
@@ -553,23 +590,23 @@ impl EmbeddedConsumer {
                 known = true;
                 let bytes = batch.value();
                 let count = u64::from(batch_len(bytes)?);
-                let before = out.len();
-                decode_batch(
-                    bytes,
-                    base,
-                    pos.next,
-                    limit,
-                    &pos.topic,
-                    pos.partition,
-                    &mut out,
-                )?;
-                if let Some(last) = out[before..].last() {
-                    pos.next = pos.next.max(last.offset + 1);
+                let end = base + count;
+                let (at, offset) =
+                    decode_records(bytes, 4, base, end, pos.next, limit, coordinates, &mut out)?;
+                pos.next = pos.next.max(offset);
+                if offset < end {
+                    // The rest is for the next poll: kept, so that poll neither reads the
+                    // batch again nor decodes it from the start up to here.
+                    pos.held = Some(Held {
+                        base,
+                        count,
+                        bytes: bytes.to_vec(),
+                        at,
+                        offset,
+                    });
+                    break;
                 }
-                if pos.next < base + count {
-                    break; // the rest of this batch is for the next poll
-                }
-                base += count;
+                base = end;
             }
             // Unknown until a batch is seen: the first one may start below `next`.
             pos.batch = known.then_some(base);

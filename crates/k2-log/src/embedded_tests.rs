@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::conformance::{self, record, spec};
-use crate::{EmbeddedLog, Log, LogConsumer, PartitionOffset, TopicBatch};
+use crate::conformance::{self, batch, spec};
+use crate::{EmbeddedLog, Log, LogConsumer, PartitionOffset};
 
 fn fresh() -> (tempfile::TempDir, EmbeddedLog) {
     let dir = tempfile::tempdir().unwrap();
@@ -40,13 +40,7 @@ async fn a_waiting_consumer_wakes_on_append() {
     let handle = tokio::spawn(async move {
         tokio::task::yield_now().await;
         producer
-            .produce(
-                vec![TopicBatch {
-                    topic: "t.wake".into(),
-                    records: vec![record("k", "v".into())],
-                }],
-                None,
-            )
+            .produce(vec![batch("t.wake", [("k", "v")])], None)
             .await
     });
     let got = c.poll(10, Duration::from_secs(10)).await.unwrap();

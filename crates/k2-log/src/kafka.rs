@@ -33,8 +33,8 @@ use tokio::sync::Notify;
 
 use crate::error::{LogError, Result};
 use crate::log::{
-    CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
-    TopicBatch, TopicSpec,
+    CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, SourceCheckpoint, TopicBatch,
+    TopicSpec,
 };
 use crate::metrics;
 use crate::partitioner::partition_for;
@@ -595,29 +595,29 @@ impl KafkaLog {
         let sends = batches
             .iter()
             .zip(&partitions)
-            .map(|(b, &n)| self.send_all(&b.topic, n, &b.records));
+            .map(|(b, &n)| self.send_all(&b.topic, n, b));
         for (result, b) in join_all(sends).await.into_iter().zip(&batches) {
             if result.is_err() {
                 self.partition_counts().remove(&b.topic);
             }
             result?;
-            metrics::records_appended(&b.topic, b.records.len());
+            metrics::records_appended(&b.topic, b.len());
         }
         if let Some(cp) = checkpoint {
-            let record = Record {
-                key: cp.source.into_bytes(),
-                value: cp.state,
-                timestamp_ms: chrono::Utc::now().timestamp_millis(),
-            };
-            self.send_all(CHECKPOINT_TOPIC, 1, std::slice::from_ref(&record))
-                .await?;
+            let mut record = TopicBatch::new(CHECKPOINT_TOPIC);
+            record.push(
+                cp.source.as_bytes(),
+                &cp.state,
+                chrono::Utc::now().timestamp_millis(),
+            );
+            self.send_all(CHECKPOINT_TOPIC, 1, &record).await?;
         }
         metrics::append_latency(started.elapsed());
         Ok(())
     }
 
     /// Sends records and waits for all their delivery reports.
-    async fn send_all(&self, topic: &str, partitions: u32, records: &[Record]) -> Result<()> {
+    async fn send_all(&self, topic: &str, partitions: u32, records: &TopicBatch) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -628,10 +628,10 @@ impl KafkaLog {
             done: Notify::new(),
         });
         for (i, r) in records.iter().enumerate() {
-            let partition = partition_for(&r.key, partitions) as i32;
+            let partition = partition_for(r.key, partitions) as i32;
             let mut record = BaseRecord::with_opaque_to(topic, pending.clone())
-                .key(r.key.as_slice())
-                .payload(r.value.as_slice())
+                .key(r.key)
+                .payload(r.value)
                 .partition(partition)
                 .timestamp(r.timestamp_ms);
             loop {
@@ -946,14 +946,12 @@ impl Log for KafkaLog {
     }
 
     async fn publish_dead_letters(&self, letters: &[crate::DeadLetter]) -> Result<()> {
-        let records: Vec<Record> = letters
-            .iter()
-            .map(|l| Record {
-                key: l.source.as_bytes().to_vec(),
-                value: serde_json::to_vec(l).expect("a dead letter serialises"),
-                timestamp_ms: l.rejected_at_us / 1000,
-            })
-            .collect();
+        let mut records = TopicBatch::new(DEAD_LETTER_TOPIC);
+        for l in letters {
+            records.push_with(l.source.as_bytes(), l.rejected_at_us / 1000, |out| {
+                serde_json::to_writer(out, l).expect("a dead letter serialises")
+            });
+        }
         self.send_all(DEAD_LETTER_TOPIC, 1, &records).await
     }
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::conformance::{self, record, spec};
-use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, Registry, TopicBatch};
+use crate::conformance::{self, batch, spec};
+use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, Registry};
 
 fn bootstrap() -> Option<String> {
     k2_model::testing::service("K2_TEST_KAFKA_BOOTSTRAP")
@@ -83,13 +83,7 @@ async fn producing_to_a_missing_topic_is_refused() {
     let log = connect(&bootstrap, dir.path()).await;
     let topic = format!("{}missing", namespace());
     let err = log
-        .produce(
-            vec![TopicBatch {
-                topic: topic.clone(),
-                records: vec![record("k", "v".into())],
-            }],
-            None,
-        )
+        .produce(vec![batch(&topic, [("k", "v")])], None)
         .await
         .unwrap_err();
     assert!(

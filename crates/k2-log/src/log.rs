@@ -51,20 +51,92 @@ impl TopicSpec {
     }
 }
 
-/// One record to append.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+/// One record of a [`TopicBatch`], where it lies in the batch's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
     /// Producer time, milliseconds since the epoch.
     pub timestamp_ms: i64,
 }
 
-/// Records bound for one topic.
-#[derive(Clone, Debug)]
+/// Records bound for one topic, their keys and values back to back in one buffer: a
+/// record appended costs no allocation of its own, and a backend reads each key and value
+/// where it lies (the embedded log copies them into its page, librdkafka into its queue).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicBatch {
     pub topic: String,
-    pub records: Vec<Record>,
+    bytes: Vec<u8>,
+    records: Vec<Span>,
+}
+
+/// Where a record lies in its batch's buffer: the key at `start`, the value right after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    key_len: usize,
+    value_len: usize,
+    timestamp_ms: i64,
+}
+
+impl TopicBatch {
+    pub fn new(topic: impl Into<String>) -> TopicBatch {
+        TopicBatch::with_capacity(topic, 0, 0)
+    }
+
+    /// Room for `records` records of `bytes` bytes of keys and values in all.
+    pub fn with_capacity(topic: impl Into<String>, records: usize, bytes: usize) -> TopicBatch {
+        TopicBatch {
+            topic: topic.into(),
+            bytes: Vec::with_capacity(bytes),
+            records: Vec::with_capacity(records),
+        }
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) {
+        self.push_with(key, timestamp_ms, |out| out.extend_from_slice(value));
+    }
+
+    /// Appends a record whose value `write` appends to the buffer it is given (an encoder
+    /// writes straight into the batch).
+    pub fn push_with(&mut self, key: &[u8], timestamp_ms: i64, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        write(&mut self.bytes);
+        self.records.push(Span {
+            start,
+            key_len: key.len(),
+            value_len: self.bytes.len() - start - key.len(),
+            timestamp_ms,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Bytes of keys and values in all.
+    pub fn payload_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The records in the order they were appended.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'_>> + Clone + '_ {
+        self.records.iter().map(|s| {
+            let (key, value) =
+                self.bytes[s.start..s.start + s.key_len + s.value_len].split_at(s.key_len);
+            Record {
+                key,
+                value,
+                timestamp_ms: s.timestamp_ms,
+            }
+        })
+    }
 }
 
 /// Progress of a source (e.g. how far into a file), stored under a source key.

@@ -833,24 +833,11 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
         let foreign = k2_log::KafkaLog::connect(options, k2_log::Registry::Local(schemas))
             .await
             .unwrap();
-        let bad = |value: Vec<u8>| k2_log::Record {
-            key: b"BHP".to_vec(),
-            value,
-            timestamp_ms: 1_700_000_000_000,
-        };
-        foreign
-            .produce(
-                vec![k2_log::TopicBatch {
-                    topic: "market.equities.trades.asx".into(),
-                    records: vec![
-                        bad(vec![0, 0, 0, 0x27, 0x0f, 1, 2, 3]),
-                        bad(b"not avro".to_vec()),
-                    ],
-                }],
-                None,
-            )
-            .await
-            .unwrap();
+        let mut bad = k2_log::TopicBatch::new("market.equities.trades.asx");
+        for value in [&[0, 0, 0, 0x27, 0x0f, 1, 2, 3][..], b"not avro"] {
+            bad.push(b"BHP", value, 1_700_000_000_000);
+        }
+        foreign.produce(vec![bad], None).await.unwrap();
         assert_eq!(foreign.close(Duration::from_secs(10)), 0);
     });
     let out = run_ok(

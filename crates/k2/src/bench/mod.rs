@@ -394,22 +394,11 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
                 platform_sequence: None,
                 vendor_data: None,
             };
-            let mut value = Vec::with_capacity(256);
-            avro::encode(&MarketRecord::Trade(trade), schema_id, &mut value);
-            let record = k2_log::Record {
-                key: b"LAT".to_vec(),
-                value,
-                timestamp_ms: now / 1000,
-            };
-            app.log
-                .produce(
-                    vec![k2_log::TopicBatch {
-                        topic: topic.to_string(),
-                        records: vec![record],
-                    }],
-                    None,
-                )
-                .await?;
+            let mut batch = k2_log::TopicBatch::new(topic);
+            batch.push_with(b"LAT", now / 1000, |out| {
+                avro::encode(&MarketRecord::Trade(trade), schema_id, out)
+            });
+            app.log.produce(vec![batch], None).await?;
             let produced = Instant::now();
             let sql = format!("SELECT count(*) AS n FROM trades WHERE trade_id = '{trade_id}'");
             let deadline = produced + Duration::from_secs(120);
