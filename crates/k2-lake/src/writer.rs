@@ -35,7 +35,7 @@ use k2_log::{
     DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE, Log, LogConsumer, PartitionOffset,
     PayloadDecoder, SchemaStore, Undecodable,
 };
-use k2_model::{MarketRecord, MessageId, TopicName, exchange};
+use k2_model::{MessageId, TopicName, exchange};
 use k2_pipeline::{BreakerConfig, DedupConfig, RetryPolicy, SequenceConfig};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -1016,8 +1016,7 @@ async fn write_and_commit(
     } = batch;
     // Sorted by symbol, then time, with the source sequence and the (unique) id as a
     // deterministic tie-break; references are sorted, the rows stay where they are.
-    let mut order: Vec<&Row> = rows.iter().collect();
-    order.sort_unstable_by(|a, b| sort_key(&a.record).cmp(&sort_key(&b.record)));
+    let order = sorted(&rows);
     let files = {
         let (order, name, table, arrow_schema) = (&order, &name, &table, &arrow_schema);
         deps.storage
@@ -1084,13 +1083,46 @@ async fn write_and_commit(
     })
 }
 
-fn sort_key(r: &MarketRecord) -> (&str, i64, i64, MessageId) {
-    (
-        r.symbol(),
-        r.event_time_us().unwrap_or(0),
-        r.source_sequence().unwrap_or(-1),
-        r.message_id(),
-    )
+/// The rows in the table's sort order: symbol, then time, with the source sequence and the
+/// (unique) id as a deterministic tie-break. Symbols are ranked once, so the sort compares
+/// integers, not strings.
+fn sorted(rows: &[Row]) -> Vec<&Row> {
+    let mut ranks: HashMap<&str, u32> = HashMap::new();
+    let mut last: Option<(&str, u32)> = None;
+    let mut keys: Vec<(u32, i64, i64, MessageId, u32)> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let r = &row.record;
+        let symbol = r.symbol();
+        // Rows come in runs of one symbol: most lookups are the last one.
+        let rank = match last {
+            Some((s, rank)) if s == symbol => rank,
+            _ => {
+                let next = ranks.len() as u32;
+                let rank = *ranks.entry(symbol).or_insert(next);
+                last = Some((symbol, rank));
+                rank
+            }
+        };
+        keys.push((
+            rank,
+            r.event_time_us().unwrap_or(0),
+            r.source_sequence().unwrap_or(-1),
+            r.message_id(),
+            i as u32,
+        ));
+    }
+    // Ranks in first-seen order become ranks in symbol order.
+    let mut by_name: Vec<(&str, u32)> = ranks.into_iter().collect();
+    by_name.sort_unstable();
+    let mut order = vec![0u32; by_name.len()];
+    for (position, (_, rank)) in by_name.iter().enumerate() {
+        order[*rank as usize] = position as u32;
+    }
+    for key in &mut keys {
+        key.0 = order[key.0 as usize];
+    }
+    keys.sort_unstable();
+    keys.into_iter().map(|k| &rows[k.4 as usize]).collect()
 }
 
 /// With dedup shared in Redis: claims the ids of the pending rows for this batch before
@@ -1303,4 +1335,72 @@ async fn write_files(
         files.extend(written.map_err(|e| LakeError::catalog(format!("writing {t} data"), e))?);
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use k2_model::{AssetClass, Decimal8, MarketRecord, Trade, TradeSide};
+
+    use super::*;
+
+    fn row(symbol: &str, time: i64, sequence: Option<i64>, id: u128) -> Row {
+        let one = Decimal8::from_units(100_000_000).unwrap();
+        Row {
+            record: MarketRecord::Trade(Trade {
+                message_id: MessageId::from_u128(id),
+                trade_id: id.to_string().as_str().into(),
+                symbol: symbol.into(),
+                exchange: "ASX".into(),
+                asset_class: AssetClass::Equities,
+                timestamp_us: time,
+                receive_timestamp_us: time,
+                price: one,
+                quantity: one,
+                currency: "AUD".into(),
+                side: TradeSide::Unknown,
+                trade_conditions: Vec::new(),
+                source_sequence: sequence,
+                ingestion_timestamp_us: time,
+                platform_sequence: None,
+                vendor_data: None,
+            }),
+            trade_date: 0,
+        }
+    }
+
+    #[test]
+    fn rows_sort_by_symbol_time_sequence_then_id() {
+        // Symbols first seen out of order, runs broken up, ties on time and sequence.
+        let rows = vec![
+            row("WBC", 5, None, 1),
+            row("BHP", 9, Some(2), 2),
+            row("BHP", 9, Some(1), 3),
+            row("ANZ", 7, None, 9),
+            row("ANZ", 7, None, 4),
+            row("WBC", 1, Some(0), 5),
+            row("BHP", 3, None, 6),
+            row("AN", 100, None, 7),
+        ];
+        let order: Vec<u128> = sorted(&rows)
+            .iter()
+            .map(|r| r.record.message_id().as_u128())
+            .collect();
+        assert_eq!(order, vec![7, 4, 9, 6, 3, 2, 5, 1]);
+        // The same order as comparing the full keys, strings and all.
+        let mut by_keys: Vec<&Row> = rows.iter().collect();
+        by_keys.sort_by_key(|r| {
+            let r = &r.record;
+            (
+                r.symbol().to_string(),
+                r.event_time_us().unwrap_or(0),
+                r.source_sequence().unwrap_or(-1),
+                r.message_id(),
+            )
+        });
+        let expected: Vec<u128> = by_keys
+            .iter()
+            .map(|r| r.record.message_id().as_u128())
+            .collect();
+        assert_eq!(order, expected);
+    }
 }
