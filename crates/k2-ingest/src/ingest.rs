@@ -157,6 +157,7 @@ struct Encoder {
 impl Encoder {
     /// Appends `records`, encoded, to a batch for `topic`.
     fn batch(&self, topic: &str, records: &mut [MarketRecord], now_us: i64) -> TopicBatch {
+        // An ASX trade is about 170 bytes of key and Avro value; the batch grows if not.
         let mut batch = TopicBatch::with_capacity(topic, records.len(), records.len() * 192);
         for rec in records {
             encode(rec, self.ids[&rec.data_type()], now_us, &mut batch);

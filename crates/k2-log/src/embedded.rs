@@ -199,27 +199,32 @@ fn batch_len(bytes: &[u8]) -> Result<u32> {
         .ok_or_else(|| LogError::Corrupt("record batch shorter than its header".into()))
 }
 
-/// Decodes the records of a batch from byte `at` on, `offset` being the offset of the record
-/// there and `end` one past the batch's last; records before `from` are skipped, and
-/// decoding stops once `out` holds `max`. Returns the byte and the offset it stopped at.
-#[allow(clippy::too_many_arguments)]
+/// Where decoding a stored batch stands: the record at `offset` starts at byte `at`, and
+/// `end` is one past the batch's last offset.
+struct Cursor {
+    at: usize,
+    offset: u64,
+    end: u64,
+}
+
+/// Decodes the records of a batch from `cursor` on, skipping those before `from`, until the
+/// batch ends or `out` holds `max`; the cursor is left where decoding stopped.
 fn decode_records(
     bytes: &[u8],
-    mut at: usize,
-    mut offset: u64,
-    end: u64,
+    cursor: &mut Cursor,
     from: u64,
     max: usize,
     (topic, partition): (&Arc<str>, u32),
     out: &mut Vec<ConsumedRecord>,
-) -> Result<(usize, u64)> {
-    while offset < end && out.len() < max {
-        let here = offset;
+) -> Result<()> {
+    let Cursor { at, offset, end } = cursor;
+    while *offset < *end && out.len() < max {
+        let here = *offset;
         let corrupt =
             || LogError::Corrupt(format!("record batch of {topic}/{partition} at {here}"));
         let mut take = |n: usize| -> Result<&[u8]> {
-            let s = bytes.get(at..at + n).ok_or_else(corrupt)?;
-            at += n;
+            let s = bytes.get(*at..*at + n).ok_or_else(corrupt)?;
+            *at += n;
             Ok(s)
         };
         let ts = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
@@ -227,20 +232,20 @@ fn decode_records(
         let key = take(klen)?;
         let vlen = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
         let value = take(vlen)?;
-        offset += 1;
-        if offset <= from {
+        *offset += 1;
+        if here < from {
             continue;
         }
         out.push(ConsumedRecord {
             topic: topic.clone(),
             partition,
-            offset: offset - 1,
+            offset: here,
             key: key.to_vec(),
             value: value.to_vec(),
             timestamp_ms: ts,
         });
     }
-    Ok((at, offset))
+    Ok(())
 }
 
 /// Opens (creating it and its directory if needed) a redb file that several processes
@@ -500,14 +505,11 @@ struct Position {
     held: Option<Held>,
 }
 
-/// A stored batch a poll stopped inside, and where.
+/// A stored batch a poll stopped inside, and where (the cursor's offset is the
+/// position's `next`).
 struct Held {
-    base: u64,
-    count: u64,
     bytes: Vec<u8>,
-    /// The byte at which the record at `offset` (the position's `next`) starts.
-    at: usize,
-    offset: u64,
+    cursor: Cursor,
 }
 
 /// Reads assigned partitions of an [`EmbeddedLog`].
@@ -561,23 +563,13 @@ impl EmbeddedConsumer {
                 let coordinates = (&pos.topic, pos.partition);
                 if let Some(held) = pos.held.as_mut() {
                     // The rest of a batch a poll stopped inside.
-                    let end = held.base + held.count;
-                    let (at, offset) = decode_records(
-                        &held.bytes,
-                        held.at,
-                        held.offset,
-                        end,
-                        pos.next,
-                        limit,
-                        coordinates,
-                        &mut out,
-                    )?;
-                    pos.next = offset;
-                    if offset < end {
-                        (held.at, held.offset) = (at, offset);
+                    let cursor = &mut held.cursor;
+                    decode_records(&held.bytes, cursor, pos.next, limit, coordinates, &mut out)?;
+                    pos.next = cursor.offset;
+                    if cursor.offset < cursor.end {
                         break;
                     }
-                    base = end;
+                    base = cursor.end;
                     pos.held = None;
                     continue;
                 }
@@ -589,24 +581,23 @@ impl EmbeddedConsumer {
                 };
                 known = true;
                 let bytes = batch.value();
-                let count = u64::from(batch_len(bytes)?);
-                let end = base + count;
-                let (at, offset) =
-                    decode_records(bytes, 4, base, end, pos.next, limit, coordinates, &mut out)?;
-                pos.next = pos.next.max(offset);
-                if offset < end {
+                let mut cursor = Cursor {
+                    at: 4,
+                    offset: base,
+                    end: base + u64::from(batch_len(bytes)?),
+                };
+                decode_records(bytes, &mut cursor, pos.next, limit, coordinates, &mut out)?;
+                pos.next = pos.next.max(cursor.offset);
+                if cursor.offset < cursor.end {
                     // The rest is for the next poll: kept, so that poll neither reads the
                     // batch again nor decodes it from the start up to here.
                     pos.held = Some(Held {
-                        base,
-                        count,
                         bytes: bytes.to_vec(),
-                        at,
-                        offset,
+                        cursor,
                     });
                     break;
                 }
-                base = end;
+                base = cursor.end;
             }
             // Unknown until a batch is seen: the first one may start below `next`.
             pos.batch = known.then_some(base);

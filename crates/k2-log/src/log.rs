@@ -120,11 +120,6 @@ impl TopicBatch {
         self.records.is_empty()
     }
 
-    /// Bytes of keys and values in all.
-    pub fn payload_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// The records in the order they were appended.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'_>> + Clone + '_ {
         self.records.iter().map(|s| {
