@@ -5,7 +5,7 @@
 //! log's database, because the ids describe the bytes in the log; with Kafka they live in
 //! their own file in the data directory, and K2 serves them over the registry REST API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableErro
 
 use crate::embedded::{EmbeddedLog, blocking, open_shared};
 use crate::error::{LogError, Result};
+use crate::log::ConsumedRecord;
 
 const SCHEMAS: TableDefinition<u32, &str> = TableDefinition::new("schemas");
 const SCHEMA_IDS: TableDefinition<&str, u32> = TableDefinition::new("schema_ids");
@@ -521,7 +522,7 @@ pub struct Undecodable {
 /// remembering what record type each schema id is.
 #[derive(Default)]
 pub struct PayloadDecoder {
-    known: HashMap<u32, Option<DataType>>,
+    known: HashMap<u32, DataType>,
 }
 
 impl PayloadDecoder {
@@ -533,28 +534,64 @@ impl PayloadDecoder {
         payload: &[u8],
         expected: DataType,
     ) -> Result<std::result::Result<MarketRecord, Undecodable>> {
-        let bad = |kind, reason| Ok(Err(Undecodable { kind, reason }));
+        if let Ok(id) = avro::schema_id(payload) {
+            self.learn_id(store, id).await?;
+        }
+        Ok(self.decode_known(payload, expected))
+    }
+
+    /// Looks up in the store, once each, the schema ids of these records the decoder does
+    /// not know yet; afterwards [`PayloadDecoder::decode_known`] decodes them without it.
+    /// Only a failure to reach the schema store is an error.
+    pub async fn learn<S: SchemaStore>(
+        &mut self,
+        store: &S,
+        records: &[ConsumedRecord],
+    ) -> Result<()> {
+        let (mut asked, mut last) = (HashSet::new(), None);
+        for record in records {
+            let Ok(id) = avro::schema_id(&record.value) else {
+                continue;
+            };
+            // Payloads come in runs of one schema: one map lookup per run.
+            if last.replace(id) != Some(id) && asked.insert(id) {
+                self.learn_id(store, id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn learn_id<S: SchemaStore>(&mut self, store: &S, id: u32) -> Result<()> {
+        if self.known.contains_key(&id) {
+            return Ok(());
+        }
+        let dt = store.schema(id).await?.and_then(|text| {
+            DataType::ALL
+                .iter()
+                .copied()
+                .find(|&dt| avro::schema_for(dt) == text)
+        });
+        // An unknown id is not remembered: it may be registered later (dead-letter replay),
+        // and the next lookup asks again.
+        if let Some(dt) = dt {
+            self.known.insert(id, dt);
+        }
+        Ok(())
+    }
+
+    /// The record, or why the payload is not a `expected` record, with the schemas learned
+    /// so far: an id [`PayloadDecoder::learn`] has not found is an unknown schema.
+    pub fn decode_known(
+        &self,
+        payload: &[u8],
+        expected: DataType,
+    ) -> std::result::Result<MarketRecord, Undecodable> {
+        let bad = |kind, reason| Err(Undecodable { kind, reason });
         let id = match avro::schema_id(payload) {
             Ok(id) => id,
             Err(e) => return bad("framing", e.to_string()),
         };
-        let known = match self.known.get(&id) {
-            Some(known) => *known,
-            None => {
-                let dt = store.schema(id).await?.and_then(|text| {
-                    DataType::ALL
-                        .iter()
-                        .copied()
-                        .find(|&dt| avro::schema_for(dt) == text)
-                });
-                // An unknown id is not cached: it may be registered later (dead-letter replay).
-                if dt.is_some() {
-                    self.known.insert(id, dt);
-                }
-                dt
-            }
-        };
-        let Some(dt) = known else {
+        let Some(dt) = self.known.get(&id).copied() else {
             return bad(
                 "unknown_schema",
                 format!("schema id {id} is not a K2 record schema"),
@@ -563,11 +600,9 @@ impl PayloadDecoder {
         if dt != expected {
             return bad("wrong_type", format!("a {dt} record on a {expected} topic"));
         }
-        Ok(
-            avro::decode_datum(dt, &payload[avro::HEADER_LEN..]).map_err(|e| Undecodable {
-                kind: "undecodable",
-                reason: e.to_string(),
-            }),
-        )
+        avro::decode_datum(dt, &payload[avro::HEADER_LEN..]).map_err(|e| Undecodable {
+            kind: "undecodable",
+            reason: e.to_string(),
+        })
     }
 }
