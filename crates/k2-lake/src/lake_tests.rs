@@ -1521,3 +1521,172 @@ async fn pruned_files_never_change_an_answer() {
     // A day with no trades plans no file at all.
     assert_eq!(planned("trade_date > DATE '2014-03-20'").await, 0);
 }
+
+/// Synthetic trades of `companies` companies ingested into `log`.
+async fn ingest_synthetic(log: &EmbeddedLog, dlq: &DeadLetterStore, companies: u32, rows: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    k2_ingest::synthetic::write_asx_trades(dir.path(), companies, rows, 1).unwrap();
+    k2_ingest::ingest_asx(log, dlq, dir.path(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+}
+
+/// Snapshot ids of the table's main ancestry, newest first.
+fn ancestry(table: &iceberg::table::Table) -> Vec<i64> {
+    let m = table.metadata();
+    let mut out = Vec::new();
+    let mut at = m.current_snapshot();
+    while let Some(s) = at {
+        out.push(s.snapshot_id());
+        at = s.parent_snapshot_id().and_then(|p| m.snapshot_by_id(p));
+    }
+    out
+}
+
+/// Rows in the trades table.
+async fn trade_rows(l: &Lake) -> usize {
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    let batches = engine
+        .sql("SELECT count(*) FROM market_data.trades")
+        .await
+        .unwrap();
+    batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0) as usize
+}
+
+/// A warehouse location as a local path.
+fn local(location: &str) -> PathBuf {
+    let path = location
+        .strip_prefix("file://")
+        .or_else(|| location.strip_prefix("file:"))
+        .unwrap_or(location);
+    PathBuf::from(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
+    use iceberg::Catalog;
+    use iceberg::transaction::ApplyTransactionAction;
+
+    use crate::retention;
+    use crate::writer::{committed_offsets, source_snapshot};
+
+    let l = lake().await;
+    let trades = || async {
+        l.catalog
+            .load_table(&LakeTable::Trades.ident())
+            .await
+            .unwrap()
+    };
+    // The metadata log names only the last 3 files, so that files go with a few commits.
+    crate::ensure_tables(l.catalog.as_ref()).await.unwrap();
+    let tx = iceberg::transaction::Transaction::new(&trades().await);
+    let tx = tx
+        .update_table_properties()
+        .set("write.metadata.previous-versions-max".into(), "3".into())
+        .apply(tx)
+        .unwrap();
+    tx.commit(l.catalog.as_ref()).await.unwrap();
+    // Writer "" commits several snapshots; then writer "b", reading its own log (the
+    // sample), one.
+    ingest_synthetic(&l.log, &l.dlq, 3, 20_000).await;
+    let small_batches = WriterOptions {
+        max_rows: 4_000,
+        poll_records: 1_000,
+        ..Default::default()
+    };
+    write_with(&l, small_batches.clone()).await;
+    let log_b = EmbeddedLog::open(&l._dir.path().join("log-b.redb")).unwrap();
+    k2_ingest::ingest_asx(&log_b, &l.dlq, &sample(), &Default::default(), &mut |_| {})
+        .await
+        .unwrap();
+    let b_options = WriterOptions {
+        source: "b".into(),
+        until_caught_up: true,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    writer::run(
+        &log_b,
+        l.catalog.clone(),
+        &l.dlq,
+        &b_options,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    let table = trades().await;
+    let chain = ancestry(&table);
+    assert!(chain.len() >= 6, "{chain:?}");
+    let offsets = |t: &iceberg::table::Table| {
+        (
+            committed_offsets(t, "").unwrap(),
+            committed_offsets(t, "b").unwrap(),
+        )
+    };
+    let before = offsets(&table);
+    assert!(!before.0.is_empty() && !before.1.is_empty());
+    let rows_before = trade_rows(&l).await;
+
+    // Nothing is old enough under a day's retention.
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(retention::due(&table, Duration::from_secs(86_400), now).is_empty());
+    // With none: everything past "b"'s snapshot (the current one) and ""'s newest goes.
+    let due = retention::due(&table, Duration::ZERO, now);
+    assert_eq!(due, chain[2..].to_vec());
+    let lists: Vec<PathBuf> = due
+        .iter()
+        .map(|&id| local(table.metadata().snapshot_by_id(id).unwrap().manifest_list()))
+        .collect();
+    assert!(lists.iter().all(|p| p.exists()), "{lists:?}");
+    let (after, expired) = retention::expire(l.catalog.as_ref(), &table, Duration::ZERO, now)
+        .await
+        .unwrap();
+    assert_eq!(expired.snapshots, chain.len() - 2);
+    assert!(expired.files >= lists.len(), "{expired:?}");
+    assert_eq!(ancestry(&after), chain[..2].to_vec());
+    assert_eq!(ancestry(&trades().await), chain[..2].to_vec());
+    assert!(lists.iter().all(|p| !p.exists()));
+    // The positions both writers resume from, and every row, are still there.
+    assert_eq!(offsets(&after), before);
+    assert!(source_snapshot(&after, "").is_some());
+    assert_eq!(trade_rows(&l).await, rows_before);
+    // Metadata files: the current one and those its log names, none older.
+    let named = after.metadata().metadata_log().len() + 1;
+    let current = local(after.metadata_location().unwrap());
+    let files = std::fs::read_dir(current.parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".metadata.json")
+        })
+        .count();
+    assert!(
+        named <= 4 && files == named,
+        "{files} metadata files, {named} named"
+    );
+
+    // The writer expires by itself after a commit, keeping "b"'s snapshot.
+    ingest_synthetic(&l.log, &l.dlq, 6, 24_000).await;
+    let third = write_with(
+        &l,
+        WriterOptions {
+            snapshot_retention: Some(Duration::ZERO),
+            ..small_batches
+        },
+    )
+    .await;
+    assert_accounts(&third);
+    let stored = third.rows_committed["market_data.trades"] as usize;
+    assert!(third.commits > 2 && stored > 0, "{third:?}");
+    let last = trades().await;
+    let kept = ancestry(&last);
+    // The run's first commit expired what came before it except "b"'s newest; its later
+    // commits wait for the next check.
+    assert!(kept.contains(&chain[0]), "b's snapshot: {kept:?}");
+    assert!(!kept.contains(&chain[1]), "{kept:?}");
+    assert_eq!(committed_offsets(&last, "b").unwrap(), before.1);
+    assert_eq!(trade_rows(&l).await, rows_before + stored);
+}

@@ -10,6 +10,7 @@
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each snapshot.
 //! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
 //! - [`replay`] — a time range in order across symbols, by a k-way merge, paced or at full speed.
+//! - [`retention`] — snapshot expiry: the time-travel window, and the metadata let go.
 //! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
 //! - [`error`] — `LakeError`.
 
@@ -23,6 +24,7 @@ mod lake_tests;
 mod metrics;
 pub mod query;
 pub mod replay;
+pub mod retention;
 pub mod scan;
 pub mod tables;
 pub mod tail;

@@ -22,6 +22,17 @@ pub(crate) fn commit_failed(table: &'static str) {
     metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
 }
 
+pub(crate) fn snapshots_expired(table: &'static str, snapshots: usize, files: usize) {
+    metrics::counter!("k2_lake_snapshots_expired_total", "table" => table)
+        .increment(snapshots as u64);
+    metrics::counter!("k2_lake_expiry_files_deleted_total", "table" => table)
+        .increment(files as u64);
+}
+
+pub(crate) fn expiry_failed(table: &'static str) {
+    metrics::counter!("k2_lake_expiry_failures_total", "table" => table).increment(1);
+}
+
 pub(crate) fn lag(table: &'static str, records: u64) {
     metrics::gauge!("k2_lake_lag_records", "table" => table).set(records as f64);
 }

@@ -97,7 +97,14 @@ pub struct WriterOptions {
     /// How long a claim holds while its batch is written and committed; a writer that
     /// dies mid-batch blocks those ids this long.
     pub dedup_lease: Duration,
+    /// Snapshots older than this are expired (see [`crate::retention`]), checked after a
+    /// commit at most every [`EXPIRE_EVERY`]; None keeps every snapshot.
+    pub snapshot_retention: Option<Duration>,
 }
+
+/// How often, at most, the writer expires a table's old snapshots: each expiry is a
+/// catalog commit of its own.
+pub const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 impl Default for WriterOptions {
     fn default() -> Self {
@@ -118,6 +125,7 @@ impl Default for WriterOptions {
             source: String::new(),
             dedup_redis: None,
             dedup_lease: Duration::from_secs(300),
+            snapshot_retention: None,
         }
     }
 }
@@ -224,6 +232,8 @@ struct TableState {
     batch_start: BTreeMap<String, u64>,
     oldest: Option<Instant>,
     integrity: TableIntegrity,
+    /// When this run last expired the table's old snapshots.
+    expired_at: Option<Instant>,
 }
 
 /// An exchange's trading day of an instant, remembering the last day's bounds (rows come
@@ -361,6 +371,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 batch_start: BTreeMap::new(),
                 oldest: None,
                 integrity,
+                expired_at: None,
             },
         );
     }
@@ -382,7 +393,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut decoder = PayloadDecoder::default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut summary = WriterSummary::default();
-    let mut days: HashMap<String, TradingDays> = HashMap::new();
+    // Per exchange: a handful, searched in order (cheaper than hashing the name per record).
+    let mut days: Vec<(String, TradingDays)> = Vec::new();
 
     let mut topics_checked = Instant::now();
     let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
@@ -429,61 +441,63 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         let decoded = decode_all(&decoder, &records, threads, |rec| {
             routes.get(&rec.topic).map(|(_, name)| name.data_type)
         });
-        let mut key: (u32, Arc<str>, String) = (u32::MAX, Arc::from(""), String::new());
         // Duplicates of this poll, counted here and published once per poll (a labelled
         // counter lookup per record would cost more than the check).
         let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (rec, decoded) in records.into_iter().zip(decoded) {
-            let (Some((table, _)), Some(decoded)) = (routes.get(&rec.topic), decoded) else {
+        let mut records = records.into_iter().zip(decoded).peekable();
+        while let Some((first, decoded)) = records.next() {
+            // Records come in runs of one partition: the table, the position's key and the
+            // batch's first offset are looked up once per run.
+            let (topic, partition) = (first.topic.clone(), first.partition);
+            let same_run = |(r, _): &(ConsumedRecord, _)| {
+                r.partition == partition && (Arc::ptr_eq(&r.topic, &topic) || r.topic == topic)
+            };
+            let Some(&(table, _)) = routes.get(&topic) else {
+                while records.next_if(same_run).is_some() {}
                 continue;
             };
-            let state = states.get_mut(table).expect("every table has a state");
-            // Records come in runs of one partition: the key is built once per run.
-            if key.0 != rec.partition || *key.1 != *rec.topic {
-                key = (
-                    rec.partition,
-                    rec.topic.clone(),
-                    offset_key(&options.source, &rec.topic, rec.partition),
-                );
-            }
-            if !state.batch_start.contains_key(&key.2) {
-                state.batch_start.insert(key.2.clone(), rec.offset);
-            }
-            match state.pending_offsets.get_mut(&key.2) {
-                Some(next) => *next = rec.offset + 1,
-                None => {
-                    state.pending_offsets.insert(key.2.clone(), rec.offset + 1);
-                }
+            let state = states.get_mut(&table).expect("every table has a state");
+            let key = offset_key(&options.source, &topic, partition);
+            if !state.batch_start.contains_key(&key) {
+                state.batch_start.insert(key.clone(), first.offset);
             }
             state.oldest.get_or_insert_with(Instant::now);
-            match decoded {
-                Ok(record) => {
-                    if state.integrity.admit(&record)? == Verdict::Duplicate {
-                        *duplicates.entry(table.name()).or_default() += 1;
-                        continue;
+            let (mut next, mut end) = (Some((first, decoded)), 0);
+            while let Some((rec, decoded)) = next.take().or_else(|| records.next_if(same_run)) {
+                end = rec.offset + 1;
+                // Every record of a routed topic was decoded.
+                let Some(decoded) = decoded else { continue };
+                match decoded {
+                    Ok(record) => {
+                        if state.integrity.admit(&record)? == Verdict::Duplicate {
+                            *duplicates.entry(table.name()).or_default() += 1;
+                            continue;
+                        }
+                        let calendar = match days.iter().position(|(e, _)| e == record.exchange()) {
+                            Some(i) => &mut days[i].1,
+                            None => {
+                                let exchange = record.exchange();
+                                days.push((exchange.to_string(), TradingDays::new(exchange)));
+                                &mut days.last_mut().expect("pushed above").1
+                            }
+                        };
+                        let trade_date = record.event_time_us().map_or(0, |t| calendar.day_of(t));
+                        state.pending.push(Row { record, trade_date });
                     }
-                    if !days.contains_key(record.exchange()) {
-                        days.insert(
-                            record.exchange().to_string(),
-                            TradingDays::new(record.exchange()),
-                        );
+                    Err(Undecodable { kind, reason }) => {
+                        metrics::decode_failed(kind);
+                        state.pending_letters.push(DeadLetter {
+                            stage: LAKE_DECODE_STAGE.into(),
+                            source: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
+                            kind: kind.into(),
+                            reason,
+                            raw: rec.value,
+                            rejected_at_us: chrono::Utc::now().timestamp_micros(),
+                        });
                     }
-                    let calendar = days.get_mut(record.exchange()).expect("inserted above");
-                    let trade_date = record.event_time_us().map_or(0, |t| calendar.day_of(t));
-                    state.pending.push(Row { record, trade_date });
-                }
-                Err(Undecodable { kind, reason }) => {
-                    metrics::decode_failed(kind);
-                    state.pending_letters.push(DeadLetter {
-                        stage: LAKE_DECODE_STAGE.into(),
-                        source: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
-                        kind: kind.into(),
-                        reason,
-                        raw: rec.value,
-                        rejected_at_us: chrono::Utc::now().timestamp_micros(),
-                    });
                 }
             }
+            state.pending_offsets.insert(key, end);
         }
         for (t, state) in states.iter_mut() {
             // With Redis the checks run here; a failure is retried like any dependency's
@@ -536,6 +550,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 .is_some_and(|f| next.is_some() || finishing || f.task.is_finished())
             {
                 let f = flight.take().expect("checked above");
+                let landed = f.table;
                 land(
                     f,
                     &mut states,
@@ -546,6 +561,10 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                     &mut reporting,
                 )
                 .await?;
+                if let Some(keep_for) = options.snapshot_retention {
+                    let state = states.get_mut(&landed).expect("a state");
+                    expire_old_snapshots(landed, state, catalog.as_ref(), keep_for).await;
+                }
             }
             let Some(t) = next else { break };
             let state = states.get_mut(&t).expect("a state");
@@ -1051,6 +1070,38 @@ async fn land<L: Log + Clone>(
         report_partition_lag(&log, &positions).await;
     }));
     Ok(())
+}
+
+/// After a commit: the table's snapshots older than `keep_for` expire, at most every
+/// [`EXPIRE_EVERY`]. A failure (say, another writer committed meanwhile) leaves them for
+/// the next check: the lake is whole either way.
+async fn expire_old_snapshots(
+    t: LakeTable,
+    state: &mut TableState,
+    catalog: &dyn Catalog,
+    keep_for: Duration,
+) {
+    if state
+        .expired_at
+        .is_some_and(|at| at.elapsed() < EXPIRE_EVERY)
+    {
+        return;
+    }
+    state.expired_at = Some(Instant::now());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if crate::retention::due(&state.table, keep_for, now_ms).is_empty() {
+        return;
+    }
+    match crate::retention::expire(catalog, &state.table, keep_for, now_ms).await {
+        Ok((table, expired)) => {
+            state.table = table;
+            metrics::snapshots_expired(t.name(), expired.snapshots, expired.files);
+        }
+        Err(e) => {
+            metrics::expiry_failed(t.name());
+            tracing::warn!(table = %t, error = %e, "could not expire old snapshots; trying again later");
+        }
+    }
 }
 
 /// Sorts, writes and commits one batch: the task of a [`Flight`].

@@ -16,7 +16,7 @@
 //! given up and counted as lost). The tracker never drops anything itself: it classifies
 //! and counts; dropping duplicates is the dedup stage's job (by message id).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -251,9 +251,11 @@ pub struct StreamId(u32);
 pub struct SequenceTracker {
     config: SequenceConfig,
     streams: Vec<NamedStream>,
-    /// exchange → symbol → handle: two levels so a lookup by `&str` allocates nothing.
+    /// exchange → symbol → handle: two levels so a lookup by `&str` allocates nothing;
+    /// hashed with foldhash (seeded per process, like the standard hasher), as the lookup
+    /// runs for every record the writer admits.
     #[serde(skip)]
-    index: HashMap<String, HashMap<String, StreamId>>,
+    index: foldhash::HashMap<String, foldhash::HashMap<String, StreamId>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -268,7 +270,7 @@ impl SequenceTracker {
         SequenceTracker {
             config,
             streams: Vec::new(),
-            index: HashMap::new(),
+            index: Default::default(),
         }
     }
 
@@ -334,7 +336,8 @@ impl SequenceTracker {
         let mut t: SequenceTracker = serde_json::from_slice(bytes)
             .map_err(|e| format!("sequence tracker snapshot is unreadable: {e}"))?;
         t.config = config;
-        let mut index: HashMap<String, HashMap<String, StreamId>> = HashMap::new();
+        let mut index: foldhash::HashMap<String, foldhash::HashMap<String, StreamId>> =
+            Default::default();
         for (i, s) in t.streams.iter().enumerate() {
             index
                 .entry(s.exchange.clone())

@@ -232,6 +232,9 @@ pub struct WriterConfig {
     /// Names this writer's log when several writers, each with its own log, write the
     /// same tables (its positions are recorded under the name). Empty: the only writer.
     pub source: String,
+    /// Snapshots older than this expire (time travel reaches this far back); 0 keeps
+    /// every snapshot.
+    pub snapshot_retention_hours: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -307,6 +310,7 @@ impl Default for WriterConfig {
             breaker_failures: 3,
             breaker_open_ms: 2_000,
             source: String::new(),
+            snapshot_retention_hours: 24.0,
         }
     }
 }
@@ -455,6 +459,14 @@ impl Config {
         }
         if self.writer.max_rows == 0 || self.writer.max_age_seconds <= 0.0 {
             bail!("writer.max_rows and writer.max_age_seconds must be positive");
+        }
+        if !(self.writer.snapshot_retention_hours >= 0.0
+            && self.writer.snapshot_retention_hours.is_finite())
+        {
+            bail!(
+                "writer.snapshot_retention_hours must be 0 (keep every snapshot) or positive, not {}",
+                self.writer.snapshot_retention_hours
+            );
         }
         if self.writer.retry_attempts == 0 || self.writer.breaker_failures == 0 {
             bail!("writer.retry_attempts and writer.breaker_failures must be at least 1");
@@ -640,6 +652,8 @@ impl Config {
                 prefix: self.dedup.redis_prefix.clone(),
             }),
             dedup_lease: Duration::from_secs(self.dedup.redis_lease_seconds.max(1)),
+            snapshot_retention: (self.writer.snapshot_retention_hours > 0.0)
+                .then(|| Duration::from_secs_f64(self.writer.snapshot_retention_hours * 3600.0)),
             ..Default::default()
         }
     }
