@@ -460,12 +460,13 @@ impl Config {
         if self.writer.max_rows == 0 || self.writer.max_age_seconds <= 0.0 {
             bail!("writer.max_rows and writer.max_age_seconds must be positive");
         }
-        if !(self.writer.snapshot_retention_hours >= 0.0
-            && self.writer.snapshot_retention_hours.is_finite())
-        {
+        // An hour at least: a writer sharing dedup in Redis looks up the batches other
+        // writers hold claims for among the snapshots, and a query pinned to a snapshot
+        // should not see it vanish mid-session.
+        let hours = self.writer.snapshot_retention_hours;
+        if !(hours == 0.0 || (1.0..=f64::MAX).contains(&hours)) {
             bail!(
-                "writer.snapshot_retention_hours must be 0 (keep every snapshot) or positive, not {}",
-                self.writer.snapshot_retention_hours
+                "writer.snapshot_retention_hours must be 0 (keep every snapshot) or at least 1, not {hours}"
             );
         }
         if self.writer.retry_attempts == 0 || self.writer.breaker_failures == 0 {
@@ -744,6 +745,26 @@ mod tests {
         assert!(format!("{err:#}").contains("timeout_second"), "{err:#}");
         assert!(Config::load_from(None, &env(&[("K2_WRITER__ZSTD_LEVEL", "99")])).is_err());
         assert!(Config::load_from(None, &env(&[("K2_LOG__BACKEND", "zookeeper")])).is_err());
+        let retention = |hours: &str| {
+            Config::load_from(
+                None,
+                &env(&[("K2_WRITER__SNAPSHOT_RETENTION_HOURS", hours)]),
+            )
+        };
+        let err = retention("0.5").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("writer.snapshot_retention_hours must be 0"),
+            "{err:#}"
+        );
+        assert!(retention("-1").is_err() && retention("NaN").is_err());
+        let kept = |hours| {
+            retention(hours)
+                .unwrap()
+                .writer_options()
+                .snapshot_retention
+        };
+        assert_eq!(kept("0"), None);
+        assert_eq!(kept("2"), Some(std::time::Duration::from_secs(7_200)));
         let kafka = |more: &[(&str, &str)]| {
             let mut vars = vec![("K2_LOG__BACKEND", "kafka")];
             vars.extend_from_slice(more);
