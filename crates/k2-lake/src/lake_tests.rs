@@ -167,13 +167,21 @@ async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
 /// A batch-mode writer run with `options` (its state kept in the lake's directory).
 async fn write_with(l: &Lake, options: WriterOptions) -> crate::WriterSummary {
     let options = WriterOptions {
-        until_caught_up: true,
-        max_age: Duration::from_secs(3600),
         state_dir: Some(l._dir.path().join("state")),
         ..options
     };
+    write_from(&l.log, l, options).await
+}
+
+/// A batch-mode writer run from `log` into the lake's tables.
+async fn write_from(log: &EmbeddedLog, l: &Lake, options: WriterOptions) -> crate::WriterSummary {
+    let options = WriterOptions {
+        until_caught_up: true,
+        max_age: Duration::from_secs(3600),
+        ..options
+    };
     writer::run(
-        &l.log,
+        log,
         l.catalog.clone(),
         &l.dlq,
         &options,
@@ -1556,15 +1564,6 @@ async fn trade_rows(l: &Lake) -> usize {
         .value(0) as usize
 }
 
-/// A warehouse location as a local path.
-fn local(location: &str) -> PathBuf {
-    let path = location
-        .strip_prefix("file://")
-        .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location);
-    PathBuf::from(path)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     use iceberg::Catalog;
@@ -1604,19 +1603,9 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
         .unwrap();
     let b_options = WriterOptions {
         source: "b".into(),
-        until_caught_up: true,
-        max_age: Duration::from_secs(3600),
         ..Default::default()
     };
-    writer::run(
-        &log_b,
-        l.catalog.clone(),
-        &l.dlq,
-        &b_options,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-    .unwrap();
+    write_from(&log_b, &l, b_options).await;
     let table = trades().await;
     let chain = ancestry(&table);
     assert!(chain.len() >= 6, "{chain:?}");
@@ -1638,7 +1627,11 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     assert_eq!(due, chain[2..].to_vec());
     let lists: Vec<PathBuf> = due
         .iter()
-        .map(|&id| local(table.metadata().snapshot_by_id(id).unwrap().manifest_list()))
+        .map(|&id| {
+            PathBuf::from(retention::local_path(
+                table.metadata().snapshot_by_id(id).unwrap().manifest_list(),
+            ))
+        })
         .collect();
     assert!(lists.iter().all(|p| p.exists()), "{lists:?}");
     let (after, expired) = retention::expire(l.catalog.as_ref(), &table, Duration::ZERO, now)
@@ -1655,7 +1648,7 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     assert_eq!(trade_rows(&l).await, rows_before);
     // Metadata files: the current one and those its log names, none older.
     let named = after.metadata().metadata_log().len() + 1;
-    let current = local(after.metadata_location().unwrap());
+    let current = PathBuf::from(retention::local_path(after.metadata_location().unwrap()));
     let files = std::fs::read_dir(current.parent().unwrap())
         .unwrap()
         .filter(|e| {

@@ -173,7 +173,7 @@ fn remove_old_metadata(table: &Table) -> Result<usize> {
 }
 
 /// A location of the local warehouse as a path (`file:` prefix dropped).
-fn local_path(location: &str) -> &str {
+pub(crate) fn local_path(location: &str) -> &str {
     location
         .strip_prefix("file://")
         .or_else(|| location.strip_prefix("file:"))
