@@ -475,10 +475,11 @@ async fn send_batch(
     if batch.is_empty() {
         return true;
     }
-    // The next batch starts at this one's size: a quiet feed's batches of one record do
-    // not each reserve room for a burst's.
-    let size = batch.len();
-    let records = std::mem::replace(batch, Vec::with_capacity(size));
+    // The next batch has room for twice this one (up to a full batch), so a burst's
+    // batches seldom grow by copying their records; a quiet feed's batches of one record
+    // do not each reserve room for a burst's.
+    let room = (batch.len() * 2).clamp(1, BATCH_RECORDS);
+    let records = std::mem::replace(batch, Vec::with_capacity(room));
     if out.send(FeedEvent::Records(records)).await.is_err() {
         return false;
     }

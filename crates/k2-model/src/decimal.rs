@@ -80,44 +80,61 @@ impl FromStr for Decimal8 {
     type Err = ModelError;
 
     /// Accepts `[-+]digits[.digits]`, at most 8 fraction digits, within 18 digits overall.
+    /// One pass over the text: feed handlers parse two of these per trade.
     fn from_str(text: &str) -> Result<Self, ModelError> {
-        let bad = || ModelError::InvalidDecimal(text.to_string());
-        let s = text.trim();
-        let (negative, body) = match s.as_bytes().first() {
-            Some(b'-') => (true, &s[1..]),
-            Some(b'+') => (false, &s[1..]),
-            Some(_) => (false, s),
-            None => return Err(bad()),
+        let b = text.trim().as_bytes();
+        let (negative, mut i) = match b.first() {
+            Some(b'-') => (true, 1),
+            Some(b'+') => (false, 1),
+            Some(_) => (false, 0),
+            None => return Err(ModelError::InvalidDecimal(text.to_string())),
         };
-        let (int_part, frac_part) = match body.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (body, ""),
-        };
-        if (int_part.is_empty() && frac_part.is_empty())
-            || !int_part.bytes().all(|b| b.is_ascii_digit())
-            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        // Too many significant digits is out of range, but only once the whole text is
+        // known to be a number: anything else is not a decimal at all.
+        let mut wide = false;
+        let (start, mut int, mut int_digits) = (i, 0i64, 0u32);
+        while let Some(&c) = b.get(i)
+            && c.is_ascii_digit()
         {
-            return Err(bad());
+            let d = i64::from(c - b'0');
+            if int_digits > 0 || d != 0 {
+                int_digits += 1;
+                wide |= int_digits > 10;
+                if !wide {
+                    int = int * 10 + d;
+                }
+            }
+            i += 1;
         }
-        let frac_digits = frac_part.trim_end_matches('0');
-        if frac_digits.len() > SCALE as usize {
+        let mut any = i > start;
+        // Fraction digits up to the last non-zero one; trailing zeros carry no value.
+        let (mut frac, mut frac_digits, mut zeros) = (0i64, 0u32, 0u32);
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(&c) = b.get(i)
+                && c.is_ascii_digit()
+            {
+                any = true;
+                if c == b'0' {
+                    zeros += 1;
+                } else {
+                    frac_digits += zeros + 1;
+                    wide |= frac_digits > SCALE;
+                    if !wide {
+                        frac = frac * 10i64.pow(zeros + 1) + i64::from(c - b'0');
+                    }
+                    zeros = 0;
+                }
+                i += 1;
+            }
+        }
+        if !any || i != b.len() {
+            return Err(ModelError::InvalidDecimal(text.to_string()));
+        }
+        if wide {
             return Err(ModelError::DecimalOutOfRange(text.to_string()));
         }
-        let int_digits = int_part.trim_start_matches('0');
-        if int_digits.len() > 10 {
-            return Err(ModelError::DecimalOutOfRange(text.to_string()));
-        }
-        let mut units: i64 = 0;
-        for b in int_digits.bytes() {
-            units = units * 10 + i64::from(b - b'0');
-        }
-        for i in 0..SCALE as usize {
-            let digit = frac_digits
-                .as_bytes()
-                .get(i)
-                .map_or(0, |b| i64::from(b - b'0'));
-            units = units * 10 + digit;
-        }
+        let units = int * ONE + frac * 10i64.pow(SCALE - frac_digits);
         Decimal8::from_units(if negative { -units } else { units })
     }
 }
@@ -218,11 +235,52 @@ mod tests {
         }
     }
 
+    /// The parse spelled out step by step, as the one-pass parser must agree with.
+    fn reference_parse(text: &str) -> Result<i64, &'static str> {
+        let s = text.trim();
+        let (negative, body) = match s.as_bytes().first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            Some(_) => (false, s),
+            None => return Err("invalid"),
+        };
+        let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
+        if (int_part.is_empty() && frac_part.is_empty())
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err("invalid");
+        }
+        let frac_digits = frac_part.trim_end_matches('0');
+        let int_digits = int_part.trim_start_matches('0');
+        if frac_digits.len() > SCALE as usize || int_digits.len() > 10 {
+            return Err("range");
+        }
+        let padded = format!("{int_digits}{frac_digits:0<8}");
+        let units: i64 = if padded.is_empty() {
+            0
+        } else {
+            padded.parse().unwrap()
+        };
+        Ok(if negative { -units } else { units })
+    }
+
     proptest! {
         #[test]
         fn text_round_trip(units in -MAX_UNITS..=MAX_UNITS) {
             let d = Decimal8(units);
             prop_assert_eq!(d.to_string().parse::<Decimal8>().unwrap(), d);
+        }
+
+        #[test]
+        fn one_pass_parse_agrees_with_the_reference(text in "[ ]?[-+]?[0-9]{0,12}[.]?[0-9]{0,11}[ a.]?") {
+            let got = match text.parse::<Decimal8>() {
+                Ok(d) => Ok(d.units()),
+                Err(ModelError::InvalidDecimal(_)) => Err("invalid"),
+                Err(ModelError::DecimalOutOfRange(_)) => Err("range"),
+                Err(other) => panic!("{other}"),
+            };
+            prop_assert_eq!(got, reference_parse(&text), "{:?}", text);
         }
 
         #[test]

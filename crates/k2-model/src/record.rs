@@ -74,7 +74,8 @@ impl<'a> IntoIterator for &'a VendorData {
 
 impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for VendorData {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
-        let mut map = VendorData::new();
+        let entries = entries.into_iter();
+        let mut map = VendorData(Vec::with_capacity(entries.size_hint().0));
         for (k, v) in entries {
             map.insert(k, v);
         }
