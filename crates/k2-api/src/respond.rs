@@ -195,6 +195,9 @@ pub struct Meta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<i64>,
     pub elapsed_ms: f64,
+    /// A SQL answer cut at `query.max_rows`: that many rows were kept of more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_at: Option<usize>,
 }
 
 impl Meta {
@@ -203,6 +206,7 @@ impl Meta {
             request_id: request_id.0.clone(),
             snapshot_id,
             elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            truncated_at: None,
         }
     }
 }
@@ -271,6 +275,9 @@ pub fn table(
     h.insert("x-record-count", HeaderValue::from(rows));
     if let Some(id) = meta.snapshot_id {
         h.insert("x-snapshot-id", HeaderValue::from(id));
+    }
+    if let Some(max) = meta.truncated_at {
+        h.insert("x-truncated-at", HeaderValue::from(max));
     }
     if let Some(c) = pagination.and_then(|p| p.next_cursor)
         && let Ok(v) = HeaderValue::from_str(&c)

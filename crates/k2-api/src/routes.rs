@@ -1515,7 +1515,7 @@ pub struct SqlQuery {
 }
 
 #[utoipa::path(post, path = "/v1/sql", tag = "sql", request_body = SqlQuery,
-    responses((status = 200, description = "The result (at most query.max_rows rows)", body = DataEnvelope),
+    responses((status = 200, description = "The result, at most query.max_rows rows; a longer one is cut there and says so (`meta.truncated_at`, header `x-truncated-at`)", body = DataEnvelope),
               (status = 400, description = "Not read-only, or not valid SQL", body = ErrorEnvelope),
               (status = 403, description = "The key lacks the sql scope", body = ErrorEnvelope),
               (status = 504, description = "The query ran out of time", body = ErrorEnvelope)),
@@ -1528,7 +1528,7 @@ async fn sql(call: Call, ApiJson(q): ApiJson<SqlQuery>) -> Result<Response, Fail
         return Err(Failure::invalid("sql", "is empty"));
     }
     let text = q.sql;
-    let batches = s
+    let answer = s
         .query(move |engine| async move {
             engine
                 .sql(&text)
@@ -1536,7 +1536,11 @@ async fn sql(call: Call, ApiJson(q): ApiJson<SqlQuery>) -> Result<Response, Fail
                 .map_err(|e| Failure::from_lake(e, true))
         })
         .await?;
-    respond::table(format, &batches, None, call.meta(None), "sql")
+    let meta = Meta {
+        truncated_at: answer.truncated_at,
+        ..call.meta(None)
+    };
+    respond::table(format, &answer.batches, None, meta, "sql")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use arrow::array::AsArray;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
 use chrono::NaiveDate;
 use k2_log::{DeadLetterStore, EmbeddedLog};
 
@@ -379,7 +380,8 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
                  ORDER BY \"timestamp\" DESC, source_sequence DESC, message_id DESC LIMIT {limit}"
             ))
             .await
-            .unwrap());
+            .unwrap()
+            .batches);
         assert_eq!(got.len(), limit.min(20_283), "limit {limit}");
         assert_eq!(got, want, "newest {limit} trades");
     }
@@ -446,7 +448,8 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
              AND quantity >= 1000",
         )
         .await
-        .unwrap()[0]
+        .unwrap()
+        .batches[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
         .value(0);
@@ -517,7 +520,8 @@ async fn sample_lands_exactly_and_answers_match_the_csv() {
     let n = engine
         .sql("SELECT count(*) AS n FROM trades WHERE symbol = 'DVN'")
         .await
-        .unwrap();
+        .unwrap()
+        .batches;
     assert_eq!(n[0].num_rows(), 1);
     for bad in [
         "DROP TABLE trades",
@@ -559,6 +563,41 @@ async fn limits_fail_with_clear_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, LakeError::Timeout(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_answers_say_when_they_are_cut_at_max_rows() {
+    let l = lake().await;
+    crate::ensure_tables(l.catalog.as_ref()).await.unwrap();
+    let options = QueryOptions {
+        max_rows: 10,
+        ..Default::default()
+    };
+    let engine = QueryEngine::new(l.catalog.clone(), options).unwrap();
+    let values = |batches: &[RecordBatch]| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    for (n, cut) in [(9, None), (10, None), (11, Some(10)), (25, Some(10))] {
+        let answer = engine
+            .sql(&format!(
+                "SELECT v FROM generate_series(1, {n}) AS g(v) ORDER BY v"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.truncated_at, cut, "{n} rows");
+        let want: Vec<i64> = (1..=n.min(10)).collect();
+        assert_eq!(values(&answer.batches), want, "{n} rows");
+    }
+    // An answer in several batches is cut inside the one that crosses the cap.
+    let answer = engine
+        .sql("SELECT v FROM generate_series(1, 6) AS g(v) UNION ALL SELECT v FROM generate_series(7, 30) AS h(v)")
+        .await
+        .unwrap();
+    assert_eq!(answer.truncated_at, Some(10));
+    assert_eq!(values(&answer.batches).len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,7 +713,8 @@ async fn stored_ids(l: &Lake) -> BTreeMap<LakeTable, Vec<String>> {
                 t.qualified()
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .batches;
         let ids = batches
             .iter()
             .flat_map(|b| {
@@ -968,7 +1008,8 @@ async fn dead_letters_replay_through_the_current_parser_and_decoder() {
     let seqs = engine
         .sql("SELECT source_sequence FROM trades ORDER BY source_sequence")
         .await
-        .unwrap();
+        .unwrap()
+        .batches;
     let got: Vec<i64> = seqs
         .iter()
         .flat_map(|b| {
@@ -1206,7 +1247,8 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
                 table.qualified()
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .batches;
         let expected_rows: usize = expected.iter().map(|b| b.num_rows()).sum();
         assert!(expected_rows > 10_000, "{table}: {expected_rows}");
         let request = ReplayRequest::range(table, start_us, end_us);
@@ -1251,7 +1293,8 @@ async fn a_replayed_day_is_exactly_the_stored_rows_in_order() {
             at(to)
         ))
         .await
-        .unwrap();
+        .unwrap()
+            .batches;
     let (dense, stats) = replayed(
         &engine,
         ReplayRequest {
@@ -1463,7 +1506,7 @@ async fn pruned_files_never_change_an_answer() {
     assert!(summary.commits >= 8, "{summary:?}");
     let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
     let count = async |sql: String| -> i64 {
-        let batches = engine.sql(&sql).await.unwrap();
+        let batches = engine.sql(&sql).await.unwrap().batches;
         batches[0]
             .column(0)
             .as_primitive::<arrow::datatypes::Int64Type>()
@@ -1476,7 +1519,8 @@ async fn pruned_files_never_change_an_answer() {
                 "EXPLAIN VERBOSE SELECT count(*) FROM trades WHERE {condition}"
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .batches;
         let mut files = 0;
         for b in &batches {
             let (kind, plan) = (
@@ -1557,7 +1601,8 @@ async fn trade_rows(l: &Lake) -> usize {
     let batches = engine
         .sql("SELECT count(*) FROM market_data.trades")
         .await
-        .unwrap();
+        .unwrap()
+        .batches;
     batches[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()

@@ -52,6 +52,11 @@ pub(crate) fn query(kind: &'static str, outcome: &'static str, elapsed: Duration
     metrics::histogram!("k2_query_seconds", "kind" => kind).record(elapsed.as_secs_f64());
 }
 
+/// A SQL answer cut at `query.max_rows` (the caller is told so).
+pub(crate) fn sql_truncated() {
+    metrics::counter!("k2_query_sql_truncated_total").increment(1);
+}
+
 /// The decoded Parquet footers kept between queries (bounded by
 /// `query.file_metadata_cache_mb`).
 pub(crate) fn file_metadata_cache(bytes: usize, files: usize) {

@@ -113,6 +113,14 @@ pub struct RowKey {
     pub message_id: uuid::Uuid,
 }
 
+/// The answer to a SQL statement.
+#[derive(Clone, Debug)]
+pub struct SqlAnswer {
+    pub batches: Vec<RecordBatch>,
+    /// `Some(query.max_rows)` when the result had more rows and was cut there.
+    pub truncated_at: Option<usize>,
+}
+
 /// One page of a trades or quotes answer.
 #[derive(Clone, Debug)]
 pub struct MarketPage {
@@ -1010,8 +1018,9 @@ impl QueryEngine {
         }))
     }
 
-    /// Read-only SQL over all tables (`trades`, `quotes`, `reference_data.companies`).
-    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    /// Read-only SQL over all tables (`trades`, `quotes`, `reference_data.companies`): at
+    /// most `max_rows` rows, and whether the result had more.
+    pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
         let catalog = MemoryCatalogProvider::new();
         for table in LakeTable::ALL {
@@ -1033,8 +1042,27 @@ impl QueryEngine {
                 .map_err(|e| LakeError::Query(e.to_string()))?;
         }
         ctx.register_catalog("k2", Arc::new(catalog));
-        self.run("sql", &ctx, sql, vec![], Some(self.options.max_rows))
-            .await
+        // One row past the cap tells a cut answer from one that fits exactly.
+        let max = self.options.max_rows;
+        let mut batches = self
+            .run("sql", &ctx, sql, vec![], Some(max.saturating_add(1)))
+            .await?;
+        let mut rows = 0;
+        let mut truncated_at = None;
+        if let Some(i) = batches.iter().position(|b| {
+            rows += b.num_rows();
+            rows > max
+        }) {
+            let keep = batches[i].num_rows() - (rows - max);
+            batches[i] = batches[i].slice(0, keep);
+            batches.truncate(i + 1);
+            truncated_at = Some(max);
+            metrics::sql_truncated();
+        }
+        Ok(SqlAnswer {
+            batches,
+            truncated_at,
+        })
     }
 }
 

@@ -77,7 +77,8 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
     let dupes = scalar(
         &engine
             .sql("SELECT count(*) - count(DISTINCT message_id) FROM trades")
-            .await?,
+            .await?
+            .batches,
     )?;
     println!("   duplicate trades (by message id): {dupes}");
     let gaps = engine
@@ -88,7 +89,8 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
              FROM (SELECT symbol, source_sequence - lag(source_sequence) OVER (PARTITION BY symbol ORDER BY source_sequence) AS gap FROM trades) \
              GROUP BY symbol ORDER BY symbol",
         )
-        .await?;
+        .await?
+        .batches;
     println!(
         "   per-symbol source sequence (file line numbers; a missing number is a rejected or blank line):"
     );

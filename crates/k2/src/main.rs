@@ -538,8 +538,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { sql, out } => {
-            let batches = app::engine(&config).await?.sql(&sql).await?;
-            render(&batches, out.format, out.output.as_deref())?;
+            let answer = app::engine(&config).await?.sql(&sql).await?;
+            render(&answer.batches, out.format, out.output.as_deref())?;
+            if let Some(max) = answer.truncated_at {
+                eprintln!(
+                    "the result has more than {max} rows and was cut there (query.max_rows): add a LIMIT, aggregate, or raise query.max_rows"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { table, limit, out } => {

@@ -675,6 +675,22 @@ fn every_endpoint_answers_exactly_in_every_format() {
         &json!({"sql": "SELEC nothing"}),
     );
     assert_error(&a, 400, "sql_error");
+    // A longer answer is cut at query.max_rows (100 000) and says so, in every format.
+    let rows = |n: u32| json!({"sql": format!("SELECT v FROM generate_series(1, {n}) AS g(v)")});
+    let a = s.post("/v1/sql", Some(&s.analyst), &rows(100_001));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let body = a.json();
+    assert_eq!(body["data"].as_array().unwrap().len(), 100_000);
+    assert_eq!(body["meta"]["truncated_at"], 100_000);
+    let mut csv = rows(100_001);
+    csv["format"] = json!("csv");
+    let a = s.post("/v1/sql", Some(&s.analyst), &csv);
+    assert_eq!(
+        (a.header("x-truncated-at"), a.header("x-record-count")),
+        (Some("100000"), Some("100000"))
+    );
+    let a = s.post("/v1/sql", Some(&s.analyst), &rows(100_000));
+    assert!(a.json()["meta"].get("truncated_at").is_none());
 
     // Routes: the batch route is not captured by {timeframe}; unknown routes and methods.
     assert_error(&s.get("/v1/ohlcv/batch", r), 405, "method_not_allowed");

@@ -337,6 +337,17 @@ fn queries_answer_in_every_format_and_sql_is_read_only() {
     let table = run_ok(k2(data.path()).args(["query", "symbols"]));
     assert!(table.contains("BHP") && table.contains("DVN") && table.contains("MWR"));
 
+    // An answer longer than query.max_rows is cut there, and the CLI says so.
+    let out: Output = k2(data.path())
+        .env("K2_QUERY__MAX_ROWS", "5")
+        .args(["sql", "SELECT symbol FROM trades", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than 5 rows and was cut"), "{err}");
+
     for bad in [
         "DROP TABLE trades",
         "DELETE FROM trades",

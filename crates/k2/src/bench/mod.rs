@@ -403,7 +403,7 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
             let sql = format!("SELECT count(*) AS n FROM trades WHERE trade_id = '{trade_id}'");
             let deadline = produced + Duration::from_secs(120);
             loop {
-                let batches = engine.sql(&sql).await?;
+                let batches = engine.sql(&sql).await?.batches;
                 let seen = batches
                     .first()
                     .and_then(|b| {

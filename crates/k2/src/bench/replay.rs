@@ -119,7 +119,8 @@ fn row(label: &str, n: u64, seconds: f64, windows: u64, runs: u64, rss: u64) {
 async fn extent(engine: &QueryEngine) -> anyhow::Result<(i64, i64, u64)> {
     let b = engine
         .sql(r#"SELECT CAST(min("timestamp") AS BIGINT), CAST(max("timestamp") AS BIGINT), count(*) FROM market_data.trades"#)
-        .await?;
+        .await?
+        .batches;
     let b = b.first().context("no extent")?;
     let col = |i: usize| {
         b.column(i)
