@@ -1728,3 +1728,101 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     assert_eq!(committed_offsets(&last, "b").unwrap(), before.1);
     assert_eq!(trade_rows(&l).await, rows_before + stored);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_no_snapshot_names_go_once_older_than_the_retention() {
+    use iceberg::Catalog;
+
+    use crate::retention;
+
+    let l = lake().await;
+    let trades = || async {
+        l.catalog
+            .load_table(&LakeTable::Trades.ident())
+            .await
+            .unwrap()
+    };
+    ingest_synthetic(&l.log, &l.dlq, 3, 12_000).await;
+    let small_batches = WriterOptions {
+        max_rows: 4_000,
+        poll_records: 1_000,
+        ..Default::default()
+    };
+    write_with(&l, small_batches.clone()).await;
+    let table = trades().await;
+    let data = PathBuf::from(retention::local_path(table.metadata().location())).join("data");
+    let parquet_files = || {
+        let mut out = Vec::new();
+        let mut dirs = vec![data.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let committed = parquet_files();
+    assert!(committed.len() >= 3, "{committed:?}");
+    let rows = trade_rows(&l).await;
+    let day = Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let age = |path: &Path, by: Duration| {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(now - by).unwrap();
+    };
+    // Every committed file is two days old: old enough, and named, so kept. Of two files no
+    // snapshot names (a batch written and never committed), the old one goes.
+    let partition = committed[0].parent().unwrap();
+    let (old, young) = (
+        partition.join("k2-never-committed-old.parquet"),
+        partition.join("k2-never-committed-young.parquet"),
+    );
+    for path in [&old, &young] {
+        std::fs::copy(&committed[0], path).unwrap();
+    }
+    for path in committed.iter().chain([&old]) {
+        age(path, 2 * day);
+    }
+    assert_eq!(
+        retention::remove_orphan_files(&table, day, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!old.exists() && young.exists());
+    assert!(committed.iter().all(|p| p.exists()));
+    assert_eq!(trade_rows(&l).await, rows);
+    // Nothing is old enough under a retention of three days: no manifest is even read.
+    age(&young, 2 * day);
+    assert_eq!(
+        retention::remove_orphan_files(&table, 3 * day, now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(young.exists());
+
+    // The writer looks by itself at its first commit.
+    ingest_synthetic(&l.log, &l.dlq, 6, 24_000).await;
+    let summary = write_with(
+        &l,
+        WriterOptions {
+            snapshot_retention: Some(day),
+            ..small_batches
+        },
+    )
+    .await;
+    assert!(summary.commits > 0, "{summary:?}");
+    assert!(!young.exists());
+    assert!(committed.iter().all(|p| p.exists()));
+    assert_eq!(
+        trade_rows(&l).await,
+        rows + summary.rows_committed["market_data.trades"] as usize
+    );
+}

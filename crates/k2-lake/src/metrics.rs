@@ -29,6 +29,12 @@ pub(crate) fn snapshots_expired(table: &'static str, snapshots: usize, files: us
         .increment(files as u64);
 }
 
+/// Data files a writer wrote and never committed, deleted once older than the retention.
+pub(crate) fn orphan_files_deleted(table: &'static str, files: usize) {
+    metrics::counter!("k2_lake_orphan_files_deleted_total", "table" => table)
+        .increment(files as u64);
+}
+
 pub(crate) fn expiry_failed(table: &'static str) {
     metrics::counter!("k2_lake_expiry_failures_total", "table" => table).increment(1);
 }

@@ -18,10 +18,15 @@
 //! metadata files older than the oldest one the table's metadata log still names. Data
 //! files and manifests stay: the lake only appends, so every data file of an expired
 //! snapshot is still in the current one.
+//!
+//! A writer stopped between writing a batch's files and committing them (killed, or the
+//! machine lost) leaves data files no snapshot names; its next run writes the batch again.
+//! [`remove_orphan_files`] deletes such files once they are older than the retention: a
+//! file that young may be a commit still in flight, its own writer's or another's.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use iceberg::Catalog;
 use iceberg::table::Table;
@@ -170,6 +175,78 @@ fn remove_old_metadata(table: &Table) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Deletes the files under the table's `data/` directory that the current snapshot does not
+/// name and that were last written more than `grace` before `now`; returns how many.
+/// The table only appends, so the current snapshot names every data file any snapshot
+/// does. Manifests are read only when some file is old enough to be a candidate.
+pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime) -> Result<usize> {
+    let metadata = table.metadata();
+    let data = Path::new(local_path(metadata.location())).join("data");
+    let mut old = Vec::new();
+    old_files(
+        &data,
+        now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH),
+        &mut old,
+    )?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let name = table.identifier().to_string();
+    let read =
+        |e: iceberg::Error| LakeError::catalog(format!("reading the manifests of {name}"), e);
+    let mut named = HashSet::new();
+    if let Some(snapshot) = metadata.current_snapshot() {
+        let list = table
+            .manifest_list_reader(snapshot)
+            .load()
+            .await
+            .map_err(read)?;
+        for manifest in list.entries() {
+            let manifest = manifest
+                .load_manifest(table.file_io())
+                .await
+                .map_err(read)?;
+            for entry in manifest.entries() {
+                named.insert(PathBuf::from(local_path(entry.data_file().file_path())));
+            }
+        }
+    }
+    // A name outside the directory means the paths are not understood: delete nothing.
+    if let Some(outside) = named.iter().find(|p| !p.starts_with(&data)) {
+        return Err(LakeError::InvalidArgument(format!(
+            "{name} names {} outside {}: its unnamed files are left alone",
+            outside.display(),
+            data.display()
+        )));
+    }
+    let mut removed = 0;
+    for path in old.iter().filter(|p| !named.contains(*p)) {
+        tracing::warn!(table = %name, file = %path.display(), "deleting a data file no snapshot names");
+        removed += usize::from(remove_file(path)?);
+    }
+    Ok(removed)
+}
+
+/// The files under `dir`, at any depth, last modified before `before`.
+fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
+    let listing = |e| LakeError::io(format!("listing {}", dir.display()), e);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(listing(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(listing)?;
+        let meta = entry.metadata().map_err(listing)?;
+        if meta.is_dir() {
+            old_files(&entry.path(), before, out)?;
+        } else if meta.modified().map_err(listing)? < before {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// A location of the local warehouse as a path (`file:` prefix dropped).

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::datatypes::SchemaRef;
 use iceberg::Catalog;
@@ -234,6 +234,8 @@ struct TableState {
     integrity: TableIntegrity,
     /// When this run last expired the table's old snapshots.
     expired_at: Option<Instant>,
+    /// When this run last looked for data files no snapshot names.
+    swept_at: Option<Instant>,
 }
 
 /// An exchange's trading day of an instant, remembering the last day's bounds (rows come
@@ -372,6 +374,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 oldest: None,
                 integrity,
                 expired_at: None,
+                swept_at: None,
             },
         );
     }
@@ -1073,8 +1076,9 @@ async fn land<L: Log + Clone>(
 }
 
 /// After a commit: the table's snapshots older than `keep_for` expire, at most every
-/// [`EXPIRE_EVERY`]. A failure (say, another writer committed meanwhile) leaves them for
-/// the next check: the lake is whole either way.
+/// [`EXPIRE_EVERY`], and data files never committed are deleted once older than
+/// `keep_for`, looked for once per `keep_for`. A failure (say, another writer committed
+/// meanwhile) leaves them for the next check: the lake is whole either way.
 async fn expire_old_snapshots(
     t: LakeTable,
     state: &mut TableState,
@@ -1098,6 +1102,19 @@ async fn expire_old_snapshots(
         Err(e) => {
             metrics::expiry_failed(t.name());
             tracing::warn!(table = %t, error = %e, "could not expire old snapshots; trying again later");
+        }
+    }
+    // Files written and never committed, once per retention period (reading every
+    // manifest of the table is the cost); the first run's look is at its first commit.
+    if state.swept_at.is_some_and(|at| at.elapsed() < keep_for) {
+        return;
+    }
+    state.swept_at = Some(Instant::now());
+    match crate::retention::remove_orphan_files(&state.table, keep_for, SystemTime::now()).await {
+        Ok(files) => metrics::orphan_files_deleted(t.name(), files),
+        Err(e) => {
+            metrics::expiry_failed(t.name());
+            tracing::warn!(table = %t, error = %e, "could not look for orphan data files; trying again later");
         }
     }
 }
