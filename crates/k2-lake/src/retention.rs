@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use iceberg::Catalog;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -203,12 +204,17 @@ pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime
             .load()
             .await
             .map_err(read)?;
-        for manifest in list.entries() {
-            let manifest = manifest
-                .load_manifest(table.file_io())
-                .await
-                .map_err(read)?;
-            for entry in manifest.entries() {
+        let loads: Vec<_> = list
+            .consume_entries()
+            .into_iter()
+            .map(|m| {
+                let io = table.file_io().clone();
+                async move { m.load_manifest(&io).await }
+            })
+            .collect();
+        let mut manifests = futures::stream::iter(loads).buffered(16);
+        while let Some(manifest) = manifests.next().await {
+            for entry in manifest.map_err(read)?.entries() {
                 named.insert(PathBuf::from(local_path(entry.data_file().file_path())));
             }
         }

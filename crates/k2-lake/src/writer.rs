@@ -234,8 +234,10 @@ struct TableState {
     integrity: TableIntegrity,
     /// When this run last expired the table's old snapshots.
     expired_at: Option<Instant>,
-    /// When this run last looked for data files no snapshot names.
+    /// When this run last looked for data files no snapshot names, and that look if it
+    /// is still going (it runs beside the writer: it reads every manifest of the table).
     swept_at: Option<Instant>,
+    sweep: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// An exchange's trading day of an instant, remembering the last day's bounds (rows come
@@ -375,6 +377,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 integrity,
                 expired_at: None,
                 swept_at: None,
+                sweep: None,
             },
         );
     }
@@ -602,6 +605,15 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     }
     if let Some(last) = reporting {
         let _ = last.await;
+    }
+    // A look for orphan files still going is finished in a batch run and given up when
+    // stopped (each file's deletion stands alone; the next run looks again).
+    let stopped = stop.load(Ordering::Relaxed);
+    for sweep in states.values_mut().filter_map(|s| s.sweep.take()) {
+        if stopped {
+            sweep.abort();
+        }
+        let _ = sweep.await;
     }
     deps.report(&mut summary);
     summary.seconds = started.elapsed().as_secs_f64();
@@ -1104,19 +1116,23 @@ async fn expire_old_snapshots(
             tracing::warn!(table = %t, error = %e, "could not expire old snapshots; trying again later");
         }
     }
-    // Files written and never committed, once per retention period (reading every
-    // manifest of the table is the cost); the first run's look is at its first commit.
+    // Files written and never committed, once per retention period, beside the writer
+    // (reading every manifest of the table is the cost); a run's first look is at its
+    // first commit.
     if state.swept_at.is_some_and(|at| at.elapsed() < keep_for) {
         return;
     }
     state.swept_at = Some(Instant::now());
-    match crate::retention::remove_orphan_files(&state.table, keep_for, SystemTime::now()).await {
-        Ok(files) => metrics::orphan_files_deleted(t.name(), files),
-        Err(e) => {
-            metrics::expiry_failed(t.name());
-            tracing::warn!(table = %t, error = %e, "could not look for orphan data files; trying again later");
+    let table = state.table.clone();
+    state.sweep = Some(tokio::spawn(async move {
+        match crate::retention::remove_orphan_files(&table, keep_for, SystemTime::now()).await {
+            Ok(files) => metrics::orphan_files_deleted(t.name(), files),
+            Err(e) => {
+                metrics::expiry_failed(t.name());
+                tracing::warn!(table = %t, error = %e, "could not look for orphan data files; looking again after a retention period");
+            }
         }
-    }
+    }));
 }
 
 /// Sorts, writes and commits one batch: the task of a [`Flight`].
