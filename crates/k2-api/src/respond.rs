@@ -259,7 +259,13 @@ pub fn table(
     if format == Format::Json {
         let data = format::encode(batches, Format::Json)?;
         let extra = pagination.map(|p| serde_json::json!({ "pagination": p }));
-        return Ok(envelope(&data, extra, &meta));
+        let mut response = envelope(&data, extra, &meta);
+        if let Some(max) = meta.truncated_at {
+            response
+                .headers_mut()
+                .insert("x-truncated-at", HeaderValue::from(max));
+        }
+        return Ok(response);
     }
     let bytes = format::encode(batches, format)?;
     let mut response = ([(CONTENT_TYPE, format.content_type())], bytes).into_response();

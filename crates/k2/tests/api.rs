@@ -682,6 +682,7 @@ fn every_endpoint_answers_exactly_in_every_format() {
     let body = a.json();
     assert_eq!(body["data"].as_array().unwrap().len(), 100_000);
     assert_eq!(body["meta"]["truncated_at"], 100_000);
+    assert_eq!(a.header("x-truncated-at"), Some("100000"));
     let mut csv = rows(100_001);
     csv["format"] = json!("csv");
     let a = s.post("/v1/sql", Some(&s.analyst), &csv);
