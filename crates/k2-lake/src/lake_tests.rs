@@ -1583,6 +1583,24 @@ async fn ingest_synthetic(log: &EmbeddedLog, dlq: &DeadLetterStore, companies: u
         .unwrap();
 }
 
+/// The trades table as the catalog has it now.
+async fn trades_table(l: &Lake) -> iceberg::table::Table {
+    use iceberg::Catalog;
+    l.catalog
+        .load_table(&LakeTable::Trades.ident())
+        .await
+        .unwrap()
+}
+
+/// Writer options that commit every 4 000 rows, polling 1 000 at a time.
+fn small_batches() -> WriterOptions {
+    WriterOptions {
+        max_rows: 4_000,
+        poll_records: 1_000,
+        ..Default::default()
+    }
+}
+
 /// Snapshot ids of the table's main ancestry, newest first.
 fn ancestry(table: &iceberg::table::Table) -> Vec<i64> {
     let m = table.metadata();
@@ -1611,19 +1629,13 @@ async fn trade_rows(l: &Lake) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
-    use iceberg::Catalog;
     use iceberg::transaction::ApplyTransactionAction;
 
     use crate::retention;
     use crate::writer::{committed_offsets, source_snapshot};
 
     let l = lake().await;
-    let trades = || async {
-        l.catalog
-            .load_table(&LakeTable::Trades.ident())
-            .await
-            .unwrap()
-    };
+    let trades = || trades_table(&l);
     // The metadata log names only the last 3 files, so that files go with a few commits.
     crate::ensure_tables(l.catalog.as_ref()).await.unwrap();
     let tx = iceberg::transaction::Transaction::new(&trades().await);
@@ -1636,11 +1648,7 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     // Writer "" commits several snapshots; then writer "b", reading its own log (the
     // sample), one.
     ingest_synthetic(&l.log, &l.dlq, 3, 20_000).await;
-    let small_batches = WriterOptions {
-        max_rows: 4_000,
-        poll_records: 1_000,
-        ..Default::default()
-    };
+    let small_batches = small_batches();
     write_with(&l, small_batches.clone()).await;
     let log_b = EmbeddedLog::open(&l._dir.path().join("log-b.redb")).unwrap();
     k2_ingest::ingest_asx(&log_b, &l.dlq, &sample(), &Default::default(), &mut |_| {})
@@ -1731,43 +1739,19 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_files_no_snapshot_names_go_once_older_than_the_retention() {
-    use iceberg::Catalog;
-
     use crate::retention;
 
     let l = lake().await;
-    let trades = || async {
-        l.catalog
-            .load_table(&LakeTable::Trades.ident())
-            .await
-            .unwrap()
-    };
+    let trades = || trades_table(&l);
     ingest_synthetic(&l.log, &l.dlq, 3, 12_000).await;
-    let small_batches = WriterOptions {
-        max_rows: 4_000,
-        poll_records: 1_000,
-        ..Default::default()
-    };
+    let small_batches = small_batches();
     write_with(&l, small_batches.clone()).await;
     let table = trades().await;
     let data = PathBuf::from(retention::local_path(table.metadata().location())).join("data");
-    let parquet_files = || {
-        let mut out = Vec::new();
-        let mut dirs = vec![data.clone()];
-        while let Some(dir) = dirs.pop() {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let path = e.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-        out.sort();
-        out
-    };
-    let committed = parquet_files();
+    // Every file under the directory: all are older than a day from now.
+    let mut committed = Vec::new();
+    let later = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    retention::old_files(&data, later, &mut committed).unwrap();
     assert!(committed.len() >= 3, "{committed:?}");
     let rows = trade_rows(&l).await;
     let day = Duration::from_secs(86_400);

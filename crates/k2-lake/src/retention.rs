@@ -236,7 +236,7 @@ pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime
 }
 
 /// The files under `dir`, at any depth, last modified before `before`.
-fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
     let listing = |e| LakeError::io(format!("listing {}", dir.display()), e);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
