@@ -42,7 +42,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::audit::{self, AuditEntry};
-use crate::columns::{self, Row};
+use crate::columns::{self, Row, Rows};
 use crate::error::{LakeError, Result};
 use crate::guard::Dependency;
 use crate::integrity::{TableIntegrity, Verdict};
@@ -221,10 +221,10 @@ struct TableState {
     table: Table,
     arrow_schema: SchemaRef,
     committed: BTreeMap<String, u64>,
-    pending: Vec<Row>,
-    /// The allocation of the last batch that landed, reused by the next one (no fresh
-    /// pages to fault in).
-    spare: Vec<Row>,
+    pending: Rows,
+    /// The chunks of the last batch that landed, reused by the next one (no fresh pages
+    /// to fault in).
+    spare: Rows,
     pending_letters: Vec<DeadLetter>,
     /// Next offset per partition covered by the pending rows and letters.
     pending_offsets: BTreeMap<String, u64>,
@@ -368,8 +368,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 table,
                 arrow_schema,
                 committed,
-                pending: Vec::new(),
-                spare: Vec::new(),
+                pending: Rows::default(),
+                spare: Rows::default(),
                 pending_letters: Vec::new(),
                 pending_offsets: BTreeMap::new(),
                 batch_start: BTreeMap::new(),
@@ -398,6 +398,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut consumer = log.consumer(assignment.clone())?;
     let mut decoder = PayloadDecoder::default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The decoded payloads of a poll; the allocation is kept from poll to poll.
+    let mut decoded = Vec::new();
     let mut summary = WriterSummary::default();
     // Per exchange: a handful, searched in order (cheaper than hashing the name per record).
     let mut days: Vec<(String, TradingDays)> = Vec::new();
@@ -444,13 +446,17 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         // The schemas first (the store may be remote), then the payloads, decoded over
         // the machine's cores.
         decoder.learn(log, &records).await?;
-        let decoded = decode_all(&decoder, &records, threads, |rec| {
-            routes.get(&rec.topic).map(|(_, name)| name.data_type)
-        });
+        decode_all(
+            &decoder,
+            &records,
+            threads,
+            |rec| routes.get(&rec.topic).map(|(_, name)| name.data_type),
+            &mut decoded,
+        );
         // Duplicates of this poll, counted here and published once per poll (a labelled
         // counter lookup per record would cost more than the check).
         let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut records = records.into_iter().zip(decoded).peekable();
+        let mut records = records.into_iter().zip(decoded.drain(..)).peekable();
         while let Some((first, decoded)) = records.next() {
             // Records come in runs of one partition: the table, the position's key and the
             // batch's first offset are looked up once per run.
@@ -630,45 +636,54 @@ pub async fn run<L: Log + SchemaStore + Clone>(
 /// Polls smaller than this are decoded on the writer's thread alone.
 const PARALLEL_DECODE_FROM: usize = 4096;
 
-/// Decodes a poll's payloads in order (`None` for a record `expected` does not route),
-/// spread over `threads` threads when the poll is large: the writer's loop is one thread,
-/// and decoding is its largest part.
+/// A poll's records decoded: `None` for a record whose topic is not routed.
+type Decoded = Option<std::result::Result<MarketRecord, Undecodable>>;
+
+/// Decodes a poll's payloads in order into `out` (one entry per record), spread over
+/// `threads` threads when the poll is large: the writer's loop is one thread, and decoding
+/// is its largest part. Each thread fills its own part of `out`, whose allocation the
+/// writer keeps from poll to poll.
 fn decode_all(
     decoder: &PayloadDecoder,
     records: &[ConsumedRecord],
     threads: usize,
     expected: impl Fn(&ConsumedRecord) -> Option<DataType> + Sync,
-) -> Vec<Option<std::result::Result<MarketRecord, Undecodable>>> {
-    let decode = |chunk: &[ConsumedRecord]| {
-        chunk
-            .iter()
-            .map(|r| expected(r).map(|dt| decoder.decode_known(&r.value, dt)))
-            .collect::<Vec<_>>()
+    out: &mut Vec<Decoded>,
+) {
+    let decode = |records: &[ConsumedRecord], out: &mut [Decoded]| {
+        for (r, slot) in records.iter().zip(out) {
+            *slot = expected(r).map(|dt| decoder.decode_known(&r.value, dt));
+        }
     };
+    out.clear();
+    out.resize_with(records.len(), || None);
     if threads < 2 || records.len() < PARALLEL_DECODE_FROM {
-        return decode(records);
+        return decode(records, out);
     }
-    let (first, rest) = records.split_at(records.len().div_ceil(threads));
+    let share = records.len().div_ceil(threads);
+    let (first, rest) = records.split_at(share);
+    let (first_out, rest_out) = out.split_at_mut(share);
+    let mut not_started = Vec::new();
     std::thread::scope(|s| {
-        let helpers = rest
-            .chunks(first.len())
-            .map(|chunk| {
-                let helper = std::thread::Builder::new()
-                    .name("k2-decode".into())
-                    .spawn_scoped(s, || decode(chunk));
-                (chunk, helper)
-            })
-            .collect::<Vec<_>>();
-        let mut out = decode(first);
-        for (chunk, helper) in helpers {
-            match helper {
-                Ok(h) => out.extend(h.join().expect("decoding does not panic")),
-                // A helper that could not start leaves its chunk to this thread.
-                Err(_) => out.extend(decode(chunk)),
+        for (i, (part, part_out)) in rest
+            .chunks(share)
+            .zip(rest_out.chunks_mut(share))
+            .enumerate()
+        {
+            let helper = std::thread::Builder::new()
+                .name("k2-decode".into())
+                .spawn_scoped(s, move || decode(part, part_out));
+            if helper.is_err() {
+                not_started.push(i + 1);
             }
         }
-        out
-    })
+        decode(first, first_out);
+    });
+    // A helper that could not start leaves its part to this thread.
+    for i in not_started {
+        let part = i * share..((i + 1) * share).min(records.len());
+        decode(&records[part.clone()], &mut out[part]);
+    }
 }
 
 /// How often the writer looks for topics created since it started.
@@ -822,8 +837,8 @@ impl Drop for Flight {
 /// What a batch's task hands back.
 struct Committed {
     table: Table,
-    /// The batch's rows, cleared: the allocation is reused.
-    rows: Vec<Row>,
+    /// The batch's rows, cleared: their chunks are reused.
+    rows: Rows,
     files: usize,
     bytes: u64,
 }
@@ -833,7 +848,7 @@ struct Batch {
     t: LakeTable,
     table: Table,
     arrow_schema: SchemaRef,
-    rows: Vec<Row>,
+    rows: Rows,
     name: String,
     properties: HashMap<String, String>,
     /// The next offset per partition of the batch (checked against the lake on a retry).
@@ -882,14 +897,8 @@ async fn take_off<L: Log>(
     } else {
         None
     };
-    // The next batch fills the allocation of the last one that landed, or one the size of
-    // this batch: growing a vector of rows by doubling copies it and faults in fresh pages,
-    // a fifth of the writer's loop when measured.
-    let next = match std::mem::take(&mut state.spare) {
-        spare if spare.capacity() > 0 => spare,
-        _ => Vec::with_capacity(state.pending.len()),
-    };
-    let rows = std::mem::replace(&mut state.pending, next);
+    // The next batch fills the chunks of the last one that landed, if it has landed.
+    let rows = std::mem::replace(&mut state.pending, std::mem::take(&mut state.spare));
     let ends = std::mem::take(&mut state.pending_offsets);
     let mut offsets_to = state.committed.clone();
     offsets_to.extend(ends.iter().map(|(k, v)| (k.clone(), *v)));
@@ -1223,7 +1232,7 @@ async fn write_and_commit(
 /// The rows in the table's sort order: symbol, then time, with the source sequence and the
 /// (unique) id as a deterministic tie-break. Symbols are ranked once, so the sort compares
 /// integers, not strings.
-fn sorted(rows: &[Row]) -> Vec<&Row> {
+fn sorted(rows: &Rows) -> Vec<&Row> {
     let mut ranks: HashMap<&str, u32> = HashMap::new();
     let mut last: Option<(&str, u32)> = None;
     let mut keys: Vec<(u32, i64, i64, MessageId, u32)> = Vec::with_capacity(rows.len());
@@ -1259,7 +1268,7 @@ fn sorted(rows: &[Row]) -> Vec<&Row> {
         key.0 = order[key.0 as usize];
     }
     keys.sort_unstable();
-    keys.into_iter().map(|k| &rows[k.4 as usize]).collect()
+    keys.into_iter().map(|k| rows.get(k.4 as usize)).collect()
 }
 
 /// With dedup shared in Redis: claims the ids of the pending rows for this batch before
@@ -1368,7 +1377,7 @@ async fn claim_batch(
     }
     let rows = std::mem::take(&mut state.pending);
     let mut kept = Vec::with_capacity(ids.len());
-    for (row, (id, stored)) in rows.into_iter().zip(ids.into_iter().zip(stored)) {
+    for (row, (id, stored)) in rows.into_rows().zip(ids.into_iter().zip(stored)) {
         if stored {
             state.integrity.count_duplicate(&row.record);
         } else {
@@ -1508,7 +1517,7 @@ mod tests {
     #[test]
     fn rows_sort_by_symbol_time_sequence_then_id() {
         // Symbols first seen out of order, runs broken up, ties on time and sequence.
-        let rows = vec![
+        let rows: Rows = [
             row("WBC", 5, None, 1),
             row("BHP", 9, Some(2), 2),
             row("BHP", 9, Some(1), 3),
@@ -1517,7 +1526,9 @@ mod tests {
             row("WBC", 1, Some(0), 5),
             row("BHP", 3, None, 6),
             row("AN", 100, None, 7),
-        ];
+        ]
+        .into_iter()
+        .collect();
         let order: Vec<u128> = sorted(&rows)
             .iter()
             .map(|r| r.record.message_id().as_u128())
@@ -1539,5 +1550,41 @@ mod tests {
             .map(|r| r.record.message_id().as_u128())
             .collect();
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn batch_rows_keep_their_order_across_chunks_and_reuse_them() {
+        let chunk = crate::columns::CHUNK_ROWS;
+        let ids = |rows: &Rows| -> Vec<u128> {
+            rows.iter()
+                .map(|r| r.record.message_id().as_u128())
+                .collect()
+        };
+        let n = 2 * chunk + 3;
+        let mut rows: Rows = (0..n as u128).map(|i| row("BHP", 0, None, i)).collect();
+        assert_eq!(rows.len(), n);
+        assert_eq!(ids(&rows), (0..n as u128).collect::<Vec<_>>());
+        for i in [0, chunk - 1, chunk, 2 * chunk, n - 1] {
+            assert_eq!(rows.get(i).record.message_id().as_u128(), i as u128);
+        }
+        // Cleared, the chunks take the next batch from the first one on.
+        rows.clear();
+        assert!(rows.is_empty() && ids(&rows).is_empty());
+        for i in 0..chunk as u128 + 1 {
+            rows.push(row("ANZ", 0, None, 1_000_000 + i));
+        }
+        assert_eq!(rows.len(), chunk + 1);
+        assert_eq!(
+            rows.get(chunk).record.message_id().as_u128(),
+            1_000_000 + chunk as u128
+        );
+        let taken: Vec<u128> = rows
+            .into_rows()
+            .map(|r| r.record.message_id().as_u128())
+            .collect();
+        assert_eq!(
+            taken,
+            (1_000_000..1_000_000 + chunk as u128 + 1).collect::<Vec<_>>()
+        );
     }
 }
