@@ -410,6 +410,136 @@ fn dead_letter(source: String, r: Rejection, raw: Vec<u8>) -> DeadLetter {
     }
 }
 
+/// A chunk's rows as read from the file, parsed once it is full: their text back to back,
+/// and each one's line number and end in that text.
+#[derive(Default)]
+struct Chunk {
+    text: Vec<u8>,
+    lines: Vec<(u64, usize)>,
+}
+
+impl Chunk {
+    fn push(&mut self, line_no: u64, line: &[u8]) {
+        self.text.extend_from_slice(line);
+        self.lines.push((line_no, self.text.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The `i`-th row: its line number and text.
+    fn row(&self, i: usize) -> (u64, &[u8]) {
+        let start = if i == 0 { 0 } else { self.lines[i - 1].1 };
+        let (line_no, end) = self.lines[i];
+        (line_no, &self.text[start..end])
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.lines.clear();
+    }
+}
+
+/// What parsing a file's rows needs to know about the file.
+struct FileContext<'a> {
+    rel: &'a str,
+    topic: &'a str,
+    company: &'a Company,
+    data_type: DataType,
+    schema_id: u32,
+    receive_us: i64,
+}
+
+/// Chunks smaller than this are parsed on the ingest's thread alone.
+const PARALLEL_PARSE_FROM: usize = 4096;
+
+/// Parses a chunk's rows and encodes them for the log, in the file's order: the records as
+/// one batch, and a dead letter for each row refused. A large chunk is parsed over
+/// `threads` threads, each taking a run of rows (parsing and encoding are nearly all of an
+/// ingest's own work, and they need nothing from the rows before).
+fn parse_chunk(
+    chunk: &Chunk,
+    file: &FileContext<'_>,
+    now_us: i64,
+    threads: usize,
+) -> (TopicBatch, Vec<DeadLetter>) {
+    let n = chunk.len();
+    if threads < 2 || n < PARALLEL_PARSE_FROM {
+        return parse_rows(chunk, 0..n, n, file, now_us);
+    }
+    let share = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (share..n)
+            .step_by(share)
+            .map(|from| {
+                let rows = from..(from + share).min(n);
+                let helper = std::thread::Builder::new()
+                    .name("k2-parse".into())
+                    .spawn_scoped(s, {
+                        let rows = rows.clone();
+                        move || parse_rows(chunk, rows.clone(), rows.len(), file, now_us)
+                    });
+                (rows, helper)
+            })
+            .collect();
+        // The first run's batch has room for the whole chunk; the others are appended.
+        let (mut batch, mut letters) = parse_rows(chunk, 0..share, n, file, now_us);
+        for (rows, helper) in helpers {
+            let (more, more_letters) = match helper {
+                Ok(h) => h.join().expect("parsing does not panic"),
+                // A helper that could not start leaves its rows to this thread.
+                Err(_) => parse_rows(chunk, rows.clone(), rows.len(), file, now_us),
+            };
+            batch.append(&more);
+            letters.extend(more_letters);
+        }
+        (batch, letters)
+    })
+}
+
+/// Parses and encodes the chunk's rows `rows` into a batch with room for `room` records.
+fn parse_rows(
+    chunk: &Chunk,
+    rows: std::ops::Range<usize>,
+    room: usize,
+    file: &FileContext<'_>,
+    now_us: i64,
+) -> (TopicBatch, Vec<DeadLetter>) {
+    // An ASX trade is about 170 bytes of key and Avro value; the batch grows if not.
+    let mut batch = TopicBatch::with_capacity(file.topic, room, room * 192);
+    let mut letters = Vec::new();
+    // The clock only caches an offset, so each run of rows can have its own.
+    let mut clock = LocalClock::new();
+    for i in rows {
+        let (line_no, line) = chunk.row(i);
+        let src = RowSource {
+            company: file.company,
+            line: line_no,
+            receive_us: file.receive_us,
+        };
+        let parsed = match std::str::from_utf8(line) {
+            Ok(text) => match file.data_type {
+                DataType::Trades => asx::parse_trade(text, &src, &mut clock),
+                _ => asx::parse_quote(text, &src, &mut clock),
+            },
+            Err(_) => Err(Rejection {
+                kind: "encoding",
+                reason: "row is not valid UTF-8".into(),
+            }),
+        };
+        match parsed {
+            Ok(mut rec) => encode(&mut rec, file.schema_id, now_us, &mut batch),
+            Err(r) => letters.push(dead_letter(
+                format!("{}:{line_no}", file.rel),
+                r,
+                line.to_vec(),
+            )),
+        }
+    }
+    (batch, letters)
+}
+
 /// A chunk handed to the log whose records and checkpoint are not all stored yet.
 type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), k2_log::LogError>> + Send + 'a>>;
 
@@ -477,9 +607,16 @@ async fn ingest_file<'a, L: Log>(
         }
     }
 
-    let mut clock = LocalClock::new();
-    let mut records: Vec<MarketRecord> = Vec::with_capacity(options.chunk_rows);
-    let mut letters: Vec<DeadLetter> = Vec::new();
+    let file = FileContext {
+        rel,
+        topic,
+        company,
+        data_type,
+        schema_id: encoder.ids[&data_type],
+        receive_us,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut chunk = Chunk::default();
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(io_err)?;
@@ -495,47 +632,26 @@ async fn ingest_file<'a, L: Log>(
                 summary.blank_lines += 1;
             } else {
                 summary.rows_read += 1;
-                let src = RowSource {
-                    company,
-                    line: line_no,
-                    receive_us,
-                };
-                let parsed = match std::str::from_utf8(line) {
-                    Ok(text) => match data_type {
-                        DataType::Trades => asx::parse_trade(text, &src, &mut clock),
-                        _ => asx::parse_quote(text, &src, &mut clock),
-                    },
-                    Err(_) => Err(Rejection {
-                        kind: "encoding",
-                        reason: "row is not valid UTF-8".into(),
-                    }),
-                };
-                match parsed {
-                    Ok(rec) => records.push(rec),
-                    Err(r) => {
-                        letters.push(dead_letter(format!("{rel}:{line_no}"), r, line.to_vec()))
-                    }
-                }
+                chunk.push(line_no, line);
             }
         }
         let at_end = n == 0;
-        if records.len() + letters.len() >= options.chunk_rows || (at_end && (bytes > done.bytes)) {
-            summary.produced += records.len() as u64;
+        if chunk.len() >= options.chunk_rows || (at_end && (bytes > done.bytes)) {
+            // One ingestion time per append: the moment the chunk goes to the log.
+            let now = now_us();
+            let (batch, letters) = parse_chunk(&chunk, &file, now, threads);
+            chunk.clear();
+            summary.produced += batch.len() as u64;
             summary.dead_lettered += letters.len() as u64;
-            metrics::rows(STAGE, records.len() as u64, letters.len() as u64);
+            metrics::rows(STAGE, batch.len() as u64, letters.len() as u64);
             dlq.append(&letters)?;
             log.publish_dead_letters(&letters).await?;
-            letters.clear();
             let state = serde_json::to_vec(&FileCheckpoint {
                 bytes,
                 lines: line_no,
                 prefix_xxh3: hasher.digest(),
             })
             .expect("checkpoint serialises");
-            // One ingestion time per append: the moment the chunk goes to the log.
-            let now = now_us();
-            let batch = encoder.batch(topic, &mut records, now);
-            records.clear();
             // The previous chunk's records and checkpoint are stored before this chunk goes
             // to the log, so checkpoints stay in order and each follows its records; what
             // overlaps is parsing this chunk and storing the previous one.
@@ -567,4 +683,65 @@ async fn ingest_file<'a, L: Log>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_parsed_over_threads_equals_it_parsed_on_one() {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../samples/asx-2014-03/trades/7078.csv");
+        let text = std::fs::read_to_string(sample).unwrap();
+        let mut chunk = Chunk::default();
+        let bad = [3u64, 5_000, 5_001, 9_999];
+        for (i, line) in text.lines().take(10_000).enumerate() {
+            let line_no = i as u64 + 1;
+            let line = if bad.contains(&line_no) {
+                "03/14/2014,15:00:00.000,abc,100,0,,"
+            } else {
+                line
+            };
+            chunk.push(line_no, line.as_bytes());
+        }
+        let company = Company {
+            company_id: "7078".into(),
+            symbol: "BHP".into(),
+            name: "BHP BILLITON LIMITED".into(),
+            isin: "AU000000BHP4".into(),
+            start_date: "01/01/2014".into(),
+            end_date: "12/31/2014".into(),
+        };
+        let file = FileContext {
+            rel: "trades/7078.csv",
+            topic: "market.equities.trades.asx",
+            company: &company,
+            data_type: DataType::Trades,
+            schema_id: 7,
+            receive_us: 1_700_000_000_000_000,
+        };
+        let now = 1_700_000_001_000_000;
+        let letters = |l: &[DeadLetter]| -> Vec<(String, String, Vec<u8>)> {
+            l.iter()
+                .map(|l| (l.source.clone(), l.kind.clone(), l.raw.clone()))
+                .collect()
+        };
+        let (one, one_letters) = parse_chunk(&chunk, &file, now, 1);
+        assert_eq!(one.len(), 10_000 - bad.len());
+        let sources: Vec<String> = letters(&one_letters).into_iter().map(|l| l.0).collect();
+        assert_eq!(
+            sources,
+            bad.map(|n| format!("trades/7078.csv:{n}")).to_vec()
+        );
+        for threads in [2, 3, 7] {
+            let (many, many_letters) = parse_chunk(&chunk, &file, now, threads);
+            assert!(many == one, "{threads} threads: the batch differs");
+            assert_eq!(
+                letters(&many_letters),
+                letters(&one_letters),
+                "{threads} threads"
+            );
+        }
+    }
 }

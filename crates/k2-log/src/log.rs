@@ -112,6 +112,16 @@ impl TopicBatch {
         });
     }
 
+    /// Appends the records of `other`, in their order, after these.
+    pub fn append(&mut self, other: &TopicBatch) {
+        let shift = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.records.extend(other.records.iter().map(|s| Span {
+            start: s.start + shift,
+            ..*s
+        }));
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -233,4 +243,25 @@ pub trait LogConsumer: Send + 'static {
 
     /// Current read positions.
     fn positions(&self) -> Vec<PartitionOffset>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopicBatch;
+
+    #[test]
+    fn an_appended_batch_follows_in_order_with_its_keys_values_and_times() {
+        let mut a = TopicBatch::new("t");
+        a.push(b"k1", b"first", 1);
+        let mut b = TopicBatch::new("t");
+        b.push(b"", b"second", 2);
+        b.push(b"key3", b"", 3);
+        a.append(&b);
+        a.append(&TopicBatch::new("t"));
+        let got: Vec<(&[u8], &[u8], i64)> =
+            a.iter().map(|r| (r.key, r.value, r.timestamp_ms)).collect();
+        let want: Vec<(&[u8], &[u8], i64)> =
+            vec![(b"k1", b"first", 1), (b"", b"second", 2), (b"key3", b"", 3)];
+        assert_eq!(got, want);
+    }
 }
