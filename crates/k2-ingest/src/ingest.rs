@@ -150,6 +150,10 @@ pub fn topic_specs(asset_class: AssetClass, exchange: &str, partitions: u32) -> 
         .collect()
 }
 
+/// Room per record in a batch: an ASX trade is about 170 bytes of key and Avro value (the
+/// batch grows if not).
+const RECORD_BYTES: usize = 192;
+
 struct Encoder {
     ids: BTreeMap<DataType, u32>,
 }
@@ -157,8 +161,8 @@ struct Encoder {
 impl Encoder {
     /// Appends `records`, encoded, to a batch for `topic`.
     fn batch(&self, topic: &str, records: &mut [MarketRecord], now_us: i64) -> TopicBatch {
-        // An ASX trade is about 170 bytes of key and Avro value; the batch grows if not.
-        let mut batch = TopicBatch::with_capacity(topic, records.len(), records.len() * 192);
+        let mut batch =
+            TopicBatch::with_capacity(topic, records.len(), records.len() * RECORD_BYTES);
         for rec in records {
             encode(rec, self.ids[&rec.data_type()], now_us, &mut batch);
         }
@@ -506,8 +510,7 @@ fn parse_rows(
     file: &FileContext<'_>,
     now_us: i64,
 ) -> (TopicBatch, Vec<DeadLetter>) {
-    // An ASX trade is about 170 bytes of key and Avro value; the batch grows if not.
-    let mut batch = TopicBatch::with_capacity(file.topic, room, room * 192);
+    let mut batch = TopicBatch::with_capacity(file.topic, room, room * RECORD_BYTES);
     let mut letters = Vec::new();
     // The clock only caches an offset, so each run of rows can have its own.
     let mut clock = LocalClock::new();
