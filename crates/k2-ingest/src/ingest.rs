@@ -481,8 +481,8 @@ fn parse_chunk(
                 let helper = std::thread::Builder::new()
                     .name("k2-parse".into())
                     .spawn_scoped(s, {
-                        let rows = rows.clone();
-                        move || parse_rows(chunk, rows.clone(), rows.len(), file, now_us)
+                        let (rows, room) = (rows.clone(), rows.len());
+                        move || parse_rows(chunk, rows, room, file, now_us)
                     });
                 (rows, helper)
             })
