@@ -351,7 +351,7 @@ impl<'a> Reader<'a> {
         self.blocks(|r| {
             let k = r.string()?;
             let v = r.string()?;
-            map.insert(k, v);
+            map.push(k, v);
             Ok(())
         })?;
         Ok(Some(map))

@@ -39,6 +39,17 @@ impl VendorData {
         }
     }
 
+    /// Appends an entry whose key sorts after every key held (as K2's own encoding
+    /// writes them), with no search; any other key is inserted in its place.
+    pub fn push(&mut self, key: Text, value: Text) {
+        match self.0.last() {
+            Some((last, _)) if last.as_str() >= key.as_str() => {
+                self.insert(key, value);
+            }
+            _ => self.0.push((key, value)),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .binary_search_by(|(k, _)| k.as_str().cmp(key))
@@ -279,6 +290,15 @@ mod tests {
         assert_eq!(
             (v.get("venue"), v.get("absent"), v.len()),
             (Some("Y"), None, 4)
+        );
+        // Pushed entries keep the order and each key once, in order or not.
+        let mut pushed = VendorData::new();
+        for (k, v) in [("b", "1"), ("d", "2"), ("a", "3"), ("d", "4"), ("e", "5")] {
+            pushed.push(k.into(), v.into());
+        }
+        assert_eq!(
+            pushed.iter().collect::<Vec<_>>(),
+            [("a", "3"), ("b", "1"), ("d", "4"), ("e", "5")]
         );
         // serde: a JSON object, read back the same whatever the order it is written in.
         let json = serde_json::to_string(&v).unwrap();
