@@ -14,7 +14,7 @@
 //!   which K2 does not use): a crash in between re-sends one chunk, which the lake's dedup
 //!   drops by message id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1034,12 +1034,14 @@ impl SchemaStore for KafkaLog {
 /// Reads assigned partitions of a Kafka cluster.
 pub struct KafkaConsumer {
     consumer: StreamConsumer,
-    partitions: HashMap<String, TopicPartitions>,
+    /// A handful of topics, searched in order: cheaper per record than hashing the name.
+    partitions: Vec<TopicPartitions>,
 }
 
 struct TopicPartitions {
     name: Arc<str>,
-    partitions: HashMap<u32, Position>,
+    /// By partition number.
+    partitions: BTreeMap<u32, Position>,
 }
 
 /// Where a partition is read from.
@@ -1051,15 +1053,19 @@ struct Position {
 
 impl KafkaConsumer {
     fn new(consumer: StreamConsumer, assignment: Vec<PartitionOffset>) -> KafkaConsumer {
-        let mut partitions: HashMap<String, TopicPartitions> = HashMap::new();
+        let mut partitions: Vec<TopicPartitions> = Vec::new();
         for a in assignment {
-            let topic = partitions
-                .entry(a.topic.clone())
-                .or_insert_with(|| TopicPartitions {
-                    name: Arc::from(a.topic.as_str()),
-                    partitions: HashMap::new(),
-                });
-            topic
+            let i = match partitions.iter().position(|t| *t.name == *a.topic) {
+                Some(i) => i,
+                None => {
+                    partitions.push(TopicPartitions {
+                        name: Arc::from(a.topic.as_str()),
+                        partitions: BTreeMap::new(),
+                    });
+                    partitions.len() - 1
+                }
+            };
+            partitions[i]
                 .partitions
                 .insert(a.partition, Position { next: a.offset });
         }
@@ -1071,12 +1077,13 @@ impl KafkaConsumer {
 
     /// The record, unless it lies before the partition's position.
     fn arrive(
-        partitions: &mut HashMap<String, TopicPartitions>,
+        partitions: &mut [TopicPartitions],
         m: &rdkafka::message::BorrowedMessage<'_>,
     ) -> Option<ConsumedRecord> {
         let partition = m.partition() as u32;
         let offset = m.offset() as u64;
-        let topic = partitions.get_mut(m.topic())?;
+        let name = m.topic();
+        let topic = partitions.iter_mut().find(|t| *t.name == *name)?;
         let position = topic.partitions.get_mut(&partition)?;
         if offset < position.next {
             return None;
@@ -1164,9 +1171,9 @@ impl LogConsumer for KafkaConsumer {
         let mut out: Vec<PartitionOffset> = self
             .partitions
             .iter()
-            .flat_map(|(topic, t)| {
+            .flat_map(|t| {
                 t.partitions.iter().map(|(&partition, p)| PartitionOffset {
-                    topic: topic.clone(),
+                    topic: t.name.to_string(),
                     partition,
                     offset: p.next,
                 })
