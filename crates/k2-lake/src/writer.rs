@@ -434,7 +434,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             }
         }
         let (max, wait) = (options.poll_records, Duration::from_millis(200));
-        let records = deps
+        let mut records = deps
             .log
             .call_mut(&mut consumer, |c| {
                 Box::pin(async move { Ok(c.poll(max, wait).await?) })
@@ -456,29 +456,36 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         // Duplicates of this poll, counted here and published once per poll (a labelled
         // counter lookup per record would cost more than the check).
         let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut records = records.into_iter().zip(decoded.drain(..)).peekable();
-        while let Some((first, decoded)) = records.next() {
+        let mut at = 0;
+        while at < records.len() {
             // Records come in runs of one partition: the table, the position's key and the
             // batch's first offset are looked up once per run.
-            let (topic, partition) = (first.topic.clone(), first.partition);
-            let same_run = |(r, _): &(ConsumedRecord, _)| {
-                r.partition == partition && (Arc::ptr_eq(&r.topic, &topic) || r.topic == topic)
-            };
+            let (topic, partition) = (records[at].topic.clone(), records[at].partition);
+            let run_len = records[at..]
+                .iter()
+                .position(|r| {
+                    r.partition != partition || !(Arc::ptr_eq(&r.topic, &topic) || r.topic == topic)
+                })
+                .unwrap_or(records.len() - at);
+            let run = at..at + run_len;
+            at += run_len;
             let Some(&(table, _)) = routes.get(&topic) else {
-                while records.next_if(same_run).is_some() {}
                 continue;
             };
             let state = states.get_mut(&table).expect("every table has a state");
             let key = offset_key(&options.source, &topic, partition);
             if !state.batch_start.contains_key(&key) {
-                state.batch_start.insert(key.clone(), first.offset);
+                state
+                    .batch_start
+                    .insert(key.clone(), records[run.start].offset);
             }
             state.oldest.get_or_insert_with(Instant::now);
-            let (mut next, mut end) = (Some((first, decoded)), 0);
-            while let Some((rec, decoded)) = next.take().or_else(|| records.next_if(same_run)) {
-                end = rec.offset + 1;
+            let end = records[run.end - 1].offset + 1;
+            for (rec, decoded) in records[run.clone()].iter_mut().zip(&mut decoded[run]) {
                 // Every record of a routed topic was decoded.
-                let Some(decoded) = decoded else { continue };
+                let Some(decoded) = decoded.take() else {
+                    continue;
+                };
                 match decoded {
                     Ok(record) => {
                         if state.integrity.admit(&record)? == Verdict::Duplicate {
@@ -503,7 +510,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                             source: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
                             kind: kind.into(),
                             reason,
-                            raw: rec.value,
+                            raw: std::mem::take(&mut rec.value),
                             rejected_at_us: chrono::Utc::now().timestamp_micros(),
                         });
                     }
