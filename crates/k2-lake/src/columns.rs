@@ -399,3 +399,109 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
     RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| LakeError::arrow(format!("building a {table} batch"), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
+    use k2_model::{AssetClass, Decimal8, TradeSide};
+
+    use super::*;
+
+    fn schema(t: LakeTable) -> SchemaRef {
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(&t.schema()).unwrap())
+    }
+
+    fn trade(n: i64, vendor: Option<VendorData>, conditions: &[&str]) -> Row {
+        Row {
+            record: MarketRecord::Trade(Trade {
+                message_id: MessageId::from_u128(n as u128 + 0xabc),
+                trade_id: format!("T{n}").into(),
+                symbol: "BHP".into(),
+                exchange: "ASX".into(),
+                asset_class: AssetClass::Equities,
+                timestamp_us: 1_000 + n,
+                receive_timestamp_us: 2_000 + n,
+                price: Decimal8::from_units(3_545_500_000 + n).unwrap(),
+                quantity: Decimal8::from_units(100_000_000).unwrap(),
+                currency: "AUD".into(),
+                side: TradeSide::Buy,
+                trade_conditions: conditions.iter().map(|&c| c.into()).collect(),
+                source_sequence: (n % 2 == 0).then_some(n),
+                ingestion_timestamp_us: 3_000 + n,
+                platform_sequence: None,
+                vendor_data: vendor,
+            }),
+            trade_date: 16_132,
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_each_field_in_its_column_in_row_order() {
+        let rows = [
+            trade(
+                0,
+                Some([("venue", "X"), ("buyer_id", "7")].into()),
+                &["0", "1"],
+            ),
+            trade(1, None, &[]),
+            trade(2, Some(VendorData::new()), &["9"]),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let schema = schema(LakeTable::Trades);
+        let batch = to_batch(LakeTable::Trades, &schema, &refs).unwrap();
+        assert_eq!((batch.num_rows(), batch.schema()), (3, schema.clone()));
+        let col = |name: &str| batch.column_by_name(name).unwrap();
+        let ids = col("message_id").as_fixed_size_binary();
+        assert_eq!(ids.value(2), MessageId::from_u128(0xabc + 2).to_bytes());
+        let trade_ids = col("trade_id").as_string::<i32>();
+        assert_eq!(
+            trade_ids.iter().flatten().collect::<Vec<_>>(),
+            ["T0", "T1", "T2"]
+        );
+        assert_eq!(col("side").as_string::<i32>().value(1), "BUY");
+        let times = col("timestamp").as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(times.values(), &[1_000, 1_001, 1_002]);
+        let prices = col("price").as_primitive::<Decimal128Type>();
+        assert_eq!((prices.value(1), prices.scale()), (3_545_500_001, 8));
+        let sequences = col("source_sequence").as_primitive::<Int64Type>();
+        assert_eq!(
+            sequences.iter().collect::<Vec<_>>(),
+            [Some(0), None, Some(2)]
+        );
+        let dates = col("trade_date").as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!(dates.value(0), 16_132);
+        let lists = col("trade_conditions").as_list::<i32>();
+        assert_eq!(lists.value_offsets(), &[0, 2, 2, 3]);
+        assert_eq!(lists.value(2).as_string::<i32>().value(0), "9");
+        let maps = col("vendor_data").as_map();
+        assert_eq!(
+            (maps.is_null(0), maps.is_null(1), maps.is_null(2)),
+            (false, true, false)
+        );
+        assert_eq!(maps.value_offsets(), &[0, 2, 2, 2]);
+        let keys = maps.keys().as_string::<i32>();
+        let values = maps.values().as_string::<i32>();
+        assert_eq!(
+            (
+                keys.value(0),
+                values.value(0),
+                keys.value(1),
+                values.value(1)
+            ),
+            ("buyer_id", "7", "venue", "X")
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_has_the_schemas_types_and_a_row_of_another_table_is_refused() {
+        for t in LakeTable::ALL {
+            let schema = schema(t);
+            let batch = to_batch(t, &schema, &[]).unwrap();
+            assert_eq!((batch.num_rows(), batch.schema()), (0, schema));
+        }
+        let row = trade(0, None, &[]);
+        let err = to_batch(LakeTable::Quotes, &schema(LakeTable::Quotes), &[&row]).unwrap_err();
+        assert!(err.to_string().contains("quotes"), "{err}");
+    }
+}
