@@ -221,7 +221,7 @@ impl Column {
             },
             ArrowType::Map(_, _) => Column::Map {
                 offsets: offsets(),
-                keys: StringBuilder::with_capacity(rows, rows * TEXT_BYTES_PER_ROW),
+                keys: text(),
                 values: text(),
                 valid: Vec::with_capacity(rows),
             },
