@@ -127,4 +127,11 @@ impl LogConsumer for AnyConsumer {
             AnyConsumer::Kafka(c) => c.positions(),
         }
     }
+
+    fn read_to_end(&self) -> bool {
+        match self {
+            AnyConsumer::Embedded(c) => c.read_to_end(),
+            AnyConsumer::Kafka(c) => c.read_to_end(),
+        }
+    }
 }

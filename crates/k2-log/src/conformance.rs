@@ -45,6 +45,21 @@ async fn drain<C: LogConsumer>(consumer: &mut C, expected: usize) -> Vec<crate::
     out
 }
 
+/// Polls until the consumer says it has read every partition to its end (it may take a
+/// fetch or two to look) and returns whether it did; a record read on the way fails.
+async fn reads_to_end<C: LogConsumer>(consumer: &mut C) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !consumer.read_to_end() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        let got = consumer.poll(10, Duration::from_millis(50)).await.unwrap();
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        assert!(offsets.is_empty(), "read past the end: {offsets:?}");
+    }
+    true
+}
+
 fn all_from_start(topic: &str, partitions: u32) -> Vec<PartitionOffset> {
     (0..partitions)
         .map(|p| PartitionOffset {
@@ -122,7 +137,8 @@ pub async fn resume_from_position<L: Log>(log: &L, ns: &str) {
 }
 
 /// Polls smaller than a batch cross batch boundaries without gaps or repeats, and a
-/// consumer at the end (or assigned beyond it) picks up what is appended later.
+/// consumer at the end (or assigned beyond it) picks up what is appended later. A consumer
+/// says it has read to the end only once it has.
 pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
     let t_tail = format!("{ns}t.tail");
     log.ensure_topic(&spec(&t_tail, 1)).await.unwrap();
@@ -141,6 +157,7 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
     };
     let mut from_start = log.consumer(vec![at(3)]).unwrap();
     let mut beyond = log.consumer(vec![at(25)]).unwrap();
+    assert!(!from_start.read_to_end(), "nothing read yet");
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while seen.len() < 17 && tokio::time::Instant::now() < deadline {
@@ -149,12 +166,16 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
             // a batch must go on at the right byte too.
             seen.push((r.offset, String::from_utf8(r.value).unwrap()));
         }
+        if (1..17).contains(&seen.len()) {
+            assert!(!from_start.read_to_end(), "{} of 17 read", seen.len());
+        }
     }
     assert_eq!(
         seen,
         (3..20u64).map(|i| (i, i.to_string())).collect::<Vec<_>>(),
         "small polls"
     );
+    assert!(reads_to_end(&mut from_start).await, "read to the end");
     assert!(
         beyond
             .poll(10, Duration::from_millis(50))
@@ -173,6 +194,7 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
         (20..30u64).map(|i| (i, i.to_string())).collect::<Vec<_>>(),
         "appended after the end"
     );
+    assert!(reads_to_end(&mut from_start).await, "read to the new end");
     let beyond_got: Vec<u64> = drain(&mut beyond, 5)
         .await
         .iter()
@@ -182,6 +204,10 @@ pub async fn small_polls_and_tail<L: Log>(log: &L, ns: &str) {
         beyond_got,
         (25..30).collect::<Vec<_>>(),
         "assigned beyond the end"
+    );
+    assert!(
+        reads_to_end(&mut beyond).await,
+        "assigned beyond, read to the end"
     );
 }
 
@@ -216,6 +242,10 @@ pub async fn empty_topic_and_idempotent_create<L: Log>(log: &L, ns: &str) {
             .await
             .unwrap()
             .is_empty()
+    );
+    assert!(
+        reads_to_end(&mut c).await,
+        "an empty topic is read to its end"
     );
     assert!(
         log.topics()

@@ -428,6 +428,7 @@ impl Log for EmbeddedLog {
                 next: a.offset,
                 batch: None,
                 held: None,
+                at_end: false,
             })
             .collect();
         Ok(EmbeddedConsumer {
@@ -503,6 +504,8 @@ struct Position {
     batch: Option<u64>,
     /// The batch holding `next`, when a poll stopped inside it.
     held: Option<Held>,
+    /// Whether the last read of the partition found nothing after `next`.
+    at_end: bool,
 }
 
 /// A stored batch a poll stopped inside, and where (the cursor's offset is the
@@ -539,9 +542,14 @@ impl EmbeddedConsumer {
             }
             let idx = (self.cursor + i) % n;
             let pos = &mut self.positions[idx];
+            pos.at_end = false;
             let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(&pos.table)) {
                 Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => continue,
+                // Nothing was ever appended to the partition.
+                Err(TableError::TableDoesNotExist(_)) => {
+                    pos.at_end = true;
+                    continue;
+                }
                 Err(e) => return Err(LogError::storage(format!("opening {}", pos.table), e)),
             };
             let limit = (out.len() + share).min(max);
@@ -577,6 +585,14 @@ impl EmbeddedConsumer {
                     .get(base)
                     .map_err(|e| LogError::storage("reading log", e))?
                 else {
+                    // After a batch read, none at its end is the log's end; before one,
+                    // `next` may lie below the oldest batch kept.
+                    pos.at_end = known
+                        || table
+                            .range(pos.next..)
+                            .map_err(|e| LogError::storage("reading log", e))?
+                            .next()
+                            .is_none();
                     break;
                 };
                 known = true;
@@ -636,5 +652,9 @@ impl LogConsumer for EmbeddedConsumer {
                 offset: p.next,
             })
             .collect()
+    }
+
+    fn read_to_end(&self) -> bool {
+        self.positions.iter().all(|p| p.at_end)
     }
 }

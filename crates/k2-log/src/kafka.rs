@@ -1040,6 +1040,8 @@ pub struct KafkaConsumer {
 
 struct TopicPartitions {
     name: Arc<str>,
+    /// The name for librdkafka's C interface.
+    c_name: std::ffi::CString,
     /// By partition number.
     partitions: BTreeMap<u32, Position>,
 }
@@ -1060,6 +1062,8 @@ impl KafkaConsumer {
                 None => {
                     partitions.push(TopicPartitions {
                         name: Arc::from(a.topic.as_str()),
+                        // Topic names are ASCII without NUL (`TopicName`, Kafka's rules).
+                        c_name: std::ffi::CString::new(a.topic.as_str()).unwrap_or_default(),
                         partitions: BTreeMap::new(),
                     });
                     partitions.len() - 1
@@ -1181,5 +1185,31 @@ impl LogConsumer for KafkaConsumer {
             .collect();
         out.sort();
         out
+    }
+
+    fn read_to_end(&self) -> bool {
+        let client = self.consumer.client().native_ptr();
+        self.partitions.iter().all(|t| {
+            t.partitions.iter().all(|(&partition, p)| {
+                let (mut low, mut high) = (-1i64, -1i64);
+                // SAFETY: `client` is the consumer's live handle, borrowed for this call;
+                // `c_name` is NUL-terminated and outlives it; librdkafka reads the
+                // partition's cached watermarks (set from each fetch response) under the
+                // partition's lock and only writes the two integers given.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        client,
+                        t.c_name.as_ptr(),
+                        partition as i32,
+                        &mut low,
+                        &mut high,
+                    )
+                };
+                // No fetch response yet leaves the high watermark invalid (negative).
+                err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                    && high >= 0
+                    && p.next >= high as u64
+            })
+        })
     }
 }

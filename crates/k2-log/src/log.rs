@@ -243,6 +243,11 @@ pub trait LogConsumer: Send + 'static {
 
     /// Current read positions.
     fn positions(&self) -> Vec<PartitionOffset>;
+
+    /// Whether every assigned partition was read up to its end the last time this
+    /// consumer looked at it, without asking the log again (a Kafka consumer's look is
+    /// its latest fetch response). False for a partition not looked at yet.
+    fn read_to_end(&self) -> bool;
 }
 
 #[cfg(test)]
