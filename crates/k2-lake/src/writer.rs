@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::datatypes::SchemaRef;
@@ -542,8 +542,14 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             summary.duplicates_dropped += n;
         }
         let stopping = stop.load(Ordering::Relaxed);
-        let idle = got == 0;
-        let finishing = stopping || (idle && options.until_caught_up);
+        // A batch run finishes once a poll brings nothing or every partition has been
+        // read to the end the consumer last saw: the empty poll after the last records
+        // is not waited out.
+        let read_to_end = consumer.read_to_end();
+        let drained = options.until_caught_up && (got == 0 || read_to_end);
+        let finishing = stopping || drained;
+        // Where the log ends, when the consumer knows it without asking.
+        let ends_read = read_to_end.then(|| consumer.positions());
         // A batch in flight keeps its claims renewed until it lands.
         if let Some(f) = &mut flight {
             let integrity = &mut states.get_mut(&f.table).expect("a state").integrity;
@@ -570,16 +576,15 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             {
                 let f = flight.take().expect("checked above");
                 let landed = f.table;
-                land(
-                    f,
-                    &mut states,
+                let positions = land(f, &mut states, options, &mut deps, &mut summary).await?;
+                report(
                     log,
-                    options,
-                    &mut deps,
-                    &mut summary,
+                    &options.group,
                     &mut reporting,
+                    positions,
+                    ends_read.as_deref(),
                 )
-                .await?;
+                .await;
                 if let Some(keep_for) = options.snapshot_retention {
                     let state = states.get_mut(&landed).expect("a state");
                     expire_old_snapshots(landed, state, catalog.as_ref(), keep_for).await;
@@ -601,8 +606,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
         if stopping {
             break;
         }
-        if idle
-            && options.until_caught_up
+        if drained
             && caught_up(
                 log,
                 &options.source,
@@ -610,6 +614,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 &states,
                 &routes,
                 &mut ends_seen,
+                ends_read.as_deref(),
             )
             .await?
         {
@@ -734,12 +739,20 @@ async fn add_new_topics<L: Log>(
 }
 
 /// Records per partition between the committed position and the end of the log.
-async fn report_partition_lag<L: Log>(log: &L, positions: &[PartitionOffset]) {
+async fn report_partition_lag<L: Log>(
+    log: &L,
+    positions: &[PartitionOffset],
+    ends_read: Option<&[PartitionOffset]>,
+) {
     let mut topics: Vec<&str> = positions.iter().map(|p| p.topic.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();
     for topic in topics {
-        match log.end_offsets(topic).await {
+        let ends = match ends_read.and_then(|read| ends_read_of(read, topic)) {
+            Some(ends) => Ok(ends),
+            None => log.end_offsets(topic).await,
+        };
+        match ends {
             Ok(ends) => {
                 for p in positions.iter().filter(|p| p.topic == topic) {
                     if let Some(&end) = ends.get(p.partition as usize) {
@@ -755,7 +768,9 @@ async fn report_partition_lag<L: Log>(log: &L, positions: &[PartitionOffset]) {
 /// Whether every assigned partition is committed up to the end of the log. The log only
 /// grows, so a partition short of an end seen earlier is behind without asking the log
 /// again: on Kafka asking costs round trips per partition, and an idle poll in the middle
-/// of a backlog (a fetch late) would pay them each time.
+/// of a backlog (a fetch late) would pay them each time. `ends_read` holds the positions
+/// of a consumer that has read every partition to the end it last saw: those are the ends,
+/// and a topic they cover whole is not asked for.
 async fn caught_up<L: Log>(
     log: &L,
     source: &str,
@@ -763,6 +778,7 @@ async fn caught_up<L: Log>(
     states: &BTreeMap<LakeTable, TableState>,
     routes: &HashMap<Arc<str>, (LakeTable, TopicName)>,
     ends_seen: &mut HashMap<Arc<str>, Vec<u64>>,
+    ends_read: Option<&[PartitionOffset]>,
 ) -> Result<bool> {
     let behind = |topic: &str, table: &LakeTable, ends: &[u64]| -> u64 {
         let state = &states[table];
@@ -797,15 +813,32 @@ async fn caught_up<L: Log>(
     }
     let mut all = true;
     for (topic, (table, _)) in routes {
-        let ends = dep
-            .call(|| async { Ok(log.end_offsets(topic).await?) })
-            .await?;
+        let ends = match ends_read.and_then(|read| ends_read_of(read, topic)) {
+            Some(ends) => ends,
+            None => {
+                dep.call(|| async { Ok(log.end_offsets(topic).await?) })
+                    .await?
+            }
+        };
         let n = behind(topic, table, &ends);
         ends_seen.insert(topic.clone(), ends);
         metrics::lag(table.name(), n);
         all &= n == 0;
     }
     Ok(all)
+}
+
+/// A topic's partition ends from the positions of a consumer that has read to the end,
+/// when they cover its partitions from 0 without a hole.
+fn ends_read_of(positions: &[PartitionOffset], topic: &str) -> Option<Vec<u64>> {
+    let mut read: Vec<(u32, u64)> = positions
+        .iter()
+        .filter(|p| p.topic == topic)
+        .map(|p| (p.partition, p.offset))
+        .collect();
+    read.sort_unstable();
+    let whole = !read.is_empty() && read.iter().enumerate().all(|(i, &(p, _))| p as usize == i);
+    whole.then(|| read.into_iter().map(|(_, end)| end).collect())
 }
 
 /// Where rejected records go: the store in the data directory, then the log's
@@ -990,15 +1023,14 @@ async fn renew_claims(
 }
 
 /// Waits for the batch in flight (renewing its claims meanwhile) and books its commit.
-async fn land<L: Log + Clone>(
+/// Returns the table's committed positions.
+async fn land(
     mut flight: Flight,
     states: &mut BTreeMap<LakeTable, TableState>,
-    log: &L,
     options: &WriterOptions,
     deps: &mut Deps,
     summary: &mut WriterSummary,
-    reporting: &mut Option<tokio::task::JoinHandle<()>>,
-) -> Result<()> {
+) -> Result<Vec<PartitionOffset>> {
     let t = flight.table;
     let state = states.get_mut(&t).expect("every table has a state");
     let (commit_deps, committed) = loop {
@@ -1087,20 +1119,32 @@ async fn land<L: Log + Clone>(
             })
         })
         .collect();
-    // Informational only (the lake's snapshot is the source of truth), so off the
-    // writer's path: a slow cluster answer never holds it up. One report in flight at a
-    // time, so group offsets never go backwards.
+    Ok(positions)
+}
+
+/// Records a commit's positions as the consumer group's and reports each partition's lag
+/// (`ends_read`: where the log ends, when the consumer knows it without asking).
+/// Informational only (the lake's snapshot is the source of truth), so off the writer's
+/// path: a slow cluster answer never holds it up. One report in flight at a time, so group
+/// offsets never go backwards.
+async fn report<L: Log + Clone>(
+    log: &L,
+    group: &str,
+    reporting: &mut Option<tokio::task::JoinHandle<()>>,
+    positions: Vec<PartitionOffset>,
+    ends_read: Option<&[PartitionOffset]>,
+) {
     if let Some(previous) = reporting.take() {
         let _ = previous.await;
     }
-    let (log, group) = (log.clone(), options.group.clone());
+    let (log, group) = (log.clone(), group.to_string());
+    let ends_read = ends_read.map(<[PartitionOffset]>::to_vec);
     *reporting = Some(tokio::spawn(async move {
         if let Err(e) = log.commit_group(&group, &positions).await {
             tracing::warn!(error = %e, "could not record consumer-group positions");
         }
-        report_partition_lag(&log, &positions).await;
+        report_partition_lag(&log, &positions, ends_read.as_deref()).await;
     }));
-    Ok(())
 }
 
 /// After a commit: the table's snapshots older than `keep_for` expire, at most every
@@ -1460,28 +1504,66 @@ async fn write_files(
             .map(|t| t.div_euclid(DAY_US) as i32);
         groups.entry(day).or_default().push(i);
     }
-    // Arrow batches are built here; each partition's file is encoded and written on its
-    // own task, so a flush uses every core (Parquet encoding dominates the writer).
-    let mut tasks = Vec::new();
-    for (day, idx) in groups {
-        let part: Vec<&Row> = idx.into_iter().map(|i| rows[i]).collect();
-        let batch = columns::to_batch(t, arrow_schema, &part)?;
-        let key = day.map(|d| {
-            PartitionKey::new(
-                spec.clone(),
-                schema.clone(),
-                Struct::from_iter([Some(Literal::date(d))]),
-            )
-        });
-        let builder = DataFileWriterBuilder::new(rolling.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut writer = builder.build(key).await?;
-            writer.write(batch).await?;
-            writer.close().await
-        }));
-    }
+    // Each partition's Arrow batch is built on one of the machine's cores, taking the
+    // partitions in turn, and its file is encoded and written on its own task as soon as
+    // the batch is built: building the columns and encoding Parquet are nearly all of a
+    // flush, and both use every core.
+    let groups: Vec<(Option<i32>, Vec<usize>)> = groups.into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let runtime = tokio::runtime::Handle::current();
+    let build = || -> Result<Vec<(usize, tokio::task::JoinHandle<_>)>> {
+        let mut spawned = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((day, idx)) = groups.get(i) else {
+                return Ok(spawned);
+            };
+            let part: Vec<&Row> = idx.iter().map(|&r| rows[r]).collect();
+            let batch = columns::to_batch(t, arrow_schema, &part)?;
+            let key = day.map(|d| {
+                PartitionKey::new(
+                    spec.clone(),
+                    schema.clone(),
+                    Struct::from_iter([Some(Literal::date(d))]),
+                )
+            });
+            let builder = DataFileWriterBuilder::new(rolling.clone());
+            spawned.push((
+                i,
+                runtime.spawn(async move {
+                    let mut writer = builder.build(key).await?;
+                    writer.write(batch).await?;
+                    writer.close().await
+                }),
+            ));
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut tasks = std::thread::scope(|s| {
+        // A helper that could not start leaves its partitions to the others.
+        let helpers: Vec<_> = (1..threads.min(groups.len()))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("k2-columns".into())
+                    .spawn_scoped(s, build)
+                    .ok()
+            })
+            .collect();
+        let mut tasks = build();
+        for helper in helpers {
+            let more = helper.join().expect("building columns does not panic");
+            match (&mut tasks, more) {
+                (Ok(tasks), Ok(more)) => tasks.extend(more),
+                (Ok(_), Err(e)) => tasks = Err(e),
+                (Err(_), _) => {}
+            }
+        }
+        tasks
+    })?;
+    // Files listed in partition order, whichever core built them.
+    tasks.sort_unstable_by_key(|(i, _)| *i);
     let mut files = Vec::new();
-    for task in tasks {
+    for (_, task) in tasks {
         let written = task
             .await
             .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))?;
@@ -1519,6 +1601,24 @@ mod tests {
             }),
             trade_date: 0,
         }
+    }
+
+    #[test]
+    fn ends_read_cover_a_topic_whole_or_not_at_all() {
+        let at = |topic: &str, partition, offset| PartitionOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        // In any order, mixed with another topic.
+        let read = [at("t", 1, 7), at("u", 0, 3), at("t", 0, 5), at("t", 2, 0)];
+        assert_eq!(ends_read_of(&read, "t"), Some(vec![5, 7, 0]));
+        assert_eq!(ends_read_of(&read, "u"), Some(vec![3]));
+        // A topic not assigned, or assigned without partition 0 or with a hole, is asked
+        // of the log.
+        assert_eq!(ends_read_of(&read, "v"), None);
+        assert_eq!(ends_read_of(&[at("t", 1, 7)], "t"), None);
+        assert_eq!(ends_read_of(&[at("t", 0, 5), at("t", 2, 0)], "t"), None);
     }
 
     #[test]
