@@ -6,7 +6,7 @@
 //! already-ingested part has changed. Bad rows go to the dead-letter store (idempotently,
 //! keyed by file and line) and never stop the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -275,8 +275,8 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
         .await?,
     );
 
-    // At most one chunk is being stored while the next is parsed, across files.
-    let mut in_flight = None;
+    // Chunks being stored while the next is parsed, across files.
+    let mut in_flight = InFlight::new(log);
     for ((rel, dt, path), done) in plan.into_iter().zip(checkpoints) {
         let company_id = path
             .file_stem()
@@ -327,9 +327,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
         }
         summary.files.push(file_summary);
     }
-    if let Some(last) = in_flight {
-        last.await?;
-    }
+    in_flight.finish(log).await?;
     // Corporate actions have no table yet: say so instead of passing over them.
     for name in ["dividends.csv", "stock_splits.csv", "mergers.csv"] {
         if dir.join("reference-data").join(name).exists() {
@@ -543,8 +541,95 @@ fn parse_rows(
     (batch, letters)
 }
 
-/// A chunk handed to the log whose records and checkpoint are not all stored yet.
-type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), k2_log::LogError>> + Send + 'a>>;
+/// A produce call handed to the log and not yet stored.
+type Storing<'a> = Pin<Box<dyn Future<Output = Result<(), k2_log::LogError>> + Send + 'a>>;
+
+/// Chunks a log that keeps its checkpoints apart from the records (Kafka) has in flight at
+/// once: enough to keep its producer's queue full while the next chunk is parsed.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Chunks handed to the log whose records or checkpoint are not stored yet, oldest first.
+/// A log that stores a checkpoint with its records in one step (the embedded one) stores
+/// one chunk while the next is parsed. On Kafka a checkpoint is a record of its own, so
+/// several chunks' records are in flight at once and each chunk's checkpoint is sent once
+/// its records are delivered, after the checkpoint before it: a checkpoint never gets
+/// ahead of records it covers.
+struct InFlight<'a> {
+    atomic: bool,
+    chunks: VecDeque<(Storing<'a>, Option<SourceCheckpoint>)>,
+    /// The last checkpoint sent on its own, until it is acknowledged.
+    checkpoint: Option<Storing<'a>>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new<L: Log>(log: &L) -> Self {
+        InFlight {
+            atomic: log.atomic_checkpoints(),
+            chunks: VecDeque::new(),
+            checkpoint: None,
+        }
+    }
+
+    /// Hands a chunk's records to the log, after storing the oldest chunk when as many as
+    /// the log takes are in flight.
+    async fn push<L: Log>(
+        &mut self,
+        log: &'a L,
+        batch: TopicBatch,
+        checkpoint: SourceCheckpoint,
+    ) -> Result<(), IngestError> {
+        let depth = if self.atomic { 1 } else { CHUNKS_IN_FLIGHT };
+        while self.chunks.len() >= depth {
+            self.store_oldest(log).await?;
+        }
+        let (records, later) = if self.atomic {
+            (log.produce(vec![batch], Some(checkpoint)), None)
+        } else {
+            (log.produce(vec![batch], None), Some(checkpoint))
+        };
+        let mut records: Storing<'a> = Box::pin(records);
+        // One poll hands the records over (a Kafka producer queues them all); their
+        // delivery goes on while the next chunk is parsed.
+        if let Poll::Ready(result) =
+            std::future::poll_fn(|cx| Poll::Ready(records.as_mut().poll(cx))).await
+        {
+            result?;
+            records = Box::pin(std::future::ready(Ok(())));
+        }
+        self.chunks.push_back((records, later));
+        Ok(())
+    }
+
+    /// Waits for the oldest chunk's records and sends its checkpoint, if it has its own.
+    async fn store_oldest<L: Log>(&mut self, log: &'a L) -> Result<(), IngestError> {
+        let Some((records, checkpoint)) = self.chunks.pop_front() else {
+            return Ok(());
+        };
+        records.await?;
+        if let Some(checkpoint) = checkpoint {
+            if let Some(previous) = self.checkpoint.take() {
+                previous.await?;
+            }
+            let mut next: Storing<'a> = Box::pin(log.produce(Vec::new(), Some(checkpoint)));
+            match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+                Poll::Ready(result) => result?,
+                Poll::Pending => self.checkpoint = Some(next),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores every chunk still in flight, in order.
+    async fn finish<L: Log>(&mut self, log: &'a L) -> Result<(), IngestError> {
+        while !self.chunks.is_empty() {
+            self.store_oldest(log).await?;
+        }
+        if let Some(last) = self.checkpoint.take() {
+            last.await?;
+        }
+        Ok(())
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn ingest_file<'a, L: Log>(
@@ -561,7 +646,7 @@ async fn ingest_file<'a, L: Log>(
     options: &IngestOptions,
     summary: &mut FileSummary,
     progress: &mut dyn FnMut(Progress<'_>),
-    in_flight: &mut Option<InFlight<'a>>,
+    in_flight: &mut InFlight<'a>,
 ) -> Result<(), IngestError> {
     let io_err = |e| IngestError::Io {
         path: path.to_path_buf(),
@@ -655,25 +740,16 @@ async fn ingest_file<'a, L: Log>(
                 prefix_xxh3: hasher.digest(),
             })
             .expect("checkpoint serialises");
-            // The previous chunk's records and checkpoint are stored before this chunk goes
-            // to the log, so checkpoints stay in order and each follows its records; what
-            // overlaps is parsing this chunk and storing the previous one.
-            if let Some(previous) = in_flight.take() {
-                previous.await?;
-            }
-            let mut next: InFlight<'a> = Box::pin(log.produce(
-                vec![batch],
-                Some(SourceCheckpoint {
-                    source: source.clone(),
-                    state,
-                }),
-            ));
-            // One poll hands the records over (a Kafka producer queues them all); their
-            // delivery goes on while the next chunk is parsed.
-            match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-                Poll::Ready(result) => result?,
-                Poll::Pending => *in_flight = Some(next),
-            }
+            in_flight
+                .push(
+                    log,
+                    batch,
+                    SourceCheckpoint {
+                        source: source.clone(),
+                        state,
+                    },
+                )
+                .await?;
             progress(Progress {
                 file: rel,
                 bytes_done: bytes,

@@ -959,6 +959,19 @@ fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
         status.success(),
         "ingest survives a broker restart: {status}"
     );
+    // Several chunks of a file were in flight at once, yet its checkpoints were written in
+    // order: the one kept last covers the whole file.
+    let scratch = tempfile::tempdir().unwrap();
+    let kept = checkpoints_kept(&rt, &env[1].1, scratch.path());
+    assert_eq!(kept.len() as u64, 1 + COMPANIES, "{kept:?}");
+    for (source, bytes) in &kept {
+        if let Some(rel) = source.strip_prefix("asx:trades/") {
+            let size = std::fs::metadata(files.path().join("trades").join(rel))
+                .unwrap()
+                .len();
+            assert_eq!(*bytes, size, "{source}");
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while sql_scalar(data.path(), "SELECT count(*) FROM trades") < ROWS {
         assert!(Instant::now() < deadline, "the writer did not resume");
@@ -980,6 +993,59 @@ fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
         sql_scalar(data.path(), "SELECT count(DISTINCT message_id) FROM trades"),
         ROWS
     );
+}
+
+/// The bytes of its file each source's checkpoint on the cluster covers: the last written
+/// (the topic is compacted, so the broker may keep only that one).
+fn checkpoints_kept(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    scratch: &Path,
+) -> std::collections::BTreeMap<String, u64> {
+    use k2_log::{Log, LogConsumer};
+    rt.block_on(async {
+        let log = k2_log::KafkaLog::connect(
+            k2_log::KafkaOptions {
+                bootstrap_servers: bootstrap.to_string(),
+                ..k2_log::KafkaOptions::default()
+            },
+            k2_log::Registry::Local(
+                k2_log::LocalSchemas::open(&scratch.join("registry.redb")).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+        let topic = k2_log::kafka::CHECKPOINT_TOPIC;
+        let end = log.end_offsets(topic).await.unwrap()[0];
+        let mut consumer = log
+            .consumer(vec![k2_log::PartitionOffset {
+                topic: topic.into(),
+                partition: 0,
+                offset: 0,
+            }])
+            .unwrap();
+        let mut kept = std::collections::BTreeMap::new();
+        let (mut read, deadline) = (0, Instant::now() + Duration::from_secs(60));
+        while read < end {
+            assert!(
+                Instant::now() < deadline,
+                "read {read} of {end} checkpoints"
+            );
+            for r in consumer
+                .poll(1000, Duration::from_millis(200))
+                .await
+                .unwrap()
+            {
+                read = r.offset + 1;
+                let state: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                kept.insert(
+                    String::from_utf8(r.key).unwrap(),
+                    state["bytes"].as_u64().unwrap(),
+                );
+            }
+        }
+        kept
+    })
 }
 
 fn tls_dir() -> PathBuf {
