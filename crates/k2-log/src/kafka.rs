@@ -16,14 +16,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -901,11 +901,11 @@ impl Log for KafkaLog {
     }
 
     fn consumer(&self, assignment: Vec<PartitionOffset>) -> Result<KafkaConsumer> {
-        let consumer: StreamConsumer =
-            self.options
-                .consumer_config(&self.options.group)
-                .create()
-                .map_err(|e| kafka_error("creating the Kafka consumer", e))?;
+        let consumer: BaseConsumer = self
+            .options
+            .consumer_config(&self.options.group)
+            .create()
+            .map_err(|e| kafka_error("creating the Kafka consumer", e))?;
         let mut tpl = TopicPartitionList::new();
         for a in &assignment {
             let start = self.fetch_start(&a.topic, a.partition, a.offset)?;
@@ -915,7 +915,7 @@ impl Log for KafkaLog {
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_error("assigning partitions", e))?;
-        Ok(KafkaConsumer::new(consumer, assignment))
+        KafkaConsumer::new(consumer, assignment)
     }
 
     fn commit_group(
@@ -1031,11 +1031,27 @@ impl SchemaStore for KafkaLog {
     }
 }
 
-/// Reads assigned partitions of a Kafka cluster.
+/// Records the reading thread hands over at a time.
+const READ_CHUNK: usize = 4096;
+
+/// Chunks the reading thread may have handed over and the writer not yet taken (with
+/// librdkafka's own queue, what bounds the records held in memory).
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// Reads assigned partitions of a Kafka cluster. A thread of its own takes the records
+/// from librdkafka (a call, a clock read and two copies per record) and hands them over
+/// in chunks, so that work runs beside the caller's instead of inside its poll.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer,
-    /// A handful of topics, searched in order: cheaper per record than hashing the name.
+    /// Shared with the reading thread, for the high watermarks of fetch responses.
+    consumer: Arc<BaseConsumer>,
+    chunks: tokio::sync::mpsc::Receiver<Result<Vec<ConsumedRecord>>>,
+    /// The rest of a chunk a poll stopped inside.
+    held: std::vec::IntoIter<ConsumedRecord>,
+    /// Positions of the records handed out.
     partitions: Vec<TopicPartitions>,
+    /// An error the reading thread sent behind records, returned by the next poll.
+    failed: Option<LogError>,
+    stop: Arc<AtomicBool>,
 }
 
 struct TopicPartitions {
@@ -1053,30 +1069,50 @@ struct Position {
     next: u64,
 }
 
+fn topic_partitions(assignment: &[PartitionOffset]) -> Vec<TopicPartitions> {
+    let mut partitions: Vec<TopicPartitions> = Vec::new();
+    for a in assignment {
+        let i = match partitions.iter().position(|t| *t.name == *a.topic) {
+            Some(i) => i,
+            None => {
+                partitions.push(TopicPartitions {
+                    name: Arc::from(a.topic.as_str()),
+                    // Topic names are ASCII without NUL (`TopicName`, Kafka's rules).
+                    c_name: std::ffi::CString::new(a.topic.as_str()).unwrap_or_default(),
+                    partitions: BTreeMap::new(),
+                });
+                partitions.len() - 1
+            }
+        };
+        partitions[i]
+            .partitions
+            .insert(a.partition, Position { next: a.offset });
+    }
+    partitions
+}
+
 impl KafkaConsumer {
-    fn new(consumer: StreamConsumer, assignment: Vec<PartitionOffset>) -> KafkaConsumer {
-        let mut partitions: Vec<TopicPartitions> = Vec::new();
-        for a in assignment {
-            let i = match partitions.iter().position(|t| *t.name == *a.topic) {
-                Some(i) => i,
-                None => {
-                    partitions.push(TopicPartitions {
-                        name: Arc::from(a.topic.as_str()),
-                        // Topic names are ASCII without NUL (`TopicName`, Kafka's rules).
-                        c_name: std::ffi::CString::new(a.topic.as_str()).unwrap_or_default(),
-                        partitions: BTreeMap::new(),
-                    });
-                    partitions.len() - 1
-                }
-            };
-            partitions[i]
-                .partitions
-                .insert(a.partition, Position { next: a.offset });
-        }
-        KafkaConsumer {
+    fn new(consumer: BaseConsumer, assignment: Vec<PartitionOffset>) -> Result<KafkaConsumer> {
+        let consumer = Arc::new(consumer);
+        let (tx, chunks) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            let mut partitions = topic_partitions(&assignment);
+            move || read_records(&consumer, &mut partitions, &tx, &stop)
+        };
+        std::thread::Builder::new()
+            .name("k2-kafka-read".into())
+            .spawn(reader)
+            .map_err(|e| LogError::storage("starting the Kafka reading thread", e))?;
+        Ok(KafkaConsumer {
             consumer,
-            partitions,
-        }
+            chunks,
+            held: Vec::new().into_iter(),
+            partitions: topic_partitions(&assignment),
+            failed: None,
+            stop,
+        })
     }
 
     /// The record, unless it lies before the partition's position.
@@ -1102,6 +1138,76 @@ impl KafkaConsumer {
             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
         })
     }
+
+    /// Moves the positions past the records handed out.
+    fn hand_out(&mut self, records: &[ConsumedRecord]) {
+        let mut last: Option<(&Arc<str>, u32)> = None;
+        for r in records.iter().rev() {
+            // Records of one partition come in offset order: its last record is its position.
+            if last.is_some_and(|(t, p)| Arc::ptr_eq(t, &r.topic) && p == r.partition) {
+                continue;
+            }
+            last = Some((&r.topic, r.partition));
+            let position = self
+                .partitions
+                .iter_mut()
+                .find(|t| *t.name == *r.topic)
+                .and_then(|t| t.partitions.get_mut(&r.partition));
+            if let Some(position) = position {
+                position.next = position.next.max(r.offset + 1);
+            }
+        }
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // The reading thread stops at its next poll or hand-over.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The reading thread: takes records from librdkafka, in chunks of what is buffered, and
+/// hands them over until the consumer is dropped or an error means records are lost.
+fn read_records(
+    consumer: &BaseConsumer,
+    partitions: &mut [TopicPartitions],
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<ConsumedRecord>>>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        // The first record may wait a while (and the stop flag is looked at between
+        // waits); the rest are only what is already buffered.
+        let mut wait = Duration::from_millis(100);
+        while chunk.len() < READ_CHUNK {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => chunk.extend(KafkaConsumer::arrive(partitions, &m)),
+                Some(Err(e)) if consumer_error_is_fatal(&e) => {
+                    let _ = tx.blocking_send(Err(LogError::Rejected(format!(
+                        "reading from Kafka: {e} (an assigned offset is no longer on the \
+                         broker, or the topic is gone: records were lost before the lake \
+                         took them)"
+                    ))));
+                    return;
+                }
+                Some(Err(e)) => {
+                    metrics::consumer_error();
+                    tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries");
+                    if chunk.is_empty() {
+                        // Do not spin while the broker is away.
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        if !chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Whether a consumer error means records are gone (or will never come), rather than a
@@ -1121,52 +1227,43 @@ fn consumer_error_is_fatal(e: &KafkaError) -> bool {
 
 impl LogConsumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<ConsumedRecord>> {
-        use futures::{FutureExt, StreamExt};
-        let mut out = Vec::new();
-        let KafkaConsumer {
-            consumer,
-            partitions,
-        } = &mut *self;
-        // One stream for the whole call: a stream per record would register a waker each.
-        let mut stream = consumer.stream();
-        let mut first = true;
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let mut out: Vec<ConsumedRecord> = self.held.by_ref().take(max).collect();
+        let mut waited = false;
         while out.len() < max {
-            // The first record may take up to `wait`; the rest only what is buffered,
-            // taken without a timer (and its clock read) per record.
-            let got = if std::mem::take(&mut first) {
-                tokio::time::timeout(wait, stream.next()).await
+            // The first chunk may take up to `wait`; the rest only what is handed over.
+            let chunk = if out.is_empty() && !waited {
+                waited = true;
+                match tokio::time::timeout(wait, self.chunks.recv()).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => break,
+                }
             } else {
-                match stream.next().now_or_never() {
-                    Some(got) => Ok(got),
-                    None => break,
+                match self.chunks.try_recv() {
+                    Ok(chunk) => Some(chunk),
+                    Err(_) => break,
                 }
             };
-            let got = got.map(|m| m.expect("Kafka streams never end"));
-            match got {
-                Err(_) => break,
-                Ok(Ok(m)) => {
-                    if let Some(record) = KafkaConsumer::arrive(partitions, &m) {
-                        out.push(record);
-                    }
-                }
-                Ok(Err(e)) if consumer_error_is_fatal(&e) => {
-                    return Err(LogError::Rejected(format!(
-                        "reading from Kafka: {e} (an assigned offset is no longer on the \
-                         broker, or the topic is gone: records were lost before the lake \
-                         took them)"
-                    )));
-                }
-                Ok(Err(e)) => {
-                    metrics::consumer_error();
-                    tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries");
-                    if out.is_empty() {
-                        // Do not spin while the broker is away.
-                        tokio::time::sleep(Duration::from_millis(100).min(wait)).await;
-                    }
+            let Some(chunk) = chunk else {
+                return Err(LogError::Rejected(
+                    "the Kafka reading thread stopped".into(),
+                ));
+            };
+            let mut chunk = match chunk {
+                Ok(chunk) => chunk.into_iter(),
+                // The records before the error are handed out first.
+                Err(e) if !out.is_empty() => {
+                    self.failed = Some(e);
                     break;
                 }
-            }
+                Err(e) => return Err(e),
+            };
+            out.extend(chunk.by_ref().take(max - out.len()));
+            self.held = chunk;
         }
+        self.hand_out(&out);
         metrics::records_read(out.len());
         Ok(out)
     }
