@@ -1069,6 +1069,7 @@ struct Position {
     next: u64,
 }
 
+/// The assignment by topic, each partition at its assigned offset.
 fn topic_partitions(assignment: &[PartitionOffset]) -> Vec<TopicPartitions> {
     let mut partitions: Vec<TopicPartitions> = Vec::new();
     for a in assignment {
