@@ -556,7 +556,8 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// ahead of records it covers.
 struct InFlight<'a> {
     atomic: bool,
-    chunks: VecDeque<(Storing<'a>, Option<SourceCheckpoint>)>,
+    /// Each chunk's records, unless already stored, and its checkpoint when sent apart.
+    chunks: VecDeque<(Option<Storing<'a>>, Option<SourceCheckpoint>)>,
     /// The last checkpoint sent on its own, until it is acknowledged.
     checkpoint: Option<Storing<'a>>,
 }
@@ -587,15 +588,7 @@ impl<'a> InFlight<'a> {
         } else {
             (log.produce(vec![batch], None), Some(checkpoint))
         };
-        let mut records: Storing<'a> = Box::pin(records);
-        // One poll hands the records over (a Kafka producer queues them all); their
-        // delivery goes on while the next chunk is parsed.
-        if let Poll::Ready(result) =
-            std::future::poll_fn(|cx| Poll::Ready(records.as_mut().poll(cx))).await
-        {
-            result?;
-            records = Box::pin(std::future::ready(Ok(())));
-        }
+        let records = hand_over(Box::pin(records)).await?;
         self.chunks.push_back((records, later));
         Ok(())
     }
@@ -605,16 +598,15 @@ impl<'a> InFlight<'a> {
         let Some((records, checkpoint)) = self.chunks.pop_front() else {
             return Ok(());
         };
-        records.await?;
+        if let Some(records) = records {
+            records.await?;
+        }
         if let Some(checkpoint) = checkpoint {
             if let Some(previous) = self.checkpoint.take() {
                 previous.await?;
             }
-            let mut next: Storing<'a> = Box::pin(log.produce(Vec::new(), Some(checkpoint)));
-            match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-                Poll::Ready(result) => result?,
-                Poll::Pending => self.checkpoint = Some(next),
-            }
+            self.checkpoint =
+                hand_over(Box::pin(log.produce(Vec::new(), Some(checkpoint)))).await?;
         }
         Ok(())
     }
@@ -628,6 +620,16 @@ impl<'a> InFlight<'a> {
             last.await?;
         }
         Ok(())
+    }
+}
+
+/// Polls a produce call once, which hands its records over (a Kafka producer queues them
+/// all, and their delivery goes on while the next chunk is parsed): the call, unless that
+/// already stored them.
+async fn hand_over(mut call: Storing<'_>) -> Result<Option<Storing<'_>>, IngestError> {
+    match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result.map(|()| None).map_err(IngestError::from),
+        Poll::Pending => Ok(Some(call)),
     }
 }
 
