@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::datatypes::SchemaRef;
@@ -53,6 +53,10 @@ use crate::tables::LakeTable;
 pub const OFFSETS_PROPERTY: &str = "k2.log-offsets";
 /// Rows per Parquet data page (at most).
 const PAGE_ROWS: usize = 8192;
+
+/// Rows whose Arrow columns a file's task builds at a time (see `write_files`).
+const SLICE_ROWS: usize = 4 * PAGE_ROWS;
+
 const DAY_US: i64 = 86_400_000_000;
 
 /// How the writer batches and where it stops.
@@ -1206,21 +1210,20 @@ async fn write_and_commit(
         t,
         mut table,
         arrow_schema,
-        mut rows,
+        rows,
         name,
         properties,
         ends,
     } = batch;
-    // Sorted by symbol, then time, with the source sequence and the (unique) id as a
-    // deterministic tie-break; references are sorted, the rows stay where they are.
-    let order = sorted(&rows);
+    // The files' tasks share the rows, which come back for reuse once they are written.
+    let rows = Arc::new(rows);
     let files = {
-        let (order, name, table, arrow_schema) = (&order, &name, &table, &arrow_schema);
+        let (rows, name, table, arrow_schema) = (&rows, &name, &table, &arrow_schema);
         deps.storage
-            .call(|| write_files(t, table, arrow_schema, order, name, options))
+            .call(|| write_files(t, table, arrow_schema, rows, name, options))
             .await?
     };
-    drop(order);
+    let mut rows = Arc::try_unwrap(rows).unwrap_or_default();
     let file_count = files.len();
     let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
     let started = Instant::now();
@@ -1280,15 +1283,16 @@ async fn write_and_commit(
     })
 }
 
-/// The rows in the table's sort order: symbol, then time, with the source sequence and the
-/// (unique) id as a deterministic tie-break. Symbols are ranked once, so the sort compares
-/// integers, not strings.
-fn sorted(rows: &Rows) -> Vec<&Row> {
+/// The rows at `indices`, in the table's sort order: symbol, then time, with the source
+/// sequence and the (unique) id as a deterministic tie-break; indices are sorted, the rows
+/// stay where they are. Symbols are ranked once, so the sort compares integers, not
+/// strings.
+fn sorted(rows: &Rows, indices: Vec<u32>) -> Vec<u32> {
     let mut ranks: HashMap<&str, u32> = HashMap::new();
     let mut last: Option<(&str, u32)> = None;
-    let mut keys: Vec<(u32, i64, i64, MessageId, u32)> = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let r = &row.record;
+    let mut keys: Vec<(u32, i64, i64, MessageId, u32)> = Vec::with_capacity(indices.len());
+    for i in indices {
+        let r = &rows.get(i as usize).record;
         let symbol = r.symbol();
         // Rows come in runs of one symbol: most lookups are the last one.
         let rank = match last {
@@ -1305,7 +1309,7 @@ fn sorted(rows: &Rows) -> Vec<&Row> {
             r.event_time_us().unwrap_or(0),
             r.source_sequence().unwrap_or(-1),
             r.message_id(),
-            i as u32,
+            i,
         ));
     }
     // Ranks in first-seen order become ranks in symbol order.
@@ -1319,7 +1323,7 @@ fn sorted(rows: &Rows) -> Vec<&Row> {
         key.0 = order[key.0 as usize];
     }
     keys.sort_unstable();
-    keys.into_iter().map(|k| rows.get(k.4 as usize)).collect()
+    keys.into_iter().map(|k| k.4).collect()
 }
 
 /// With dedup shared in Redis: claims the ids of the pending rows for this batch before
@@ -1455,7 +1459,7 @@ async fn write_files(
     t: LakeTable,
     table: &Table,
     arrow_schema: &SchemaRef,
-    rows: &[&Row],
+    rows: &Arc<Rows>,
     batch_name: &str,
     options: &WriterOptions,
 ) -> Result<Vec<DataFile>> {
@@ -1496,30 +1500,29 @@ async fn write_files(
     let spec = metadata.default_partition_spec().as_ref().clone();
 
     // One file per partition: market tables by UTC day of the timestamp.
-    let mut groups: BTreeMap<Option<i32>, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<Option<i32>, Vec<u32>> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
         let day = row
             .record
             .event_time_us()
             .map(|t| t.div_euclid(DAY_US) as i32);
-        groups.entry(day).or_default().push(i);
+        groups.entry(day).or_default().push(i as u32);
     }
-    // Each partition's Arrow batch is built on one of the machine's cores, taking the
-    // partitions in turn, and its file is encoded and written on its own task as soon as
-    // the batch is built: building the columns and encoding Parquet are nearly all of a
-    // flush, and both use every core.
-    let groups: Vec<(Option<i32>, Vec<usize>)> = groups.into_iter().collect();
-    let next = AtomicUsize::new(0);
-    let runtime = tokio::runtime::Handle::current();
-    let build = || -> Result<Vec<(usize, tokio::task::JoinHandle<_>)>> {
-        let mut spawned = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((day, idx)) = groups.get(i) else {
-                return Ok(spawned);
-            };
-            let part: Vec<&Row> = idx.iter().map(|&r| rows[r]).collect();
-            let batch = columns::to_batch(t, arrow_schema, &part)?;
+    // Each partition's file is written by a task of its own, so the files use every core:
+    // the task sorts its rows, then builds the Arrow columns a slice of rows at a time and
+    // hands each slice to the encoder before building the next. The columns of a whole
+    // day, built at once, were hundreds of MB of fresh memory, and faulting those pages in
+    // cost more than filling them; a slice's memory is reused by the next one. The largest
+    // partitions start first, so that the cores finish together.
+    let mut groups: Vec<(usize, Option<i32>, Vec<u32>)> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (day, idx))| (i, day, idx))
+        .collect();
+    groups.sort_by_key(|(_, _, idx)| std::cmp::Reverse(idx.len()));
+    let mut tasks: Vec<_> = groups
+        .into_iter()
+        .map(|(i, day, idx)| {
             let key = day.map(|d| {
                 PartitionKey::new(
                     spec.clone(),
@@ -1528,48 +1531,39 @@ async fn write_files(
                 )
             });
             let builder = DataFileWriterBuilder::new(rolling.clone());
-            spawned.push((
-                i,
-                runtime.spawn(async move {
-                    let mut writer = builder.build(key).await?;
-                    writer.write(batch).await?;
-                    writer.close().await
-                }),
-            ));
-        }
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut tasks = std::thread::scope(|s| {
-        // A helper that could not start leaves its partitions to the others.
-        let helpers: Vec<_> = (1..threads.min(groups.len()))
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("k2-columns".into())
-                    .spawn_scoped(s, build)
-                    .ok()
-            })
-            .collect();
-        let mut tasks = build();
-        for helper in helpers {
-            let more = helper.join().expect("building columns does not panic");
-            match (&mut tasks, more) {
-                (Ok(tasks), Ok(more)) => tasks.extend(more),
-                (Ok(_), Err(e)) => tasks = Err(e),
-                (Err(_), _) => {}
-            }
-        }
-        tasks
-    })?;
-    // Files listed in partition order, whichever core built them.
+            let (rows, arrow_schema) = (rows.clone(), arrow_schema.clone());
+            let task = tokio::spawn(async move {
+                let iceberg = |e| LakeError::catalog(format!("writing {t} data"), e);
+                let idx = sorted(&rows, idx);
+                let mut writer = builder.build(key).await.map_err(iceberg)?;
+                for slice in idx.chunks(SLICE_ROWS) {
+                    let batch = {
+                        let part: Vec<&Row> = slice.iter().map(|&i| rows.get(i as usize)).collect();
+                        columns::to_batch(t, &arrow_schema, &part)?
+                    };
+                    writer.write(batch).await.map_err(iceberg)?;
+                }
+                writer.close().await.map_err(iceberg)
+            });
+            (i, task)
+        })
+        .collect();
     tasks.sort_unstable_by_key(|(i, _)| *i);
-    let mut files = Vec::new();
+    // Every task is waited for, also after one failed: none is left holding the rows.
+    // Files are listed in partition order.
+    let mut files = Ok(Vec::new());
     for (_, task) in tasks {
         let written = task
             .await
-            .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))?;
-        files.extend(written.map_err(|e| LakeError::catalog(format!("writing {t} data"), e))?);
+            .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))
+            .and_then(|written| written);
+        match (&mut files, written) {
+            (Ok(files), Ok(written)) => files.extend(written),
+            (Ok(_), Err(e)) => files = Err(e),
+            (Err(_), _) => {}
+        }
     }
-    Ok(files)
+    files
 }
 
 #[cfg(test)]
@@ -1636,9 +1630,9 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let order: Vec<u128> = sorted(&rows)
-            .iter()
-            .map(|r| r.record.message_id().as_u128())
+        let order: Vec<u128> = sorted(&rows, (0..rows.len() as u32).collect())
+            .into_iter()
+            .map(|i| rows.get(i as usize).record.message_id().as_u128())
             .collect();
         assert_eq!(order, vec![7, 4, 9, 6, 3, 2, 5, 1]);
         // The same order as comparing the full keys, strings and all.
