@@ -400,6 +400,11 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     .await?;
     tracing::info!(partitions = assignment.len(), "lake writer starting");
     let mut consumer = log.consumer(assignment.clone())?;
+    // The group's positions are the lake's from the start (on Kafka this also has the
+    // group's client find its coordinator before the first commit needs it), and each
+    // partition's lag is known at once.
+    let mut reports = Reports::default();
+    reports.report(log, &options.group, assignment.clone(), None);
     let mut decoder = PayloadDecoder::default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The decoded payloads of a poll; the allocation is kept from poll to poll.
@@ -409,7 +414,6 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     let mut days: Vec<(String, TradingDays)> = Vec::new();
 
     let mut topics_checked = Instant::now();
-    let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
     let mut flight: Option<Flight> = None;
     let mut ends_seen = HashMap::new();
     loop {
@@ -581,14 +585,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 let f = flight.take().expect("checked above");
                 let landed = f.table;
                 let positions = land(f, &mut states, options, &mut deps, &mut summary).await?;
-                report(
-                    log,
-                    &options.group,
-                    &mut reporting,
-                    positions,
-                    ends_read.as_deref(),
-                )
-                .await;
+                reports.report(log, &options.group, positions, ends_read.as_deref());
                 if let Some(keep_for) = options.snapshot_retention {
                     let state = states.get_mut(&landed).expect("a state");
                     expire_old_snapshots(landed, state, catalog.as_ref(), keep_for).await;
@@ -625,9 +622,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             break;
         }
     }
-    if let Some(last) = reporting {
-        let _ = last.await;
-    }
+    reports.finish().await;
     // A look for orphan files still going is finished in a batch run and given up when
     // stopped (each file's deletion stands alone; the next run looks again).
     let stopped = stop.load(Ordering::Relaxed);
@@ -1126,29 +1121,65 @@ async fn land(
     Ok(positions)
 }
 
-/// Records a commit's positions as the consumer group's and reports each partition's lag
-/// (`ends_read`: where the log ends, when the consumer knows it without asking).
+/// Records commits' positions as the consumer group's and reports each partition's lag.
 /// Informational only (the lake's snapshot is the source of truth), so off the writer's
-/// path: a slow cluster answer never holds it up. One report in flight at a time, so group
-/// offsets never go backwards.
-async fn report<L: Log + Clone>(
-    log: &L,
-    group: &str,
-    reporting: &mut Option<tokio::task::JoinHandle<()>>,
-    positions: Vec<PartitionOffset>,
-    ends_read: Option<&[PartitionOffset]>,
-) {
-    if let Some(previous) = reporting.take() {
-        let _ = previous.await;
-    }
-    let (log, group) = (log.clone(), group.to_string());
-    let ends_read = ends_read.map(<[PartitionOffset]>::to_vec);
-    *reporting = Some(tokio::spawn(async move {
-        if let Err(e) = log.commit_group(&group, &positions).await {
-            tracing::warn!(error = %e, "could not record consumer-group positions");
+/// path: a slow cluster answer (a new group client waits for the group's coordinator) never
+/// holds the writer up. One task reports at a time, so group offsets never go backwards,
+/// and positions that arrive while it works replace those still waiting: only the latest
+/// matter.
+#[derive(Default)]
+struct Reports {
+    /// The positions waiting to be reported, with where the log ends when the consumer
+    /// knew it without asking; and whether a task is reporting.
+    waiting: Arc<std::sync::Mutex<(Option<Report>, bool)>>,
+    /// The last task started (it reports everything handed over before it ends).
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+type Report = (Vec<PartitionOffset>, Option<Vec<PartitionOffset>>);
+
+impl Reports {
+    fn report<L: Log + Clone>(
+        &mut self,
+        log: &L,
+        group: &str,
+        positions: Vec<PartitionOffset>,
+        ends_read: Option<&[PartitionOffset]>,
+    ) {
+        let mut waiting = self.waiting.lock().expect("reports lock");
+        waiting.0 = Some((positions, ends_read.map(<[PartitionOffset]>::to_vec)));
+        if waiting.1 {
+            return;
         }
-        report_partition_lag(&log, &positions, ends_read.as_deref()).await;
-    }));
+        waiting.1 = true;
+        let (log, group, shared) = (log.clone(), group.to_string(), self.waiting.clone());
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut waiting = shared.lock().expect("reports lock");
+                    let next = waiting.0.take();
+                    // Deciding to stop under the lock: positions handed over after it
+                    // start a new task.
+                    waiting.1 = next.is_some();
+                    next
+                };
+                let Some((positions, ends_read)) = next else {
+                    return;
+                };
+                if let Err(e) = log.commit_group(&group, &positions).await {
+                    tracing::warn!(error = %e, "could not record consumer-group positions");
+                }
+                report_partition_lag(&log, &positions, ends_read.as_deref()).await;
+            }
+        }));
+    }
+
+    /// Waits until everything handed over is reported.
+    async fn finish(self) {
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
 }
 
 /// After a commit: the table's snapshots older than `keep_for` expire, at most every
