@@ -563,18 +563,28 @@ pub async fn run<L: Log + SchemaStore + Clone>(
             let integrity = &mut states.get_mut(&f.table).expect("a state").integrity;
             renew_claims(f, integrity, &mut deps.redis).await?;
         }
+        // A table is due when its rows reach `max_rows`, its oldest row `max_age`, or the
+        // run ends.
         let mut due = states
             .iter()
-            .filter(|(_, state)| {
-                state.pending.len() >= options.max_rows
-                    || state.oldest.is_some_and(|o| o.elapsed() >= options.max_age)
-                    || (finishing && !state.pending_offsets.is_empty())
+            .filter_map(|(&t, state)| {
+                let full = state.pending.len() >= options.max_rows
+                    || (finishing && !state.pending_offsets.is_empty());
+                let aged = state.oldest.is_some_and(|o| o.elapsed() >= options.max_age);
+                (full || aged).then_some((t, full))
             })
-            .map(|(&t, _)| t)
-            .collect::<Vec<LakeTable>>()
+            .collect::<Vec<_>>()
             .into_iter();
         loop {
             let next = due.next();
+            // One due by age alone waits for a later poll while the batch in flight is
+            // still being written, rather than holding up reading until it lands.
+            if next.is_some_and(|(_, full)| !full)
+                && flight.as_ref().is_some_and(|f| !f.task.is_finished())
+            {
+                continue;
+            }
+            let next = next.map(|(t, _)| t);
             // The batch in flight lands once its commit is done, before the next cut (one
             // batch in flight at a time: commits stay in order, and the rows held are at
             // most the batch in flight and the one filling), and when the run is ending.
