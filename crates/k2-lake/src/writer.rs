@@ -403,8 +403,8 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     // The group's positions are the lake's from the start (on Kafka this also has the
     // group's client find its coordinator before the first commit needs it), and each
     // partition's lag is known at once.
-    let mut reports = Reports::default();
-    reports.report(log, &options.group, assignment.clone(), None);
+    let reports = Reports::start(log, &options.group);
+    reports.report(assignment.clone(), None);
     let mut decoder = PayloadDecoder::default();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The decoded payloads of a poll; the allocation is kept from poll to poll.
@@ -595,7 +595,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
                 let f = flight.take().expect("checked above");
                 let landed = f.table;
                 let positions = land(f, &mut states, options, &mut deps, &mut summary).await?;
-                reports.report(log, &options.group, positions, ends_read.as_deref());
+                reports.report(positions, ends_read.as_deref());
                 if let Some(keep_for) = options.snapshot_retention {
                     let state = states.get_mut(&landed).expect("a state");
                     expire_old_snapshots(landed, state, catalog.as_ref(), keep_for).await;
@@ -1134,61 +1134,48 @@ async fn land(
 /// Records commits' positions as the consumer group's and reports each partition's lag.
 /// Informational only (the lake's snapshot is the source of truth), so off the writer's
 /// path: a slow cluster answer (a new group client waits for the group's coordinator) never
-/// holds the writer up. One task reports at a time, so group offsets never go backwards,
-/// and positions that arrive while it works replace those still waiting: only the latest
+/// holds the writer up. One task reports, in order, so group offsets never go backwards;
+/// positions handed over while it works replace those still waiting: only the latest
 /// matter.
-#[derive(Default)]
 struct Reports {
-    /// The positions waiting to be reported, with where the log ends when the consumer
-    /// knew it without asking; and whether a task is reporting.
-    waiting: Arc<std::sync::Mutex<(Option<Report>, bool)>>,
-    /// The last task started (it reports everything handed over before it ends).
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The latest positions, with where the log ends when the consumer knew it without
+    /// asking.
+    latest: tokio::sync::watch::Sender<Option<Report>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 type Report = (Vec<PartitionOffset>, Option<Vec<PartitionOffset>>);
 
 impl Reports {
-    fn report<L: Log + Clone>(
-        &mut self,
-        log: &L,
-        group: &str,
-        positions: Vec<PartitionOffset>,
-        ends_read: Option<&[PartitionOffset]>,
-    ) {
-        let mut waiting = self.waiting.lock().expect("reports lock");
-        waiting.0 = Some((positions, ends_read.map(<[PartitionOffset]>::to_vec)));
-        if waiting.1 {
-            return;
-        }
-        waiting.1 = true;
-        let (log, group, shared) = (log.clone(), group.to_string(), self.waiting.clone());
-        self.task = Some(tokio::spawn(async move {
-            loop {
-                let next = {
-                    let mut waiting = shared.lock().expect("reports lock");
-                    let next = waiting.0.take();
-                    // Deciding to stop under the lock: positions handed over after it
-                    // start a new task.
-                    waiting.1 = next.is_some();
-                    next
-                };
-                let Some((positions, ends_read)) = next else {
-                    return;
+    fn start<L: Log + Clone>(log: &L, group: &str) -> Self {
+        let (latest, mut handed) = tokio::sync::watch::channel(None::<Report>);
+        let (log, group) = (log.clone(), group.to_string());
+        let task = tokio::spawn(async move {
+            // Positions handed over before the writer finished are still seen after it.
+            while handed.changed().await.is_ok() {
+                let Some((positions, ends_read)) = handed.borrow_and_update().clone() else {
+                    continue;
                 };
                 if let Err(e) = log.commit_group(&group, &positions).await {
                     tracing::warn!(error = %e, "could not record consumer-group positions");
                 }
                 report_partition_lag(&log, &positions, ends_read.as_deref()).await;
             }
-        }));
+        });
+        Reports { latest, task }
+    }
+
+    fn report(&self, positions: Vec<PartitionOffset>, ends_read: Option<&[PartitionOffset]>) {
+        self.latest.send_replace(Some((
+            positions,
+            ends_read.map(<[PartitionOffset]>::to_vec),
+        )));
     }
 
     /// Waits until everything handed over is reported.
     async fn finish(self) {
-        if let Some(task) = self.task {
-            let _ = task.await;
-        }
+        drop(self.latest);
+        let _ = self.task.await;
     }
 }
 
@@ -1592,19 +1579,20 @@ async fn write_files(
     tasks.sort_unstable_by_key(|(i, _)| *i);
     // Every task is waited for, also after one failed: none is left holding the rows.
     // Files are listed in partition order.
-    let mut files = Ok(Vec::new());
+    let mut written = Vec::with_capacity(tasks.len());
     for (_, task) in tasks {
-        let written = task
-            .await
-            .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))
-            .and_then(|written| written);
-        match (&mut files, written) {
-            (Ok(files), Ok(written)) => files.extend(written),
-            (Ok(_), Err(e)) => files = Err(e),
-            (Err(_), _) => {}
-        }
+        written.push(
+            task.await
+                .map_err(|e| LakeError::Query(format!("a {t} file writer task failed: {e}")))
+                .and_then(|files| files),
+        );
     }
-    files
+    Ok(written
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 #[cfg(test)]
