@@ -22,6 +22,7 @@ mod metrics;
 pub mod replay;
 pub mod simulator;
 pub mod synthetic;
+pub mod ws;
 
 pub use capture::{CaptureError, CaptureOptions, CaptureStats, capture};
 pub use ingest::{

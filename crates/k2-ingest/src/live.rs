@@ -8,14 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, SinkExt, StreamExt};
 use k2_model::MarketRecord;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 use k2_pipeline::{BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
 
 use crate::feeds::{self, FrameError};
+use crate::ws;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Venue {
@@ -86,12 +85,12 @@ pub enum FeedError {
     #[error("connecting to {url}: {source}")]
     Connect {
         url: String,
-        source: Box<tokio_tungstenite::tungstenite::Error>,
+        source: Box<ws::WsError>,
     },
     #[error("reading from {url}: {source}")]
     Read {
         url: String,
-        source: Box<tokio_tungstenite::tungstenite::Error>,
+        source: Box<ws::WsError>,
     },
     #[error("gave up after {attempts} failed connections in a row; the last: {last}")]
     GaveUp { attempts: u32, last: String },
@@ -323,20 +322,22 @@ pub fn connect_url(config: &FeedConfig) -> String {
 }
 
 /// Runs one connection until it ends; events go to `out` in arrival order.
+///
+/// Each socket read brings whatever the exchange has sent, up to [`ws::READ_BUFFER`]
+/// bytes; every whole frame in it is parsed, its records gathered into events of up to
+/// [`BATCH_RECORDS`], all stamped with the time of that read (when K2 received them).
 pub async fn run_connection(
     config: &FeedConfig,
     out: &mpsc::Sender<FeedEvent>,
     now_us: impl Fn() -> i64,
     handover: Handover,
 ) -> Result<ConnectionEnd, FeedError> {
-    // One process-wide TLS provider; a second install is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = connect_url(config);
     let broken = |e| FeedError::Read {
         url: url.clone(),
         source: Box::new(e),
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+    let mut ws = ws::connect(&url, config.stale_after)
         .await
         .map_err(|e| FeedError::Connect {
             url: url.clone(),
@@ -347,9 +348,7 @@ pub async fn run_connection(
             "method": "subscribe",
             "params": { "channel": "trade", "symbol": config.symbols, "snapshot": false },
         });
-        ws.send(Message::text(subscribe.to_string()))
-            .await
-            .map_err(broken)?;
+        ws.send_text(&subscribe.to_string()).await.map_err(broken)?;
     }
     let Handover {
         mut ready,
@@ -359,70 +358,45 @@ pub async fn run_connection(
     let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
     let mut last_frame = start;
     let mut batch = Vec::new();
+    // The read of the upgrade's answer may have brought the first frames.
+    let mut received = now_us();
     loop {
-        let retired = async {
-            match retire.as_mut() {
-                Some(rx) => rx.await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let first = tokio::select! {
-            // Nobody listens any more: stop without waiting for the next frame.
-            _ = out.closed() => return Ok(ConnectionEnd::Stopped),
-            told = retired => {
-                if told {
-                    return Ok(ConnectionEnd::Retired);
-                }
-                retire = None;
-                continue;
-            }
-            _ = tokio::time::sleep_until(last_frame + config.stale_after) => {
-                return Ok(ConnectionEnd::Stalled);
-            }
-            _ = ping.tick() => {
-                ws.send(Message::Ping(Vec::new().into())).await.map_err(broken)?;
-                continue;
-            }
-            m = ws.next() => m,
-        };
-        last_frame = tokio::time::Instant::now();
-        // This frame and every frame already received after it, up to a batch: one
-        // event for the lot, so the channel, the timers and the select above are paid
-        // per batch and not per frame.
-        let mut next = Some(first);
-        let mut end = None;
-        while let Some(item) = next.take() {
-            let message = match item {
-                None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
-                    end = Some(Ok(ConnectionEnd::Closed));
-                    break;
-                }
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    end = Some(Err(broken(e)));
-                    break;
+        let mut closed = false;
+        loop {
+            let message = match ws.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    // What arrived before the violation still goes on.
+                    send_batch(out, &mut batch, &mut ready).await;
+                    return Err(broken(e));
                 }
             };
-            let received = now_us();
-            let parsed = match &message {
-                Message::Text(t) => parse(config.venue, t.as_str(), received, &mut batch),
-                Message::Binary(b) => match std::str::from_utf8(b) {
+            let parsed = match message {
+                ws::Message::Text(Ok(text)) => parse(config.venue, text, received, &mut batch),
+                ws::Message::Binary(b) => match std::str::from_utf8(b) {
                     Ok(text) => parse(config.venue, text, received, &mut batch),
                     Err(e) => Err(FrameError::malformed(format!(
                         "a binary frame that is not UTF-8: {e}"
                     ))),
                 },
-                Message::Close(_) => {
-                    end = Some(Ok(ConnectionEnd::Closed));
+                ws::Message::Text(Err(_)) => {
+                    Err(FrameError::malformed("a text frame that is not UTF-8"))
+                }
+                ws::Message::Close => {
+                    closed = true;
                     break;
                 }
-                // Pings are answered by the library; either way the feed is alive.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+                // Pings are answered below; either way the feed is alive.
+                ws::Message::Control => Ok(()),
             };
             if let Err(error) = parsed {
-                let raw = match &message {
-                    Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-                    other => other.to_text().unwrap_or_default().to_string(),
+                let raw = match message {
+                    ws::Message::Text(Ok(t)) => t.to_string(),
+                    ws::Message::Text(Err(b)) | ws::Message::Binary(b) => {
+                        String::from_utf8_lossy(b).into_owned()
+                    }
+                    ws::Message::Control | ws::Message::Close => String::new(),
                 };
                 // The records before it go first: events stay in arrival order.
                 if !send_batch(out, &mut batch, &mut ready).await {
@@ -441,16 +415,50 @@ pub async fn run_connection(
                     return Ok(ConnectionEnd::Stopped);
                 }
             }
-            if batch.len() < BATCH_RECORDS {
-                next = ws.next().now_or_never();
+            if batch.len() >= BATCH_RECORDS && !send_batch(out, &mut batch, &mut ready).await {
+                return Ok(ConnectionEnd::Stopped);
             }
         }
         if !send_batch(out, &mut batch, &mut ready).await {
             return Ok(ConnectionEnd::Stopped);
         }
-        if let Some(end) = end {
-            return end;
+        // Pongs for the exchange's pings, the answer to its close.
+        let answered = ws.answer().await;
+        if closed {
+            return Ok(ConnectionEnd::Closed);
         }
+        answered.map_err(broken)?;
+        let retired = async {
+            match retire.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            // Nobody listens any more: stop without waiting for the next frame.
+            _ = out.closed() => return Ok(ConnectionEnd::Stopped),
+            told = retired => {
+                if told {
+                    return Ok(ConnectionEnd::Retired);
+                }
+                retire = None;
+                continue;
+            }
+            _ = tokio::time::sleep_until(last_frame + config.stale_after) => {
+                return Ok(ConnectionEnd::Stalled);
+            }
+            _ = ping.tick() => {
+                ws.ping().await.map_err(broken)?;
+                continue;
+            }
+            n = ws.read_more() => n.map_err(broken)?,
+        };
+        if read == 0 {
+            // The peer closed the socket (without a close frame, or after one).
+            return Ok(ConnectionEnd::Closed);
+        }
+        last_frame = tokio::time::Instant::now();
+        received = now_us();
     }
 }
 
