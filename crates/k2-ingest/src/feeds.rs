@@ -10,6 +10,7 @@
 
 use std::str::FromStr;
 
+use chrono::Datelike;
 use k2_model::decimal::Decimal8;
 use k2_model::{AssetClass, MarketRecord, MessageId, Quote, Text, Trade, TradeSide};
 use serde::Deserialize;
@@ -208,6 +209,42 @@ impl<'a> Cursor<'a> {
         Some(n)
     }
 
+    /// A JSON number's text (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`).
+    #[inline(always)]
+    fn number(&mut self) -> Option<&'a str> {
+        let b = self.text.as_bytes();
+        let start = self.at;
+        let digits = |i: usize| {
+            b[i.min(b.len())..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count()
+        };
+        let mut i = start + usize::from(b.get(start) == Some(&b'-'));
+        let int = digits(i);
+        if int == 0 || int > 1 && b[i] == b'0' {
+            return None;
+        }
+        i += int;
+        if b.get(i) == Some(&b'.') {
+            let frac = digits(i + 1);
+            if frac == 0 {
+                return None;
+            }
+            i += 1 + frac;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1 + usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+            let exp = digits(i);
+            if exp == 0 {
+                return None;
+            }
+            i += exp;
+        }
+        self.at = i;
+        Some(&self.text[start..i])
+    }
+
     #[inline(always)]
     fn boolean(&mut self) -> Option<bool> {
         if self.literal("true").is_some() {
@@ -288,6 +325,50 @@ fn flat_object<'a>(
             _ => return None,
         }
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (RFC 3339 in UTC, as exchanges write it) as
+/// microseconds since the epoch, the fraction past microseconds dropped as chrono drops
+/// it; None for any other form (a full RFC 3339 parser then decides).
+fn utc_micros(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() < 20
+        || [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')]
+            .iter()
+            .any(|&(i, c)| b[i] != c)
+    {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let mut micros = 0i64;
+    match &b[19..] {
+        [b'Z'] => {}
+        [b'.', frac @ .., b'Z'] if (1..=9).contains(&frac.len()) => {
+            for i in 0..6 {
+                let d = match frac.get(i) {
+                    Some(c) if c.is_ascii_digit() => i64::from(c - b'0'),
+                    Some(_) => return None,
+                    None => 0,
+                };
+                micros = micros * 10 + d;
+            }
+            if !frac.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    let days = i64::from(date.num_days_from_ce() - 719_163);
+    Some((days * 86_400 + i64::from(h * 3600 + m * 60 + s)) * 1_000_000 + micros)
 }
 
 pub mod binance {
@@ -603,6 +684,19 @@ pub mod kraken {
         receive_us: i64,
         out: &mut Vec<MarketRecord>,
     ) -> Result<(), FrameError> {
+        let mut items = Vec::with_capacity(16);
+        if trades_as_sent(frame, &mut items).is_some() {
+            return trades(items.into_iter().map(Ok), receive_us, out);
+        }
+        parse_full(frame, receive_us, out)
+    }
+
+    /// [`parse`] through serde, for every frame [`trades_as_sent`] does not read.
+    pub(super) fn parse_full(
+        frame: &str,
+        receive_us: i64,
+        out: &mut Vec<MarketRecord>,
+    ) -> Result<(), FrameError> {
         let f: Frame = serde_json::from_str(frame)
             .map_err(|e| FrameError::malformed(format!("not a Kraken v2 frame: {e}")))?;
         if let Some(method) = f.method {
@@ -627,32 +721,109 @@ pub mod kraken {
         let items = f
             .data
             .ok_or_else(|| FrameError::malformed("a trade frame without data"))?;
+        let items = items.into_iter().map(|raw| {
+            serde_json::from_str(raw.get())
+                .map(|t: TradeItem| Fields {
+                    symbol: t.symbol,
+                    side: t.side,
+                    price: t.price.get(),
+                    qty: t.qty.get(),
+                    trade_id: t.trade_id,
+                    timestamp: t.timestamp,
+                    ord_type: t.ord_type,
+                })
+                .map_err(|e| FrameError::malformed(e.to_string()))
+        });
+        trades(items, receive_us, out)
+    }
+
+    /// A trade's members, as read from the frame.
+    pub(super) struct Fields<'a> {
+        symbol: &'a str,
+        side: &'a str,
+        price: &'a str,
+        qty: &'a str,
+        trade_id: i64,
+        timestamp: &'a str,
+        ord_type: Option<&'a str>,
+    }
+
+    /// Appends the trades of a frame; none if any is refused (the error names which).
+    fn trades<'a>(
+        items: impl Iterator<Item = Result<Fields<'a>, FrameError>>,
+        receive_us: i64,
+        out: &mut Vec<MarketRecord>,
+    ) -> Result<(), FrameError> {
         let before = out.len();
-        out.reserve(items.len());
-        for (i, raw) in items.into_iter().enumerate() {
-            let parsed = serde_json::from_str(raw.get())
-                .map_err(|e| FrameError::malformed(format!("trade {i} of the frame: {e}")))
-                .and_then(|t: TradeItem| {
-                    trade(&t, receive_us).map_err(|e| FrameError {
-                        reason: format!("trade {i} of the frame: {}", e.reason),
-                        ..e
-                    })
-                });
-            match parsed {
+        for (i, item) in items.enumerate() {
+            match item.and_then(|t| trade(&t, receive_us)) {
                 Ok(t) => out.push(MarketRecord::Trade(t)),
                 Err(e) => {
                     out.truncate(before);
-                    return Err(e);
+                    return Err(FrameError {
+                        reason: format!("trade {i} of the frame: {}", e.reason),
+                        ..e
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    fn trade(t: &TradeItem<'_>, receive_us: i64) -> Result<Trade, FrameError> {
-        let at = chrono::DateTime::parse_from_rfc3339(t.timestamp)
-            .map_err(|e| FrameError::malformed(format!("timestamp '{}': {e}", t.timestamp)))?
-            .timestamp_micros();
+    /// A trade frame laid out exactly as Kraken sends one — `channel`, `type`, `data`,
+    /// each trade's members in Kraken's order, no spaces — read without looking keys up
+    /// (serde's reading of it was two thirds of the feed thread); None for any other
+    /// layout, which the full parser then reads.
+    pub(super) fn trades_as_sent<'a>(frame: &'a str, items: &mut Vec<Fields<'a>>) -> Option<()> {
+        let mut c = Cursor { text: frame, at: 0 };
+        c.literal(r#"{"channel":"trade","type":""#)?;
+        c.string_rest()?;
+        c.literal(r#","data":["#)?;
+        if c.literal("]").is_none() {
+            loop {
+                c.literal(r#"{"symbol":""#)?;
+                let symbol = c.string_rest()?;
+                c.literal(r#","side":""#)?;
+                let side = c.string_rest()?;
+                c.literal(r#","price":"#)?;
+                let price = c.number()?;
+                c.literal(r#","qty":"#)?;
+                let qty = c.number()?;
+                let ord_type = match c.literal(r#","ord_type":""#) {
+                    Some(()) => Some(c.string_rest()?),
+                    None => None,
+                };
+                c.literal(r#","trade_id":"#)?;
+                let trade_id = c.int()?;
+                c.literal(r#","timestamp":""#)?;
+                let timestamp = c.string_rest()?;
+                c.literal("}")?;
+                items.push(Fields {
+                    symbol,
+                    side,
+                    price,
+                    qty,
+                    trade_id,
+                    timestamp,
+                    ord_type,
+                });
+                if c.literal(",").is_none() {
+                    c.literal("]")?;
+                    break;
+                }
+            }
+        }
+        c.literal("}")?;
+        c.finished()
+    }
+
+    fn trade(t: &Fields<'_>, receive_us: i64) -> Result<Trade, FrameError> {
+        let at = match utc_micros(t.timestamp) {
+            Some(at) => at,
+            None => chrono::DateTime::parse_from_rfc3339(t.timestamp)
+                .map_err(|e| FrameError::malformed(format!("timestamp '{}': {e}", t.timestamp)))?
+                .timestamp_micros(),
+        };
         let side = match t.side {
             "buy" => TradeSide::Buy,
             "sell" => TradeSide::Sell,
@@ -672,8 +843,8 @@ pub mod kraken {
             asset_class: AssetClass::Crypto,
             timestamp_us: at,
             receive_timestamp_us: receive_us,
-            price: positive("price", t.price.get())?,
-            quantity: positive("qty", t.qty.get())?,
+            price: positive("price", t.price)?,
+            quantity: positive("qty", t.qty)?,
             currency: t.symbol.rsplit_once('/').map_or("", |(_, q)| q).into(),
             side,
             trade_conditions: Vec::new(),
@@ -858,6 +1029,126 @@ mod tests {
         );
         assert_eq!(t[0].currency, "USD");
         assert_ne!(t[0].message_id, t[1].message_id);
+    }
+
+    #[test]
+    fn kraken_fast_path_agrees_with_the_full_parser() {
+        let t = |price: &str, more: &str| {
+            format!(
+                r#"{{"symbol":"BTC/USD","side":"buy","price":{price},"qty":0.25,"ord_type":"market","trade_id":7,"timestamp":"2023-09-25T07:49:37.708706Z"{more}}}"#
+            )
+        };
+        let frame = |trades: &[String]| {
+            format!(
+                r#"{{"channel":"trade","type":"update","data":[{}]}}"#,
+                trades.join(",")
+            )
+        };
+        let fast = [
+            frame(&[t("42000.5", ""), t("1", ""), t("0.1", "")]),
+            frame(&[]),
+            frame(&[t("1.5e-5", ""), t("2E+2", ""), t("-1", "")]),
+            frame(&[t("0", "")]),
+            frame(&[t("1", "").replace(r#","ord_type":"market""#, "")]),
+            frame(&[t("1", "").replace("buy", "hold")]),
+            frame(&[t("1", "").replace(".708706Z", "Z")]),
+            frame(&[t("1", "").replace(".708706Z", ".7087069Z")]),
+            frame(&[t("1", "").replace(".708706Z", "+01:00")]),
+            frame(&[t("1", "").replace("07:49:37", "24:00:00")]),
+            frame(&[t("1", "").replace("2023-09-25", "2023-02-29")]),
+            frame(&[t("1", "").replace("2023-09-25", "2024-02-29")]),
+            frame(&[t("1", "").replace(".708706Z", ".Z")]),
+            frame(&[t("1", "").replace("07:49:37", "07:49:60")]),
+            frame(&[t("1", "").replace("T07", "t07")]),
+            frame(&[t("1", "").replace("2023", "1969")]),
+            frame(&[t("1", "").replace("\"type\":\"update\"", "\"type\":\"snapshot\"")]),
+        ];
+        let slow = [
+            frame(&[t("01", "")]),
+            frame(&[t("1.", "")]),
+            frame(&[t("1e", "")]),
+            frame(&[t("\"1\"", "")]),
+            frame(&[t("1", r#","extra":1"#)]),
+            frame(&[t("1", "").replace("7,", "7.5,")]),
+            frame(&[t("1", "").replace("7,", "-7,")]),
+            frame(&[t("1", "").replace("BTC/USD", "BTC\\/USD")]),
+            frame(&[t("1", ""), "{}".into()]),
+            frame(&[t("1", "")]).replace(r#""type":"update","#, ""),
+            frame(&[t("1", "")]).replace("trade", "book"),
+            format!("{} ", frame(&[t("1", "")])),
+            frame(&[t("1", "")]).replace("]}", "]"),
+            frame(&[t("1", "")]).replace(":[", ": ["),
+            "not json".into(),
+            String::new(),
+        ];
+        let run = |f: fn(&str, i64, &mut Vec<MarketRecord>) -> Result<(), FrameError>,
+                   frame: &str| {
+            let mut out = Vec::new();
+            f(frame, NOW, &mut out).map(|()| out)
+        };
+        for (frames, takes_fast_path) in [(&fast[..], true), (&slow[..], false)] {
+            for frame in frames {
+                let mut items = Vec::new();
+                assert_eq!(
+                    kraken::trades_as_sent(frame, &mut items).is_some(),
+                    takes_fast_path,
+                    "{frame}"
+                );
+                assert_eq!(
+                    run(kraken::parse, frame),
+                    run(kraken::parse_full, frame),
+                    "{frame}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn utc_timestamps_agree_with_chrono() {
+        let plain = [
+            "2023-09-25T07:49:37.708706Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999Z",
+            "2024-02-29T12:00:00.1Z",
+            "2000-02-29T00:00:00.123456789Z",
+        ];
+        let mut texts: Vec<String> = plain.iter().map(|t| t.to_string()).collect();
+        texts.extend([
+            "2100-02-29T00:00:00Z".into(),
+            "2023-13-01T00:00:00Z".into(),
+            "2023-00-10T00:00:00Z".into(),
+            "2023-09-31T00:00:00Z".into(),
+            "2023-09-25T07:49:37.1234567890Z".into(),
+            "2023-09-25T07:49:37+00:00".into(),
+            "2023-09-25 07:49:37Z".into(),
+            "2023-9-25T07:49:37Z".into(),
+            "2023-09-25T07:49:3xZ".into(),
+        ]);
+        for day in 0..800 {
+            let d = chrono::NaiveDate::from_ymd_opt(1999, 1, 1).unwrap()
+                + chrono::Duration::days(day * 37);
+            texts.push(format!(
+                "{d}T{:02}:{:02}:{:02}.{:06}Z",
+                day % 24,
+                day % 60,
+                (day * 7) % 60,
+                day * 1237
+            ));
+        }
+        for text in &texts {
+            let full = chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.timestamp_micros());
+            match utc_micros(text) {
+                Some(fast) => assert_eq!(Some(fast), full, "{text}"),
+                // Rarer forms (offsets, over 9 digits of fraction) are chrono's to read.
+                None => assert!(
+                    !(plain.contains(&text.as_str())
+                        || text.starts_with(['1', '2']) && text.len() == 27 && full.is_some()),
+                    "{text} is left to chrono although it is plain UTC"
+                ),
+            }
+        }
     }
 
     #[test]
