@@ -40,8 +40,8 @@ impl Default for CaptureOptions {
     fn default() -> Self {
         CaptureOptions {
             partitions: 4,
-            buffer_events: 8192,
-            max_events: 4096,
+            buffer_events: 32768,
+            max_events: 16384,
         }
     }
 }

@@ -93,7 +93,7 @@ impl Default for FeedsConfig {
             breaker_open_ms: 10_000,
             healthy_after_seconds: 60.0,
             rotate_after_hours: 12.0,
-            buffer_events: 8192,
+            buffer_events: 32768,
             binance: VenueConfig {
                 url: "wss://stream.binance.com:9443".into(),
                 fallback_urls: vec![
