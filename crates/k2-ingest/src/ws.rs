@@ -631,22 +631,8 @@ mod tests {
 
     #[tokio::test]
     async fn tls_certificates_are_verified() {
-        use rustls::pki_types::pem::PemObject;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls");
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(k2_log::testing::tls_server_config()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {

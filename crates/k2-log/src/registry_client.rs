@@ -357,20 +357,14 @@ impl SchemaStore for Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
 
     use super::{RegistryAccess, RegistryClient};
     use crate::error::LogError;
-
-    fn tls_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls")
-    }
 
     /// A registry stand-in on loopback behind the test CA's certificate: it answers every
     /// request with `status` and `body`, and keeps each request's head.
@@ -378,21 +372,7 @@ mod tests {
         status: &'static str,
         body: &'static str,
     ) -> (u16, Arc<Mutex<Vec<String>>>) {
-        let dir = tls_dir();
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = TlsAcceptor::from(Arc::new(crate::testing::tls_server_config()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -443,7 +423,7 @@ mod tests {
         RegistryAccess {
             url: format!("https://127.0.0.1:{port}"),
             timeout: Duration::from_secs(10),
-            ca_file: Some(tls_dir().join("ca.pem")),
+            ca_file: Some(crate::testing::tls_dir().join("ca.pem")),
             username: "key".into(),
             password: "secret".into(),
         }
@@ -530,7 +510,7 @@ mod tests {
             Ok(_) => panic!("accepted"),
         };
         let base = access(1);
-        let missing = tls_dir().join("absent.pem");
+        let missing = crate::testing::tls_dir().join("absent.pem");
         let text = bad(RegistryAccess {
             ca_file: Some(missing.clone()),
             ..base.clone()
@@ -540,7 +520,7 @@ mod tests {
             "{text}"
         );
         let text = bad(RegistryAccess {
-            ca_file: Some(tls_dir().join("README.md")),
+            ca_file: Some(crate::testing::tls_dir().join("README.md")),
             ..base.clone()
         });
         assert!(text.contains("holds no PEM certificate"), "{text}");

@@ -793,7 +793,10 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
                 "K2_REGISTRY__URL",
                 format!("https://127.0.0.1:{https_port}"),
             )
-            .env("K2_REGISTRY__CA_FILE", tls_dir().join("ca.pem"));
+            .env(
+                "K2_REGISTRY__CA_FILE",
+                k2_log::testing::tls_dir().join("ca.pem"),
+            );
         cmd
     };
     run_ok(k2().args(["topics", "create"]));
@@ -1048,29 +1051,11 @@ fn checkpoints_kept(
     })
 }
 
-fn tls_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls")
-}
-
 /// A TLS endpoint on a free port of loopback, with the test CA's server certificate, that
 /// passes each connection on to the plain `port`. Lives as long as the test process.
 fn tls_in_front_of(port: u16) -> u16 {
-    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(tls_dir().join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_file(tls_dir().join("server.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(k2_log::testing::tls_server_config()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tls_port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
