@@ -14,9 +14,9 @@ use std::path::Path;
 use iceberg::table::Table;
 use serde::{Deserialize, Serialize};
 
+use crate::commit_marks;
 use crate::error::{LakeError, Result};
 use crate::tables::LakeTable;
-use crate::writer::OFFSETS_PROPERTY;
 
 /// One commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ pub fn append(path: &Path, entries: &[AuditEntry]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let io = |e: std::io::Error| LakeError::Query(format!("audit file {}: {e}", path.display()));
+    let io = |e: std::io::Error| LakeError::io(format!("audit file {}", path.display()), e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -69,18 +69,13 @@ pub fn read(path: &Path) -> Result<Vec<AuditEntry>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(LakeError::Query(format!(
-                "audit file {}: {e}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(LakeError::io(format!("audit file {}", path.display()), e)),
     };
     let mut out = Vec::new();
     let lines: Vec<String> = std::io::BufReader::new(file)
         .lines()
         .collect::<std::io::Result<_>>()
-        .map_err(|e| LakeError::Query(format!("audit file {}: {e}", path.display())))?;
+        .map_err(|e| LakeError::io(format!("audit file {}", path.display()), e))?;
     let last = lines.len().saturating_sub(1);
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -92,11 +87,10 @@ pub fn read(path: &Path) -> Result<Vec<AuditEntry>> {
                 tracing::warn!(file = %path.display(), "torn last audit line skipped")
             }
             Err(e) => {
-                return Err(LakeError::Query(format!(
-                    "audit file {} line {}: {e}",
-                    path.display(),
-                    i + 1
-                )));
+                return Err(LakeError::CorruptFile {
+                    path: path.to_path_buf(),
+                    detail: format!("line {}: {e}", i + 1),
+                });
             }
         }
     }
@@ -116,7 +110,7 @@ pub fn reconcile(path: &Path, t: LakeTable, table: &Table) -> Result<usize> {
     snapshots.sort_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
     for s in snapshots {
         let props = &s.summary().additional_properties;
-        let Some(batch) = props.get(crate::writer::BATCH_PROPERTY) else {
+        let Some(batch) = commit_marks::batch_of(s) else {
             continue;
         };
         if known.contains(&s.snapshot_id()) {
@@ -132,11 +126,9 @@ pub fn reconcile(path: &Path, t: LakeTable, table: &Table) -> Result<usize> {
             files: number("added-data-files"),
             bytes: number("added-files-size"),
             offsets_from: BTreeMap::new(),
-            offsets_to: props
-                .get(OFFSETS_PROPERTY)
-                .and_then(|v| serde_json::from_str(v).ok())
-                .unwrap_or_default(),
-            batch: batch.clone(),
+            // A recovered line is informational: an unreadable record leaves it empty.
+            offsets_to: commit_marks::offsets_of(s).unwrap_or_default(),
+            batch: batch.to_string(),
             duration_ms: None,
             recovered: true,
         });

@@ -1,6 +1,8 @@
 //! The lake crate's error type. Every variant says whether retrying can help: catalog,
-//! storage and log failures may pass; bad queries and corrupt data do not.
+//! storage, log and Redis failures may pass; bad queries, corrupt data and conflicts
+//! between writers do not.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +12,7 @@ pub enum LakeError {
         context: String,
         source: Box<iceberg::Error>,
     },
+    /// A local file (state, audit, warehouse on disk) could not be read or written.
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -22,13 +25,12 @@ pub enum LakeError {
     },
     #[error(transparent)]
     Log(#[from] k2_log::LogError),
+    /// The query engine could not plan or run a query.
     #[error("query failed: {0}")]
     Query(String),
     #[error("only read-only queries are allowed: {0}")]
     NotReadOnly(String),
-    #[error(
-        "query exceeded its {0:?} timeout; narrow the time range or raise query.timeout_seconds"
-    )]
+    #[error("query exceeded its {0:?} timeout; narrow the time range or raise query.timeout")]
     Timeout(Duration),
     #[error(
         "query exceeded the query memory limit of {limit_mb} MiB; narrow the query or raise query.memory_limit_mb ({detail})"
@@ -41,8 +43,28 @@ pub enum LakeError {
     #[error("{context}: {source}")]
     Redis {
         context: String,
-        source: k2_pipeline::redis::RedisError,
+        source: redis::RedisError,
     },
+    /// A snapshot's K2 marks cannot be read: resuming from it would be a guess.
+    #[error("snapshot {snapshot_id} has an unreadable {key}: {detail}")]
+    CorruptSnapshot {
+        snapshot_id: i64,
+        key: &'static str,
+        detail: String,
+    },
+    /// A file K2 wrote (state, audit) cannot be read back.
+    #[error("{}: {detail}", path.display())]
+    CorruptFile { path: PathBuf, detail: String },
+    /// Data read from the lake or built for it is not in the shape K2 writes.
+    #[error("{0}")]
+    CorruptData(String),
+    /// Another writer moved the table under this one (or this writer's claims lapsed):
+    /// the writer stops uncommitted and a restart resumes from the lake.
+    #[error("{table}: {detail}; restart to resume")]
+    Conflict { table: String, detail: String },
+    /// A task of the lake's own ended without its answer (it panicked or was cancelled).
+    #[error("{what} ended without finishing: {detail}")]
+    Task { what: String, detail: String },
     #[error(
         "{dependency} still failing after {attempts} attempts over {seconds:.1}s, giving up: {source}"
     )]
@@ -63,8 +85,19 @@ impl LakeError {
             LakeError::Io { .. } => true,
             LakeError::Log(e) => e.is_retryable(),
             LakeError::Timeout(_) => true,
-            LakeError::Redis { source, .. } => source.is_retryable(),
-            _ => false,
+            LakeError::Redis { source, .. } => crate::integrity::redis::is_retryable(source),
+            LakeError::Arrow { .. }
+            | LakeError::Query(_)
+            | LakeError::NotReadOnly(_)
+            | LakeError::MemoryLimit { .. }
+            | LakeError::InvalidArgument(_)
+            | LakeError::NotFound(_)
+            | LakeError::CorruptSnapshot { .. }
+            | LakeError::CorruptFile { .. }
+            | LakeError::CorruptData(_)
+            | LakeError::Conflict { .. }
+            | LakeError::Task { .. }
+            | LakeError::Exhausted { .. } => false,
         }
     }
 
@@ -75,10 +108,7 @@ impl LakeError {
         }
     }
 
-    pub(crate) fn redis(
-        context: impl Into<String>,
-        source: k2_pipeline::redis::RedisError,
-    ) -> Self {
+    pub(crate) fn redis(context: impl Into<String>, source: redis::RedisError) -> Self {
         LakeError::Redis {
             context: context.into(),
             source,
@@ -101,6 +131,64 @@ impl LakeError {
             source: Box::new(source),
         }
     }
+
+    /// A query of K2's own (not a user's SQL) that the engine could not run.
+    pub(crate) fn engine(
+        context: impl std::fmt::Display,
+        source: datafusion::error::DataFusionError,
+    ) -> Self {
+        LakeError::Query(format!("{context}: {source}"))
+    }
+
+    /// A task that ended without its answer.
+    pub(crate) fn task(what: impl Into<String>, e: tokio::task::JoinError) -> Self {
+        LakeError::Task {
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub(crate) fn conflict(table: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        LakeError::Conflict {
+            table: table.to_string(),
+            detail: detail.into(),
+        }
+    }
 }
 
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_may_pass_and_the_rest_does_not() {
+        let io = LakeError::io("writing", std::io::ErrorKind::StorageFull.into());
+        assert!(io.is_retryable());
+        let refused = LakeError::redis(
+            "claiming",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        );
+        assert!(refused.is_retryable(), "{refused}");
+        for permanent in [
+            LakeError::CorruptData("a stored id is not 16 bytes".into()),
+            LakeError::conflict("trades", "positions committed by another writer"),
+            LakeError::CorruptSnapshot {
+                snapshot_id: 7,
+                key: "k2.log-offsets",
+                detail: "expected value".into(),
+            },
+            LakeError::Task {
+                what: "the trades commit".into(),
+                detail: "panicked".into(),
+            },
+        ] {
+            assert!(!permanent.is_retryable(), "{permanent}");
+        }
+        assert_eq!(
+            LakeError::conflict("trades", "claims lapsed").to_string(),
+            "trades: claims lapsed; restart to resume"
+        );
+    }
+}

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use chrono::NaiveDate;
 use k2_log::{DeadLetterStore, EmbeddedLog};
+use tokio_util::sync::CancellationToken;
 
 use crate::query::{
     AggregateRequest, BarInterval, MarketFilter, QueryEngine, QueryOptions, RowOrder,
@@ -167,10 +167,8 @@ async fn write_all(l: &Lake, max_rows: usize) -> crate::WriterSummary {
 
 /// A batch-mode writer run with `options` (its state kept in the lake's directory).
 async fn write_with(l: &Lake, options: WriterOptions) -> crate::WriterSummary {
-    let options = WriterOptions {
-        state_dir: Some(l._dir.path().join("state")),
-        ..options
-    };
+    let mut options = options;
+    options.integrity.state_dir = Some(l._dir.path().join("state"));
     write_from(&l.log, l, options).await
 }
 
@@ -186,7 +184,7 @@ async fn write_from(log: &EmbeddedLog, l: &Lake, options: WriterOptions) -> crat
         l.catalog.clone(),
         &l.dlq,
         &options,
-        Arc::new(AtomicBool::new(false)),
+        CancellationToken::new(),
     )
     .await
     .unwrap()
@@ -772,6 +770,7 @@ fn test_redis() -> Option<crate::RedisTarget> {
         Ok(addr) => Some(crate::RedisTarget {
             addr,
             prefix: format!("k2test-{}", uuid::Uuid::new_v4().simple()),
+            timeout: Duration::from_secs(10),
         }),
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("K2_TEST_REDIS_ADDR must name the test Redis in CI (scripts/test sets it)")
@@ -795,15 +794,12 @@ async fn the_sample_lands_exactly_with_sequence_state_in_redis() {
     let Some(redis) = test_redis() else { return };
     let l = lake().await;
     ingest_sample(&l).await;
-    let summary = write_with(
-        &l,
-        WriterOptions {
-            max_rows: 40_000,
-            sequence_redis: Some(redis.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut options = WriterOptions {
+        max_rows: 40_000,
+        ..Default::default()
+    };
+    options.integrity.sequence_redis = Some(redis.clone());
+    let summary = write_with(&l, options).await;
     assert_eq!(
         summary.sequence_events,
         BTreeMap::from([("in_order", 91_874 + 78_458)]),
@@ -811,9 +807,9 @@ async fn the_sample_lands_exactly_with_sequence_state_in_redis() {
     );
     assert_accounts(&summary);
     // The streams' ledgers are in Redis, readable by any writer.
-    let mut shared = k2_pipeline::shared::RedisSequenceTracker::connect(
-        &redis.addr,
-        &format!("{}:trades", redis.prefix),
+    let mut shared = crate::integrity::shared_sequence::RedisSequenceTracker::connect(
+        &redis,
+        "trades",
         Default::default(),
     )
     .await
@@ -836,11 +832,11 @@ async fn sequence_state_survives_a_restart_with(redis: Option<crate::RedisTarget
     k2_ingest::ingest_asx(&l.log, &l.dlq, dir.path(), &Default::default(), &mut |_| {})
         .await
         .unwrap();
-    let options = WriterOptions {
+    let mut options = WriterOptions {
         max_rows: 1_000,
-        sequence_redis: redis,
         ..Default::default()
     };
+    options.integrity.sequence_redis = redis;
     let first = write_with(&l, options.clone()).await;
     assert_eq!(first.sequence_events, BTreeMap::from([("in_order", 3)]));
 
@@ -1050,14 +1046,7 @@ async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_ex
     };
     let (log, catalog, dlq) = (l.log.clone(), l.catalog.clone(), l.dlq.clone());
     let writer = tokio::spawn(async move {
-        writer::run(
-            &log,
-            catalog,
-            &dlq,
-            &options,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await
+        writer::run(&log, catalog, &dlq, &options, CancellationToken::new()).await
     });
     // The outage lasts long enough for two SQLite busy timeouts (5 s each).
     tokio::time::sleep(Duration::from_secs(11)).await;
@@ -1101,7 +1090,7 @@ async fn a_catalog_that_stays_down_stops_the_writer_uncommitted_with_a_clear_err
         l.catalog.clone(),
         &l.dlq,
         &options,
-        Arc::new(AtomicBool::new(false)),
+        CancellationToken::new(),
     )
     .await
     .unwrap_err();
@@ -1142,18 +1131,21 @@ async fn two_captures_of_one_feed_land_once_with_dedup_shared_in_redis() {
             .await
             .unwrap();
     }
-    let options = |source: &str| WriterOptions {
-        // Many small batches, so the two writers' claims and commits interleave.
-        max_rows: 15_000,
-        until_caught_up: true,
-        max_age: Duration::from_secs(3600),
-        state_dir: Some(l._dir.path().join(format!("state-{source}"))),
-        source: source.to_string(),
-        dedup_redis: Some(redis.clone()),
-        ..Default::default()
+    let options = |source: &str| {
+        let mut o = WriterOptions {
+            // Many small batches, so the two writers' claims and commits interleave.
+            max_rows: 15_000,
+            until_caught_up: true,
+            max_age: Duration::from_secs(3600),
+            source: source.to_string(),
+            ..Default::default()
+        };
+        o.integrity.state_dir = Some(l._dir.path().join(format!("state-{source}")));
+        o.integrity.dedup_redis = Some(redis.clone());
+        o
     };
     let (a, b) = (options("a"), options("b"));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let (a_run, b_run) = tokio::join!(
         writer::run(&l.log, l.catalog.clone(), &l.dlq, &a, stop.clone()),
         writer::run(&b_log, l.catalog.clone(), &b_dlq, &b, stop.clone()),
@@ -1185,7 +1177,7 @@ async fn two_captures_of_one_feed_land_once_with_dedup_shared_in_redis() {
             let table = iceberg::Catalog::load_table(l.catalog.as_ref(), &t.ident())
                 .await
                 .unwrap();
-            let offsets = writer::committed_offsets(&table, &o.source).unwrap();
+            let offsets = crate::commit_marks::committed_offsets(&table, &o.source).unwrap();
             assert!(
                 offsets
                     .keys()
@@ -1631,8 +1623,8 @@ async fn trade_rows(l: &Lake) -> usize {
 async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     use iceberg::transaction::ApplyTransactionAction;
 
+    use crate::commit_marks::{committed_offsets, source_snapshot};
     use crate::retention;
-    use crate::writer::{committed_offsets, source_snapshot};
 
     let l = lake().await;
     let trades = || trades_table(&l);

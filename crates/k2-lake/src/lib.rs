@@ -3,21 +3,24 @@
 //!
 //! # Layout
 //!
-//! - [`tables`] — the table definitions and the SQL catalog (SQLite) they live in.
-//! - [`audit`] — one line per Iceberg commit, in an append-only file.
-//! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
+//! - [`tables`] — the table definitions and the SQL catalog (SQLite or PostgreSQL).
+//! - [`commit_marks`] — what a K2 commit records in its snapshot, and reading it back.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
-//! - [`integrity`] — dedup by message id and sequence tracking, restored from each snapshot.
-//! - [`query`] — parameterised market queries, time travel, read-only SQL, limits.
-//! - [`replay`] — a time range in order across symbols, by a k-way merge, paced or at full speed.
-//! - [`retention`] — snapshot expiry: the time-travel window, and the metadata let go.
+//! - [`integrity`] — dedup by message id and sequence tracking, restored from each
+//!   snapshot, in process or shared in Redis.
+//! - [`columns`] — records → Arrow batches in the tables' exact Arrow schema.
+//! - [`audit`] — one line per Iceberg commit, in an append-only file.
+//! - [`retention`] — snapshot expiry: the time-travel window, and the files let go.
+//! - [`query`] — parameterised market queries, bars, time travel, read-only SQL, limits.
+//! - [`tail`] — the live tail: events in the log the lake has not committed yet.
+//! - [`replay`] — a time range in order across symbols, by a k-way merge, paced or not.
 //! - [`scan`] — a table at a snapshot: Iceberg picks the files, DataFusion reads them.
-//! - [`error`] — `LakeError`.
+//! - [`error`] — `LakeError`; `metrics` — every metric the lake emits.
 
 pub mod audit;
 pub mod columns;
+pub mod commit_marks;
 pub mod error;
-mod guard;
 pub mod integrity;
 #[cfg(test)]
 mod lake_tests;
@@ -31,5 +34,6 @@ pub mod tail;
 pub mod writer;
 
 pub use error::{LakeError, Result};
+pub use integrity::{IntegrityOptions, RedisTarget};
 pub use tables::{LakeTable, ensure_tables, open_catalog, open_catalog_at};
-pub use writer::{RedisTarget, WriterOptions, WriterSummary};
+pub use writer::{WriterOptions, WriterSummary};

@@ -131,3 +131,12 @@ pub(crate) fn replay_window(table: &'static str, elapsed: Duration) {
     metrics::counter!("k2_replay_windows_total", "table" => table).increment(1);
     metrics::histogram!("k2_replay_window_seconds", "table" => table).record(elapsed.as_secs_f64());
 }
+
+/// The live tail: events held, let go (count or age bound), and refused (no room for
+/// another stream); and how many it holds.
+pub(crate) fn tail_events(held: u64, evicted: u64, refused: u64, total: usize) {
+    metrics::counter!("k2_tail_events_total", "outcome" => "held").increment(held);
+    metrics::counter!("k2_tail_events_total", "outcome" => "evicted").increment(evicted);
+    metrics::counter!("k2_tail_events_total", "outcome" => "no_room").increment(refused);
+    metrics::gauge!("k2_tail_events").set(total as f64);
+}

@@ -11,7 +11,7 @@
 //! - every snapshot younger than the retention, and the current one however old;
 //! - each writer source's newest snapshot, and everything between it and the current one:
 //!   its log positions and integrity state are what a restart resumes from
-//!   ([`crate::writer::source_snapshot`] walks back to it), so the kept history is one
+//!   ([`crate::commit_marks::source_snapshot`] walks back to it), so the kept history is one
 //!   unbroken run from the current snapshot.
 //!
 //! Then the files only the expired snapshots used are deleted: their manifest lists, and
@@ -33,8 +33,8 @@ use iceberg::Catalog;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
+use crate::commit_marks;
 use crate::error::{LakeError, Result};
-use crate::writer::SOURCE_PROPERTY;
 
 /// What one expiry removed.
 #[derive(Debug, Default, PartialEq)]
@@ -63,11 +63,7 @@ pub fn due(table: &Table, keep_for: Duration, now_ms: i64) -> Vec<i64> {
     let mut keep = 0;
     let mut sources = HashSet::new();
     for (i, s) in chain.iter().enumerate() {
-        let source = s
-            .summary()
-            .additional_properties
-            .get(SOURCE_PROPERTY)
-            .map_or("", String::as_str);
+        let source = commit_marks::source_of(s);
         let newest_of_its_source = sources.insert(source);
         if s.timestamp_ms() >= cutoff || newest_of_its_source {
             keep = keep.max(i);

@@ -5,17 +5,21 @@
 //! the stream's newest event), and in the number of streams. Keyed like the lake's keyset
 //! order — (timestamp, sequence, message id) — so an event delivered twice (a reconnect
 //! overlap, a replayed log) is held once, and a query merges tail and lake by the same key,
-//! dropping at the seam what both hold (see `QueryEngine::trades_with_tail`).
+//! dropping at the seam what both hold (see `QueryEngine::market_with_tail`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iceberg::Catalog;
 use k2_log::{Log, LogConsumer, PartitionOffset, PayloadDecoder, SchemaStore};
 use k2_model::{DataType, MarketRecord, MessageId, TopicName};
+use tokio_util::sync::CancellationToken;
 
-use crate::query::MarketFilter;
+use crate::commit_marks::{self, Positions, offset_key};
+use crate::error::{LakeError, Result};
+use crate::metrics;
+use crate::query::{MarketFilter, RowOrder};
 use crate::tables::LakeTable;
 
 /// How much the tail holds.
@@ -109,10 +113,7 @@ impl Tail {
         streams.events = streams.events + held as usize - evicted as usize;
         let total = streams.events;
         drop(streams);
-        metrics::counter!("k2_tail_events_total", "outcome" => "held").increment(held);
-        metrics::counter!("k2_tail_events_total", "outcome" => "evicted").increment(evicted);
-        metrics::counter!("k2_tail_events_total", "outcome" => "no_room").increment(refused);
-        metrics::gauge!("k2_tail_events").set(total as f64);
+        metrics::tail_events(held, evicted, refused, total);
     }
 
     /// Events held.
@@ -156,28 +157,68 @@ impl Tail {
                 usize::MAX
             };
             match filter.order {
-                crate::query::RowOrder::NewestFirst => {
-                    out.extend(in_range.rev().take(bound).cloned());
-                }
-                crate::query::RowOrder::OldestFirst => out.extend(in_range.take(bound).cloned()),
+                RowOrder::NewestFirst => out.extend(in_range.rev().take(bound).cloned()),
+                RowOrder::OldestFirst => out.extend(in_range.take(bound).cloned()),
             }
         }
         out
     }
 }
 
-/// Feeds `tail` from `assignment` (trades and quotes topics) until `stop` is set. A
+/// Records the tail reads back from the end of each partition at most, when the lake is
+/// further behind than that.
+const BACKLOG: u64 = 100_000;
+
+/// Where the tail starts reading each trades and quotes partition: where the lake's
+/// current snapshot stops for `source` (the tail holds what the lake does not have yet),
+/// at most [`BACKLOG`] records back from the end.
+pub async fn start_positions<L: Log>(
+    log: &L,
+    catalog: &dyn Catalog,
+    source: &str,
+) -> Result<Vec<PartitionOffset>> {
+    let mut committed = Positions::new();
+    for table in [LakeTable::Trades, LakeTable::Quotes] {
+        let t = catalog
+            .load_table(&table.ident())
+            .await
+            .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+        committed.extend(commit_marks::committed_offsets(&t, source)?);
+    }
+    let mut start = Vec::new();
+    for spec in log.topics().await? {
+        let Ok(name) = TopicName::parse(&spec.name) else {
+            continue;
+        };
+        if name.data_type == DataType::ReferenceData {
+            continue;
+        }
+        let ends = log.end_offsets(&spec.name).await?;
+        for (p, end) in ends.into_iter().enumerate() {
+            let key = offset_key(source, &spec.name, p as u32);
+            let lake = committed.get(&key).copied().unwrap_or(0);
+            start.push(PartitionOffset {
+                topic: spec.name.clone(),
+                partition: p as u32,
+                offset: lake.max(end.saturating_sub(BACKLOG)),
+            });
+        }
+    }
+    Ok(start)
+}
+
+/// Feeds `tail` from `assignment` (trades and quotes topics) until `stop` is cancelled. A
 /// record that does not decode is passed over here (the lake writer dead-letters it).
 pub async fn follow<L: Log + SchemaStore>(
     tail: Arc<Tail>,
     log: L,
     assignment: Vec<PartitionOffset>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> k2_log::Result<()> {
     let mut consumer = log.consumer(assignment)?;
     let mut decoder = PayloadDecoder::default();
     let mut types: HashMap<Arc<str>, Option<DataType>> = HashMap::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let records = consumer.poll(10_000, Duration::from_millis(100)).await?;
         let mut batch = Vec::with_capacity(records.len());
         for r in records {

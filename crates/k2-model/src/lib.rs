@@ -12,9 +12,11 @@
 //! - [`exchange`] — exchange time zones and trading days.
 //! - [`topic`] — topic names `market.{asset_class}.{data_type}.{exchange}`.
 //! - [`avro`] — Avro binary codec in the Confluent wire format, schemas from `schemas/avro/`.
+//! - [`config`] — `ConfigError`, what every configuration section answers when a key is wrong.
 //! - [`error`] — `ModelError`.
 
 pub mod avro;
+pub mod config;
 pub mod decimal;
 pub mod enums;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod topic;
 #[cfg(test)]
 mod avro_tests;
 
+pub use config::ConfigError;
 pub use decimal::Decimal8;
 pub use enums::{AssetClass, DataType, TradeSide};
 pub use error::ModelError;

@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -157,12 +156,12 @@ impl App {
         let catalog = self.catalog().await?;
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested: committing what is buffered");
-            flag.store(true, Ordering::Relaxed);
+            on_signal.cancel();
         });
         let summary = k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop).await?;
         report_writer(&summary);

@@ -621,16 +621,30 @@ impl Config {
             max_age: Duration::from_secs_f64(self.writer.max_age_seconds),
             zstd_level: self.writer.zstd_level,
             group: self.writer.group.clone(),
-            dedup: k2_pipeline::DedupConfig {
-                window_us: seconds_us(self.dedup.window_seconds),
-                bucket_us: seconds_us(self.dedup.bucket_seconds),
-                max_ids: self.dedup.max_ids,
-            },
-            sequence: k2_pipeline::SequenceConfig {
-                window: self.sequence.window,
-                reset_after_us: seconds_us(self.sequence.reset_after_seconds),
-                restart_max: self.sequence.restart_max,
-                max_open_gaps: self.sequence.max_open_gaps,
+            integrity: k2_lake::IntegrityOptions {
+                dedup: k2_pipeline::DedupConfig {
+                    window_us: seconds_us(self.dedup.window_seconds),
+                    bucket_us: seconds_us(self.dedup.bucket_seconds),
+                    max_ids: self.dedup.max_ids,
+                },
+                sequence: k2_pipeline::SequenceConfig {
+                    window: self.sequence.window,
+                    reset_after_us: seconds_us(self.sequence.reset_after_seconds),
+                    restart_max: self.sequence.restart_max,
+                    max_open_gaps: self.sequence.max_open_gaps,
+                },
+                state_dir: Some(self.state_dir()),
+                sequence_redis: (!self.sequence.redis.is_empty()).then(|| k2_lake::RedisTarget {
+                    addr: self.sequence.redis.clone(),
+                    prefix: self.sequence.redis_prefix.clone(),
+                    timeout: Duration::from_secs(5),
+                }),
+                dedup_redis: (!self.dedup.redis.is_empty()).then(|| k2_lake::RedisTarget {
+                    addr: self.dedup.redis.clone(),
+                    prefix: self.dedup.redis_prefix.clone(),
+                    timeout: Duration::from_secs(5),
+                }),
+                dedup_lease: Duration::from_secs(self.dedup.redis_lease_seconds.max(1)),
             },
             retry: k2_pipeline::RetryPolicy {
                 attempts: self.writer.retry_attempts,
@@ -641,18 +655,8 @@ impl Config {
                 failure_threshold: self.writer.breaker_failures,
                 open_for: Duration::from_millis(self.writer.breaker_open_ms),
             },
-            state_dir: Some(self.state_dir()),
-            sequence_redis: (!self.sequence.redis.is_empty()).then(|| k2_lake::RedisTarget {
-                addr: self.sequence.redis.clone(),
-                prefix: self.sequence.redis_prefix.clone(),
-            }),
             audit_path: Some(self.audit_path()),
             source: self.writer.source.clone(),
-            dedup_redis: (!self.dedup.redis.is_empty()).then(|| k2_lake::RedisTarget {
-                addr: self.dedup.redis.clone(),
-                prefix: self.dedup.redis_prefix.clone(),
-            }),
-            dedup_lease: Duration::from_secs(self.dedup.redis_lease_seconds.max(1)),
             snapshot_retention: (self.writer.snapshot_retention_hours > 0.0)
                 .then(|| Duration::from_secs_f64(self.writer.snapshot_retention_hours * 3600.0)),
             ..Default::default()

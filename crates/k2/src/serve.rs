@@ -2,17 +2,15 @@
 //! storage under it and the log. `k2 up`: feeds, lake writer, live tail and API in one
 //! process.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use k2_api::{Backends, Check};
 use k2_lake::LakeTable;
 use k2_lake::query::QueryEngine;
 use k2_lake::tail::{Tail, TailConfig};
-use k2_log::{AnyLog, Log, PartitionOffset};
-use k2_model::DataType;
+use k2_log::{AnyLog, Log};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, App};
 use crate::config::Config;
@@ -72,7 +70,7 @@ pub async fn up(
     }
 
     let stop_feeds = Arc::new(tokio::sync::Notify::new());
-    let stop_rest = Arc::new(AtomicBool::new(false));
+    let stop_rest = CancellationToken::new();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
     let mut captures = Vec::new();
     for (feed, reconnect) in chosen {
@@ -112,7 +110,7 @@ pub async fn up(
     for c in captures {
         let _ = c.await;
     }
-    stop_rest.store(true, Ordering::Relaxed);
+    stop_rest.cancel();
     let summary = writer.await.context("the lake writer task")??;
     let _ = api_stop_tx.send(());
     server
@@ -157,12 +155,14 @@ pub async fn follow_and_write(
     app: &Arc<App>,
     catalog: &Arc<dyn iceberg::Catalog>,
     tail: &Arc<Tail>,
-    stop: &Arc<AtomicBool>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<(
     Task<k2_log::Result<()>>,
     Task<k2_lake::Result<k2_lake::WriterSummary>>,
 )> {
-    let start = tail_start(app, catalog.as_ref()).await?;
+    let start =
+        k2_lake::tail::start_positions(&app.log, catalog.as_ref(), &app.config.writer.source)
+            .await?;
     let follower = tokio::spawn(k2_lake::tail::follow(
         tail.clone(),
         app.log.clone(),
@@ -175,44 +175,6 @@ pub async fn follow_and_write(
         k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
     });
     Ok((follower, writer))
-}
-
-/// Where the tail starts reading each trades and quotes partition: where the lake's
-/// current snapshot stops (the tail holds what the lake does not have yet), at most
-/// `TAIL_BACKLOG` records back from the end.
-async fn tail_start(
-    app: &App,
-    catalog: &dyn iceberg::Catalog,
-) -> anyhow::Result<Vec<PartitionOffset>> {
-    const TAIL_BACKLOG: u64 = 100_000;
-    let mut committed: BTreeMap<String, u64> = BTreeMap::new();
-    for table in [LakeTable::Trades, LakeTable::Quotes] {
-        let t = catalog.load_table(&table.ident()).await?;
-        committed.extend(k2_lake::writer::committed_offsets(
-            &t,
-            &app.config.writer.source,
-        )?);
-    }
-    let mut start = Vec::new();
-    for spec in app.log.topics().await? {
-        let Ok(name) = k2_model::TopicName::parse(&spec.name) else {
-            continue;
-        };
-        if name.data_type == DataType::ReferenceData {
-            continue;
-        }
-        let ends = app.log.end_offsets(&spec.name).await?;
-        for (p, end) in ends.into_iter().enumerate() {
-            let key = k2_lake::writer::offset_key(&app.config.writer.source, &spec.name, p as u32);
-            let lake = committed.get(&key).copied().unwrap_or(0);
-            start.push(PartitionOffset {
-                topic: spec.name.clone(),
-                partition: p as u32,
-                offset: lake.max(end.saturating_sub(TAIL_BACKLOG)),
-            });
-        }
-    }
-    Ok(start)
 }
 
 fn catalog_check(catalog: Arc<dyn iceberg::Catalog>) -> Check {

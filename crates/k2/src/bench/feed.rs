@@ -9,7 +9,6 @@
 //!    to the first query answer holding it. Resident memory is sampled every 10 seconds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
@@ -350,7 +349,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     for spec in k2_ingest::topic_specs(k2_model::AssetClass::Crypto, "BINANCE", 4) {
         app.log.ensure_topic(&spec).await?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     let tail = Arc::new(Tail::new(TailConfig::default()));
     let (follower, writer) = crate::serve::follow_and_write(&app, &catalog, &tail, &stop).await?;
     let stop_feed = Arc::new(tokio::sync::Notify::new());
@@ -419,7 +418,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     rss.push(sample(started.elapsed(), &mut window));
     stop_feed.notify_waiters();
     let _ = capture.await;
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     let _ = writer.await;
     let _ = follower.await;
 

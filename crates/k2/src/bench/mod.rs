@@ -357,9 +357,6 @@ async fn kafka(
 /// configured commit interval (`writer.max_age_seconds`): one trade at a time, each
 /// acknowledged by the cluster, then the lake asked every 10 ms until it holds it.
 async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use k2_log::{Log, SchemaStore};
     use k2_model::{AssetClass, Decimal8, MarketRecord, MessageId, Trade, TradeSide, avro};
 
@@ -368,7 +365,7 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
     let engine = app.engine().await?;
     let catalog = app.catalog().await?;
     let options = app.config.writer_options();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     let writer = k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop.clone());
     let probe = async {
         let run = std::process::id();
@@ -421,7 +418,7 @@ async fn visibility_latency(app: &App, topic: &str, samples: usize) -> anyhow::R
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        stop.store(true, Ordering::Relaxed);
+        stop.cancel();
         anyhow::Ok(took)
     };
     let (written, took) = tokio::join!(writer, probe);
@@ -727,20 +724,23 @@ fn dedup(ids: u64) {
 /// after its commit (two pipelined passes of script calls, 1 000 ids each); another
 /// writer then meets the same ids held. Memory is Redis's own `used_memory` growth.
 async fn dedup_redis(addr: &str) -> anyhow::Result<()> {
-    use k2_pipeline::redis::Redis;
-    use k2_pipeline::shared::RedisDedup;
-    let prefix = format!("k2bench:{}:trades", std::process::id());
-    let err = |e: k2_pipeline::redis::RedisError| anyhow::anyhow!("Redis at {addr}: {e}");
-    let mut a = RedisDedup::connect(addr, &prefix).await.map_err(err)?;
-    let mut b = RedisDedup::connect(addr, &prefix).await.map_err(err)?;
-    let mut info = Redis::connect(addr).await.map_err(err)?;
+    use k2_lake::integrity::shared_dedup::RedisDedup;
+    let target = redis_target(addr);
+    let scope = format!("{}:trades", std::process::id());
+    let err = |e: redis::RedisError| anyhow::anyhow!("Redis at {addr}: {e}");
+    let mut a = RedisDedup::connect(&target, &scope).await.map_err(err)?;
+    let mut b = RedisDedup::connect(&target, &scope).await.map_err(err)?;
+    let mut info = redis::Client::open(format!("redis://{addr}/"))
+        .map_err(err)?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(err)?;
     let mut used_memory = async || -> anyhow::Result<u64> {
-        let text = info
-            .call(vec![b"INFO".as_slice(), b"memory"])
+        let text: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut info)
             .await
-            .map_err(err)?
-            .as_text()
-            .unwrap_or_default();
+            .map_err(err)?;
         text.lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
@@ -793,12 +793,22 @@ async fn dedup_redis(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the Redis benches keep their keys: under a prefix of their own.
+fn redis_target(addr: &str) -> k2_lake::RedisTarget {
+    k2_lake::RedisTarget {
+        addr: addr.to_string(),
+        prefix: "k2bench".into(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
 async fn sequence_redis(addr: &str, streams: u32) -> anyhow::Result<()> {
-    use k2_pipeline::shared::RedisSequenceTracker;
-    let prefix = format!("k2bench:{}", std::process::id());
-    let mut tracker = RedisSequenceTracker::connect(addr, &prefix, Default::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("Redis at {addr}: {e}"))?;
+    use k2_lake::integrity::shared_sequence::RedisSequenceTracker;
+    let scope = std::process::id().to_string();
+    let mut tracker =
+        RedisSequenceTracker::connect(&redis_target(addr), &scope, Default::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis at {addr}: {e}"))?;
     // Per round trip, one script call per stream of the batch: what matters is how many
     // messages of a stream a batch carries (a writer's poll of 50 000 records over 100
     // symbols carries 500 each).
@@ -809,7 +819,7 @@ async fn sequence_redis(addr: &str, streams: u32) -> anyhow::Result<()> {
 }
 
 async fn sequence_redis_streams(
-    tracker: &mut k2_pipeline::shared::RedisSequenceTracker,
+    tracker: &mut k2_lake::integrity::shared_sequence::RedisSequenceTracker,
     addr: &str,
     streams: u32,
 ) -> anyhow::Result<()> {

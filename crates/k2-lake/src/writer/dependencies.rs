@@ -1,5 +1,5 @@
-//! A dependency of the lake writer (catalog, object storage, log) behind a retry policy
-//! and a circuit breaker, with what happens exported as metrics.
+//! The lake writer's dependencies (catalog, object storage, log, Redis), each behind a
+//! retry policy and a circuit breaker, with what happens exported as metrics.
 //!
 //! A retryable failure is retried with jittered exponential backoff; the breaker opens
 //! after consecutive failures and makes calls wait instead of hammering the dependency;
@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
 
+use super::options::{WriterOptions, WriterSummary};
 use crate::error::{LakeError, Result};
 use crate::metrics;
 
-pub(crate) struct Dependency {
+pub(super) struct Dependency {
     name: &'static str,
     breaker: CircuitBreaker,
     policy: RetryPolicy,
@@ -150,5 +151,58 @@ impl Dependency {
             }
         }
         unreachable!("attempts are bounded by the retry policy")
+    }
+}
+
+/// The writer's dependencies, each behind retries and a circuit breaker. The catalog and
+/// the object store go with a batch in flight (a `Flight`) and come back when it lands.
+pub(super) struct Deps {
+    pub commit: Option<CommitDeps>,
+    pub log: Dependency,
+    pub redis: Dependency,
+}
+
+pub(super) struct CommitDeps {
+    pub catalog: Dependency,
+    pub storage: Dependency,
+}
+
+impl Deps {
+    pub fn new(options: &WriterOptions) -> Self {
+        let dep = |name| Dependency::new(name, options.retry.clone(), options.breaker.clone());
+        Deps {
+            commit: Some(CommitDeps {
+                catalog: dep("catalog"),
+                storage: dep("storage"),
+            }),
+            log: dep("log"),
+            redis: dep("redis"),
+        }
+    }
+
+    /// The catalog, between batches (it travels with a batch in flight).
+    pub fn catalog(&mut self) -> &mut Dependency {
+        &mut self
+            .commit
+            .as_mut()
+            .expect("the catalog is used only with no batch in flight")
+            .catalog
+    }
+
+    /// Retries and breaker transitions so far; called with no batch in flight.
+    pub fn report(&self, summary: &mut WriterSummary) {
+        summary.retries.clear();
+        summary.breaker_transitions.clear();
+        let commit = self.commit.iter().flat_map(|c| [&c.catalog, &c.storage]);
+        for d in commit.chain([&self.log, &self.redis]) {
+            if d.retries > 0 {
+                summary.retries.insert(d.name(), d.retries);
+            }
+            summary.breaker_transitions.extend(
+                d.transitions
+                    .iter()
+                    .map(|s| format!("{}:{}", d.name(), s.as_str())),
+            );
+        }
     }
 }
