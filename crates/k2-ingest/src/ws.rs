@@ -631,8 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn tls_certificates_are_verified() {
-        let acceptor =
-            tokio_rustls::TlsAcceptor::from(Arc::new(k2_log::testing::tls_server_config()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(k2_testkit::tls::server_config()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {

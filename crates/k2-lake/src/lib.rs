@@ -22,8 +22,6 @@ pub mod columns;
 pub mod commit_marks;
 pub mod error;
 pub mod integrity;
-#[cfg(test)]
-mod lake_tests;
 mod metrics;
 pub mod query;
 pub mod replay;

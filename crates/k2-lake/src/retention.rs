@@ -232,7 +232,7 @@ pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime
 }
 
 /// The files under `dir`, at any depth, last modified before `before`.
-pub(crate) fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
+pub fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
     let listing = |e| LakeError::io(format!("listing {}", dir.display()), e);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -252,7 +252,7 @@ pub(crate) fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) 
 }
 
 /// A location of the local warehouse as a path (`file:` prefix dropped).
-pub(crate) fn local_path(location: &str) -> &str {
+pub fn local_path(location: &str) -> &str {
     location
         .strip_prefix("file://")
         .or_else(|| location.strip_prefix("file:"))

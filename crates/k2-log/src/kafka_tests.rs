@@ -8,7 +8,7 @@ use crate::conformance::{self, batch, spec};
 use crate::{KafkaLog, KafkaOptions, LocalSchemas, Log, LogError, Registry};
 
 fn bootstrap() -> Option<String> {
-    k2_model::testing::service("K2_TEST_KAFKA_BOOTSTRAP")
+    k2_testkit::services::service("K2_TEST_KAFKA_BOOTSTRAP")
 }
 
 fn namespace() -> String {

@@ -27,7 +27,6 @@ mod metrics;
 pub mod partitioner;
 pub mod registry_client;
 pub mod schema_store;
-pub mod testing;
 
 pub use any::{AnyConsumer, AnyLog};
 pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};

@@ -372,7 +372,7 @@ mod tests {
         status: &'static str,
         body: &'static str,
     ) -> (u16, Arc<Mutex<Vec<String>>>) {
-        let acceptor = TlsAcceptor::from(Arc::new(crate::testing::tls_server_config()));
+        let acceptor = TlsAcceptor::from(Arc::new(k2_testkit::tls::server_config()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -423,7 +423,7 @@ mod tests {
         RegistryAccess {
             url: format!("https://127.0.0.1:{port}"),
             timeout: Duration::from_secs(10),
-            ca_file: Some(crate::testing::tls_dir().join("ca.pem")),
+            ca_file: Some(k2_testkit::tls::dir().join("ca.pem")),
             username: "key".into(),
             password: "secret".into(),
         }
@@ -510,7 +510,7 @@ mod tests {
             Ok(_) => panic!("accepted"),
         };
         let base = access(1);
-        let missing = crate::testing::tls_dir().join("absent.pem");
+        let missing = k2_testkit::tls::dir().join("absent.pem");
         let text = bad(RegistryAccess {
             ca_file: Some(missing.clone()),
             ..base.clone()
@@ -520,7 +520,7 @@ mod tests {
             "{text}"
         );
         let text = bad(RegistryAccess {
-            ca_file: Some(crate::testing::tls_dir().join("README.md")),
+            ca_file: Some(k2_testkit::tls::dir().join("README.md")),
             ..base.clone()
         });
         assert!(text.contains("holds no PEM certificate"), "{text}");

@@ -23,8 +23,6 @@ pub mod error;
 pub mod exchange;
 pub mod ids;
 pub mod record;
-#[doc(hidden)]
-pub mod testing;
 pub mod topic;
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The `k2` binary as users run it: real child processes on real files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
+use k2_testkit::services::Broker;
 
 /// The single value of a one-row, one-column SQL answer.
 fn sql_scalar(data: &Path, sql: &str) -> u64 {
@@ -687,93 +688,6 @@ fn sigterm_mid_run_commits_everything_acknowledged_and_the_next_start_continues(
     assert_lake_holds_the_sample_exactly(data.path());
 }
 
-/// A Kafka-protocol broker (tansu) of one test's own, on a free loopback port. `durable`
-/// stores in SQLite under the test's directory, so the broker keeps its topics across a
-/// restart; otherwise in memory (tansu's SQLite engine serves fetches several times
-/// slower).
-/// `K2_TEST_TANSU` names the binary (scripts/test builds it once); without it the Kafka
-/// tests are skipped, except in CI, where they must run.
-struct Broker {
-    bin: PathBuf,
-    storage: &'static str,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &Path, durable: bool) -> Option<Broker> {
-        let bin = PathBuf::from(k2_model::testing::service("K2_TEST_TANSU")?);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut broker = Broker {
-            bin,
-            storage: if durable {
-                "sqlite://tansu.db"
-            } else {
-                "memory://tansu/"
-            },
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-        };
-        broker.up();
-        Some(broker)
-    }
-
-    fn up(&mut self) {
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
-        let child = Command::new(&self.bin)
-            .current_dir(&self.dir)
-            .args(["broker", "--storage-engine", self.storage])
-            .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the broker did not start: {}",
-                std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// What points a `k2` process at this broker.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("K2_LOG__BACKEND", "kafka".into()),
-            (
-                "K2_LOG__KAFKA__BOOTSTRAP_SERVERS",
-                format!("127.0.0.1:{}", self.port),
-            ),
-        ]
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 #[test]
 fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
     let dir = tempfile::tempdir().unwrap();
@@ -795,7 +709,7 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
             )
             .env(
                 "K2_REGISTRY__CA_FILE",
-                k2_log::testing::tls_dir().join("ca.pem"),
+                k2_testkit::tls::dir().join("ca.pem"),
             );
         cmd
     };
@@ -840,7 +754,7 @@ fn on_kafka_the_sample_lands_exactly_and_topics_are_managed() {
         use k2_log::Log;
         let scratch = tempfile::tempdir().unwrap();
         let options = k2_log::KafkaOptions {
-            bootstrap_servers: broker.env()[1].1.clone(),
+            bootstrap_servers: broker.bootstrap(),
             ..Default::default()
         };
         let schemas = k2_log::LocalSchemas::open(&scratch.path().join("r.redb")).unwrap();
@@ -1055,7 +969,7 @@ fn checkpoints_kept(
 /// passes each connection on to the plain `port`. Lives as long as the test process.
 fn tls_in_front_of(port: u16) -> u16 {
     let acceptor =
-        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(k2_log::testing::tls_server_config()));
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(k2_testkit::tls::server_config()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tls_port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();

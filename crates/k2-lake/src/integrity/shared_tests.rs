@@ -11,7 +11,7 @@ use super::shared_dedup::RedisDedup;
 use super::shared_sequence::{Message, RedisSequenceTracker};
 
 fn redis_addr() -> Option<String> {
-    k2_model::testing::service("K2_TEST_REDIS_ADDR")
+    k2_testkit::services::service("K2_TEST_REDIS_ADDR")
 }
 
 fn target(addr: &str) -> RedisTarget {

@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub const TRADES: u64 = 91_631 + 232 + 11;
-pub const QUOTES: u64 = 77_849 + 549 + 60;
+pub use k2_testkit::sample::{QUOTES, TRADES};
 
 pub fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
+    k2_testkit::sample::dir()
 }
 
 pub fn k2(data: &Path) -> Command {

@@ -1,5 +1,5 @@
-//! Support for K2's own tests across crates (not for applications): TLS endpoints on
-//! loopback with the throw-away authority kept in `tests/tls/`.
+//! The throw-away certificate authority of the tests (`tests/tls/`): a server on
+//! loopback presents its certificate, and a client trusting `ca.pem` accepts it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,13 +7,13 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 
 /// The directory of the test authority (`ca.pem`) and its server certificate and key.
-pub fn tls_dir() -> PathBuf {
+pub fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls")
 }
 
 /// A server configuration presenting the test authority's certificate (ring provider).
-pub fn tls_server_config() -> rustls::ServerConfig {
-    let dir = tls_dir();
+pub fn server_config() -> rustls::ServerConfig {
+    let dir = dir();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
         .expect("the test server certificate")
         .collect::<Result<Vec<_>, _>>()

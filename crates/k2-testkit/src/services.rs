@@ -1,0 +1,223 @@
+//! The services tests use, all on 127.0.0.1.
+//!
+//! Shared ones are started by the test script and named by `K2_TEST_…` variables
+//! ([`service`]). A test that stops, restarts or freezes a service starts its own
+//! ([`Broker`], [`RedisServer`]), so no other test running beside it is disturbed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::poll;
+
+/// The address of a service the test script started (named by the environment variable
+/// `var`, e.g. `K2_TEST_REDIS_ADDR`), or `None` when a developer runs the tests without
+/// it. In CI (`CI=true`) the service must be there: a missing one is a failure, never a
+/// silently skipped test.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} must be set in CI (scripts/test sets it)")
+        }
+        Err(_) => {
+            eprintln!("{var} not set: tests that need it are skipped (scripts/test runs them)");
+            None
+        }
+    }
+}
+
+/// A free TCP port on loopback (free when asked: bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Waits until something listens on `port`; panics with `log`'s contents if nothing does
+/// within 30 s.
+fn wait_listening(port: u16, what: &str, log: &Path) {
+    poll::until_explained(
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        || {
+            format!(
+                "{what} (log {}: {})",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        },
+    );
+}
+
+/// A process of a test's own, killed when dropped.
+struct Owned(Option<Child>);
+
+impl Owned {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.0.as_ref().expect("the process is running");
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "signal {signal}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Kafka-protocol broker (tansu) of one test's own, on a free loopback port. `durable`
+/// stores in SQLite under the test's directory, so the broker keeps its topics across a
+/// restart; otherwise in memory (tansu's SQLite engine serves fetches several times
+/// slower). `K2_TEST_TANSU` names the binary (the test script builds it once).
+pub struct Broker {
+    bin: PathBuf,
+    storage: &'static str,
+    dir: PathBuf,
+    port: u16,
+    process: Owned,
+}
+
+impl Broker {
+    /// None when `K2_TEST_TANSU` is not set outside CI (see [`service`]).
+    pub fn start(dir: &Path, durable: bool) -> Option<Broker> {
+        let bin = PathBuf::from(service("K2_TEST_TANSU")?);
+        let mut broker = Broker {
+            bin,
+            storage: if durable {
+                "sqlite://tansu.db"
+            } else {
+                "memory://tansu/"
+            },
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            process: Owned(None),
+        };
+        broker.up();
+        Some(broker)
+    }
+
+    /// Starts the broker (again, after [`down`](Self::down)) and waits until it listens.
+    pub fn up(&mut self) {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log_path = self.dir.join("broker.log");
+        let log = std::fs::File::create(&log_path).expect("the broker's log");
+        let child = Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args(["broker", "--storage-engine", self.storage])
+            .args(["--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the broker's log"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        self.process = Owned(Some(child));
+        wait_listening(self.port, "the broker listening", &log_path);
+    }
+
+    /// Kills the broker (SIGKILL: an outage, not a clean stop).
+    pub fn down(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// What points a `k2` process at this broker.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("K2_LOG__BACKEND", "kafka".into()),
+            ("K2_LOG__KAFKA__BOOTSTRAP_SERVERS", self.bootstrap()),
+        ]
+    }
+}
+
+/// A Redis of one test's own (`redis-server` from the system), on a free loopback port,
+/// which the test may freeze and thaw: a frozen Redis keeps its connections open and
+/// answers nothing, as a Redis stuck in a long command or a paused VM does.
+pub struct RedisServer {
+    port: u16,
+    _dir: DirGuard,
+    process: Owned,
+}
+
+/// A directory removed when dropped.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RedisServer {
+    /// None when `redis-server` is missing outside CI (the test script installs it).
+    pub fn start() -> Option<RedisServer> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("redis-server must be installed in CI (scripts/test installs it)");
+            }
+            eprintln!("redis-server not found: tests that need it are skipped");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(crate::unique("k2-redis"));
+        std::fs::create_dir_all(&dir).expect("a directory for Redis");
+        let port = free_port();
+        let log = dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = RedisServer {
+            port,
+            _dir: DirGuard(dir),
+            process: Owned(Some(child)),
+        };
+        wait_listening(port, "Redis listening", &log);
+        Some(server)
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server's process (SIGSTOP): it answers nothing until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.process.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.process.signal(libc::SIGCONT);
+    }
+}
