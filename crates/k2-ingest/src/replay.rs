@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::asx::{self, Company, LocalClock, Rejection, RowSource};
 use crate::ingest::{self, IngestError};
+use crate::producer;
 
 /// What a replay did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -107,7 +108,7 @@ pub async fn replay_dead_letters<L: Log + SchemaStore>(
                     .or_insert_with_key(|topic| TopicBatch::new(topic.as_str()));
                 match record {
                     Passed::Parsed(mut record, schema_id) => {
-                        ingest::encode(&mut record, schema_id, now, batch)
+                        producer::encode(&mut record, schema_id, now, batch)
                     }
                     Passed::Payload { key, value } => {
                         batch.push(key.as_bytes(), &value, now / 1000)

@@ -8,7 +8,7 @@ use crate::kafka::{KafkaConsumer, KafkaLog};
 use crate::log::{
     ConsumedRecord, Log, LogConsumer, PartitionOffset, SourceCheckpoint, TopicBatch, TopicSpec,
 };
-use crate::schema_store::SchemaStore;
+use crate::registry::SchemaStore;
 use crate::{EmbeddedConsumer, EmbeddedLog};
 
 /// The embedded log or a Kafka cluster. Cheap to clone.

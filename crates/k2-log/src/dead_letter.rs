@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
 use crate::metrics;
+use crate::store::{failed, open_shared, reading, table};
 
 const BY_SEQ: TableDefinition<u64, &str> = TableDefinition::new("dead_letters_by_seq");
 const BY_SOURCE: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
@@ -79,17 +80,7 @@ pub struct DeadLetterStore {
 
 impl DeadLetterStore {
     pub fn open(path: &Path, max_entries: u64) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LogError::storage(format!("creating {}", dir.display()), e))?;
-        }
-        let db = Database::builder()
-            .set_cache_size(8 * 1024 * 1024)
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| {
-                LogError::storage(format!("opening dead-letter store {}", path.display()), e)
-            })?;
+        let db = open_shared(path, "dead-letter store", 8 * 1024 * 1024)?;
         let txn = db
             .begin_write()
             .map_err(|e| LogError::storage("initialising dead-letter store", e))?;
@@ -154,16 +145,12 @@ impl DeadLetterStore {
 
     /// Number of stored letters.
     pub fn len(&self) -> Result<u64> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| LogError::storage("reading dead letters", e))?;
-        let table = txn
-            .open_table(BY_SEQ)
-            .map_err(|e| LogError::storage("reading dead letters", e))?;
-        table
-            .len()
-            .map_err(|e| LogError::storage("reading dead letters", e))
+        const WHAT: &str = "reading dead letters";
+        let txn = reading(&self.db, WHAT)?;
+        match table(&txn, BY_SEQ, WHAT)? {
+            Some(by_seq) => by_seq.len().map_err(failed(WHAT)),
+            None => Ok(0),
+        }
     }
 
     pub fn is_empty(&self) -> Result<bool> {
@@ -172,19 +159,17 @@ impl DeadLetterStore {
 
     /// Up to `limit` letters with their ids, oldest first, skipping the first `skip`.
     pub fn list(&self, skip: usize, limit: usize) -> Result<Vec<(u64, DeadLetter)>> {
-        let err = |e: redb::Error| LogError::storage("reading dead letters", e);
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
-        let by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
+        const WHAT: &str = "reading dead letters";
+        let txn = reading(&self.db, WHAT)?;
+        let (Some(by_seq), Some(by_source)) =
+            (table(&txn, BY_SEQ, WHAT)?, table(&txn, BY_SOURCE, WHAT)?)
+        else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for entry in by_seq
-            .iter()
-            .map_err(|e| err(e.into()))?
-            .skip(skip)
-            .take(limit)
-        {
-            let (id, key) = entry.map_err(|e| err(e.into()))?;
-            if let Some(json) = by_source.get(key.value()).map_err(|e| err(e.into()))? {
+        for entry in by_seq.iter().map_err(failed(WHAT))?.skip(skip).take(limit) {
+            let (id, key) = entry.map_err(failed(WHAT))?;
+            if let Some(json) = by_source.get(key.value()).map_err(failed(WHAT))? {
                 out.push((id.value(), parse(key.value(), json.value())?));
             }
         }
@@ -193,14 +178,17 @@ impl DeadLetterStore {
 
     /// The letter with this id, if it is still stored.
     pub fn get(&self, id: u64) -> Result<Option<DeadLetter>> {
-        let err = |e: redb::Error| LogError::storage("reading dead letters", e);
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let by_seq = txn.open_table(BY_SEQ).map_err(|e| err(e.into()))?;
-        let by_source = txn.open_table(BY_SOURCE).map_err(|e| err(e.into()))?;
-        let Some(key) = by_seq.get(id).map_err(|e| err(e.into()))? else {
+        const WHAT: &str = "reading dead letters";
+        let txn = reading(&self.db, WHAT)?;
+        let (Some(by_seq), Some(by_source)) =
+            (table(&txn, BY_SEQ, WHAT)?, table(&txn, BY_SOURCE, WHAT)?)
+        else {
             return Ok(None);
         };
-        match by_source.get(key.value()).map_err(|e| err(e.into()))? {
+        let Some(key) = by_seq.get(id).map_err(failed(WHAT))? else {
+            return Ok(None);
+        };
+        match by_source.get(key.value()).map_err(failed(WHAT))? {
             Some(json) => Ok(Some(parse(key.value(), json.value())?)),
             None => Ok(None),
         }

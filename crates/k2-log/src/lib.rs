@@ -1,4 +1,5 @@
-//! K2's durable stores in the data directory: the message log and the dead-letter store.
+//! K2's durable stores: the message log (embedded or Kafka), the schema registry and the
+//! dead-letter store.
 //!
 //! # Layout
 //!
@@ -6,27 +7,24 @@
 //! - [`any`] — the backend chosen by configuration, behind the same traits.
 //! - [`embedded`] — the embedded backend on redb (the default, no external services).
 //! - [`kafka`] — the Kafka backend on librdkafka.
-//! - [`registry_client`] — a client of a Confluent-compatible schema registry.
+//! - [`registry`] — schemas with the Confluent registry's semantics: K2's own tables, a
+//!   client of a shared registry, and the payload decoder.
 //! - [`partitioner`] — Kafka-compatible key → partition mapping.
 //! - [`dead_letter`] — rejected records with their raw bytes, source position and reason.
-//! - [`error`] — `LogError`.
+//! - `store` — the redb files in the data directory; [`error`] — `LogError`; `metrics`.
 
 pub mod any;
 #[cfg(test)]
 pub mod conformance;
 pub mod dead_letter;
 pub mod embedded;
-#[cfg(test)]
-mod embedded_tests;
 pub mod error;
 pub mod kafka;
-#[cfg(test)]
-mod kafka_tests;
 pub mod log;
 mod metrics;
 pub mod partitioner;
-pub mod registry_client;
-pub mod schema_store;
+pub mod registry;
+mod store;
 
 pub use any::{AnyConsumer, AnyLog};
 pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
@@ -37,7 +35,7 @@ pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
-pub use registry_client::{Registry, RegistryAccess, RegistryClient};
-pub use schema_store::{
-    Compatibility, LocalSchemas, PayloadDecoder, SchemaStore, SubjectVersion, Undecodable,
+pub use registry::{
+    Compatibility, LocalSchemas, PayloadDecoder, Registry, RegistryAccess, RegistryClient,
+    SchemaStore, SubjectVersion, Undecodable,
 };

@@ -120,11 +120,11 @@ impl App {
     /// Captures one live feed into the log until `stop`; prints what it did.
     pub async fn capture(
         &self,
-        feed: k2_ingest::live::FeedConfig,
-        reconnect: k2_ingest::live::Reconnect,
-        stop: impl std::future::Future<Output = ()>,
+        feed: k2_ingest::FeedConfig,
+        reconnect: k2_ingest::Reconnect,
+        stop: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<k2_ingest::CaptureStats> {
-        let venue = k2_ingest::live::venue_label(feed.venue);
+        let venue = feed.venue.name();
         let options = k2_ingest::CaptureOptions {
             partitions: self.config.log.partitions,
             buffer_events: self.config.feeds.buffer_events,
@@ -156,13 +156,7 @@ impl App {
         let catalog = self.catalog().await?;
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
-        let stop = tokio_util::sync::CancellationToken::new();
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown requested: committing what is buffered");
-            on_signal.cancel();
-        });
+        let stop = stop_on_signal();
         let summary = k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop).await?;
         report_writer(&summary);
         Ok(summary)
@@ -321,6 +315,18 @@ pub async fn engine(config: &Config) -> anyhow::Result<QueryEngine> {
         catalog(config).await?,
         config.query_options(),
     )?)
+}
+
+/// A token cancelled at the first SIGINT or SIGTERM: the one stop signal of a command.
+pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        on_signal.cancel();
+    });
+    stop
 }
 
 pub async fn shutdown_signal() {

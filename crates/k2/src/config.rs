@@ -114,13 +114,11 @@ impl Default for FeedsConfig {
 }
 
 /// A venue by its configuration name.
-pub fn venue(name: &str) -> anyhow::Result<k2_ingest::live::Venue> {
-    use k2_ingest::live::Venue;
-    match name.to_ascii_lowercase().as_str() {
-        "binance" => Ok(Venue::Binance),
-        "kraken" => Ok(Venue::Kraken),
-        other => bail!("no feed for venue '{other}'; K2 has 'binance' and 'kraken'"),
-    }
+pub fn venue(name: &str) -> anyhow::Result<k2_ingest::Venue> {
+    k2_ingest::Venue::from_name(name).with_context(|| {
+        let known: Vec<&str> = k2_ingest::Venue::ALL.iter().map(|v| v.name()).collect();
+        format!("no feed for venue '{name}'; K2 has {}", known.join(", "))
+    })
 }
 
 /// Where schemas are registered and resolved.
@@ -520,11 +518,11 @@ impl Config {
     /// taking the place of the configured ones.
     pub fn feed(
         &self,
-        venue: k2_ingest::live::Venue,
+        venue: k2_ingest::Venue,
         symbols: Option<Vec<String>>,
         url: Option<String>,
-    ) -> anyhow::Result<(k2_ingest::live::FeedConfig, k2_ingest::live::Reconnect)> {
-        use k2_ingest::live::{FeedConfig, Reconnect, Venue};
+    ) -> anyhow::Result<(k2_ingest::FeedConfig, k2_ingest::Reconnect)> {
+        use k2_ingest::{FeedConfig, Reconnect, Venue};
         let f = &self.feeds;
         let (key, v) = match venue {
             Venue::Binance => ("binance", &f.binance),

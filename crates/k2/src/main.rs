@@ -506,7 +506,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let venue = config::venue(&venue)?;
             let (feed, reconnect) = config.feed(venue, symbols, url)?;
             let app = App::open(config).await?;
-            let outcome = app.capture(feed, reconnect, app::shutdown_signal()).await;
+            let outcome = app.capture(feed, reconnect, app::stop_on_signal()).await;
             let undelivered = app.log.close(std::time::Duration::from_secs(30));
             if undelivered > 0 {
                 eprintln!("feed: {undelivered} records were not delivered to the log");

@@ -300,7 +300,7 @@ async fn register(
 /// Is this schema registered under the subject? (compared in Avro's canonical form)
 async fn lookup(State(s): State<LocalSchemas>, Path(subject): Path<String>, body: Bytes) -> Answer {
     let schema = schema_request(&body)?;
-    let wanted = k2_log::schema_store::canonical(&schema).map_err(Failure::from)?;
+    let wanted = k2_log::registry::canonical(&schema).map_err(Failure::from)?;
     let sub = subject.clone();
     let history = run(s, move |s| s.versions_blocking(&sub)).await?;
     if history.is_empty() {
@@ -308,7 +308,7 @@ async fn lookup(State(s): State<LocalSchemas>, Path(subject): Path<String>, body
     }
     history
         .iter()
-        .find(|v| k2_log::schema_store::canonical(&v.schema).ok().as_deref() == Some(&wanted))
+        .find(|v| k2_log::registry::canonical(&v.schema).ok().as_deref() == Some(&wanted))
         .map(|v| reply(StatusCode::OK, version_json(v)))
         .ok_or_else(|| Failure::schema_not_found("under this subject"))
 }

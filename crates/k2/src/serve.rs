@@ -59,7 +59,7 @@ pub async fn up(
     let catalog = app.catalog().await?;
     // The venues' topics exist before the tail and the writer look for them.
     for (feed, _) in &chosen {
-        let exchange = k2_ingest::capture::exchange(feed.venue);
+        let exchange = feed.venue.exchange();
         for spec in k2_ingest::topic_specs(
             k2_model::AssetClass::Crypto,
             exchange,
@@ -69,14 +69,14 @@ pub async fn up(
         }
     }
 
-    let stop_feeds = Arc::new(tokio::sync::Notify::new());
+    let stop_feeds = CancellationToken::new();
     let stop_rest = CancellationToken::new();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
     let mut captures = Vec::new();
     for (feed, reconnect) in chosen {
         let (app, stop, failed) = (app.clone(), stop_feeds.clone(), failed_tx.clone());
         captures.push(tokio::spawn(async move {
-            if let Err(e) = app.capture(feed, reconnect, stop.notified()).await {
+            if let Err(e) = app.capture(feed, reconnect, stop).await {
                 let _ = failed.send(e).await;
             }
         }));
@@ -106,7 +106,7 @@ pub async fn up(
         Some(e) = failed_rx.recv() => Some(e),
     };
     tracing::info!("stopping: feeds first, then the writer and the API");
-    stop_feeds.notify_waiters();
+    stop_feeds.cancel();
     for c in captures {
         let _ = c.await;
     }

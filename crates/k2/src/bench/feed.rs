@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use k2_ingest::capture::cpu_seconds;
-use k2_ingest::live::{FeedConfig, Reconnect, Venue};
+use k2_ingest::feeds::capture::cpu_seconds;
 use k2_ingest::simulator::{FrameMaker, Simulator, Step};
+use k2_ingest::{FeedConfig, Reconnect, Venue};
 use k2_lake::LakeTable;
 use k2_lake::query::{MarketFilter, QueryEngine};
 use k2_lake::tail::{Tail, TailConfig};
@@ -25,46 +25,12 @@ use k2_model::MarketRecord;
 use crate::app::App;
 use crate::config::Config;
 
-fn binance_frame(id: u64) -> String {
-    let t = 1_700_000_000_000u64 + id / 10;
-    let cents = 4_200_000 + (id * 7919) % 10_000;
-    format!(
-        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"{}.{:02}000000","q":"0.00{:03}000","T":{t},"m":{},"M":true}}}}"#,
-        cents / 100,
-        cents % 100,
-        1 + id % 997,
-        id.is_multiple_of(2)
-    )
-}
-
-fn kraken_frame(first: u64, trades: u64) -> String {
-    let data: Vec<String> = (first..first + trades)
-        .map(|id| {
-            format!(
-                r#"{{"symbol":"BTC/USD","side":"{}","price":{}.{},"qty":0.{:04},"ord_type":"market","trade_id":{id},"timestamp":"2023-09-25T07:49:37.708706Z"}}"#,
-                if id.is_multiple_of(2) { "buy" } else { "sell" },
-                42_000 + id % 100,
-                id % 10,
-                1 + id % 9999
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"channel":"trade","type":"update","data":[{}]}}"#,
-        data.join(",")
-    )
-}
-
 fn feed_config(venue: Venue, url: String) -> (FeedConfig, Reconnect) {
-    let symbol = match venue {
-        Venue::Binance => "BTCUSDT",
-        Venue::Kraken => "BTC/USD",
-    };
     (
         FeedConfig {
             venue,
             url,
-            symbols: vec![symbol.into()],
+            symbols: vec![venue.feed().default_symbols()[0].into()],
             quotes: false,
             stale_after: Duration::from_secs(30),
             ping_every: Duration::from_secs(10),
@@ -111,20 +77,17 @@ fn parse_rate(
 }
 
 fn parse_only(messages: u64) {
-    let frames: Vec<String> = (1..=messages).map(binance_frame).collect();
-    let (n, binance) = parse_rate(&frames, |f, out| {
-        k2_ingest::feeds::binance::parse(f, 1, out).is_ok()
-    });
-    drop(frames);
-    let kraken_frames: Vec<String> = (0..messages / 10)
-        .map(|i| kraken_frame(i * 10, 10))
-        .collect();
-    let (k, kraken) = parse_rate(&kraken_frames, |f, out| {
-        k2_ingest::feeds::kraken::parse(f, 1, out).is_ok()
-    });
     println!("parse, one core (trades per CPU-second, best of 3):");
-    println!("  binance trade frames    {n:>10} trades   {binance:>12.0} trades/s");
-    println!("  kraken 10-trade frames  {k:>10} trades   {kraken:>12.0} trades/s");
+    for venue in Venue::ALL {
+        let feed = venue.feed();
+        let frames = feed.trade_frames(1, messages);
+        let (n, rate) = parse_rate(&frames, |f, out| feed.parse(f, 1, out).is_ok());
+        println!(
+            "  {:<8} {:>4} frames  {n:>10} trades   {rate:>12.0} trades/s",
+            venue.name(),
+            frames.len()
+        );
+    }
 }
 
 /// The simulator of the burst, on a thread and runtime of its own, so that the CPU it
@@ -191,14 +154,8 @@ const BURSTS: usize = 3;
 /// `messages` trades through each venue's handler: Binance frames of one trade, Kraken
 /// frames of ten.
 async fn handler(config: &Config, messages: u64) -> anyhow::Result<()> {
-    for venue in [Venue::Binance, Venue::Kraken] {
-        let frames: Vec<String> = match venue {
-            Venue::Binance => (1..=messages).map(binance_frame).collect(),
-            Venue::Kraken => (0..messages / 10)
-                .map(|i| kraken_frame(i * 10, 10))
-                .collect(),
-        };
-        let frames = Arc::new(frames);
+    for venue in Venue::ALL {
+        let frames = Arc::new(venue.feed().trade_frames(1, messages));
         println!(
             "handler, {venue:?}: simulator burst → parsed → durable in the embedded log ({BURSTS} bursts):"
         );
@@ -237,27 +194,36 @@ async fn burst(
     let sim = SimulatorThread::start(frames)?;
     let (feed, reconnect) = feed_config(venue, sim.url.clone());
     let rss_before = super::rss_bytes();
-    let topic = match venue {
-        Venue::Binance => "market.crypto.trades.binance",
-        Venue::Kraken => "market.crypto.trades.kraken",
-    };
+    let topic = k2_model::TopicName::new(
+        k2_model::AssetClass::Crypto,
+        k2_model::DataType::Trades,
+        venue.exchange(),
+    )
+    .to_string();
     let cpu_before = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID);
     let started = Instant::now();
     let log = app.log.clone();
-    let done = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let appended: u64 = log
-                .end_offsets(topic)
-                .await
-                .map_or(0, |ends| ends.iter().sum());
-            if appended >= messages {
-                break;
+    // The burst is in once the log holds every trade: then the capture is stopped.
+    let done = tokio_util::sync::CancellationToken::new();
+    let watch = {
+        let (done, topic) = (done.clone(), topic.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let appended: u64 = log
+                    .end_offsets(&topic)
+                    .await
+                    .map_or(0, |ends| ends.iter().sum());
+                if appended >= messages {
+                    done.cancel();
+                    break;
+                }
             }
-        }
+        })
     };
     let options = k2_ingest::CaptureOptions::default();
     let stats = k2_ingest::capture(&app.log, &app.dlq, feed, reconnect, &options, done).await?;
+    watch.abort();
     let secs = started.elapsed().as_secs_f64();
     let rss_after = super::rss_bytes();
     // The simulator's thread is idle once the burst is sent: all of its CPU is the burst's.
@@ -336,7 +302,10 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     // Frames are made as they are sent: the process holds none of the run's trades.
     let sim = Simulator::start(vec![vec![Step::Paced {
         count: count as usize,
-        frame: FrameMaker(Arc::new(|i| binance_frame(i as u64 + 1))),
+        frame: FrameMaker(Arc::new(|i| {
+            let mut one = Venue::Binance.feed().trade_frames(i as u64 + 1, 1);
+            one.pop().unwrap_or_default()
+        })),
         per_second: rate,
     }]])
     .await?;
@@ -352,20 +321,12 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     let stop = tokio_util::sync::CancellationToken::new();
     let tail = Arc::new(Tail::new(TailConfig::default()));
     let (follower, writer) = crate::serve::follow_and_write(&app, &catalog, &tail, &stop).await?;
-    let stop_feed = Arc::new(tokio::sync::Notify::new());
+    let stop_feed = tokio_util::sync::CancellationToken::new();
     let capture = {
         let (app, stop) = (app.clone(), stop_feed.clone());
         tokio::spawn(async move {
             let options = k2_ingest::CaptureOptions::default();
-            k2_ingest::capture(
-                &app.log,
-                &app.dlq,
-                feed,
-                reconnect,
-                &options,
-                stop.notified(),
-            )
-            .await
+            k2_ingest::capture(&app.log, &app.dlq, feed, reconnect, &options, stop).await
         })
     };
 
@@ -416,7 +377,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         }
     }
     rss.push(sample(started.elapsed(), &mut window));
-    stop_feed.notify_waiters();
+    stop_feed.cancel();
     let _ = capture.await;
     stop.cancel();
     let _ = writer.await;

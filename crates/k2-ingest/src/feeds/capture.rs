@@ -1,4 +1,4 @@
-//! A live feed into the log: [`live::run_feed`] keeps the exchange connected on its own
+//! A live feed into the log: [`run_feed`] keeps the exchange connected on its own
 //! task and hands frames' records over a bounded channel; this side encodes them and
 //! appends them to the venue's topics, and stores refused frames, whole, in the
 //! dead-letter queue.
@@ -12,7 +12,6 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, TopicBatch};
@@ -20,9 +19,13 @@ use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::feeds;
-use crate::ingest::{encode, now_us, topic_specs};
-use crate::live::{self, FeedConfig, FeedError, FeedEvent, Reconnect, Venue};
+use tokio_util::sync::CancellationToken;
+
+use super::Venue;
+use super::connection::{BATCH_RECORDS, FeedConfig, FeedEvent};
+use super::supervisor::{FeedError, FeedStats, Reconnect, run_feed};
+use crate::metrics;
+use crate::producer::{encode, now_us, topic_specs};
 
 /// How a capture buffers and appends.
 #[derive(Clone, Debug)]
@@ -30,7 +33,7 @@ pub struct CaptureOptions {
     /// Partitions of the venue's topics when they are created.
     pub partitions: u32,
     /// Records held between the connection and the log, at most (rounded up to whole
-    /// batches of [`live::BATCH_RECORDS`]).
+    /// batches of [`BATCH_RECORDS`]).
     pub buffer_events: usize,
     /// Records per log append, about (whole batches; at least one).
     pub max_events: usize,
@@ -72,35 +75,20 @@ pub enum CaptureError {
     Thread(std::io::Error),
 }
 
-/// The exchange code a venue's records carry.
-pub fn exchange(venue: Venue) -> &'static str {
-    match venue {
-        Venue::Binance => feeds::binance::EXCHANGE,
-        Venue::Kraken => feeds::kraken::EXCHANGE,
-    }
-}
-
-/// The dead-letter stage of a venue's refused frames.
-pub fn stage(venue: Venue) -> &'static str {
-    match venue {
-        Venue::Binance => "feed.binance",
-        Venue::Kraken => "feed.kraken",
-    }
-}
-
-/// Captures `feed` into `log` until `stop` completes (then appends what is buffered and
-/// returns) or the feed gives up (then appends what is buffered and returns its error).
+/// Captures `feed` into `log` until `stop` is cancelled (then appends what is buffered and
+/// returns, the connection closed and no reconnect waited out) or the feed gives up (then
+/// appends what is buffered and returns its error).
 pub async fn capture<L: Log + SchemaStore>(
     log: &L,
     dlq: &DeadLetterStore,
     feed: FeedConfig,
     reconnect: Reconnect,
     options: &CaptureOptions,
-    stop: impl Future<Output = ()>,
+    stop: CancellationToken,
 ) -> Result<CaptureStats, CaptureError> {
     let venue = feed.venue;
-    let label = live::venue_label(venue);
-    let exchange = exchange(venue);
+    let label = venue.name();
+    let exchange = venue.exchange();
     for spec in topic_specs(AssetClass::Crypto, exchange, options.partitions) {
         log.ensure_topic(&spec).await?;
     }
@@ -110,20 +98,19 @@ pub async fn capture<L: Log + SchemaStore>(
         let id = log.register(&topic.subject(), avro::schema_for(dt)).await?;
         topics.insert(dt, (topic.to_string(), id));
     }
-    let capacity = options.buffer_events.div_ceil(live::BATCH_RECORDS).max(1);
-    let per_append = (options.max_events / live::BATCH_RECORDS).max(1);
+    let capacity = options.buffer_events.div_ceil(BATCH_RECORDS).max(1);
+    let per_append = (options.max_events / BATCH_RECORDS).max(1);
     let (tx, mut rx) = mpsc::channel(capacity);
-    let (handler, fed) = spawn_feed(feed, reconnect, tx)?;
+    let (handler, fed) = spawn_feed(feed, reconnect, tx, stop.clone())?;
     tracing::info!(venue = label, "capture started");
 
     let mut stats = CaptureStats::default();
     let mut events = Vec::with_capacity(per_append);
-    let mut stop = std::pin::pin!(stop);
     let mut stopping = false;
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut events, per_append) => n,
-            _ = &mut stop, if !stopping => {
+            () = stop.cancelled(), if !stopping => {
                 // No new frames; what is in the channel is still appended.
                 stopping = true;
                 rx.close();
@@ -135,8 +122,7 @@ pub async fn capture<L: Log + SchemaStore>(
         }
         append(log, dlq, &topics, venue, &mut events, &mut stats).await?;
         // How full the buffer is: 1 and the reading waits for the log.
-        metrics::gauge!("k2_feed_buffer_fill", "venue" => label)
-            .set(rx.len() as f64 / capacity as f64);
+        metrics::feed_buffer_fill(label, rx.len() as f64 / capacity as f64);
     }
     let (fed, cpu) = match fed.await {
         Ok(done) => done,
@@ -154,7 +140,7 @@ pub async fn capture<L: Log + SchemaStore>(
     Ok(stats)
 }
 
-type FeedOutcome = (Result<live::FeedStats, FeedError>, f64);
+type FeedOutcome = (Result<FeedStats, FeedError>, f64);
 
 /// Runs the feed on a thread of its own, with a single-threaded runtime: the connection's
 /// reading and parsing stay on one core, never stolen between worker threads, and what it
@@ -164,8 +150,9 @@ fn spawn_feed(
     feed: FeedConfig,
     reconnect: Reconnect,
     out: mpsc::Sender<FeedEvent>,
+    stop: CancellationToken,
 ) -> Result<(std::thread::JoinHandle<()>, oneshot::Receiver<FeedOutcome>), CaptureError> {
-    let label = live::venue_label(feed.venue);
+    let label = feed.venue.name();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -178,11 +165,10 @@ fn spawn_feed(
             let count_cpu = || {
                 let now = cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID);
                 // A counter counts whole units: microseconds.
-                metrics::counter!("k2_feed_cpu_microseconds_total", "venue" => label)
-                    .increment(((now - cpu.replace(now)) * 1e6) as u64);
+                metrics::feed_cpu(label, ((now - cpu.replace(now)) * 1e6) as u64);
             };
             let fed = runtime.block_on(async {
-                let run = live::run_feed(&feed, &reconnect, &out, now_us);
+                let run = run_feed(&feed, &reconnect, &out, now_us, &stop);
                 let meter = async {
                     let mut every = tokio::time::interval(Duration::from_secs(1));
                     loop {
@@ -231,7 +217,7 @@ async fn append<L: Log>(
     events: &mut Vec<FeedEvent>,
     stats: &mut CaptureStats,
 ) -> Result<(), CaptureError> {
-    let label = live::venue_label(venue);
+    let label = venue.name();
     let started = Instant::now();
     let now = now_us();
     let (mut n_trades, mut n_quotes) = (0, 0);
@@ -268,10 +254,9 @@ async fn append<L: Log>(
                 }
             }
             FeedEvent::Refused { raw, error, source } => {
-                metrics::counter!("k2_feed_refused_total", "venue" => label, "kind" => error.kind)
-                    .increment(1);
+                metrics::feed_refused(label, error.kind);
                 letters.push(DeadLetter {
-                    stage: stage(venue).into(),
+                    stage: venue.feed().dead_letter_stage().into(),
                     source,
                     kind: error.kind.into(),
                     reason: error.reason,
@@ -292,11 +277,9 @@ async fn append<L: Log>(
     if !batches.is_empty() {
         log.produce(batches, None).await?;
         stats.appends += 1;
-        metrics::histogram!("k2_feed_append_seconds", "venue" => label)
-            .record(started.elapsed().as_secs_f64());
         // Received → durable in the log, for the oldest record of the batch.
         let lag = Duration::from_micros(now_us().saturating_sub(oldest_receive).max(0) as u64);
-        metrics::histogram!("k2_feed_to_log_seconds", "venue" => label).record(lag.as_secs_f64());
+        metrics::feed_appended(label, started.elapsed(), lag);
     }
     for (dt, n) in counts {
         let n = n as u64;
@@ -304,8 +287,7 @@ async fn append<L: Log>(
             DataType::Trades => stats.trades += n,
             _ => stats.quotes += n,
         }
-        metrics::counter!("k2_feed_records_total", "venue" => label, "data_type" => dt.as_str())
-            .increment(n);
+        metrics::feed_records(label, dt.as_str(), n);
     }
     if !letters.is_empty() {
         stats.refused += letters.len() as u64;

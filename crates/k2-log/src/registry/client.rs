@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::{SchemaStore, SubjectVersion};
 use crate::error::{LogError, Result};
-use crate::schema_store::{SchemaStore, SubjectVersion};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -329,29 +329,6 @@ impl SchemaStore for RegistryClient {
     fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send {
         let this = self.clone();
         async move { this.schema_by_id(id).await }
-    }
-}
-
-/// Where a Kafka deployment keeps its schemas: its own registry file, or a shared registry.
-#[derive(Clone)]
-pub enum Registry {
-    Local(crate::schema_store::LocalSchemas),
-    Remote(RegistryClient),
-}
-
-impl SchemaStore for Registry {
-    async fn register(&self, subject: &str, schema: &str) -> Result<u32> {
-        match self {
-            Registry::Local(l) => l.register(subject, schema).await,
-            Registry::Remote(r) => r.register(subject, schema).await,
-        }
-    }
-
-    async fn schema(&self, id: u32) -> Result<Option<String>> {
-        match self {
-            Registry::Local(l) => l.schema(id).await,
-            Registry::Remote(r) => r.schema(id).await,
-        }
     }
 }
 

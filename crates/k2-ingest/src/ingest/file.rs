@@ -1,415 +1,30 @@
-//! `ingest asx`: reads an ASX sample directory and appends its records to the log.
-//!
-//! Exactly once into the log: each file's progress (bytes and lines done, and a hash of
-//! those bytes) is a source checkpoint stored with the records of the same chunk. Running
-//! the ingest again skips what is done, resumes a file cut short, and refuses a file whose
-//! already-ingested part has changed. Bad rows go to the dead-letter store (idempotently,
-//! keyed by file and line) and never stop the file.
+//! One file into the log, exactly once: read in chunks of rows, each chunk parsed over
+//! the cores and appended with the file's checkpoint (bytes and lines done, a hash of
+//! those bytes), several chunks in flight while the next is read.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Instant;
 
-use k2_log::{
-    CleanupPolicy, DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, SourceCheckpoint,
-    TopicBatch, TopicSpec,
-};
-use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
+use k2_log::{DeadLetter, DeadLetterStore, Log, SourceCheckpoint, TopicBatch};
+use k2_model::DataType;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::{FileSummary, IngestError, IngestOptions, Progress, STAGE, dead_letter};
 use crate::asx::{self, Company, LocalClock, Rejection, RowSource};
 use crate::metrics;
-
-pub const STAGE: &str = "ingest.asx";
-
-/// What can stop an ingest (a bad row never does).
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("{0}")]
-    Layout(String),
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-impl IngestError {
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            IngestError::Log(e) => e.is_retryable(),
-            IngestError::Io { .. } => true,
-            IngestError::Layout(_) => false,
-        }
-    }
-}
-
-/// Settings of an ingest run.
-#[derive(Clone, Debug)]
-pub struct IngestOptions {
-    /// Rows per log append (and per checkpoint).
-    pub chunk_rows: usize,
-    /// Partitions of the trades and quotes topics when they are created.
-    pub partitions: u32,
-}
-
-impl Default for IngestOptions {
-    fn default() -> Self {
-        IngestOptions {
-            chunk_rows: 50_000,
-            partitions: 4,
-        }
-    }
-}
-
-/// Progress of the file being read, for a progress bar.
-#[derive(Clone, Debug)]
-pub struct Progress<'a> {
-    pub file: &'a str,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub rows_done: u64,
-}
-
-/// Outcome of one file.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FileSummary {
-    pub file: String,
-    pub data_type: String,
-    pub symbol: Option<String>,
-    /// Data rows read in this run (excluding any already ingested before).
-    pub rows_read: u64,
-    pub produced: u64,
-    pub dead_lettered: u64,
-    pub blank_lines: u64,
-    /// Rows ingested by an earlier run and skipped now.
-    pub already_ingested_lines: u64,
-    pub error: Option<String>,
-}
-
-/// Outcome of an ingest run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct IngestSummary {
-    pub files: Vec<FileSummary>,
-    /// Files of the layout that K2 has no table for yet, with the reason.
-    pub not_ingested: Vec<String>,
-    pub seconds: f64,
-}
-
-impl IngestSummary {
-    pub fn produced(&self) -> u64 {
-        self.files.iter().map(|f| f.produced).sum()
-    }
-    pub fn dead_lettered(&self) -> u64 {
-        self.files.iter().map(|f| f.dead_lettered).sum()
-    }
-    pub fn rows_read(&self) -> u64 {
-        self.files.iter().map(|f| f.rows_read).sum()
-    }
-    pub fn failed_files(&self) -> impl Iterator<Item = &FileSummary> {
-        self.files.iter().filter(|f| f.error.is_some())
-    }
-}
+use crate::producer::{Encoder, RECORD_BYTES, encode, now_us};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct FileCheckpoint {
-    bytes: u64,
-    lines: u64,
-    prefix_xxh3: u64,
-}
-
-/// The topic specs K2 uses for an exchange's data.
-pub fn topic_specs(asset_class: AssetClass, exchange: &str, partitions: u32) -> Vec<TopicSpec> {
-    DataType::ALL
-        .iter()
-        .map(|&dt| {
-            let name = TopicName::new(asset_class, dt, exchange).to_string();
-            match dt {
-                DataType::ReferenceData => TopicSpec {
-                    name,
-                    partitions: 1,
-                    cleanup: CleanupPolicy::Compact,
-                    retention_ms: None,
-                },
-                _ => TopicSpec {
-                    name,
-                    partitions,
-                    cleanup: CleanupPolicy::Delete,
-                    retention_ms: Some(7 * 24 * 3_600_000),
-                },
-            }
-        })
-        .collect()
-}
-
-/// Room per record in a batch: an ASX trade is about 170 bytes of key and Avro value (the
-/// batch grows if not).
-const RECORD_BYTES: usize = 192;
-
-struct Encoder {
-    ids: BTreeMap<DataType, u32>,
-}
-
-impl Encoder {
-    /// Appends `records`, encoded, to a batch for `topic`.
-    fn batch(&self, topic: &str, records: &mut [MarketRecord], now_us: i64) -> TopicBatch {
-        let mut batch =
-            TopicBatch::with_capacity(topic, records.len(), records.len() * RECORD_BYTES);
-        for rec in records {
-            encode(rec, self.ids[&rec.data_type()], now_us, &mut batch);
-        }
-        batch
-    }
-}
-
-/// Appends a record to `batch` as it goes to the log: keyed for its partition, Avro in
-/// the Confluent framing, stamped with the time K2 took it in.
-pub(crate) fn encode(rec: &mut MarketRecord, schema_id: u32, now_us: i64, batch: &mut TopicBatch) {
-    rec.set_ingestion_timestamp(now_us);
-    batch.push_with(rec.partition_key().as_bytes(), now_us / 1000, |out| {
-        avro::encode(rec, schema_id, out)
-    });
-}
-
-/// The time now, microseconds since the Unix epoch (0 before it).
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// The reference-data file of the ASX sample layout, relative to its directory.
-const REFERENCE_FILE: &str = "reference-data/company_info.csv";
-
-/// Ingests `dir` (the ASX sample layout) into `log`.
-pub async fn ingest_asx<L: Log + SchemaStore>(
-    log: &L,
-    dlq: &DeadLetterStore,
-    dir: &Path,
-    options: &IngestOptions,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<IngestSummary, IngestError> {
-    let started = Instant::now();
-    let info_path = dir.join("reference-data").join("company_info.csv");
-    let info = std::fs::read_to_string(&info_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => IngestError::Layout(format!(
-            "{} is not an ASX sample directory: {} is missing",
-            dir.display(),
-            info_path.display()
-        )),
-        _ => IngestError::Io {
-            path: info_path.clone(),
-            source: e,
-        },
-    })?;
-    for spec in topic_specs(AssetClass::Equities, asx::EXCHANGE, options.partitions) {
-        log.ensure_topic(&spec).await?;
-    }
-    let mut ids = BTreeMap::new();
-    for &dt in DataType::ALL {
-        let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE);
-        ids.insert(
-            dt,
-            log.register(&topic.subject(), avro::schema_for(dt)).await?,
-        );
-    }
-    let encoder = Encoder { ids };
-    let receive_us = now_us();
-    let mut summary = IngestSummary::default();
-
-    // Reference data first: the symbols of the market files come from it.
-    let (companies, rejected) = asx::parse_company_info(&info);
-
-    // Every file is listed up front, so the checkpoints of all of them are read in one
-    // call (on a cluster, one read of the checkpoint topic instead of one per file).
-    let mut plan: Vec<(String, DataType, PathBuf)> = Vec::new();
-    for (sub, dt) in [("trades", DataType::Trades), ("quotes", DataType::Quotes)] {
-        let folder = dir.join(sub);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(IngestError::Io {
-                    path: folder,
-                    source: e,
-                });
-            }
-        };
-        files.sort();
-        for path in files {
-            let rel = format!(
-                "{sub}/{}",
-                path.file_name().unwrap_or_default().to_string_lossy()
-            );
-            plan.push((rel, dt, path));
-        }
-    }
-    let sources: Vec<String> = std::iter::once(REFERENCE_FILE)
-        .chain(plan.iter().map(|(rel, _, _)| rel.as_str()))
-        .map(|rel| format!("asx:{rel}"))
-        .collect();
-    let mut checkpoints = log.source_checkpoints(&sources).await?.into_iter();
-    let reference_done = checkpoints.next().flatten();
-    summary.files.push(
-        ingest_reference(
-            log,
-            dlq,
-            &encoder,
-            &info,
-            &companies,
-            rejected,
-            receive_us,
-            reference_done,
-        )
-        .await?,
-    );
-
-    // Chunks being stored while the next is parsed, across files.
-    let mut in_flight = InFlight::new(log);
-    for ((rel, dt, path), done) in plan.into_iter().zip(checkpoints) {
-        let company_id = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let mut file_summary = FileSummary {
-            file: rel.clone(),
-            data_type: dt.to_string(),
-            ..Default::default()
-        };
-        let Some(company) = companies.get(company_id.as_str()) else {
-            file_summary.error = Some(format!(
-                "company {company_id} ({rel}) is not listed in {REFERENCE_FILE}; file not ingested"
-            ));
-            tracing::error!(file = %rel, "unknown company; file not ingested");
-            metrics::file_failed(STAGE);
-            summary.files.push(file_summary);
-            continue;
-        };
-        file_summary.symbol = Some(company.symbol.to_string());
-        let topic = TopicName::new(AssetClass::Equities, dt, asx::EXCHANGE).to_string();
-        match ingest_file(
-            log,
-            dlq,
-            &encoder,
-            &path,
-            &rel,
-            &topic,
-            dt,
-            company,
-            receive_us,
-            done,
-            options,
-            &mut file_summary,
-            progress,
-            &mut in_flight,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err(IngestError::Layout(msg)) => {
-                tracing::error!(file = %rel, error = %msg, "file not ingested");
-                metrics::file_failed(STAGE);
-                file_summary.error = Some(msg);
-            }
-            Err(e) => return Err(e),
-        }
-        summary.files.push(file_summary);
-    }
-    in_flight.finish(log).await?;
-    // Corporate actions have no table yet: say so instead of passing over them.
-    for name in ["dividends.csv", "stock_splits.csv", "mergers.csv"] {
-        if dir.join("reference-data").join(name).exists() {
-            summary.not_ingested.push(format!(
-                "reference-data/{name}: corporate actions have no K2 table yet"
-            ));
-        }
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    tracing::info!(
-        produced = summary.produced(),
-        dead_lettered = summary.dead_lettered(),
-        seconds = summary.seconds,
-        "ingest finished"
-    );
-    Ok(summary)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ingest_reference<L: Log>(
-    log: &L,
-    dlq: &DeadLetterStore,
-    encoder: &Encoder,
-    info: &str,
-    companies: &BTreeMap<Text, Company>,
-    rejected: Vec<asx::RejectedLine>,
-    receive_us: i64,
-    done: Option<Vec<u8>>,
-) -> Result<FileSummary, IngestError> {
-    let rel = REFERENCE_FILE;
-    let mut summary = FileSummary {
-        file: rel.into(),
-        data_type: DataType::ReferenceData.to_string(),
-        ..Default::default()
-    };
-    let source = format!("asx:{rel}");
-    let hash = xxhash_rust::xxh3::xxh3_64(info.as_bytes());
-    let state = serde_json::to_vec(&FileCheckpoint {
-        bytes: info.len() as u64,
-        lines: companies.len() as u64,
-        prefix_xxh3: hash,
-    })
-    .expect("checkpoint serialises");
-    summary.rows_read = (companies.len() + rejected.len()) as u64;
-    if done.as_deref() == Some(state.as_slice()) {
-        summary.already_ingested_lines = summary.rows_read;
-        summary.rows_read = 0;
-        return Ok(summary);
-    }
-    let letters: Vec<DeadLetter> = rejected
-        .into_iter()
-        .map(|(line, raw, r)| dead_letter(format!("{rel}:{line}"), r, raw.into_bytes()))
-        .collect();
-    summary.dead_lettered = letters.len() as u64;
-    dlq.append(&letters)?;
-    log.publish_dead_letters(&letters).await?;
-    let now = now_us();
-    let mut records: Vec<MarketRecord> = companies
-        .values()
-        .map(|c| asx::company_record(c, receive_us))
-        .collect();
-    summary.produced = records.len() as u64;
-    let topic =
-        TopicName::new(AssetClass::Equities, DataType::ReferenceData, asx::EXCHANGE).to_string();
-    log.produce(
-        vec![encoder.batch(&topic, &mut records, now)],
-        Some(SourceCheckpoint { source, state }),
-    )
-    .await?;
-    metrics::rows(STAGE, summary.produced, summary.dead_lettered);
-    Ok(summary)
-}
-
-fn dead_letter(source: String, r: Rejection, raw: Vec<u8>) -> DeadLetter {
-    DeadLetter {
-        stage: STAGE.into(),
-        source,
-        kind: r.kind.into(),
-        reason: r.reason,
-        raw,
-        rejected_at_us: now_us(),
-    }
+pub(super) struct FileCheckpoint {
+    pub bytes: u64,
+    pub lines: u64,
+    pub prefix_xxh3: u64,
 }
 
 /// A chunk's rows as read from the file, parsed once it is full: their text back to back,
@@ -554,7 +169,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// several chunks' records are in flight at once and each chunk's checkpoint is sent once
 /// its records are delivered, after the checkpoint before it: a checkpoint never gets
 /// ahead of records it covers.
-struct InFlight<'a> {
+pub(super) struct InFlight<'a> {
     atomic: bool,
     /// Each chunk's records, unless already stored, and its checkpoint when sent apart.
     chunks: VecDeque<(Option<Storing<'a>>, Option<SourceCheckpoint>)>,
@@ -563,7 +178,7 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn new<L: Log>(log: &L) -> Self {
+    pub fn new<L: Log>(log: &L) -> Self {
         InFlight {
             atomic: log.atomic_checkpoints(),
             chunks: VecDeque::new(),
@@ -612,7 +227,7 @@ impl<'a> InFlight<'a> {
     }
 
     /// Stores every chunk still in flight, in order.
-    async fn finish<L: Log>(&mut self, log: &'a L) -> Result<(), IngestError> {
+    pub async fn finish<L: Log>(&mut self, log: &'a L) -> Result<(), IngestError> {
         while !self.chunks.is_empty() {
             self.store_oldest(log).await?;
         }
@@ -634,7 +249,7 @@ async fn hand_over(mut call: Storing<'_>) -> Result<Option<Storing<'_>>, IngestE
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn ingest_file<'a, L: Log>(
+pub(super) async fn ingest_file<'a, L: Log>(
     log: &'a L,
     dlq: &DeadLetterStore,
     encoder: &Encoder,

@@ -1,24 +1,18 @@
-//! Schema registry storage with the semantics of the Confluent Schema Registry: ids are
-//! global and stable (the same schema text registered under any subject gets the same id),
-//! a subject keeps numbered versions, and a new version must be compatible with what the
-//! subject already holds (BACKWARD by default). In embedded mode the tables live in the
-//! log's database, because the ids describe the bytes in the log; with Kafka they live in
-//! their own file in the data directory, and K2 serves them over the registry REST API.
+//! The registry's own storage: its tables in a redb database. In embedded mode they live
+//! in the log's database, because the ids describe the bytes in the log; with Kafka they
+//! live in their own file in the data directory, and K2 serves them over the registry
+//! REST API.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
-use k2_model::{DataType, MarketRecord, avro};
+use redb::{Database, ReadableTable, TableDefinition};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
-
-use crate::embedded::{EmbeddedLog, blocking, open_shared};
+use super::compatibility::{Compatibility, parse};
+use super::{SchemaStore, SubjectVersion};
 use crate::error::{LogError, Result};
-use crate::log::ConsumedRecord;
+use crate::store::{blocking, failed, open_shared, reading, table};
 
 const SCHEMAS: TableDefinition<u32, &str> = TableDefinition::new("schemas");
 const SCHEMA_IDS: TableDefinition<&str, u32> = TableDefinition::new("schema_ids");
@@ -26,135 +20,6 @@ const SCHEMA_IDS: TableDefinition<&str, u32> = TableDefinition::new("schema_ids"
 const SUBJECT_VERSIONS: TableDefinition<&str, u32> = TableDefinition::new("subject_versions");
 /// Subject (or "" for the global default) → compatibility level.
 const COMPATIBILITY: TableDefinition<&str, &str> = TableDefinition::new("compatibility");
-
-/// Where schemas are registered and looked up.
-pub trait SchemaStore: Send + Sync {
-    /// Registers `schema` under `subject`; returns its global id (existing if already known).
-    fn register(&self, subject: &str, schema: &str) -> impl Future<Output = Result<u32>> + Send;
-    /// The schema text of an id.
-    fn schema(&self, id: u32) -> impl Future<Output = Result<Option<String>>> + Send;
-}
-
-/// How a subject's new versions must relate to its earlier ones (Confluent's levels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compatibility {
-    None,
-    /// The new schema reads data written with the latest one.
-    Backward,
-    BackwardTransitive,
-    /// The latest schema reads data written with the new one.
-    Forward,
-    ForwardTransitive,
-    Full,
-    FullTransitive,
-}
-
-impl Compatibility {
-    pub const ALL: [Compatibility; 7] = [
-        Compatibility::None,
-        Compatibility::Backward,
-        Compatibility::BackwardTransitive,
-        Compatibility::Forward,
-        Compatibility::ForwardTransitive,
-        Compatibility::Full,
-        Compatibility::FullTransitive,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compatibility::None => "NONE",
-            Compatibility::Backward => "BACKWARD",
-            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            Compatibility::Forward => "FORWARD",
-            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
-            Compatibility::Full => "FULL",
-            Compatibility::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Compatibility> {
-        Compatibility::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    fn transitive(self) -> bool {
-        matches!(
-            self,
-            Compatibility::BackwardTransitive
-                | Compatibility::ForwardTransitive
-                | Compatibility::FullTransitive
-        )
-    }
-
-    /// Why `new` may not follow `earlier` (texts of the subject's versions, oldest first).
-    pub fn check(self, earlier: &[String], new: &Schema) -> std::result::Result<(), String> {
-        let against: &[String] = match (self, earlier.len()) {
-            (Compatibility::None, _) | (_, 0) => return Ok(()),
-            (c, n) if !c.transitive() => &earlier[n - 1..],
-            _ => earlier,
-        };
-        let backward = !matches!(
-            self,
-            Compatibility::Forward | Compatibility::ForwardTransitive
-        );
-        let forward = !matches!(
-            self,
-            Compatibility::Backward | Compatibility::BackwardTransitive
-        );
-        for (i, text) in against.iter().enumerate() {
-            let old = Schema::parse_str(text)
-                .map_err(|e| format!("a stored version does not parse: {e}"))?;
-            let version = earlier.len() - against.len() + i + 1;
-            if backward {
-                SchemaCompatibility::can_read(&old, new).map_err(|e| {
-                    format!(
-                        "{}: the new schema cannot read data written with version {version}: {e}",
-                        self.as_str()
-                    )
-                })?;
-            }
-            if forward {
-                SchemaCompatibility::can_read(new, &old).map_err(|e| {
-                    format!(
-                        "{}: version {version} cannot read data written with the new schema: {e}",
-                        self.as_str()
-                    )
-                })?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Compatibility {
-    /// [`Compatibility::check`] for a schema text; a text that is not Avro is an error.
-    pub fn check_text(
-        self,
-        earlier: &[String],
-        new: &str,
-    ) -> Result<std::result::Result<(), String>> {
-        Ok(self.check(earlier, &parse(new)?))
-    }
-}
-
-fn parse(schema: &str) -> Result<Schema> {
-    Schema::parse_str(schema)
-        .map_err(|e| LogError::InvalidSchema(format!("not a valid Avro schema: {e}")))
-}
-
-/// Avro's Parsing Canonical Form of a schema text: two texts are the same schema when
-/// their canonical forms are equal.
-pub fn canonical(schema: &str) -> Result<String> {
-    Ok(parse(schema)?.canonical_form())
-}
-
-/// One version of a subject.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubjectVersion {
-    pub subject: String,
-    pub version: u32,
-    pub id: u32,
-    pub schema: String,
-}
 
 /// The registry's tables in a redb database. Cheap to clone.
 #[derive(Clone)]
@@ -290,31 +155,27 @@ impl LocalSchemas {
 
     /// The schema text of an id.
     pub fn schema_blocking(&self, id: u32) -> Result<Option<String>> {
-        let e = err("reading schema");
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
-        let schemas = match txn.open_table(SCHEMAS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(x) => return Err(e(x.into())),
+        const WHAT: &str = "reading schema";
+        let txn = reading(&self.db, WHAT)?;
+        let Some(schemas) = table(&txn, SCHEMAS, WHAT)? else {
+            return Ok(None);
         };
         Ok(schemas
             .get(id)
-            .map_err(|x| e(x.into()))?
+            .map_err(failed(WHAT))?
             .map(|v| v.value().to_string()))
     }
 
     /// Every subject with at least one version, sorted.
     pub fn subjects_blocking(&self) -> Result<Vec<String>> {
-        let e = err("listing subjects");
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
-        let versions = match txn.open_table(SUBJECT_VERSIONS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(x) => return Err(e(x.into())),
+        const WHAT: &str = "listing subjects";
+        let txn = reading(&self.db, WHAT)?;
+        let Some(versions) = table(&txn, SUBJECT_VERSIONS, WHAT)? else {
+            return Ok(Vec::new());
         };
         let mut out: Vec<String> = Vec::new();
-        for entry in versions.iter().map_err(|x| e(x.into()))? {
-            let (k, _) = entry.map_err(|x| e(x.into()))?;
+        for entry in versions.iter().map_err(failed(WHAT))? {
+            let (k, _) = entry.map_err(failed(WHAT))?;
             if let Some((subject, _)) = k.value().split_once('\u{0}')
                 && out.last().map(String::as_str) != Some(subject)
             {
@@ -326,21 +187,20 @@ impl LocalSchemas {
 
     /// A subject's versions, oldest first, with their ids and texts.
     pub fn versions_blocking(&self, subject: &str) -> Result<Vec<SubjectVersion>> {
-        let e = err("reading subject versions");
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
-        let (versions, schemas) = match (txn.open_table(SUBJECT_VERSIONS), txn.open_table(SCHEMAS))
-        {
-            (Ok(v), Ok(s)) => (v, s),
-            (Err(TableError::TableDoesNotExist(_)), _)
-            | (_, Err(TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(x), _) | (_, Err(x)) => return Err(e(x.into())),
+        const WHAT: &str = "reading subject versions";
+        let txn = reading(&self.db, WHAT)?;
+        let (Some(versions), Some(schemas)) = (
+            table(&txn, SUBJECT_VERSIONS, WHAT)?,
+            table(&txn, SCHEMAS, WHAT)?,
+        ) else {
+            return Ok(Vec::new());
         };
         Self::versions_in(&versions, subject)?
             .into_iter()
             .map(|(version, id)| {
                 let schema = schemas
                     .get(id)
-                    .map_err(|x| e(x.into()))?
+                    .map_err(failed(WHAT))?
                     .ok_or_else(|| LogError::Corrupt(format!("schema id {id} has no text")))?
                     .value()
                     .to_string();
@@ -356,12 +216,11 @@ impl LocalSchemas {
 
     /// The compatibility level of a subject (its own, else the global one).
     pub fn compatibility_blocking(&self, subject: Option<&str>) -> Result<Compatibility> {
-        let e = err("reading compatibility");
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
-        match txn.open_table(COMPATIBILITY) {
-            Ok(t) => Self::compatibility_in(&t, subject.unwrap_or("")),
-            Err(TableError::TableDoesNotExist(_)) => Ok(Compatibility::Backward),
-            Err(x) => Err(e(x.into())),
+        const WHAT: &str = "reading compatibility";
+        let txn = reading(&self.db, WHAT)?;
+        match table(&txn, COMPATIBILITY, WHAT)? {
+            Some(t) => Self::compatibility_in(&t, subject.unwrap_or("")),
+            None => Ok(Compatibility::Backward),
         }
     }
 
@@ -395,18 +254,10 @@ impl SchemaStore for LocalSchemas {
     }
 }
 
-impl SchemaStore for EmbeddedLog {
-    async fn register(&self, subject: &str, schema: &str) -> Result<u32> {
-        self.schemas().register(subject, schema).await
-    }
-
-    async fn schema(&self, id: u32) -> Result<Option<String>> {
-        self.schemas().schema(id).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use k2_model::{DataType, avro};
+
     use super::*;
 
     fn fresh() -> (tempfile::TempDir, LocalSchemas) {
@@ -508,101 +359,5 @@ mod tests {
             s.register_blocking(&format!("{dt}-value"), avro::schema_for(*dt))
                 .unwrap();
         }
-    }
-}
-
-/// Why a payload could not be read: a dead-letter kind and a sentence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Undecodable {
-    pub kind: &'static str,
-    pub reason: String,
-}
-
-/// Reads K2 records in the Confluent framing (magic byte, schema id, Avro datum),
-/// remembering what record type each schema id is.
-#[derive(Default)]
-pub struct PayloadDecoder {
-    known: HashMap<u32, DataType>,
-}
-
-impl PayloadDecoder {
-    /// The record, or why the payload is not a `expected` record. Only a failure to reach
-    /// the schema store is an error.
-    pub async fn decode<S: SchemaStore>(
-        &mut self,
-        store: &S,
-        payload: &[u8],
-        expected: DataType,
-    ) -> Result<std::result::Result<MarketRecord, Undecodable>> {
-        if let Ok(id) = avro::schema_id(payload) {
-            self.learn_id(store, id).await?;
-        }
-        Ok(self.decode_known(payload, expected))
-    }
-
-    /// Looks up in the store, once each, the schema ids of these records the decoder does
-    /// not know yet; afterwards [`PayloadDecoder::decode_known`] decodes them without it.
-    /// Only a failure to reach the schema store is an error.
-    pub async fn learn<S: SchemaStore>(
-        &mut self,
-        store: &S,
-        records: &[ConsumedRecord],
-    ) -> Result<()> {
-        let (mut asked, mut last) = (HashSet::new(), None);
-        for record in records {
-            let Ok(id) = avro::schema_id(&record.value) else {
-                continue;
-            };
-            // Payloads come in runs of one schema: one map lookup per run.
-            if last.replace(id) != Some(id) && asked.insert(id) {
-                self.learn_id(store, id).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn learn_id<S: SchemaStore>(&mut self, store: &S, id: u32) -> Result<()> {
-        if self.known.contains_key(&id) {
-            return Ok(());
-        }
-        let dt = store.schema(id).await?.and_then(|text| {
-            DataType::ALL
-                .iter()
-                .copied()
-                .find(|&dt| avro::schema_for(dt) == text)
-        });
-        // An unknown id is not remembered: it may be registered later (dead-letter replay),
-        // and the next lookup asks again.
-        if let Some(dt) = dt {
-            self.known.insert(id, dt);
-        }
-        Ok(())
-    }
-
-    /// The record, or why the payload is not a `expected` record, with the schemas learned
-    /// so far: an id [`PayloadDecoder::learn`] has not found is an unknown schema.
-    pub fn decode_known(
-        &self,
-        payload: &[u8],
-        expected: DataType,
-    ) -> std::result::Result<MarketRecord, Undecodable> {
-        let bad = |kind, reason| Err(Undecodable { kind, reason });
-        let id = match avro::schema_id(payload) {
-            Ok(id) => id,
-            Err(e) => return bad("framing", e.to_string()),
-        };
-        let Some(dt) = self.known.get(&id).copied() else {
-            return bad(
-                "unknown_schema",
-                format!("schema id {id} is not a K2 record schema"),
-            );
-        };
-        if dt != expected {
-            return bad("wrong_type", format!("a {dt} record on a {expected} topic"));
-        }
-        avro::decode_datum(dt, &payload[avro::HEADER_LEN..]).map_err(|e| Undecodable {
-            kind: "undecodable",
-            reason: e.to_string(),
-        })
     }
 }
