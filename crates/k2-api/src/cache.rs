@@ -4,11 +4,12 @@
 //! the snapshot of the table it read: kept under both, it is exactly what running the
 //! query again would give. A commit makes a new snapshot, so later requests miss and
 //! compute afresh; answers of old snapshots age out. Bounded by an estimate of the bytes
-//! held; the least recently used answers go first.
+//! held (moka's weighted cache: recency and frequency decide what goes).
 
 use std::any::Any;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use crate::metrics;
 
 /// A kept answer, and its JSON encoding once a request asked for it (a repeated question
 /// then costs a copy of bytes, not an encoding).
@@ -35,30 +36,22 @@ impl<T> Kept<T> {
     }
 }
 
+type Held = (Arc<dyn Any + Send + Sync>, u32);
+
 pub struct AnswerCache {
-    capacity: usize,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<String, Entry>,
-    bytes: usize,
-    clock: u64,
-}
-
-struct Entry {
-    value: Arc<dyn Any + Send + Sync>,
-    bytes: usize,
-    used: u64,
+    capacity: u64,
+    held: moka::future::Cache<String, Held>,
 }
 
 impl AnswerCache {
     /// Holds answers up to about `capacity` bytes (0: holds nothing).
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: u64) -> Self {
         AnswerCache {
             capacity,
-            inner: Mutex::default(),
+            held: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .weigher(|_key: &String, (_, bytes): &Held| *bytes)
+                .build(),
         }
     }
 
@@ -66,51 +59,49 @@ impl AnswerCache {
         self.capacity > 0
     }
 
-    pub fn get<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
-        let mut inner = self.inner.lock().expect("cache lock");
-        inner.clock += 1;
-        let now = inner.clock;
-        let entry = inner.entries.get_mut(key)?;
-        entry.used = now;
-        let value = entry.value.clone().downcast::<T>().ok();
-        metrics::counter!("k2_api_cache_total", "outcome" => if value.is_some() { "hit" } else { "miss" })
-            .increment(1);
+    pub async fn get<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        let value = self
+            .held
+            .get(key)
+            .await
+            .and_then(|(v, _)| v.downcast::<T>().ok());
+        metrics::cache_lookup(value.is_some());
         value
     }
 
     /// Keeps `value` (of about `bytes`) under `key`; an answer larger than a quarter of
     /// the capacity is not kept.
-    pub fn put<T: Send + Sync + 'static>(&self, key: String, value: Arc<T>, bytes: usize) {
-        metrics::counter!("k2_api_cache_total", "outcome" => "miss").increment(1);
-        let bytes = bytes + key.len() + 64;
-        if bytes > self.capacity / 4 {
+    pub async fn put<T: Send + Sync + 'static>(&self, key: String, value: Arc<T>, bytes: usize) {
+        let bytes = bytes.saturating_add(key.len() + 64);
+        if bytes as u64 > self.capacity / 4 {
             return;
         }
-        let mut inner = self.inner.lock().expect("cache lock");
-        inner.clock += 1;
-        let used = inner.clock;
-        if let Some(old) = inner.entries.insert(key, Entry { value, bytes, used }) {
-            inner.bytes -= old.bytes;
+        let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.held.insert(key, (value, weight)).await;
+        self.held.run_pending_tasks().await;
+        metrics::cache_bytes(self.held.weighted_size());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_come_back_by_key_and_type_within_the_bound() {
+        let cache = AnswerCache::new(10_000);
+        cache.put("a".into(), Arc::new(7u64), 100).await;
+        assert_eq!(cache.get::<u64>("a").await.as_deref(), Some(&7));
+        // Another type under the key is a miss, never a wrong answer.
+        assert!(cache.get::<String>("a").await.is_none());
+        // Over a quarter of the capacity: not kept.
+        cache.put("big".into(), Arc::new(1u64), 5_000).await;
+        assert!(cache.get::<u64>("big").await.is_none());
+        // Many answers stay within the capacity.
+        for i in 0..100 {
+            cache.put(format!("k{i}"), Arc::new(i), 1_000).await;
         }
-        inner.bytes += bytes;
-        if inner.bytes > self.capacity {
-            // Down to 90 % in one pass, so eviction runs once per many inserts.
-            let mut by_age: Vec<(u64, String)> = inner
-                .entries
-                .iter()
-                .map(|(k, e)| (e.used, k.clone()))
-                .collect();
-            by_age.sort_unstable();
-            let target = self.capacity / 10 * 9;
-            for (_, k) in by_age {
-                if inner.bytes <= target {
-                    break;
-                }
-                if let Some(e) = inner.entries.remove(&k) {
-                    inner.bytes -= e.bytes;
-                }
-            }
-        }
-        metrics::gauge!("k2_api_cache_bytes").set(inner.bytes as f64);
+        assert!(cache.held.weighted_size() <= 10_000);
+        assert!(!AnswerCache::new(0).enabled());
     }
 }

@@ -1,52 +1,29 @@
-//! The OpenAPI document, generated from the handlers' annotations and the request types,
-//! and `/docs`: a self-contained page that renders it (no script from elsewhere).
+//! `/openapi.json` (the document [`crate::openapi`] assembles, serialised once) and
+//! `/docs`: a self-contained page that renders it (no script from elsewhere).
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
-use crate::routes::doc::*;
+/// The OpenAPI document as served.
+pub struct Document {
+    json: String,
+}
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "K2 market data API",
-        description = "Trades, quotes, bars and aggregations from K2's Iceberg lake. Every \
-            /v1 route needs an API key (X-API-Key or Authorization: Bearer). Prices and \
-            quantities are exact decimal strings in JSON and CSV, decimal128(18,8) in Parquet \
-            and Arrow."
-    ),
-    paths(
-        trades, quotes, trades_recent, quotes_recent, trades_query, quotes_query, summary, ohlcv, ohlcv_batch, aggregations,
-        symbols, stats, snapshots, snapshot_query, replay, replay_stream, replay_ws, sql, health, ready, metrics_text
-    ),
-    components(schemas(
-        MarketQuery, BarRequest, BarBatch, AggregationQuery, SqlQuery, DataEnvelope, ErrorEnvelope
-    )),
-    modifiers(&Security)
-)]
-pub struct ApiDoc;
-
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
-        );
+impl Document {
+    pub fn new(doc: serde_json::Value) -> Self {
+        Document {
+            json: serde_json::to_string_pretty(&doc).expect("the document serialises"),
+        }
     }
 }
 
-pub async fn openapi_json() -> Response {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+pub async fn openapi_json(Extension(doc): Extension<Arc<Document>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        doc.to_pretty_json()
-            .expect("the OpenAPI document serialises"),
+        doc.json.clone(),
     )
         .into_response()
 }

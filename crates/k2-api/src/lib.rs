@@ -2,31 +2,47 @@
 //!
 //! # Layout
 //!
-//! - [`ApiConfig`] — what `[api]` in `k2.toml` sets.
-//! - `auth` — API keys (SHA-256 digests, constant-time comparison, scopes).
-//! - `limits` — rate limits per key and per client address; the query gate that queues or
-//!   sheds work beyond the configured concurrency.
-//! - `respond` — the one data envelope and the one error envelope, formats (JSON, CSV,
-//!   Parquet, Arrow IPC), request ids, access log and RED metrics.
-//! - `cursor` — opaque keyset cursors, pinned to a snapshot and to the query they came from.
-//! - `stream` — replays as NDJSON over HTTP and over a WebSocket.
-//! - `routes` — the handlers; `docs` — the OpenAPI document and its page.
-//! - [`present`], [`format`] — rows as users see them, shared with the CLI.
+//! - [`config`] — `[api]` in `k2.toml`.
+//! - `router` — every route, registered once for the router and the OpenAPI document;
+//!   `openapi` — the document completed with what the server enforces; `docs` — serving it.
+//! - `handlers` — the endpoints, by resource; `call` — what each handler starts from;
+//!   `state` — what they share (gate, runtime, cache).
+//! - `params` — the grammar of every value a request carries, checked and published once.
+//! - `middleware` — request ids, access log and metrics; API keys; rate limits.
+//! - `keys` — API keys (SHA-256 digests, constant-time comparison, scopes).
+//! - `limits` — token buckets and the query gate; `cache` — answers kept by snapshot.
+//! - `failure`, `respond`, `extract` — the error envelope, the data envelope and formats,
+//!   and extractors whose rejections are K2 errors.
+//! - `cursor` — keyset cursors pinned to a snapshot and a query; `stream` — replays as
+//!   NDJSON and over a WebSocket.
+//! - `schema` — the answers' shapes as documented; [`present`], [`format`] — rows as users
+//!   see them, shared with the CLI; [`metrics`] — every metric of the API.
 //!
 //! Every query runs on a runtime of its own (not on the threads serving connections), under
 //! the engine's timeout and memory limit, behind the gate. No value from a request ever
 //! becomes SQL text: the engine binds every value as a parameter, and field names are
 //! checked against the table's columns.
 
-mod auth;
 mod cache;
+mod call;
+pub mod config;
 mod cursor;
 mod docs;
+mod extract;
+mod failure;
 pub mod format;
+mod handlers;
+mod keys;
 mod limits;
+pub mod metrics;
+mod middleware;
+mod openapi;
+mod params;
 pub mod present;
 mod respond;
-mod routes;
+mod router;
+mod schema;
+mod state;
 mod stream;
 
 use std::future::Future;
@@ -35,95 +51,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use k2_lake::query::QueryEngine;
-use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
-pub use auth::{ApiKeyConfig, KeyFile, digest_hex, generate_key};
-
-/// `[api]`: the HTTP server of `k2 serve`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
-    pub listen: String,
-    /// Production mode: the server refuses to start without configured keys. Outside it, a
-    /// server without keys makes one for its own lifetime and prints it once.
-    pub production: bool,
-    /// API keys (name, SHA-256 digest, scopes); see `k2 api-key new`.
-    pub keys: Vec<ApiKeyConfig>,
-    /// A TOML file of further `[[keys]]`, for secrets kept outside the configuration.
-    pub keys_file: String,
-    /// Requests per second and burst of each key (a key may set its own).
-    pub rate_per_second: f64,
-    pub burst: u32,
-    /// Requests per second and burst of each client address on routes without a key
-    /// (health, metrics, documents) and for requests whose key is missing or wrong.
-    pub ip_rate_per_second: f64,
-    pub ip_burst: u32,
-    /// Largest request body read, in bytes (chunked bodies included): beyond it, 413.
-    pub body_limit_bytes: usize,
-    /// Queries running at once; beyond it requests wait in a queue.
-    pub max_concurrent_queries: usize,
-    /// Requests waiting for a query slot; beyond it, 503 with Retry-After.
-    pub max_queued: usize,
-    /// How long a request waits for a slot before 503.
-    pub queue_timeout_ms: u64,
-    /// Threads of the query runtime (0: the machine's cores).
-    pub query_threads: usize,
-    /// Rows per page: the default and the bound of GET list endpoints, and the bound of
-    /// POST queries.
-    pub default_limit: usize,
-    pub max_limit: usize,
-    pub max_query_limit: usize,
-    /// How far back a time range may start, in days.
-    pub max_lookback_days: u32,
-    /// Longest time range of bars and aggregations, in days.
-    pub max_range_days: u32,
-    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
-    pub cors_origins: Vec<String>,
-    /// Memory for answers kept by question and snapshot (0: every request runs its
-    /// query). A commit makes a new snapshot, so a kept answer is never stale.
-    pub cache_mb: usize,
-    /// Use the first `X-Forwarded-For` address as the client's (behind a trusted proxy only).
-    pub trust_forwarded_for: bool,
-    /// Streamed replays (`/v1/replay/stream`, `/v1/replay/ws`) running at once; beyond,
-    /// 503. A replay holds no query slot while it waits on its pace or its client.
-    pub max_replays: usize,
-    /// The live tail of `k2 up`: events held per (exchange, symbol) and table …
-    pub tail_per_symbol: usize,
-    /// … and for how long behind the stream's newest event.
-    pub tail_seconds: u64,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            listen: "127.0.0.1:8000".into(),
-            production: false,
-            keys: Vec::new(),
-            keys_file: String::new(),
-            rate_per_second: 100.0,
-            burst: 200,
-            ip_rate_per_second: 20.0,
-            ip_burst: 40,
-            body_limit_bytes: 10 << 20,
-            max_concurrent_queries: 16,
-            max_queued: 256,
-            queue_timeout_ms: 5_000,
-            query_threads: 0,
-            default_limit: 100,
-            max_limit: 10_000,
-            max_query_limit: 100_000,
-            max_lookback_days: 20 * 366,
-            max_range_days: 366,
-            cors_origins: Vec::new(),
-            cache_mb: 64,
-            trust_forwarded_for: false,
-            max_replays: 4,
-            tail_per_symbol: 10_000,
-            tail_seconds: 300,
-        }
-    }
-}
+pub use config::ApiConfig;
+pub use keys::{ApiKeyConfig, KeyFile, digest_hex, generate_key};
 
 /// A readiness check of one dependency: Ok with a short detail, or Err with the reason.
 pub type Check =
@@ -154,15 +85,19 @@ pub enum ApiError {
     Serve(std::io::Error),
 }
 
-/// Serves the API on `config.listen` until `shutdown` completes, then finishes the requests
-/// in flight. `on_listening` gets the bound address (before the first request).
+/// Serves the API on `config.listen` until `stop` is cancelled, then finishes the requests
+/// in flight (streams end at once). `on_listening` gets the bound address (before the
+/// first request).
 pub async fn serve(
     config: ApiConfig,
     backends: Backends,
     on_listening: impl FnOnce(SocketAddr),
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> Result<(), ApiError> {
-    let keys = auth::Keys::load(&config)?;
+    config
+        .validate()
+        .map_err(|e| ApiError::Config(e.to_string()))?;
+    let keys = keys::Keys::load(&config)?;
     let threads = match config.query_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -180,21 +115,21 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
-    // Streams (replays) end when shutdown begins, or they would hold it up.
-    let (stopping, stop) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    };
-    let state = routes::State::new(config, keys, backends, queries.handle().clone(), stop);
-    let app = routes::router(state)?;
+    let state = state::ApiState::new(
+        config,
+        keys,
+        backends,
+        queries.handle().clone(),
+        stop.clone(),
+    );
+    let app = router::router(state)?;
     tracing::info!(%addr, "query API listening");
     on_listening(addr);
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move { stop.cancelled().await })
     .await;
     // Queries still running belong to requests that are gone.
     queries.shutdown_background();

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics;
+
 /// Buckets kept before idle ones (full again) are dropped: bounds memory under many addresses.
 const MAX_BUCKETS: usize = 100_000;
 
@@ -106,18 +108,17 @@ impl QueryGate {
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("k2_api_queries_shed_total", "reason" => "queue_full").increment(1);
+            metrics::query_shed("queue_full");
             return Err(Refused::QueueFull);
         }
-        metrics::gauge!("k2_api_queries_queued").increment(1.0);
+        metrics::queries_queued(1.0);
         let waited = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("k2_api_queries_queued").decrement(1.0);
+        metrics::queries_queued(-1.0);
         match waited {
             Ok(Ok(p)) => Ok(p),
             _ => {
-                metrics::counter!("k2_api_queries_shed_total", "reason" => "queue_timeout")
-                    .increment(1);
+                metrics::query_shed("queue_timeout");
                 Err(Refused::Waited(self.wait))
             }
         }
@@ -141,10 +142,10 @@ pub async fn run_query<T: Send + 'static>(
     struct Running(#[allow(dead_code)] OwnedSemaphorePermit);
     impl Drop for Running {
         fn drop(&mut self) {
-            metrics::gauge!("k2_api_queries_running").decrement(1.0);
+            metrics::queries_running(-1.0);
         }
     }
-    metrics::gauge!("k2_api_queries_running").increment(1.0);
+    metrics::queries_running(1.0);
     let running = Running(permit);
     let mut handle = AbortOnDrop(runtime.spawn(async move {
         let _running = running;

@@ -13,7 +13,7 @@ pub fn iso_us(us: i64) -> String {
     )
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OhlcvRow {
     pub open: String,
     pub high: String,
@@ -39,9 +39,10 @@ impl From<&Ohlcv> for OhlcvRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SummaryRow {
     pub symbol: String,
+    #[schema(value_type = String, format = Date)]
     pub date: NaiveDate,
     #[serde(flatten)]
     pub ohlcv: OhlcvRow,
@@ -57,7 +58,7 @@ impl From<&DailySummary> for SummaryRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BarRow {
     pub start: String,
     #[serde(flatten)]
@@ -73,7 +74,7 @@ impl From<&Bar> for BarRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SnapshotRow {
     pub snapshot_id: i64,
     pub parent_id: Option<i64>,
@@ -98,7 +99,7 @@ impl From<&SnapshotInfo> for SnapshotRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeadLetterRow {
     pub id: u64,
     pub rejected_at: String,
@@ -130,7 +131,7 @@ impl From<&(u64, DeadLetter)> for DeadLetterRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     pub committed_at: String,
     pub table: String,
@@ -173,7 +174,7 @@ impl From<&k2_lake::audit::AuditEntry> for AuditRow {
 }
 
 /// One symbol over one interval of `/v1/aggregations`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AggregateRow {
     pub symbol: String,
     pub interval_start: String,
@@ -196,7 +197,7 @@ impl From<&k2_lake::query::AggregateRow> for AggregateRow {
 }
 
 /// Volume at one price in one interval.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PriceLevelRow {
     pub symbol: String,
     pub interval_start: String,

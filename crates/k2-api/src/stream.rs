@@ -18,14 +18,16 @@ use futures::{SinkExt, StreamExt};
 use k2_lake::LakeError;
 use k2_lake::query::QueryEngine;
 use k2_lake::replay::ReplayRequest;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_util::sync::CancellationToken;
 
+use crate::failure::Failure;
 use crate::format;
-use crate::respond::Failure;
+use crate::metrics;
 
 /// What the replay task hands the connection.
 enum Chunk {
@@ -50,18 +52,18 @@ pub(crate) async fn start(
     engine: Arc<QueryEngine>,
     request: ReplayRequest,
     permit: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Started, Failure> {
     let (ready_tx, ready) = oneshot::channel::<Result<Option<i64>, LakeError>>();
     let (tx, chunks) = mpsc::channel::<Chunk>(4);
     let table = request.table;
     runtime.spawn(async move {
-        metrics::gauge!("k2_api_replays_active").increment(1.0);
+        metrics::replay_started();
         let started = Instant::now();
         let mut replay = match engine.replay(request).await {
             Ok(r) => r,
             Err(e) => {
-                metrics::gauge!("k2_api_replays_active").decrement(1.0);
+                metrics::replay_ended("failed");
                 let _ = ready_tx.send(Err(e));
                 return;
             }
@@ -73,7 +75,7 @@ pub(crate) async fn start(
                 Some(r) => r,
                 None => tokio::select! {
                     r = replay.next() => r,
-                    _ = stop.wait_for(|s| *s) => break "stopped",
+                    _ = stop.cancelled() => break "stopped",
                     // A paced replay may wait long for its next row: a client gone
                     // meanwhile frees the slot at once.
                     () = tx.closed() => break "client_gone",
@@ -115,8 +117,7 @@ pub(crate) async fn start(
             )),
             _ => None,
         };
-        metrics::gauge!("k2_api_replays_active").decrement(1.0);
-        metrics::counter!("k2_api_replays_total", "outcome" => outcome).increment(1);
+        metrics::replay_ended(outcome);
         let stats = replay.stats();
         tracing::info!(
             %table,

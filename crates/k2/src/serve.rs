@@ -28,7 +28,7 @@ pub async fn run(config: Config, listen: Option<String>) -> anyhow::Result<()> {
         api,
         backends,
         |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
-        app::shutdown_signal(),
+        app::stop_on_signal(),
     )
     .await
     .context("serving the query API")?;
@@ -85,20 +85,18 @@ pub async fn up(
 
     let tail = Arc::new(Tail::new(TailConfig {
         max_per_stream: config.api.tail_per_symbol,
-        max_age: std::time::Duration::from_secs(config.api.tail_seconds),
+        max_age: config.api.tail_age,
         ..TailConfig::default()
     }));
     let (follower, writer) = follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
 
     let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
-    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_api = CancellationToken::new();
     let server = tokio::spawn(k2_api::serve(
         api,
         backends,
         |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
-        async {
-            let _ = api_stop_rx.await;
-        },
+        stop_api.clone(),
     ));
 
     let failure = tokio::select! {
@@ -112,7 +110,7 @@ pub async fn up(
     }
     stop_rest.cancel();
     let summary = writer.await.context("the lake writer task")??;
-    let _ = api_stop_tx.send(());
+    stop_api.cancel();
     server
         .await
         .context("the API task")?

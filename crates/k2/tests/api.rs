@@ -366,12 +366,12 @@ fn every_endpoint_answers_exactly_in_every_format() {
         .map(|r| r["message_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(seen, whole, "pages join into the one-page answer");
-    // A cursor belongs to its query.
+    // A cursor belongs to its query: another query's cursor is a conflict, not a bad value.
     let a = s.get(
         &format!("/v1/trades?symbol=DVN&cursor={}", cursor_of(&s)),
         r,
     );
-    assert_error(&a, 422, "invalid_parameter");
+    assert_error(&a, 409, "cursor_mismatch");
 
     // Formats, by parameter and by Accept; all carry the same rows.
     let path = format!("/v1/trades?symbol=BHP&{DAY}&limit=250");

@@ -108,6 +108,8 @@ pub struct PriceLevel {
 pub struct Aggregates {
     pub rows: Vec<AggregateRow>,
     pub levels: Vec<PriceLevel>,
+    /// `Some(max_rows)` when the volume profile had more price levels and was cut there.
+    pub levels_truncated_at: Option<usize>,
 }
 
 /// One snapshot of a table.

@@ -65,10 +65,9 @@ impl QueryEngine {
         exchange: Option<&str>,
         snapshot: Option<i64>,
     ) -> Result<Vec<Bar>> {
+        // Trading days `[from, to]`: none when the range ends before it starts.
         if to < from {
-            return Err(LakeError::InvalidArgument(format!(
-                "range ends ({to}) before it starts ({from})"
-            )));
+            return Ok(Vec::new());
         }
         let (lo, _) = day_window(from, exchange);
         let (_, hi) = day_window(to, exchange);
@@ -127,10 +126,9 @@ impl QueryEngine {
         snapshot: Option<i64>,
     ) -> Result<Aggregates> {
         let (lo, hi) = (request.start_us, request.end_us);
+        // `[lo, hi)` holds nothing when it ends before it starts.
         if hi <= lo {
-            return Err(LakeError::InvalidArgument(
-                "the time range is empty (end is not after start)".into(),
-            ));
+            return Ok(Aggregates::default());
         }
         let exchange = request.exchange.as_deref();
         let tz = exchange.map_or(chrono_tz::UTC, exchange::time_zone);
@@ -205,7 +203,7 @@ impl QueryEngine {
                 });
             }
         }
-        let mut levels = Vec::new();
+        let (mut levels, mut levels_truncated_at) = (Vec::new(), None);
         if profile {
             let limit = self.options.max_rows;
             let sql = format!(
@@ -231,13 +229,17 @@ impl QueryEngine {
                     });
                 }
             }
+            // Like a SQL answer: cut at `max_rows`, and saying so.
             if levels.len() > limit {
-                return Err(LakeError::InvalidArgument(format!(
-                    "the volume profile has more than {limit} price levels; narrow the symbols, the time range or use a longer interval"
-                )));
+                levels.truncate(limit);
+                levels_truncated_at = Some(limit);
             }
         }
-        Ok(Aggregates { rows, levels })
+        Ok(Aggregates {
+            rows,
+            levels,
+            levels_truncated_at,
+        })
     }
 }
 

@@ -94,14 +94,14 @@ pub async fn run(
 /// limits are lifted (or they would be measured instead of the server).
 pub(super) struct BenchServer {
     pub addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<Result<(), k2_api::ApiError>>,
 }
 
 impl BenchServer {
     pub async fn start(
         app: &App,
-        cache_mb: usize,
+        cache_mb: u64,
         key: &str,
         backends: Backends,
     ) -> anyhow::Result<BenchServer> {
@@ -119,23 +119,21 @@ impl BenchServer {
             burst: Some(u32::MAX),
         }];
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(k2_api::serve(
             api,
             backends,
             move |addr| {
                 let _ = addr_tx.send(addr);
             },
-            async move {
-                let _ = stop_rx.await;
-            },
+            stop.clone(),
         ));
         let addr = addr_rx.await.context("the API server did not start")?;
         Ok(BenchServer { addr, stop, server })
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         self.server.await??;
         Ok(())
     }

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{ApiConfig, ApiError};
+use crate::ApiError;
+use crate::config::ApiConfig;
 
 /// One key in `[[api.keys]]` or in the keys file.
 #[derive(Clone, Debug, Deserialize)]

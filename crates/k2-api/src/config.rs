@@ -1,0 +1,123 @@
+//! `[api]`: the HTTP server of `k2 serve` and `k2 up`.
+
+use std::time::Duration;
+
+use k2_model::ConfigError;
+use serde::Deserialize;
+
+use crate::keys::ApiKeyConfig;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
+    pub listen: String,
+    /// Production mode: the server refuses to start without configured keys. Outside it, a
+    /// server without keys makes one for its own lifetime and prints it once.
+    pub production: bool,
+    /// API keys (name, SHA-256 digest, scopes); see `k2 api-key new`.
+    pub keys: Vec<ApiKeyConfig>,
+    /// A TOML file of further `[[keys]]`, for secrets kept outside the configuration.
+    pub keys_file: String,
+    /// Requests per second and burst of each key (a key may set its own).
+    pub rate_per_second: f64,
+    pub burst: u32,
+    /// Requests per second and burst of each client address on routes without a key
+    /// (health, metrics, documents) and for requests whose key is missing or wrong.
+    pub ip_rate_per_second: f64,
+    pub ip_burst: u32,
+    /// Largest request body read, in bytes (chunked bodies included): beyond it, 413.
+    pub body_limit_bytes: usize,
+    /// Queries running at once; beyond it requests wait in a queue.
+    pub max_concurrent_queries: usize,
+    /// Requests waiting for a query slot; beyond it, 503 with Retry-After.
+    pub max_queued: usize,
+    /// How long a request waits for a query slot before 503.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Threads of the query runtime (0: the machine's cores).
+    pub query_threads: usize,
+    /// Rows per page: the default and the bound of GET list endpoints, and the bound of
+    /// POST queries.
+    pub default_limit: usize,
+    pub max_limit: usize,
+    pub max_query_limit: usize,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Memory for answers kept by question and snapshot (0: every request runs its
+    /// query). A commit makes a new snapshot, so a kept answer is never stale.
+    pub cache_mb: u64,
+    /// Use the first `X-Forwarded-For` address as the client's (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+    /// Streamed replays (`/v1/replay/stream`, `/v1/replay/ws`) running at once; beyond,
+    /// 503. A replay holds no query slot while it waits on its pace or its client.
+    pub max_replays: usize,
+    /// The live tail of `k2 up`: events held per (exchange, symbol) and table …
+    pub tail_per_symbol: usize,
+    /// … and for how long behind the stream's newest event.
+    #[serde(with = "humantime_serde")]
+    pub tail_age: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8000".into(),
+            production: false,
+            keys: Vec::new(),
+            keys_file: String::new(),
+            rate_per_second: 100.0,
+            burst: 200,
+            ip_rate_per_second: 20.0,
+            ip_burst: 40,
+            body_limit_bytes: 10 << 20,
+            max_concurrent_queries: 16,
+            max_queued: 256,
+            queue_timeout: Duration::from_secs(5),
+            query_threads: 0,
+            default_limit: 100,
+            max_limit: 10_000,
+            max_query_limit: 100_000,
+            cors_origins: Vec::new(),
+            cache_mb: 64,
+            trust_forwarded_for: false,
+            max_replays: 4,
+            tail_per_symbol: 10_000,
+            tail_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(format!("api.{key}"), "must be positive"))
+            }
+        };
+        positive("rate_per_second", self.rate_per_second > 0.0)?;
+        positive("ip_rate_per_second", self.ip_rate_per_second > 0.0)?;
+        positive("burst", self.burst > 0)?;
+        positive("ip_burst", self.ip_burst > 0)?;
+        positive("body_limit_bytes", self.body_limit_bytes > 0)?;
+        positive("max_concurrent_queries", self.max_concurrent_queries > 0)?;
+        positive("max_replays", self.max_replays > 0)?;
+        positive("queue_timeout", !self.queue_timeout.is_zero())?;
+        positive("tail_per_symbol", self.tail_per_symbol > 0)?;
+        if self.default_limit == 0 || self.default_limit > self.max_limit {
+            return Err(ConfigError::new(
+                "api.default_limit",
+                format!("must be between 1 and api.max_limit ({})", self.max_limit),
+            ));
+        }
+        if self.max_limit > self.max_query_limit {
+            return Err(ConfigError::new(
+                "api.max_limit",
+                "must not exceed api.max_query_limit",
+            ));
+        }
+        Ok(())
+    }
+}

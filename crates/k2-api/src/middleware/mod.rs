@@ -1,0 +1,11 @@
+//! What runs around the handlers: every request observed (request id, access log, RED
+//! metrics), `/v1` requests authenticated by API key, and requests counted against their
+//! rate limit.
+
+mod auth;
+mod observe;
+mod rate_limit;
+
+pub use self::auth::authenticate;
+pub use self::observe::{CallerName, REQUEST_ID, RequestId, observe};
+pub use self::rate_limit::ip_limit;

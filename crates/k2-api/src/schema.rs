@@ -1,0 +1,358 @@
+//! The shapes of the API's answers as the OpenAPI document states them. Rows of trades and
+//! quotes are written by Arrow's JSON writer, not by these types: they exist to describe
+//! exactly what it writes (decimals as exact text, times as RFC 3339, absent values left
+//! out), and the conformance suite checks every answer against them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::present::{BarRow, DeadLetterRow, PriceLevelRow, SnapshotRow, SummaryRow};
+
+/// Exact decimal text: `36.5`, `119323`.
+pub const DECIMAL_TEXT: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+/// A trade. Which members are present depends on `fields` (the usual set unless asked);
+/// members without a value are left out.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TradeRow {
+    #[schema(format = "uuid")]
+    pub message_id: Option<String>,
+    pub trade_id: Option<String>,
+    pub symbol: Option<String>,
+    pub exchange: Option<String>,
+    pub asset_class: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub timestamp: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub trade_date: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub receive_timestamp: Option<String>,
+    /// Exact decimal text.
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub price: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub quantity: Option<String>,
+    pub currency: Option<String>,
+    /// `BUY`, `SELL` or `UNKNOWN`.
+    pub side: Option<String>,
+    pub trade_conditions: Option<Vec<Option<String>>>,
+    pub source_sequence: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ingestion_timestamp: Option<String>,
+    pub platform_sequence: Option<i64>,
+    pub vendor_data: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// A quote (best bid and offer). Which members are present depends on `fields`; members
+/// without a value are left out.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRow {
+    #[schema(format = "uuid")]
+    pub message_id: Option<String>,
+    pub quote_id: Option<String>,
+    pub symbol: Option<String>,
+    pub exchange: Option<String>,
+    pub asset_class: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub timestamp: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub trade_date: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub receive_timestamp: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub bid_price: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub bid_quantity: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub ask_price: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub ask_quantity: Option<String>,
+    pub currency: Option<String>,
+    pub source_sequence: Option<i64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ingestion_timestamp: Option<String>,
+    pub platform_sequence: Option<i64>,
+    pub vendor_data: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// A row of a free SQL answer: one member per column of the statement, values as the
+/// JSON format shows them.
+#[derive(Serialize, ToSchema)]
+pub struct SqlRow {}
+
+/// Where a list answer stands.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pagination {
+    pub limit: u64,
+    pub returned: u64,
+    pub has_more: bool,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What every data answer says about itself.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub request_id: String,
+    /// The table snapshot the answer was read from (absent: the table has no snapshot,
+    /// or the answer merged the live tail).
+    pub snapshot_id: Option<i64>,
+    pub elapsed_ms: f64,
+    /// Present when the answer was cut: this many rows were kept of more.
+    pub truncated_at: Option<u64>,
+}
+
+/// One page of trades.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TradesPage {
+    pub data: Vec<TradeRow>,
+    pub pagination: Pagination,
+    pub meta: Meta,
+}
+
+/// One page of quotes.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotesPage {
+    pub data: Vec<QuoteRow>,
+    pub pagination: Pagination,
+    pub meta: Meta,
+}
+
+/// One page of trades over the lake and the live tail.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecentTradesPage {
+    pub data: Vec<TradeRow>,
+    pub pagination: Pagination,
+    /// Whether this server holds a live tail (`k2 up`); false: the lake alone answered.
+    pub live: bool,
+    pub meta: Meta,
+}
+
+/// One page of quotes over the lake and the live tail.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecentQuotesPage {
+    pub data: Vec<QuoteRow>,
+    pub pagination: Pagination,
+    pub live: bool,
+    pub meta: Meta,
+}
+
+/// One page of trades or quotes, as `data_type` asked.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MarketPage {
+    Trades(TradesPage),
+    Quotes(QuotesPage),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryAnswer {
+    pub data: SummaryRow,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BarsAnswer {
+    pub data: Vec<BarRow>,
+    pub meta: Meta,
+}
+
+/// What a failed item of a batch says.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+/// The answer to one request of a batch, in the order asked.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BarBatchItem {
+    pub index: u64,
+    pub symbol: String,
+    pub timeframe: String,
+    pub ok: bool,
+    /// The bars, when `ok`.
+    pub data: Option<Vec<BarRow>>,
+    /// Why not, when not `ok`.
+    pub error: Option<ItemError>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BarBatchAnswer {
+    pub data: Vec<BarBatchItem>,
+    pub meta: Meta,
+}
+
+/// One symbol over one interval: the metrics asked for.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateRow {
+    pub symbol: String,
+    #[schema(format = DateTime)]
+    pub interval_start: String,
+    #[schema(format = DateTime)]
+    pub interval_end: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub open: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub high: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub low: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub close: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub volume: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub vwap: Option<String>,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub twap: Option<String>,
+    pub trade_count: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationsAnswer {
+    pub data: Vec<AggregateRow>,
+    /// Volume per price level and interval, when `volume_profile` was asked for.
+    pub volume_profile: Option<Vec<PriceLevelRow>>,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolsAnswer {
+    pub data: Vec<String>,
+    pub meta: Meta,
+}
+
+/// One table's state.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableStats {
+    /// The table's qualified name, e.g. `market_data.trades`.
+    pub table: String,
+    /// Rows at the current snapshot.
+    pub rows: u64,
+    pub snapshot_id: Option<i64>,
+    pub snapshots: u64,
+    #[schema(format = DateTime)]
+    pub last_commit: Option<String>,
+    /// Seconds since the last commit.
+    pub freshness_seconds: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub tables: Vec<TableStats>,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsAnswer {
+    pub data: Stats,
+    pub meta: Meta,
+}
+
+/// A snapshot, with the log positions its commit recorded.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEntry {
+    #[serde(flatten)]
+    pub snapshot: SnapshotRow,
+    /// The cumulative next offset of every log partition, as JSON text (K2's commits).
+    pub log_offsets: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsAnswer {
+    pub data: Vec<SnapshotEntry>,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlAnswer {
+    pub data: Vec<SqlRow>,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersAnswer {
+    pub data: Vec<DeadLetterRow>,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Always `ok` while the process answers.
+    pub status: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+}
+
+/// One dependency's readiness.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyCheck {
+    /// `catalog`, `storage` or `log`.
+    pub name: String,
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    /// `ready`, or `not_ready` when a check failed.
+    pub status: String,
+    pub checks: Vec<DependencyCheck>,
+}
+
+/// What an error says.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_parameter`, `missing_key`, `rate_limited`, …
+    pub code: String,
+    pub message: String,
+    /// The input at fault, when one is.
+    pub field: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorMeta {
+    pub request_id: String,
+}
+
+/// The error envelope of every failed request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorEnvelope {
+    pub error: ErrorDetail,
+    pub meta: ErrorMeta,
+}
