@@ -5,8 +5,6 @@ use std::time::Duration;
 use k2_model::ConfigError;
 use serde::Deserialize;
 
-use crate::keys::ApiKeyConfig;
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
@@ -120,4 +118,28 @@ impl ApiConfig {
         }
         Ok(())
     }
+}
+
+/// One key in `[[api.keys]]` or in the keys file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds it (logged and counted; never the key itself).
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
+    pub scopes: Vec<String>,
+    /// This key's own rate limit.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// The keys file: `[[keys]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub keys: Vec<ApiKeyConfig>,
 }

@@ -3,36 +3,11 @@
 //! checking it costs microseconds per request. A presented key is digested and compared with
 //! every configured digest in constant time.
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ApiError;
-use crate::config::ApiConfig;
-
-/// One key in `[[api.keys]]` or in the keys file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// Who holds it (logged and counted; never the key itself).
-    pub name: String,
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    /// `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
-    pub scopes: Vec<String>,
-    /// This key's own rate limit.
-    #[serde(default)]
-    pub rate_per_second: Option<f64>,
-    #[serde(default)]
-    pub burst: Option<u32>,
-}
-
-/// The keys file: `[[keys]]` tables.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyFile {
-    pub keys: Vec<ApiKeyConfig>,
-}
+use crate::config::{ApiConfig, ApiKeyConfig, KeyFile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {

@@ -53,8 +53,8 @@ use std::sync::Arc;
 use k2_lake::query::QueryEngine;
 use tokio_util::sync::CancellationToken;
 
-pub use config::ApiConfig;
-pub use keys::{ApiKeyConfig, KeyFile, digest_hex, generate_key};
+pub use config::{ApiConfig, ApiKeyConfig, KeyFile};
+pub use keys::{digest_hex, generate_key};
 
 /// A readiness check of one dependency: Ok with a short detail, or Err with the reason.
 pub type Check =

@@ -22,8 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Venue;
+use super::connection::FeedError;
 use super::connection::{BATCH_RECORDS, FeedConfig, FeedEvent};
-use super::supervisor::{FeedError, FeedStats, Reconnect, run_feed};
+use super::supervisor::{FeedStats, Reconnect, run_feed};
 use crate::metrics;
 use crate::producer::{encode, now_us, topic_specs};
 

@@ -9,8 +9,24 @@ use k2_model::MarketRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::supervisor::FeedError;
 use super::{FrameError, Venue, ws};
+
+/// Why a feed's connection ended in failure, or why the feed gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        url: String,
+        source: Box<ws::WsError>,
+    },
+    #[error("reading from {url}: {source}")]
+    Read {
+        url: String,
+        source: Box<ws::WsError>,
+    },
+    #[error("gave up after {attempts} failed connections in a row; the last: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
 
 #[derive(Clone, Debug)]
 pub struct FeedConfig {

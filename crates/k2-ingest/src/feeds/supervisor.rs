@@ -10,25 +10,10 @@ use k2_pipeline::{BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{ConnectionEnd, FeedConfig, FeedEvent, Handover, run_connection};
-use super::ws;
+use super::connection::{
+    ConnectionEnd, FeedConfig, FeedError, FeedEvent, Handover, run_connection,
+};
 use crate::metrics;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    #[error("connecting to {url}: {source}")]
-    Connect {
-        url: String,
-        source: Box<ws::WsError>,
-    },
-    #[error("reading from {url}: {source}")]
-    Read {
-        url: String,
-        source: Box<ws::WsError>,
-    },
-    #[error("gave up after {attempts} failed connections in a row; the last: {last}")]
-    GaveUp { attempts: u32, last: String },
-}
 
 /// How a feed stays connected.
 #[derive(Clone, Debug)]

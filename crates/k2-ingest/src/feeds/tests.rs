@@ -8,8 +8,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Venue;
+use super::connection::FeedError;
 use super::connection::{ConnectionEnd, FeedConfig, FeedEvent, run_connection};
-use super::supervisor::{FeedError, FeedStats, Reconnect, run_feed};
+use super::supervisor::{FeedStats, Reconnect, run_feed};
 use crate::simulator::{Simulator, Step};
 
 fn binance_trade(id: i64, price: &str) -> String {

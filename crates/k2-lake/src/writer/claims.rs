@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use iceberg::Catalog;
 
 use super::dependencies::{Dependency, Deps};
-use super::flight::Flight;
 use super::options::{WriterOptions, WriterSummary};
 use super::state::{TableState, load_table};
 use crate::commit_marks;
@@ -16,38 +15,70 @@ use crate::integrity::TableIntegrity;
 use crate::metrics;
 use crate::tables::LakeTable;
 
-/// With dedup shared in Redis: claims of a batch in flight held past half their lease are
-/// renewed. One that lapsed may have let another writer store the row, so the writer
-/// stops (a restart resumes from the lake).
-pub(super) async fn renew_claims(
-    flight: &mut Flight,
-    integrity: &mut TableIntegrity,
-    redis: &mut Dependency,
-) -> Result<()> {
-    let Some((ids, at)) = &mut flight.claims else {
-        return Ok(());
-    };
-    if at.elapsed() <= integrity.claim_lease().unwrap_or_default() / 2 {
-        return Ok(());
+/// With dedup shared in Redis: the message ids a batch in flight holds, under the batch's
+/// token, and when they were claimed last.
+pub(super) struct Claims {
+    pub ids: Vec<u128>,
+    pub token: String,
+    pub at: Instant,
+}
+
+impl Claims {
+    /// How long until the claims are past half their lease and due for renewal.
+    pub fn renew_in(&self, integrity: &TableIntegrity) -> Duration {
+        (integrity.claim_lease().unwrap_or_default() / 2).saturating_sub(self.at.elapsed())
     }
-    let request: Vec<(u128, Option<String>)> = ids.iter().map(|&i| (i, None)).collect();
-    let token = flight.token.clone();
-    let lost = redis
-        .call_mut(integrity, |i| {
-            Box::pin(i.claim(request.clone(), token.clone()))
-        })
-        .await?
-        .into_iter()
-        .filter(Option::is_some)
-        .count();
-    if lost > 0 {
-        return Err(LakeError::conflict(
-            flight.table,
-            format!("{lost} message-id claims lapsed before the commit (dedup.redis_lease)"),
-        ));
+
+    /// Renews claims held past half their lease. One that lapsed may have let another
+    /// writer store the row, so the writer stops (a restart resumes from the lake).
+    pub async fn renew(
+        &mut self,
+        table: LakeTable,
+        integrity: &mut TableIntegrity,
+        redis: &mut Dependency,
+    ) -> Result<()> {
+        if !self.renew_in(integrity).is_zero() {
+            return Ok(());
+        }
+        let request: Vec<(u128, Option<String>)> = self.ids.iter().map(|&i| (i, None)).collect();
+        let token = self.token.clone();
+        let lost = redis
+            .call_mut(integrity, |i| {
+                Box::pin(i.claim(request.clone(), token.clone()))
+            })
+            .await?
+            .into_iter()
+            .filter(Option::is_some)
+            .count();
+        if lost > 0 {
+            return Err(LakeError::conflict(
+                table,
+                format!("{lost} message-id claims lapsed before the commit (dedup.redis_lease)"),
+            ));
+        }
+        self.at = Instant::now();
+        Ok(())
     }
-    *at = Instant::now();
-    Ok(())
+
+    /// Once the batch is committed, its claims become permanent: the ids are stored.
+    pub async fn keep(
+        self,
+        table: LakeTable,
+        integrity: &mut TableIntegrity,
+        redis: &mut Dependency,
+    ) -> Result<()> {
+        let n = self.ids.len();
+        let (ids, token) = (self.ids, self.token);
+        let kept = redis
+            .call_mut(integrity, |i| {
+                Box::pin(i.keep_claims(ids.clone(), token.clone()))
+            })
+            .await?;
+        if kept < n as u64 {
+            tracing::warn!(%table, claims = n, kept, "message-id claims lapsed before they could be kept");
+        }
+        Ok(())
+    }
 }
 
 /// With dedup shared in Redis: claims the ids of the pending rows for this batch before

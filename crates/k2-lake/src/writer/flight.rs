@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use iceberg::Catalog;
 use k2_log::{DeadLetterStore, Log, PartitionOffset};
 
-use super::claims::{claim_batch, renew_claims};
+use super::claims::{Claims, claim_batch};
 use super::commit::{Batch, Committed, write_and_commit};
 use super::dependencies::{CommitDeps, Deps};
 use super::options::{WriterOptions, WriterSummary};
@@ -32,10 +32,9 @@ pub(super) struct Letters<'a, L> {
 pub(super) struct Flight {
     pub table: LakeTable,
     pub task: tokio::task::JoinHandle<(CommitDeps, Result<Committed>)>,
-    /// With dedup shared in Redis: the ids the batch claimed, and when they were claimed
-    /// last (renewed by the writer while the batch is in flight).
-    pub claims: Option<(Vec<u128>, Instant)>,
-    pub token: String,
+    /// With dedup shared in Redis: the ids the batch claimed (renewed by the writer while
+    /// the batch is in flight).
+    pub claims: Option<Claims>,
     pub name: String,
     pub rows: u64,
     /// Where the batch's positions start, and every partition's next offset once it lands.
@@ -91,7 +90,11 @@ pub(super) async fn take_off<L: Log>(
             state.oldest = None;
             return Ok(None);
         }
-        Some((ids, Instant::now()))
+        Some(Claims {
+            ids,
+            token,
+            at: Instant::now(),
+        })
     } else {
         None
     };
@@ -112,7 +115,6 @@ pub(super) async fn take_off<L: Log>(
     let flight = Flight {
         table: t,
         claims,
-        token,
         name: name.clone(),
         rows: rows.len() as u64,
         offsets_from: std::mem::take(&mut state.batch_start),
@@ -155,9 +157,7 @@ pub(super) async fn land(
     let state = states.get_mut(&t).expect("every table has a state");
     let (commit_deps, committed) = loop {
         let renew_in = match &flight.claims {
-            Some((_, at)) => {
-                (state.integrity.claim_lease().unwrap_or_default() / 2).saturating_sub(at.elapsed())
-            }
+            Some(c) => c.renew_in(&state.integrity),
             None => Duration::MAX,
         };
         tokio::select! {
@@ -165,7 +165,9 @@ pub(super) async fn land(
                 break done.map_err(|e| LakeError::task(format!("the {t} commit"), e))?;
             }
             () = tokio::time::sleep(renew_in.min(Duration::from_secs(3600))) => {
-                renew_claims(&mut flight, &mut state.integrity, &mut deps.redis).await?;
+                if let Some(c) = &mut flight.claims {
+                    c.renew(t, &mut state.integrity, &mut deps.redis).await?;
+                }
             }
         }
     };
@@ -173,18 +175,8 @@ pub(super) async fn land(
     deps.report(summary);
     let committed = committed?;
     state.table = committed.table;
-    if let Some((ids, _)) = flight.claims.take() {
-        let n = ids.len();
-        let token = flight.token.clone();
-        let kept = deps
-            .redis
-            .call_mut(&mut state.integrity, |i| {
-                Box::pin(i.keep_claims(ids.clone(), token.clone()))
-            })
-            .await?;
-        if kept < n as u64 {
-            tracing::warn!(table = %t, claims = n, kept, "message-id claims lapsed before they could be kept");
-        }
+    if let Some(c) = flight.claims.take() {
+        c.keep(t, &mut state.integrity, &mut deps.redis).await?;
     }
     let elapsed = flight.started.elapsed();
     let entry = AuditEntry {

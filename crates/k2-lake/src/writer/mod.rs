@@ -221,9 +221,11 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
 
     /// A batch in flight keeps its claims renewed until it lands.
     async fn renew_claims_in_flight(&mut self) -> Result<()> {
-        if let Some(f) = &mut self.flight {
+        if let Some(f) = &mut self.flight
+            && let Some(c) = &mut f.claims
+        {
             let integrity = &mut self.states.get_mut(&f.table).expect("a state").integrity;
-            claims::renew_claims(f, integrity, &mut self.deps.redis).await?;
+            c.renew(f.table, integrity, &mut self.deps.redis).await?;
         }
         Ok(())
     }
