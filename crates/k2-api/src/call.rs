@@ -8,9 +8,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
+use crate::config::Scope;
 use crate::failure::Failure;
 use crate::format::Format;
-use crate::keys::{Caller, Scope};
+use crate::keys::Caller;
 use crate::middleware::RequestId;
 use crate::respond::{Meta, negotiate};
 use crate::state::ApiState;
@@ -61,7 +62,7 @@ impl Call {
                 format!(
                     "the key '{}' lacks the '{}' scope",
                     self.caller.name,
-                    scope.as_str()
+                    scope.name()
                 ),
             ))
         }

@@ -128,8 +128,8 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
-    /// `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
-    pub scopes: Vec<String>,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
     /// This key's own rate limit.
     #[serde(default)]
     pub rate_per_second: Option<f64>,
@@ -142,4 +142,36 @@ pub struct ApiKeyConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
     pub keys: Vec<ApiKeyConfig>,
+}
+
+/// What a key may do: `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Sql,
+    Admin,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Sql => "sql",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "read" => Ok(Scope::Read),
+            "sql" => Ok(Scope::Sql),
+            "admin" => Ok(Scope::Admin),
+            _ => Err(format!("unknown scope '{text}': use read, sql or admin")),
+        }
+    }
 }

@@ -7,33 +7,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ApiError;
-use crate::config::{ApiConfig, ApiKeyConfig, KeyFile};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Sql,
-    Admin,
-}
-
-impl Scope {
-    fn parse(text: &str) -> Option<Scope> {
-        match text {
-            "read" => Some(Scope::Read),
-            "sql" => Some(Scope::Sql),
-            "admin" => Some(Scope::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Sql => "sql",
-            Scope::Admin => "admin",
-        }
-    }
-}
+use crate::config::{ApiConfig, ApiKeyConfig, KeyFile, Scope};
 
 /// The holder of a valid key.
 #[derive(Clone, Debug)]
@@ -89,7 +63,7 @@ impl Keys {
             entries.push(ApiKeyConfig {
                 name: "session".into(),
                 sha256: digest_hex(&key),
-                scopes: vec!["read".into(), "sql".into()],
+                scopes: vec![Scope::Read, Scope::Sql],
                 rate_per_second: None,
                 burst: None,
             });
@@ -102,15 +76,7 @@ impl Keys {
                     e.name
                 ))
             })?;
-            let mut scopes = Vec::new();
-            for s in &e.scopes {
-                scopes.push(Scope::parse(s).ok_or_else(|| {
-                    ApiError::Config(format!(
-                        "API key '{}': unknown scope '{s}' (read, sql, admin)",
-                        e.name
-                    ))
-                })?);
-            }
+            let scopes = e.scopes.clone();
             if e.name.is_empty() || e.name.len() > 64 {
                 return Err(ApiError::Config(
                     "every API key needs a name of 1 to 64 characters".into(),

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use k2_lake::query::QueryEngine;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiConfig, ApiKeyConfig, KeyFile};
+pub use config::{ApiConfig, ApiKeyConfig, KeyFile, Scope};
 pub use keys::{digest_hex, generate_key};
 
 /// A readiness check of one dependency: Ok with a short detail, or Err with the reason.

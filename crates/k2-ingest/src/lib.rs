@@ -23,6 +23,7 @@ pub mod simulator;
 pub mod synthetic;
 
 pub use feeds::capture::{CaptureError, CaptureOptions, CaptureStats, capture};
+pub use feeds::config::{FeedPolicy, FeedsConfig, VenueConfig};
 pub use feeds::connection::FeedConfig;
 pub use feeds::supervisor::Reconnect;
 pub use feeds::{Venue, VenueFeed};

@@ -5,18 +5,6 @@
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// xorshift64*: small, fast, and good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Writes `trades` trade rows spread over `companies` companies and 5 trading days into
 /// `dir`. Company ids start at 90001 and symbols are `SYN00`, `SYN01`, ….
 pub fn write_asx_trades(dir: &Path, companies: u32, trades: u64, seed: u64) -> std::io::Result<()> {
@@ -30,7 +18,7 @@ pub fn write_asx_trades(dir: &Path, companies: u32, trades: u64, seed: u64) -> s
         ));
     }
     std::fs::write(dir.join("reference-data").join("company_info.csv"), info)?;
-    let mut rng = Rng(seed | 1);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let per_company = trades / u64::from(companies.max(1));
     for c in 0..companies {
         let rows = if c + 1 == companies {
@@ -42,7 +30,7 @@ pub fn write_asx_trades(dir: &Path, companies: u32, trades: u64, seed: u64) -> s
             1 << 20,
             std::fs::File::create(dir.join("trades").join(format!("{}.csv", 90001 + c)))?,
         );
-        let mut price_milli: i64 = 10_000 + (rng.next() % 50_000) as i64;
+        let mut price_milli: i64 = 10_000 + rng.i64(0..50_000);
         let per_day = rows.div_ceil(5).max(1);
         // Trading hours 10:00–16:00 local, spread evenly over the day's rows.
         let day_ms: u64 = 6 * 3_600_000;
@@ -50,9 +38,9 @@ pub fn write_asx_trades(dir: &Path, companies: u32, trades: u64, seed: u64) -> s
             let day = 10 + (i / per_day) as u32;
             let ms = 10 * 3_600_000 + (i % per_day) * day_ms / per_day;
             let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-            price_milli = (price_milli + (rng.next() % 21) as i64 - 10).max(1);
-            let volume = 1 + rng.next() % 5000;
-            let qualifier = [0, 0, 0, 0, 2, 3, 25][(rng.next() % 7) as usize];
+            price_milli = (price_milli + rng.i64(-10..=10)).max(1);
+            let volume = rng.u64(1..=5000);
+            let qualifier = [0, 0, 0, 0, 2, 3, 25][rng.usize(0..7)];
             writeln!(
                 out,
                 "03/{day:02}/2014,{h:02}:{m:02}:{s:02}.{milli:03},{}.{:03},{volume},{qualifier},,\r",

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //!
-//! - [`tables`] — the table definitions and the SQL catalog (SQLite or PostgreSQL).
+//! - [`tables`] — the table definitions.
+//! - [`catalog`] — the `[catalog]` section and opening the SQL catalog (SQLite or
+//!   PostgreSQL).
 //! - [`commit_marks`] — what a K2 commit records in its snapshot, and reading it back.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each
@@ -18,6 +20,7 @@
 //! - [`error`] — `LakeError`; `metrics` — every metric the lake emits.
 
 pub mod audit;
+pub mod catalog;
 pub mod columns;
 pub mod commit_marks;
 pub mod error;
@@ -31,7 +34,8 @@ pub mod tables;
 pub mod tail;
 pub mod writer;
 
+pub use catalog::{CatalogConfig, open_catalog, open_catalog_at};
 pub use error::{LakeError, Result};
-pub use integrity::{IntegrityOptions, RedisTarget};
-pub use tables::{LakeTable, ensure_tables, open_catalog, open_catalog_at};
-pub use writer::{WriterOptions, WriterSummary};
+pub use integrity::{DedupSection, IntegrityOptions, RedisTarget, SequenceSection};
+pub use tables::{LakeTable, ensure_tables};
+pub use writer::{WriterConfig, WriterOptions, WriterSummary};

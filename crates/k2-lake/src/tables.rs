@@ -1,22 +1,18 @@
 //! The lake's tables, defined once: `market_data.trades`, `market_data.quotes` and
-//! `reference_data.companies`, and the catalog that holds them (the Iceberg SQL catalog on
-//! SQLite, with a warehouse on local disk).
+//! `reference_data.companies`, created in the catalog when missing.
 //!
 //! Market tables are partitioned by `day(timestamp)` and sorted by (symbol, timestamp).
 //! Beside the UTC `timestamp` they carry `trade_date`, the exchange's trading day in its own
 //! time zone, so daily answers group by the exchange calendar and not by the UTC date.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
     ListType, MapType, NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField,
     SortOrder, Transform, Type, UnboundPartitionSpec,
 };
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use k2_model::DataType;
 
 use crate::error::{LakeError, Result};
@@ -228,63 +224,6 @@ fn company_fields() -> Vec<NestedField> {
         NestedField::required(13, "ingestion_timestamp", timestamptz()),
         vendor(14, 15, 16),
     ]
-}
-
-/// Opens the SQL catalog on SQLite at `catalog_path`, with its warehouse under `warehouse_dir`.
-pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<Arc<SqlCatalog>> {
-    if let Some(parent) = catalog_path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
-    }
-    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
-    open_catalog_at(&uri, "k2", warehouse_dir).await
-}
-
-/// The Iceberg SQL catalog in the database at `uri` — `sqlite:PATH?mode=rwc` or
-/// `postgres://user@host:port/db` — under the catalog `name` (several K2 deployments can
-/// share one database under different names).
-pub async fn open_catalog_at(
-    uri: &str,
-    name: &str,
-    warehouse_dir: &Path,
-) -> Result<Arc<SqlCatalog>> {
-    std::fs::create_dir_all(warehouse_dir)
-        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
-    let warehouse = std::path::absolute(warehouse_dir)
-        .map_err(|e| LakeError::io(format!("resolving {}", warehouse_dir.display()), e))?;
-    let bind_style = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
-        SqlBindStyle::DollarNumeric
-    } else if uri.starts_with("sqlite:") {
-        SqlBindStyle::QMark
-    } else {
-        return Err(LakeError::InvalidArgument(format!(
-            "catalog uri '{}' is neither sqlite: nor postgres://",
-            redact(uri)
-        )));
-    };
-    let catalog = SqlCatalogBuilder::default()
-        .uri(uri)
-        .warehouse_location(format!("file://{}", warehouse.display()))
-        .sql_bind_style(bind_style)
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load(name, HashMap::new())
-        .await
-        .map_err(|e| LakeError::catalog(format!("opening the catalog at {}", redact(uri)), e))?;
-    Ok(Arc::new(catalog))
-}
-
-/// A database URI without its password, for messages.
-fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &uri[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
-                None => uri.to_string(),
-            }
-        }
-        _ => uri.to_string(),
-    }
 }
 
 /// Creates the namespaces and tables that do not exist yet.

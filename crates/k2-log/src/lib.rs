@@ -11,9 +11,11 @@
 //!   client of a shared registry, and the payload decoder.
 //! - [`partitioner`] — Kafka-compatible key → partition mapping.
 //! - [`dead_letter`] — rejected records with their raw bytes, source position and reason.
+//! - [`config`] — the `[log]`, `[registry]` and `[dlq]` sections of `k2.toml`.
 //! - `store` — the redb files in the data directory; [`error`] — `LogError`; `metrics`.
 
 pub mod any;
+pub mod config;
 #[cfg(test)]
 pub mod conformance;
 pub mod dead_letter;
@@ -27,10 +29,11 @@ pub mod registry;
 mod store;
 
 pub use any::{AnyConsumer, AnyLog};
+pub use config::{DlqConfig, LogBackend, LogConfig, RegistryConfig};
 pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
 pub use embedded::{EmbeddedConsumer, EmbeddedLog};
 pub use error::{LogError, Result};
-pub use kafka::{KafkaConsumer, KafkaLog, KafkaOptions};
+pub use kafka::{Compression, KafkaConsumer, KafkaLog, KafkaOptions};
 pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,

@@ -15,7 +15,7 @@ pub mod resilience;
 pub mod sequence;
 
 pub use dedup::{DedupConfig, DedupStats, Deduplicator};
-pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
+pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
 
 pub use sequence::{
     Event, GapRange, SequenceConfig, SequenceTracker, StreamId, StreamStats, StreamTracker,

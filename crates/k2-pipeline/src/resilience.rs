@@ -35,7 +35,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait after failed attempt `attempt` (1-based), jittered with `rng`; None when
     /// no attempt is left.
-    pub fn delay(&self, attempt: u32, rng: &mut Jitter) -> Option<Duration> {
+    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Option<Duration> {
         if attempt >= self.attempts {
             return None;
         }
@@ -45,32 +45,7 @@ impl RetryPolicy {
         let full = exp.min(self.max_delay);
         let half = full / 2;
         let spread = (full - half).as_micros() as u64;
-        Some(half + Duration::from_micros(rng.next_u64() % (spread + 1)))
-    }
-}
-
-/// A small random source for jitter (xorshift64*), seeded per user.
-#[derive(Clone, Debug)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn new(seed: u64) -> Self {
-        Jitter(seed | 1)
-    }
-
-    /// Seeded from the clock and the process, so writers on one host do not retry in step.
-    pub fn from_entropy() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Jitter::new(nanos ^ (u64::from(std::process::id()) << 32))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        Some(half + Duration::from_micros(rng.u64(0..=spread)))
     }
 }
 
@@ -195,7 +170,7 @@ mod tests {
             base: Duration::from_millis(100),
             max_delay: Duration::from_millis(500),
         };
-        let mut j = Jitter::new(7);
+        let mut j = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
             let d1 = p.delay(1, &mut j).unwrap();
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));

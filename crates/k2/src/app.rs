@@ -1,5 +1,5 @@
-//! The stores a command works on, opened from the configuration, and the commands that
-//! move data: ingest and consume.
+//! The stores a command works on, opened from the configuration, and the jobs several
+//! commands run: ingest files, capture a feed, write the lake, follow the log.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -11,8 +11,10 @@ use k2_ingest::{IngestOptions, IngestSummary};
 use k2_lake::WriterSummary;
 use k2_lake::query::QueryEngine;
 use k2_log::{
-    AnyLog, DeadLetterStore, EmbeddedLog, KafkaLog, LocalSchemas, Registry, RegistryClient,
+    AnyLog, DeadLetterStore, EmbeddedLog, KafkaLog, LocalSchemas, LogBackend, Registry,
+    RegistryClient,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -24,8 +26,8 @@ pub struct App {
 
 impl App {
     pub async fn open(config: Config) -> anyhow::Result<App> {
-        let log = match config.log.backend.as_str() {
-            "kafka" => {
+        let log = match config.log.backend {
+            LogBackend::Kafka => {
                 let registry = if config.registry.url.is_empty() {
                     Registry::Local(LocalSchemas::open(&config.registry_path())?)
                 } else {
@@ -33,7 +35,7 @@ impl App {
                 };
                 AnyLog::Kafka(KafkaLog::connect(config.kafka_options(), registry).await?)
             }
-            _ => {
+            LogBackend::Embedded => {
                 AnyLog::Embedded(EmbeddedLog::open(&config.log_path()).with_context(|| {
                     format!("opening the log under {}", config.data_dir.display())
                 })?)
@@ -127,7 +129,7 @@ impl App {
         let venue = feed.venue.name();
         let options = k2_ingest::CaptureOptions {
             partitions: self.config.log.partitions,
-            buffer_events: self.config.feeds.buffer_events,
+            buffer_events: self.config.feeds.policy.buffer_events,
             ..Default::default()
         };
         eprintln!(
@@ -156,7 +158,7 @@ impl App {
         let catalog = self.catalog().await?;
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
-        let stop = stop_on_signal();
+        let stop = crate::signal::stop_on_signal();
         let summary = k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop).await?;
         report_writer(&summary);
         Ok(summary)
@@ -190,156 +192,48 @@ pub fn report_writer(summary: &WriterSummary) {
     }
 }
 
-/// What `k2 topics` was asked.
-pub enum TopicsRequest {
-    Create {
-        exchange: String,
-        asset_class: k2_model::AssetClass,
-        partitions: Option<u32>,
-    },
-    List,
-    Describe(String),
-}
-
-/// One line of `k2 topics` output: a topic, or one partition of it (`describe`).
-#[derive(serde::Serialize)]
-pub struct TopicRow {
-    pub topic: String,
-    pub partition: Option<u32>,
-    pub partitions: u32,
-    pub cleanup: String,
-    pub retention_hours: Option<f64>,
-    pub records_end: u64,
-    pub writer_offset: Option<u64>,
-    pub writer_lag: Option<u64>,
-    /// Topic configs as the broker reports them (Kafka `describe`).
-    pub configs: String,
-}
-
-pub async fn topics(app: &App, request: TopicsRequest) -> anyhow::Result<Vec<TopicRow>> {
-    use k2_log::Log;
-    let log = &app.log;
-    let describe = matches!(request, TopicsRequest::Describe(_));
-    let wanted: Vec<String> = match request {
-        TopicsRequest::Create {
-            exchange,
-            asset_class,
-            partitions,
-        } => {
-            let partitions = partitions.unwrap_or(app.config.log.partitions);
-            let specs = k2_ingest::topic_specs(asset_class, &exchange, partitions);
-            for spec in &specs {
-                log.ensure_topic(spec)
-                    .await
-                    .with_context(|| format!("creating topic {}", spec.name))?;
-            }
-            specs.into_iter().map(|s| s.name).collect()
-        }
-        TopicsRequest::List => Vec::new(),
-        TopicsRequest::Describe(name) => vec![name],
-    };
-    let specs = log.topics().await?;
-    let mut rows = Vec::new();
-    for name in &wanted {
-        if !specs.iter().any(|s| &s.name == name) {
-            anyhow::bail!("topic '{name}' does not exist");
-        }
-    }
-    for spec in specs
-        .iter()
-        .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
-    {
-        let ends = log.end_offsets(&spec.name).await?;
-        let group = log
-            .group_offsets(&app.config.writer.group, &spec.name)
-            .await?;
-        let configs = match (&app.log, describe) {
-            (k2_log::AnyLog::Kafka(k), true) => k
-                .topic_configs(&spec.name)
-                .await?
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => String::new(),
-        };
-        let row = |partition, end: u64, offset: Option<u64>| TopicRow {
-            topic: spec.name.clone(),
-            partition,
-            partitions: spec.partitions,
-            cleanup: format!("{:?}", spec.cleanup).to_lowercase(),
-            retention_hours: spec.retention_ms.map(|ms| ms as f64 / 3_600_000.0),
-            records_end: end,
-            writer_offset: offset,
-            writer_lag: offset.map(|o| end.saturating_sub(o)),
-            configs: configs.clone(),
-        };
-        if describe {
-            for (p, &end) in ends.iter().enumerate() {
-                rows.push(row(Some(p as u32), end, group.get(p).copied().flatten()));
-            }
-        } else {
-            let committed: Option<u64> = group.iter().copied().sum();
-            rows.push(row(None, ends.iter().sum(), committed));
-        }
-    }
-    Ok(rows)
-}
-
-/// The schema registry's tables: inside the embedded log, or their own file with Kafka
-/// (no connection to the cluster is needed to serve them).
-pub fn schemas(config: &Config) -> anyhow::Result<LocalSchemas> {
-    Ok(match config.log.backend.as_str() {
-        "kafka" => LocalSchemas::open(&config.registry_path())?,
-        _ => EmbeddedLog::open(&config.log_path())
-            .with_context(|| format!("opening the log under {}", config.data_dir.display()))?
-            .schemas(),
-    })
-}
-
 /// The Iceberg catalog the configuration names, with K2's tables in it.
 pub async fn catalog(config: &Config) -> anyhow::Result<Arc<dyn iceberg::Catalog>> {
-    let c = &config.catalog;
-    let catalog = if c.uri.is_empty() {
-        k2_lake::open_catalog(&config.catalog_path(), &config.warehouse_dir()).await?
-    } else {
-        k2_lake::open_catalog_at(&c.uri, &c.name, &config.warehouse_dir()).await?
-    };
-    k2_lake::ensure_tables(catalog.as_ref()).await?;
-    Ok(catalog)
+    Ok(config
+        .catalog
+        .open(&config.catalog_path(), &config.warehouse_dir())
+        .await?)
 }
 
 /// The query engine over the lake (no log needed).
 pub async fn engine(config: &Config) -> anyhow::Result<QueryEngine> {
     Ok(QueryEngine::new(
         catalog(config).await?,
-        config.query_options(),
+        config.query.clone(),
     )?)
 }
 
-/// A token cancelled at the first SIGINT or SIGTERM: the one stop signal of a command.
-pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        on_signal.cancel();
-    });
-    stop
-}
+type Task<T> = tokio::task::JoinHandle<T>;
 
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+/// The live tail following the log and the lake writer committing from it, each on its
+/// own task until `stop` is set.
+pub async fn follow_and_write(
+    app: &Arc<App>,
+    catalog: &Arc<dyn iceberg::Catalog>,
+    tail: &Arc<k2_lake::tail::Tail>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(
+    Task<k2_log::Result<()>>,
+    Task<k2_lake::Result<k2_lake::WriterSummary>>,
+)> {
+    let start =
+        k2_lake::tail::start_positions(&app.log, catalog.as_ref(), &app.config.writer.source)
+            .await?;
+    let follower = tokio::spawn(k2_lake::tail::follow(
+        tail.clone(),
+        app.log.clone(),
+        start,
+        stop.clone(),
+    ));
+    let (app, catalog, stop) = (app.clone(), catalog.clone(), stop.clone());
+    let writer = tokio::spawn(async move {
+        let options = app.config.writer_options();
+        k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
+    });
+    Ok((follower, writer))
 }

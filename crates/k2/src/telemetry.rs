@@ -2,9 +2,50 @@
 //! Prometheus `/metrics` endpoint for long-running commands when configured.
 
 use anyhow::Context;
+use k2_model::ConfigError;
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::TelemetryConfig;
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: logs and the metrics endpoint.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `k2_lake=debug,info`. Empty: `info` for the
+    /// services (ingest, consume, feed, serve, up), `warn` for interactive commands.
+    pub log_level: String,
+    /// Address for the Prometheus `/metrics` endpoint of long-running commands; empty: off.
+    pub metrics_listen: String,
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.log_level.is_empty() && EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::new(
+                "telemetry.log_level",
+                format!("'{}' is not a tracing filter", self.log_level),
+            ));
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "telemetry.metrics_listen",
+                format!("'{}' is not an address (host:port)", self.metrics_listen),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// `service`: a long-running command, which logs at `info` unless configured otherwise.
 pub fn init_logs(config: &TelemetryConfig, service: bool) {
@@ -19,7 +60,7 @@ pub fn init_logs(config: &TelemetryConfig, service: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if config.log_format == "json" {
+    if config.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -877,7 +877,7 @@ fn limits_are_enforced_rate_timeout_concurrency() {
     let data = landed();
     let s = serve(
         data.path(),
-        "[query]\ntimeout_seconds = 1.5\n[api]\nrate_per_second = 0.01\nburst = 4\nip_rate_per_second = 0.01\nip_burst = 100\nmax_concurrent_queries = 1\nmax_queued = 0",
+        "[query]\ntimeout = \"1500ms\"\n[api]\nrate_per_second = 0.01\nburst = 4\nip_rate_per_second = 0.01\nip_burst = 100\nmax_concurrent_queries = 1\nmax_queued = 0",
     );
     // A slow query times out (504) and is cancelled.
     let slow = json!({"sql": "SELECT count(*) FROM generate_series(1, 50000000000)"});
@@ -1061,10 +1061,10 @@ fn k2_up_serves_live_trades_before_the_lake_has_them_and_lands_each_once() {
     let extra = format!(
         r#"
 [writer]
-max_age_seconds = 3600.0
+max_age = "1h"
 [feeds]
-backoff_base_ms = 20
-backoff_max_ms = 200
+backoff_base = "20ms"
+backoff_max = "200ms"
 [feeds.binance]
 url = "{}"
 symbols = ["BTCUSDT"]
@@ -1217,10 +1217,10 @@ fn k2_up_takes_a_binance_burst_and_every_kraken_trade_at_once() {
     let extra = format!(
         r#"
 [writer]
-max_age_seconds = 1.0
+max_age = "1s"
 [feeds]
-backoff_base_ms = 20
-backoff_max_ms = 200
+backoff_base = "20ms"
+backoff_max = "200ms"
 [feeds.binance]
 url = "{}"
 symbols = ["BTCUSDT"]

@@ -80,6 +80,25 @@ fn demo_twice_gives_the_same_tables() {
     assert_lake_holds_the_sample_exactly(data.path());
 }
 
+/// A user who installed only the binary runs the main job in an empty directory: the
+/// sample built into `k2` is unpacked under the data directory and gives the same lake.
+#[test]
+fn demo_runs_from_an_empty_directory_with_the_built_in_sample() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2"));
+    cmd.arg("demo")
+        .current_dir(home.path())
+        .env_remove("K2_CONFIG")
+        .env("K2_LOG", "warn")
+        .stdin(Stdio::null());
+    let out = run_ok(&mut cmd);
+    assert!(out.contains(&format!("{TRADES} rows")), "{out}");
+    assert!(out.contains("36.52264159"), "{out}");
+    let data = home.path().join("data");
+    assert!(data.join("sample/asx-2014-03/trades").is_dir());
+    assert_lake_holds_the_sample_exactly(&data);
+}
+
 fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,7 +130,7 @@ fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
         .unwrap();
     let small_batches = |cmd: &mut Command| {
         cmd.env("K2_WRITER__MAX_ROWS", "3000")
-            .env("K2_WRITER__MAX_AGE_SECONDS", "0.2")
+            .env("K2_WRITER__MAX_AGE", "200ms")
             .env("K2_LOG__INGEST_CHUNK_ROWS", "2000");
     };
     let mut kills = 0;
@@ -518,7 +537,7 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
     let mut moments = Moments(seed);
     let batches = |cmd: &mut Command| {
         cmd.env("K2_WRITER__MAX_ROWS", "30000")
-            .env("K2_WRITER__MAX_AGE_SECONDS", "0.5");
+            .env("K2_WRITER__MAX_AGE", "500ms");
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -627,7 +646,7 @@ fn sigterm_mid_run_commits_everything_acknowledged_and_the_next_start_continues(
         k2(data.path())
             .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
             .env("K2_WRITER__MAX_ROWS", "10000000")
-            .env("K2_WRITER__MAX_AGE_SECONDS", "3600")
+            .env("K2_WRITER__MAX_AGE", "1h")
             .arg("consume"),
     );
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -846,7 +865,7 @@ fn on_kafka_the_broker_lost_mid_stream_loses_and_duplicates_nothing() {
         let mut cmd = k2(data.path());
         cmd.envs(env.clone())
             .env("K2_WRITER__MAX_ROWS", "20000")
-            .env("K2_WRITER__MAX_AGE_SECONDS", "0.5")
+            .env("K2_WRITER__MAX_AGE", "500ms")
             .env("K2_LOG__INGEST_CHUNK_ROWS", "5000");
         cmd
     };

@@ -12,10 +12,10 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::call::Call;
+use crate::config::Scope;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::failure::Failure;
 use crate::format::Format;
-use crate::keys::Scope;
 use crate::params;
 use crate::present;
 use crate::respond::{self, Meta};

@@ -8,9 +8,9 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use crate::call::Call;
+use crate::config::Scope;
 use crate::extract::ApiQuery;
 use crate::failure::Failure;
-use crate::keys::Scope;
 use crate::params;
 use crate::present;
 use crate::respond;

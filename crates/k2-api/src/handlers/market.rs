@@ -14,11 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::cache::Kept;
 use crate::call::Call;
+use crate::config::Scope;
 use crate::cursor::{self, Cursor};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::failure::Failure;
 use crate::format::Format;
-use crate::keys::Scope;
 use crate::params;
 use crate::respond::{self, Pagination};
 use crate::schema::{

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::call::Call;
+use crate::config::Scope;
 use crate::extract::ApiQuery;
 use crate::failure::Failure;
-use crate::keys::Scope;
 use crate::params;
 use crate::stream;
 

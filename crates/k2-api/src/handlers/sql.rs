@@ -5,9 +5,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::call::Call;
+use crate::config::Scope;
 use crate::extract::ApiJson;
 use crate::failure::Failure;
-use crate::keys::Scope;
 use crate::respond::{self, Meta};
 use crate::schema::{ErrorEnvelope, SqlAnswer};
 

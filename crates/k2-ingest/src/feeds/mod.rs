@@ -15,11 +15,13 @@
 //! - [`binance`], [`kraken`] — a venue's messages, parsing, subscription and frames.
 //! - `values` — prices, quantities and ids read exactly; `json` — the cursor of the fast
 //!   paths.
+//! - [`config`] — the `[feeds]` section: connection policy, venues' tables.
 //! - [`ws`] — the WebSocket client; [`connection`] — one connection, frames to events;
 //!   [`supervisor`] — a feed kept connected; [`capture`] — a feed into the log.
 
 pub mod binance;
 pub mod capture;
+pub mod config;
 pub mod connection;
 mod json;
 pub mod kraken;
@@ -95,7 +97,7 @@ pub trait VenueFeed: Sync {
 }
 
 /// A venue K2 captures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Venue {
     Binance,
     Kraken,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use k2_pipeline::{BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
+use k2_pipeline::{BreakerConfig, CircuitBreaker, RetryPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,7 @@ pub async fn run_feed(
         .chain(reconnect.fallback_urls.iter().map(String::as_str))
         .collect();
     let mut breaker = CircuitBreaker::new(reconnect.breaker.clone());
-    let mut jitter = Jitter::from_entropy();
+    let mut jitter = fastrand::Rng::new();
     let mut stats = FeedStats::default();
     let mut failed_in_a_row = 0u32;
     let mut turn = 0usize;

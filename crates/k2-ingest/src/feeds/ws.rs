@@ -101,7 +101,7 @@ pub struct Connection {
     assembled: Vec<u8>,
     /// Frames owed to the peer: pongs for its pings, the answer to its close.
     owed: Vec<(u8, Vec<u8>)>,
-    mask: k2_pipeline::Jitter,
+    mask: fastrand::Rng,
 }
 
 /// Opens `url` (`ws://` or `wss://`) and upgrades it to a WebSocket, all within `timeout`.
@@ -147,7 +147,7 @@ async fn open(url: &str) -> Result<Connection, WsError> {
         fragments: None,
         assembled: Vec::new(),
         owed: Vec::new(),
-        mask: k2_pipeline::Jitter::from_entropy(),
+        mask: fastrand::Rng::new(),
     };
     let mut target = parsed.path().to_string();
     if let Some(q) = parsed.query() {
@@ -373,7 +373,7 @@ impl Connection {
                 frame.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        let key = (self.mask.next_u64() as u32).to_be_bytes();
+        let key = self.mask.u32(..).to_be_bytes();
         frame.extend_from_slice(&key);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
         self.stream.write_all(&frame).await?;

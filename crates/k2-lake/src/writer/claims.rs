@@ -108,7 +108,7 @@ pub(super) async fn claim_batch(
     let lease = state.integrity.claim_lease().unwrap_or_default();
     let deadline = Instant::now() + lease + Duration::from_secs(10);
     let mut pause = Duration::from_millis(20);
-    let mut jitter = k2_pipeline::Jitter::from_entropy();
+    let mut jitter = fastrand::Rng::new();
     let started = Instant::now();
     while !todo.is_empty() {
         let request: Vec<(u128, Option<String>)> =
@@ -173,10 +173,7 @@ pub(super) async fn claim_batch(
             }
             tracing::debug!(table = %t, waiting, "message ids claimed by another writer's batch in flight; waiting");
             let ms = pause.as_millis() as u64;
-            tokio::time::sleep(Duration::from_millis(
-                ms / 2 + jitter.next_u64() % ms.max(1),
-            ))
-            .await;
+            tokio::time::sleep(Duration::from_millis(ms / 2 + jitter.u64(0..ms.max(1)))).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }

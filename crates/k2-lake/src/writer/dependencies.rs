@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, Jitter, RetryPolicy};
+use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
 
 use super::options::{WriterOptions, WriterSummary};
 use crate::error::{LakeError, Result};
@@ -20,7 +20,7 @@ pub(super) struct Dependency {
     name: &'static str,
     breaker: CircuitBreaker,
     policy: RetryPolicy,
-    jitter: Jitter,
+    jitter: fastrand::Rng,
     /// Breaker transitions, in order (for the run summary).
     pub transitions: Vec<BreakerState>,
     pub retries: u64,
@@ -33,7 +33,7 @@ impl Dependency {
             name,
             breaker: CircuitBreaker::new(breaker),
             policy,
-            jitter: Jitter::from_entropy(),
+            jitter: fastrand::Rng::new(),
             transitions: Vec::new(),
             retries: 0,
         }

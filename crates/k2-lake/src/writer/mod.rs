@@ -15,7 +15,8 @@
 //! # Layout
 //!
 //! - [`run`] — the loop, a short sequence of named steps (this file).
-//! - `options` — [`WriterOptions`], [`WriterSummary`].
+//! - `options` — the `[writer]` section ([`WriterConfig`]), [`WriterOptions`],
+//!   [`WriterSummary`].
 //! - `dependencies` — catalog, storage, log and Redis behind retries and breakers.
 //! - `state` — what the writer holds per table.
 //! - `topics` — topics → tables, topics that appear, catching up with the log's end.
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::dependencies::Deps;
 use self::flight::{Flight, Letters, land, take_off};
-pub use self::options::{EXPIRE_EVERY, WriterOptions, WriterSummary};
+pub use self::options::{EXPIRE_EVERY, WriterConfig, WriterOptions, WriterSummary};
 use self::poll::{Poller, publish_sequence_events};
 use self::reports::Reports;
 use self::state::TableState;

@@ -1,13 +1,138 @@
-//! How the writer batches, where it stops, and what it reports of a run.
+//! How the writer batches, where it stops, and what it reports of a run: the `[writer]`
+//! section of `k2.toml`, the options a run takes, its summary.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k2_model::ConfigError;
 use k2_pipeline::{BreakerConfig, RetryPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::integrity::IntegrityOptions;
+
+/// `[writer]`: the lake writer's batches, retries and snapshot retention.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Commit a table once this many rows are waiting.
+    pub max_rows: usize,
+    /// Commit a table once its oldest waiting row is this old.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// zstd level of the Parquet files (1–22).
+    pub zstd_level: i32,
+    /// Consumer group under which the writer's positions are reported (monitoring only).
+    pub group: String,
+    /// Attempts at a call to the catalog, object store, log or Redis that fails retryably.
+    pub retry_attempts: u32,
+    /// First backoff; doubles per attempt (jittered) up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Consecutive failures that open a dependency's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before a trial call.
+    #[serde(with = "humantime_serde")]
+    pub breaker_open: Duration,
+    /// Names this writer's log when several writers, each with its own log, write the
+    /// same tables (its positions are recorded under the name). Empty: the only writer.
+    pub source: String,
+    /// Snapshots older than this expire (time travel reaches this far back); `0s` keeps
+    /// every snapshot.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_retention: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        let (retry, breaker) = (RetryPolicy::default(), BreakerConfig::default());
+        WriterConfig {
+            max_rows: 1_000_000,
+            max_age: Duration::from_secs(10),
+            zstd_level: 1,
+            group: "k2-lake-writer".into(),
+            retry_attempts: retry.attempts,
+            retry_base: retry.base,
+            retry_max: retry.max_delay,
+            breaker_failures: breaker.failure_threshold,
+            breaker_open: breaker.open_for,
+            source: String::new(),
+            snapshot_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl WriterConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(ConfigError::new(
+                "writer.zstd_level",
+                format!("must be between 1 and 22, not {}", self.zstd_level),
+            ));
+        }
+        if self.max_rows == 0 || self.max_age.is_zero() {
+            return Err(ConfigError::new(
+                "writer.max_rows",
+                "writer.max_rows and writer.max_age must be positive",
+            ));
+        }
+        if self.retry_attempts == 0 || self.breaker_failures == 0 {
+            return Err(ConfigError::new(
+                "writer.retry_attempts",
+                "writer.retry_attempts and writer.breaker_failures must be at least 1",
+            ));
+        }
+        // An hour at least: a writer sharing dedup in Redis looks up the batches other
+        // writers hold claims for among the snapshots, and a query pinned to a snapshot
+        // should not see it vanish mid-session.
+        let kept = self.snapshot_retention;
+        if !(kept.is_zero() || kept >= Duration::from_secs(3600)) {
+            return Err(ConfigError::new(
+                "writer.snapshot_retention",
+                format!(
+                    "must be 0s (keep every snapshot) or at least 1h, not {}",
+                    humantime::format_duration(kept)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The options of a run of this writer: its integrity checks, and the audit file.
+    pub fn options(
+        &self,
+        integrity: IntegrityOptions,
+        audit_path: Option<PathBuf>,
+    ) -> WriterOptions {
+        WriterOptions {
+            max_rows: self.max_rows,
+            max_age: self.max_age,
+            poll_records: POLL_RECORDS,
+            zstd_level: self.zstd_level,
+            group: self.group.clone(),
+            until_caught_up: false,
+            retry: RetryPolicy {
+                attempts: self.retry_attempts,
+                base: self.retry_base,
+                max_delay: self.retry_max,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: self.breaker_failures,
+                open_for: self.breaker_open,
+            },
+            integrity,
+            audit_path,
+            source: self.source.clone(),
+            snapshot_retention: (!self.snapshot_retention.is_zero())
+                .then_some(self.snapshot_retention),
+        }
+    }
+}
+
+/// Records taken from the log per poll.
+const POLL_RECORDS: usize = 50_000;
 
 /// How the writer batches and where it stops.
 #[derive(Clone, Debug)]
@@ -47,20 +172,11 @@ pub struct WriterOptions {
 pub const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 impl Default for WriterOptions {
+    /// The `[writer]` defaults, without the audit file, keeping every snapshot.
     fn default() -> Self {
         WriterOptions {
-            max_rows: 1_000_000,
-            max_age: Duration::from_secs(10),
-            poll_records: 50_000,
-            zstd_level: 1,
-            group: "k2-lake-writer".into(),
-            until_caught_up: false,
-            retry: RetryPolicy::default(),
-            breaker: BreakerConfig::default(),
-            integrity: IntegrityOptions::default(),
-            audit_path: None,
-            source: String::new(),
             snapshot_retention: None,
+            ..WriterConfig::default().options(IntegrityOptions::default(), None)
         }
     }
 }

@@ -15,7 +15,7 @@ impl KafkaLog {
     /// The broker's view of a topic's configuration (what `describe` prints); entries the
     /// broker does not report are absent.
     pub async fn topic_configs(&self, topic: &str) -> Result<Vec<(String, String)>> {
-        let opts = AdminOptions::new().request_timeout(Some(self.options.request_timeout()));
+        let opts = AdminOptions::new().request_timeout(Some(self.options.request_timeout));
         let results = self
             .admin
             .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
@@ -49,7 +49,7 @@ impl KafkaLog {
                 let md = log
                     .producer
                     .client()
-                    .fetch_metadata(None, log.options.request_timeout())
+                    .fetch_metadata(None, log.options.request_timeout)
                     .map_err(|e| kafka_error("reading cluster metadata", e))?;
                 Ok((log.partitions_of(&name)?, md.brokers().len()))
             })
@@ -78,8 +78,8 @@ impl KafkaLog {
         )
         .set("retention.ms", &retention);
         let opts = AdminOptions::new()
-            .operation_timeout(Some(self.options.request_timeout()))
-            .request_timeout(Some(self.options.request_timeout()));
+            .operation_timeout(Some(self.options.request_timeout))
+            .request_timeout(Some(self.options.request_timeout));
         let results = self
             .admin
             .create_topics([&topic], &opts)
@@ -108,7 +108,7 @@ impl KafkaLog {
             }
         }
         // The broker may answer metadata requests before the new topic shows up.
-        let deadline = Instant::now() + self.options.request_timeout();
+        let deadline = Instant::now() + self.options.request_timeout;
         loop {
             let name = spec.name.clone();
             if self
@@ -134,7 +134,7 @@ impl KafkaLog {
                 let md = log
                     .producer
                     .client()
-                    .fetch_metadata(None, log.options.request_timeout())
+                    .fetch_metadata(None, log.options.request_timeout)
                     .map_err(|e| kafka_error("listing topics", e))?;
                 Ok(md
                     .topics()

@@ -26,7 +26,7 @@ impl KafkaLog {
         let md = self
             .producer
             .client()
-            .fetch_metadata(Some(topic), self.options.request_timeout())
+            .fetch_metadata(Some(topic), self.options.request_timeout)
             .map_err(|e| kafka_error(format!("reading metadata of topic '{topic}'"), e))?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
@@ -49,7 +49,7 @@ impl KafkaLog {
     /// returns the rest of that batch, and the end is one past its last record.
     pub(super) fn watermarks(&self, topic: &str, partition: u32) -> Result<(i64, i64)> {
         let context = || format!("reading the end of {topic}/{partition}");
-        let timeout = self.options.request_timeout();
+        let timeout = self.options.request_timeout;
         let (low, high) = self
             .producer
             .client()

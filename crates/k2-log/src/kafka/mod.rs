@@ -46,7 +46,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, ThreadedProducer};
 
 pub use self::consumer::KafkaConsumer;
-pub use self::options::KafkaOptions;
+pub use self::options::{Compression, KafkaOptions};
 use self::producer::Deliveries;
 use crate::error::{LogError, Result};
 use crate::log::{CleanupPolicy, Log, PartitionOffset, SourceCheckpoint, TopicBatch, TopicSpec};
@@ -147,12 +147,12 @@ impl KafkaLog {
             let md = probe
                 .producer
                 .client()
-                .fetch_metadata(None, probe.options.request_timeout())
+                .fetch_metadata(None, probe.options.request_timeout)
                 .map_err(|e| {
                     LogError::storage(
                         format!(
-                            "no Kafka broker answered at {} within {} ms",
-                            probe.options.bootstrap_servers, probe.options.request_timeout_ms
+                            "no Kafka broker answered at {} within {:?} (log.kafka.request_timeout)",
+                            probe.options.bootstrap_servers, probe.options.request_timeout
                         ),
                         e,
                     )
@@ -189,7 +189,7 @@ impl KafkaLog {
 
     /// Runs a blocking client call off the async threads. A retryable failure (the
     /// cluster unreachable, a leader moving) is retried with backoff for as long as the
-    /// producer would retry a delivery (`delivery_timeout_ms`): every operation of the
+    /// producer would retry a delivery (`delivery_timeout`): every operation of the
     /// backend rides out the same outages, then fails loudly.
     pub(super) async fn blocking<T: Send + 'static>(
         &self,
@@ -197,7 +197,7 @@ impl KafkaLog {
     ) -> Result<T> {
         let f = Arc::new(f);
         let started = Instant::now();
-        let budget = Duration::from_millis(self.options.delivery_timeout_ms);
+        let budget = self.options.delivery_timeout;
         let mut backoff = Duration::from_millis(100);
         loop {
             let (this, call) = (self.clone(), f.clone());

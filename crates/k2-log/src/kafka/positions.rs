@@ -21,7 +21,7 @@ impl KafkaLog {
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
         let sources = sources.to_vec();
         self.blocking(move |log| {
-            let timeout = log.options.request_timeout();
+            let timeout = log.options.request_timeout;
             let mut latest: Vec<Option<Vec<u8>>> = vec![None; sources.len()];
             let (low, high) = log.watermarks(CHECKPOINT_TOPIC, 0)?;
             if high <= low {
@@ -122,7 +122,7 @@ impl KafkaLog {
                 tpl.add_partition(&topic, p as i32);
             }
             let got = consumer
-                .committed_offsets(tpl, log.options.request_timeout())
+                .committed_offsets(tpl, log.options.request_timeout)
                 .map_err(|e| kafka_error(format!("reading offsets of group '{group}'"), e))?;
             Ok((0..n)
                 .map(

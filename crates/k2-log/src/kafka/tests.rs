@@ -22,7 +22,7 @@ fn namespace() -> String {
 async fn connect(bootstrap: &str, dir: &std::path::Path) -> KafkaLog {
     let options = KafkaOptions {
         bootstrap_servers: bootstrap.to_string(),
-        linger_ms: 1,
+        linger: std::time::Duration::from_millis(1),
         ..KafkaOptions::default()
     };
     KafkaLog::connect(
@@ -61,7 +61,7 @@ async fn broker_down_at_start_names_the_servers() {
     // Port 1 on loopback: nothing listens there.
     let options = KafkaOptions {
         bootstrap_servers: "127.0.0.1:1".into(),
-        request_timeout_ms: 1_500,
+        request_timeout: std::time::Duration::from_millis(1_500),
         ..KafkaOptions::default()
     };
     let schemas = Registry::Local(LocalSchemas::open(&dir.path().join("registry.redb")).unwrap());

@@ -193,7 +193,7 @@ async fn burst(
     let app = App::open(config).await?;
     let sim = SimulatorThread::start(frames)?;
     let (feed, reconnect) = feed_config(venue, sim.url.clone());
-    let rss_before = super::rss_bytes();
+    let rss_before = crate::memory::rss_bytes();
     let topic = k2_model::TopicName::new(
         k2_model::AssetClass::Crypto,
         k2_model::DataType::Trades,
@@ -225,7 +225,7 @@ async fn burst(
     let stats = k2_ingest::capture(&app.log, &app.dlq, feed, reconnect, &options, done).await?;
     watch.abort();
     let secs = started.elapsed().as_secs_f64();
-    let rss_after = super::rss_bytes();
+    let rss_after = crate::memory::rss_bytes();
     // The simulator's thread is idle once the burst is sent: all of its CPU is the burst's.
     let simulator_cpu = sim.stop();
     let k2_cpu = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu_before - simulator_cpu;
@@ -250,7 +250,7 @@ async fn burst(
 
 async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {
     // The gauges of what K2 holds by design, to tell their share of the memory: the dedup
-    // window (it grows until `dedup.window_seconds` or `dedup.max_ids`), the embedded
+    // window (it grows until `dedup.window` or `dedup.max_ids`), the embedded
     // log's page cache (64 MiB) and the decoded Parquet footers (until
     // `query.file_metadata_cache_mb`).
     let metrics = crate::telemetry::recorder()?;
@@ -280,11 +280,11 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .fold(0.0, |a, b| a + b) as u64
         };
-        let (anon, file) = super::rss_anon_file();
+        let (anon, file) = crate::memory::rss_anon_file();
         // With `--features heap-stats`, the live heap: what the program holds, against
         // what the allocator keeps resident.
-        let heap =
-            crate::heap_live_bytes().map_or(String::new(), |b| format!(", heap live {:.0}", mb(b)));
+        let heap = crate::memory::heap_live_bytes()
+            .map_or(String::new(), |b| format!(", heap live {:.0}", mb(b)));
         format!(
             "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap}); lake files {}; {queries}",
             at.as_secs(),
@@ -320,7 +320,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let tail = Arc::new(Tail::new(TailConfig::default()));
-    let (follower, writer) = crate::serve::follow_and_write(&app, &catalog, &tail, &stop).await?;
+    let (follower, writer) = crate::app::follow_and_write(&app, &catalog, &tail, &stop).await?;
     let stop_feed = tokio_util::sync::CancellationToken::new();
     let capture = {
         let (app, stop) = (app.clone(), stop_feed.clone());
@@ -330,7 +330,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         })
     };
 
-    let engine = QueryEngine::new(catalog, config.query_options())?;
+    let engine = QueryEngine::new(catalog, config.query.clone())?;
     let filter = MarketFilter {
         symbols: vec!["BTCUSDT".into()],
         fields: vec!["source_sequence".into(), "receive_timestamp".into()],

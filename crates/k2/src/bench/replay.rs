@@ -22,9 +22,9 @@ use k2_lake::LakeTable;
 use k2_lake::query::QueryEngine;
 use k2_lake::replay::ReplayRequest;
 
-use super::rss_bytes;
 use crate::app::App;
 use crate::config::Config;
+use crate::memory::rss_bytes;
 
 pub async fn run(mut config: Config, rows: u64, companies: u32) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -148,7 +148,7 @@ async fn over_http(
         tail: None,
     };
     let server =
-        super::http::BenchServer::start(app, app.config.api.cache_mb, &key, backends).await?;
+        super::api::BenchServer::start(app, app.config.api.cache_mb, &key, backends).await?;
     let addr = server.addr;
     let iso = k2_api::present::iso_us;
     let query = format!(

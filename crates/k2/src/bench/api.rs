@@ -114,7 +114,7 @@ impl BenchServer {
         api.keys = vec![k2_api::ApiKeyConfig {
             name: "bench".into(),
             sha256: k2_api::digest_hex(key),
-            scopes: vec!["read".into()],
+            scopes: vec![k2_api::Scope::Read],
             rate_per_second: Some(1e9),
             burst: Some(u32::MAX),
         }];

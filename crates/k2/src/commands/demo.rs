@@ -2,38 +2,46 @@
 //! the lake exactly once, and real questions get answered. Running it again changes
 //! nothing: the ingest resumes from its checkpoints and the writer from its snapshots.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
+use clap::Args;
 use k2_lake::LakeTable;
 use k2_lake::query::BarInterval;
 
-use crate::app::App;
-use crate::output::{Format, render, to_batches};
-use crate::present;
+use k2_api::present;
 
-pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
-    if !sample
-        .join("reference-data")
-        .join("company_info.csv")
-        .exists()
-    {
-        bail!(
-            "the sample {} was not found; run k2 from the repository root or pass --sample DIR",
-            sample.display()
-        );
-    }
+use crate::app::App;
+use crate::config::Config;
+use crate::memory;
+use crate::output::{Format, render, to_batches};
+use crate::sample;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// A directory in the sample's layout (default: the sample built into k2, unpacked
+    /// into the data directory).
+    #[arg(long)]
+    sample: Option<PathBuf>,
+}
+
+pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let sample = match args.sample {
+        Some(dir) => sample::check(&dir)?,
+        None => sample::unpack(&config.data_dir.join("sample"))?,
+    };
+    let app = App::open(config).await?;
     let started = Instant::now();
     println!(
         "K2 demo: ASX equities sample, 10–14 March 2014 (data in {})\n",
         app.config.data_dir.display()
     );
     println!("1. Ingest: CSV files → durable log");
-    let ingest = app.ingest_asx(sample).await?;
+    let ingest = app.ingest_asx(&sample).await?;
     println!("\n2. Lake writer: log → Iceberg tables (exactly once)");
     let written = app.consume(true).await?;
     let engine = app.engine().await?;
@@ -127,7 +135,7 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         ingest.produced(),
         committed,
-        peak_rss_mib().map_or_else(|| "unknown".to_string(), |m| m.to_string())
+        memory::peak_rss_mib().map_or_else(|| "unknown".to_string(), |m| m.to_string())
     );
     println!(
         "Try: k2 query summary BHP 2014-03-12 --exchange ASX | k2 query ohlcv BHP --interval 5m --from 2014-03-11 --exchange ASX"
@@ -138,12 +146,4 @@ pub async fn run(app: App, sample: &Path) -> anyhow::Result<ExitCode> {
 fn scalar(batches: &[RecordBatch]) -> anyhow::Result<i64> {
     let b = batches.first().context("empty result")?;
     Ok(b.column(0).as_primitive::<Int64Type>().value(0))
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-pub fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
 }

@@ -1,0 +1,121 @@
+//! `[catalog]`: which Iceberg catalog holds K2's tables, and opening it. The SQL catalog
+//! lives in SQLite in the data directory by default, or in a PostgreSQL database shared by
+//! several writers and readers; the warehouse (the tables' files) is a local directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::{Catalog, CatalogBuilder};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use k2_model::ConfigError;
+use serde::Deserialize;
+
+use crate::error::{LakeError, Result};
+use crate::tables::ensure_tables;
+
+/// `[catalog]`: where the Iceberg SQL catalog lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Empty: SQLite in the data directory. Else `postgres://user[:password]@host:port/db`
+    /// (or a `sqlite:` URI).
+    pub uri: String,
+    /// Catalog name inside the database (deployments sharing a database differ by name).
+    pub name: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            uri: String::new(),
+            name: "k2".into(),
+        }
+    }
+}
+
+impl CatalogConfig {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !self.uri.is_empty() && !known.iter().any(|p| self.uri.starts_with(p)) {
+            return Err(ConfigError::new(
+                "catalog.uri",
+                format!("'{}' is neither sqlite: nor postgres://", redact(&self.uri)),
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(ConfigError::new("catalog.name", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The catalog, with K2's tables in it: SQLite at `sqlite_path` when no URI is
+    /// configured; the warehouse under `warehouse_dir`.
+    pub async fn open(&self, sqlite_path: &Path, warehouse_dir: &Path) -> Result<Arc<dyn Catalog>> {
+        let catalog = if self.uri.is_empty() {
+            open_catalog(sqlite_path, warehouse_dir).await?
+        } else {
+            open_catalog_at(&self.uri, &self.name, warehouse_dir).await?
+        };
+        ensure_tables(catalog.as_ref()).await?;
+        Ok(catalog)
+    }
+}
+
+/// Opens the SQL catalog on SQLite at `catalog_path`, with its warehouse under `warehouse_dir`.
+pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<Arc<SqlCatalog>> {
+    if let Some(parent) = catalog_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
+    open_catalog_at(&uri, "k2", warehouse_dir).await
+}
+
+/// The Iceberg SQL catalog in the database at `uri` — `sqlite:PATH?mode=rwc` or
+/// `postgres://user@host:port/db` — under the catalog `name` (several K2 deployments can
+/// share one database under different names).
+pub async fn open_catalog_at(
+    uri: &str,
+    name: &str,
+    warehouse_dir: &Path,
+) -> Result<Arc<SqlCatalog>> {
+    std::fs::create_dir_all(warehouse_dir)
+        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
+    let warehouse = std::path::absolute(warehouse_dir)
+        .map_err(|e| LakeError::io(format!("resolving {}", warehouse_dir.display()), e))?;
+    let bind_style = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        SqlBindStyle::DollarNumeric
+    } else if uri.starts_with("sqlite:") {
+        SqlBindStyle::QMark
+    } else {
+        return Err(LakeError::InvalidArgument(format!(
+            "catalog uri '{}' is neither sqlite: nor postgres://",
+            redact(uri)
+        )));
+    };
+    let catalog = SqlCatalogBuilder::default()
+        .uri(uri)
+        .warehouse_location(format!("file://{}", warehouse.display()))
+        .sql_bind_style(bind_style)
+        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .load(name, HashMap::new())
+        .await
+        .map_err(|e| LakeError::catalog(format!("opening the catalog at {}", redact(uri)), e))?;
+    Ok(Arc::new(catalog))
+}
+
+/// A database URI without its password, for messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &uri[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
+}

@@ -1,0 +1,190 @@
+//! `k2 query`: the lake's everyday questions (trades, quotes, daily summaries, bars,
+//! symbols, snapshots), with time travel.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use chrono::NaiveDate;
+use clap::{Args, Subcommand};
+use k2_api::present;
+use k2_lake::LakeTable;
+use k2_lake::query::{BarInterval, MarketFilter};
+
+use super::OutputArgs;
+use super::times::{day_bounds, parse_time};
+use crate::app;
+use crate::config::Config;
+use crate::output::{render, to_batches};
+
+#[derive(Args)]
+pub struct QueryArgs {
+    #[command(subcommand)]
+    query: QueryCommand,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Trades, newest first.
+    Trades(MarketArgs),
+    /// Quotes, newest first.
+    Quotes(MarketArgs),
+    /// Daily open/high/low/close/volume/VWAP for one symbol and trading day.
+    Summary {
+        symbol: String,
+        date: NaiveDate,
+        #[arg(long)]
+        exchange: Option<String>,
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
+    /// OHLCV bars over trading days.
+    Ohlcv {
+        symbol: String,
+        /// 1m, 5m, 15m, 30m, 1h or 1d.
+        #[arg(long, default_value = "1h")]
+        interval: String,
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last trading day (default: --from).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        #[arg(long)]
+        exchange: Option<String>,
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
+    /// Distinct symbols.
+    Symbols {
+        #[arg(long)]
+        exchange: Option<String>,
+    },
+    /// Snapshots of a table (trades, quotes or companies).
+    Snapshots {
+        #[arg(long, default_value = "trades")]
+        table: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct MarketArgs {
+    #[arg(long)]
+    symbol: Option<String>,
+    #[arg(long)]
+    exchange: Option<String>,
+    /// One trading day (YYYY-MM-DD) in the exchange's time zone.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    date: Option<NaiveDate>,
+    /// Inclusive start: RFC 3339 time, or a date (the start of that trading day).
+    #[arg(long)]
+    start: Option<String>,
+    /// Exclusive end: RFC 3339 time, or a date (the start of that trading day).
+    #[arg(long)]
+    end: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Answer as of this snapshot id (time travel).
+    #[arg(long)]
+    snapshot: Option<i64>,
+}
+
+impl MarketArgs {
+    fn filter(&self) -> anyhow::Result<MarketFilter> {
+        if self.limit == 0 || self.limit > 1_000_000 {
+            bail!("--limit must be between 1 and 1000000");
+        }
+        let ex = self.exchange.as_deref();
+        let (start_us, end_us) = match self.date {
+            Some(d) => {
+                let (s, e) = day_bounds(d, ex);
+                (Some(s), Some(e))
+            }
+            None => (
+                self.start
+                    .as_deref()
+                    .map(|s| parse_time(s, ex))
+                    .transpose()?,
+                self.end.as_deref().map(|s| parse_time(s, ex)).transpose()?,
+            ),
+        };
+        Ok(MarketFilter {
+            symbols: self.symbol.iter().cloned().collect(),
+            exchanges: self.exchange.iter().cloned().collect(),
+            start_us,
+            end_us,
+            limit: self.limit,
+            ..Default::default()
+        })
+    }
+}
+
+/// Queries read the lake only: they work while the log is unreachable.
+pub async fn run(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let batches = answer(&config, args.query).await?;
+    render(&batches, args.out.format, args.out.output.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn answer(config: &Config, query: QueryCommand) -> anyhow::Result<Vec<RecordBatch>> {
+    let engine = app::engine(config).await?;
+    Ok(match query {
+        QueryCommand::Trades(a) => engine.trades(&a.filter()?, a.snapshot).await?.batches,
+        QueryCommand::Quotes(a) => engine.quotes(&a.filter()?, a.snapshot).await?.batches,
+        QueryCommand::Summary {
+            symbol,
+            date,
+            exchange,
+            snapshot,
+        } => {
+            let summary = engine
+                .daily_summary(&symbol, date, exchange.as_deref(), snapshot)
+                .await?;
+            match summary {
+                Some(s) => to_batches(&[present::SummaryRow::from(&s)])?,
+                None => bail!("no trades of {symbol} on {date}"),
+            }
+        }
+        QueryCommand::Ohlcv {
+            symbol,
+            interval,
+            from,
+            to,
+            exchange,
+            snapshot,
+        } => {
+            let interval = BarInterval::parse(&interval)?;
+            let to = to.unwrap_or(from);
+            let bars = engine
+                .ohlcv(&symbol, interval, from, to, exchange.as_deref(), snapshot)
+                .await?;
+            to_batches(&bars.iter().map(present::BarRow::from).collect::<Vec<_>>())?
+        }
+        QueryCommand::Symbols { exchange } => {
+            #[derive(serde::Serialize)]
+            struct Row {
+                symbol: String,
+            }
+            let symbols = engine.symbols(exchange.as_deref()).await?;
+            to_batches(
+                &symbols
+                    .into_iter()
+                    .map(|symbol| Row { symbol })
+                    .collect::<Vec<_>>(),
+            )?
+        }
+        QueryCommand::Snapshots { table } => {
+            let table = LakeTable::parse(&table).with_context(|| {
+                format!("unknown table '{table}': use trades, quotes or companies")
+            })?;
+            let snaps = engine.snapshots(table).await?;
+            to_batches(
+                &snaps
+                    .iter()
+                    .map(present::SnapshotRow::from)
+                    .collect::<Vec<_>>(),
+            )?
+        }
+    })
+}

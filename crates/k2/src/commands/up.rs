@@ -1,0 +1,114 @@
+//! `k2 up`: feeds, lake writer, live tail and query API in one process.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use k2_lake::tail::{Tail, TailConfig};
+use k2_log::Log;
+use tokio_util::sync::CancellationToken;
+
+use super::serve::backends;
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::{signal, telemetry};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Overrides `api.listen`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Comma-separated venues (overrides `feeds.run`).
+    #[arg(long, value_delimiter = ',')]
+    feeds: Option<Vec<String>>,
+}
+
+/// `k2 up`: the configured feeds capture into the log, the lake writer commits from it, a
+/// live tail follows it, and the API answers over lake and tail. On SIGINT/SIGTERM the
+/// feeds stop first (what they hold reaches the log), then the writer commits what it has
+/// read and the API drains. A feed that gives up ends the process with an error.
+pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut api = config.api.clone();
+    if let Some(l) = args.listen {
+        api.listen = l;
+    }
+    let metrics = telemetry::recorder()?;
+    let venues = match args.feeds {
+        Some(names) => names
+            .iter()
+            .map(|n| super::venue(n))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => config.feeds.run.clone(),
+    };
+    let mut chosen = Vec::new();
+    for venue in venues {
+        chosen.push(config.feeds.feed(venue, None, None)?);
+    }
+    let app = Arc::new(App::open(config.clone()).await?);
+    let catalog = app.catalog().await?;
+    // The venues' topics exist before the tail and the writer look for them.
+    for (feed, _) in &chosen {
+        let exchange = feed.venue.exchange();
+        for spec in k2_ingest::topic_specs(
+            k2_model::AssetClass::Crypto,
+            exchange,
+            config.log.partitions,
+        ) {
+            app.log.ensure_topic(&spec).await?;
+        }
+    }
+
+    let stop_feeds = CancellationToken::new();
+    let stop_rest = CancellationToken::new();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
+    let mut captures = Vec::new();
+    for (feed, reconnect) in chosen {
+        let (app, stop, failed) = (app.clone(), stop_feeds.clone(), failed_tx.clone());
+        captures.push(tokio::spawn(async move {
+            if let Err(e) = app.capture(feed, reconnect, stop).await {
+                let _ = failed.send(e).await;
+            }
+        }));
+    }
+    drop(failed_tx);
+
+    let tail = Arc::new(Tail::new(TailConfig {
+        max_per_stream: config.api.tail_per_symbol,
+        max_age: config.api.tail_age,
+        ..TailConfig::default()
+    }));
+    let (follower, writer) = app::follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
+
+    let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
+    let stop_api = CancellationToken::new();
+    let server = tokio::spawn(k2_api::serve(
+        api,
+        backends,
+        |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
+        stop_api.clone(),
+    ));
+
+    let failure = tokio::select! {
+        () = signal::shutdown_signal() => None,
+        Some(e) = failed_rx.recv() => Some(e),
+    };
+    tracing::info!("stopping: feeds first, then the writer and the API");
+    stop_feeds.cancel();
+    for c in captures {
+        let _ = c.await;
+    }
+    stop_rest.cancel();
+    let summary = writer.await.context("the lake writer task")??;
+    stop_api.cancel();
+    server
+        .await
+        .context("the API task")?
+        .context("serving the query API")?;
+    let _ = follower.await;
+    app::report_writer(&summary);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

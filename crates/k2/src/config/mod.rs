@@ -1,0 +1,160 @@
+//! Configuration: each crate's sections composed, read from defaults, then a TOML file,
+//! then `K2_…` environment variables, parsed and validated once at start.
+//!
+//! Every section is owned by the crate that uses it (its type, defaults and checks); this
+//! module only composes them, knows the data directory's layout, and accepts the keys of
+//! the previous release for one more (`legacy`).
+//!
+//! An environment variable names a key by its path, sections separated by a double
+//! underscore: `K2_DATA_DIR=/var/k2`, `K2_QUERY__TIMEOUT=5s`. Unknown keys are errors (a
+//! typo must not silently fall back to a default).
+
+mod env;
+mod legacy;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use k2_api::ApiConfig;
+use k2_ingest::FeedsConfig;
+use k2_lake::query::QueryOptions;
+use k2_lake::{CatalogConfig, DedupSection, IntegrityOptions, SequenceSection, WriterConfig};
+use k2_log::{DlqConfig, LogBackend, LogConfig, RegistryConfig};
+use serde::Deserialize;
+
+use crate::telemetry::TelemetryConfig;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the log, the catalog, the warehouse and the dead letters live.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub registry: RegistryConfig,
+    pub dlq: DlqConfig,
+    pub catalog: CatalogConfig,
+    pub writer: WriterConfig,
+    pub dedup: DedupSection,
+    pub sequence: SequenceSection,
+    pub query: QueryOptions,
+    pub api: ApiConfig,
+    pub feeds: FeedsConfig,
+    pub telemetry: TelemetryConfig,
+    /// Keys of the previous release found in the file or environment, each with what to
+    /// write instead (logged once the logs are set up).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            log: LogConfig::default(),
+            registry: RegistryConfig::default(),
+            dlq: DlqConfig::default(),
+            catalog: CatalogConfig::default(),
+            writer: WriterConfig::default(),
+            dedup: DedupSection::default(),
+            sequence: SequenceSection::default(),
+            query: QueryOptions::default(),
+            api: ApiConfig::default(),
+            feeds: FeedsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `file` (if given, else `k2.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut table = toml::Table::new();
+        let default_file = Path::new("k2.toml");
+        let path = file.or(default_file.exists().then_some(default_file));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            table = text
+                .parse()
+                .with_context(|| format!("parsing config {}", path.display()))?;
+        }
+        env::overlay(&mut table, vars)?;
+        let warnings = legacy::upgrade(&mut table)?;
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (file or K2_… environment variables)")?;
+        config.warnings = warnings;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.log.validate()?;
+        self.registry.validate(self.log.backend)?;
+        self.dlq.validate()?;
+        self.catalog.validate()?;
+        self.writer.validate()?;
+        self.dedup.validate()?;
+        self.sequence.validate()?;
+        self.query.validate()?;
+        self.api.validate()?;
+        self.feeds.validate()?;
+        self.telemetry.validate()?;
+        Ok(())
+    }
+
+    pub fn kafka(&self) -> bool {
+        self.log.backend == LogBackend::Kafka
+    }
+
+    /// How to reach the shared registry named by `registry.url`.
+    pub fn registry_access(&self) -> k2_log::RegistryAccess {
+        self.registry.access(self.log.kafka.request_timeout)
+    }
+
+    pub fn kafka_options(&self) -> k2_log::KafkaOptions {
+        k2_log::KafkaOptions {
+            group: self.writer.group.clone(),
+            ..self.log.kafka.clone()
+        }
+    }
+
+    pub fn writer_options(&self) -> k2_lake::WriterOptions {
+        let integrity =
+            IntegrityOptions::build(&self.dedup, &self.sequence, Some(self.state_dir()));
+        self.writer.options(integrity, Some(self.audit_path()))
+    }
+
+    // The data directory's layout.
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("log").join("log.redb")
+    }
+    /// The schema registry's own file, when the log is Kafka (embedded: inside the log).
+    pub fn registry_path(&self) -> PathBuf {
+        self.data_dir.join("registry").join("registry.redb")
+    }
+    pub fn dlq_path(&self) -> PathBuf {
+        self.data_dir.join("dlq").join("dead_letters.redb")
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        self.data_dir.join("catalog.db")
+    }
+    pub fn warehouse_dir(&self) -> PathBuf {
+        self.data_dir.join("warehouse")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit").join("commits.jsonl")
+    }
+}
