@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ApiConfig, ApiKeyConfig, KeyFile, Scope};
 pub use keys::{digest_hex, generate_key};
+pub use metrics::describe as describe_metrics;
 
 /// A readiness check of one dependency: Ok with a short detail, or Err with the reason.
 pub type Check =
@@ -76,7 +77,7 @@ pub struct Backends {
 pub enum ApiError {
     #[error("{0}")]
     Config(String),
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         source: std::io::Error,
@@ -98,30 +99,26 @@ pub async fn serve(
         .validate()
         .map_err(|e| ApiError::Config(e.to_string()))?;
     let keys = keys::Keys::load(&config)?;
-    let threads = match config.query_threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let queries = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("k2-query")
-        .enable_all()
-        .build()
-        .map_err(|e| ApiError::Config(format!("starting the query runtime: {e}")))?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ApiError::Listen {
             addr: config.listen.clone(),
             source,
         })?;
+    let threads = match config.query_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let queries = QueryRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("k2-query")
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::Config(format!("starting the query runtime: {e}")))?,
+    ));
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
-    let state = state::ApiState::new(
-        config,
-        keys,
-        backends,
-        queries.handle().clone(),
-        stop.clone(),
-    );
+    let state = state::ApiState::new(config, keys, backends, queries.handle(), stop.clone());
     let app = router::router(state)?;
     tracing::info!(%addr, "query API listening");
     on_listening(addr);
@@ -131,7 +128,28 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move { stop.cancelled().await })
     .await;
-    // Queries still running belong to requests that are gone.
-    queries.shutdown_background();
     served.map_err(ApiError::Serve)
+}
+
+/// The runtime queries run on, apart from the one serving connections so a heavy query
+/// never delays an answer. However `serve` ends, it lets go of the queries still running
+/// (their requests are gone) without blocking the async context it is dropped in.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("held until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

@@ -28,5 +28,6 @@ pub use feeds::connection::FeedConfig;
 pub use feeds::supervisor::Reconnect;
 pub use feeds::{Venue, VenueFeed};
 pub use ingest::{FileSummary, IngestError, IngestOptions, IngestSummary, Progress, ingest_asx};
+pub use metrics::describe as describe_metrics;
 pub use producer::topic_specs;
 pub use replay::{ReplayReport, replay_dead_letters};

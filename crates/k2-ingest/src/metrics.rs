@@ -5,6 +5,59 @@ use std::time::Duration;
 
 use k2_pipeline::BreakerState;
 
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Registers the help text of every metric below (the Prometheus `# HELP` lines).
+pub fn describe() {
+    describe_counter!(
+        "k2_ingest_rows_total",
+        "File rows ingested, by stage and outcome (produced, dead_lettered)."
+    );
+    describe_counter!(
+        "k2_ingest_files_failed_total",
+        "Files an ingest could not finish, by stage."
+    );
+    describe_counter!(
+        "k2_feed_connections_total",
+        "Feed connections ended, by venue and how (closed, stalled, refused, broken, retired)."
+    );
+    describe_gauge!(
+        "k2_feed_breaker_state",
+        "Circuit breaker of a feed's connections: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "k2_feed_rotations_total",
+        "Rotations of long-lived feed connections, by venue and outcome."
+    );
+    describe_gauge!(
+        "k2_feed_buffer_fill",
+        "How full the buffer between a feed's connection and the log is (1: reading waits)."
+    );
+    describe_gauge!(
+        "k2_feed_cpu_seconds",
+        Unit::Seconds,
+        "CPU seconds used by a feed's thread since it started; its rate is the share of a core."
+    );
+    describe_counter!(
+        "k2_feed_refused_total",
+        "Feed frames refused (dead-lettered), by venue and kind."
+    );
+    describe_histogram!(
+        "k2_feed_append_seconds",
+        Unit::Seconds,
+        "Time of an append of a feed's records to the log, by venue."
+    );
+    describe_histogram!(
+        "k2_feed_to_log_seconds",
+        Unit::Seconds,
+        "Time from a record's receipt to its append to the log, for the oldest record of each append, by venue."
+    );
+    describe_counter!(
+        "k2_feed_records_total",
+        "Feed records appended to the log, by venue and data type."
+    );
+}
+
 pub(crate) fn rows(stage: &'static str, produced: u64, dead_lettered: u64) {
     metrics::counter!("k2_ingest_rows_total", "stage" => stage, "outcome" => "produced")
         .increment(produced);
@@ -36,9 +89,9 @@ pub(crate) fn feed_buffer_fill(venue: &'static str, fill: f64) {
     metrics::gauge!("k2_feed_buffer_fill", "venue" => venue).set(fill);
 }
 
-/// CPU time of the feed's thread; a rate of 10^6 per second is a full core.
+/// CPU time of the feed's thread; a rate of 1 per second is a full core.
 pub(crate) fn feed_cpu(venue: &'static str, micros: u64) {
-    metrics::counter!("k2_feed_cpu_microseconds_total", "venue" => venue).increment(micros);
+    metrics::gauge!("k2_feed_cpu_seconds", "venue" => venue).increment(micros as f64 / 1e6);
 }
 
 pub(crate) fn feed_refused(venue: &'static str, kind: &'static str) {

@@ -226,7 +226,7 @@ impl Column {
                 valid: Vec::with_capacity(rows),
             },
             other => {
-                return Err(LakeError::Query(format!(
+                return Err(LakeError::CorruptData(format!(
                     "column {} of type {other} is not one K2 writes",
                     field.name()
                 )));
@@ -308,7 +308,7 @@ impl Column {
                 ArrowType::Map(entries, sorted),
             ) => {
                 let ArrowType::Struct(kv_fields) = entries.data_type() else {
-                    return Err(LakeError::Query(format!(
+                    return Err(LakeError::CorruptData(format!(
                         "the entries of map column {name} are not a struct"
                     )));
                 };
@@ -330,7 +330,7 @@ impl Column {
                 )
             }
             (_, other) => {
-                return Err(LakeError::Query(format!(
+                return Err(LakeError::CorruptData(format!(
                     "column {name} was filled for another type than its {other}"
                 )));
             }
@@ -346,14 +346,14 @@ fn fill<const N: usize>(
     fields: [Field<'_>; N],
 ) -> Result<()> {
     if N != columns.len() {
-        return Err(LakeError::Query(format!(
+        return Err(LakeError::CorruptData(format!(
             "a {table} row has {N} fields for {} columns",
             columns.len()
         )));
     }
     for (n, (column, value)) in columns.iter_mut().zip(fields).enumerate() {
         if !column.push(value) {
-            return Err(LakeError::Query(format!(
+            return Err(LakeError::CorruptData(format!(
                 "field {n} of a {table} row does not fit its column {}",
                 schema.field(n).name()
             )));

@@ -1,33 +1,41 @@
 //! The lake crate's error type. Every variant says whether retrying can help: catalog,
 //! storage, log and Redis failures may pass; bad queries, corrupt data and conflicts
-//! between writers do not.
+//! between writers do not. A message carries its cause (`context: cause`), so the cause is
+//! not repeated as the error's `source()`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Catalog {
         context: String,
-        source: Box<iceberg::Error>,
+        cause: Box<iceberg::Error>,
     },
     /// A local file (state, audit, warehouse on disk) could not be read or written.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Arrow {
         context: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]
     Log(#[from] k2_log::LogError),
-    /// The query engine could not plan or run a query.
+    /// The query engine could not plan or run a caller's query (SQL text, a filter).
     #[error("query failed: {0}")]
     Query(String),
+    /// The engine failed on a query of K2's own: a fault of K2 or of the storage under
+    /// it, never of the caller.
+    #[error("{context}: {cause}")]
+    Engine {
+        context: String,
+        cause: Box<datafusion::error::DataFusionError>,
+    },
     #[error("only read-only queries are allowed: {0}")]
     NotReadOnly(String),
     #[error("query exceeded its {0:?} timeout; narrow the time range or raise query.timeout")]
@@ -40,10 +48,10 @@ pub enum LakeError {
     InvalidArgument(String),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Redis {
         context: String,
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
     /// A snapshot's K2 marks cannot be read: resuming from it would be a guess.
     #[error("snapshot {snapshot_id} has an unreadable {key}: {detail}")]
@@ -66,26 +74,31 @@ pub enum LakeError {
     #[error("{what} ended without finishing: {detail}")]
     Task { what: String, detail: String },
     #[error(
-        "{dependency} still failing after {attempts} attempts over {seconds:.1}s, giving up: {source}"
+        "{dependency} still failing after {attempts} attempts over {seconds:.1}s, giving up: {last}"
     )]
     Exhausted {
         dependency: &'static str,
         attempts: u32,
         seconds: f64,
-        source: Box<LakeError>,
+        last: Box<LakeError>,
     },
 }
 
 impl LakeError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            LakeError::Catalog { source, .. } => {
-                source.retryable() || matches!(source.kind(), iceberg::ErrorKind::Unexpected)
+            LakeError::Catalog { cause, .. } => {
+                cause.retryable() || matches!(cause.kind(), iceberg::ErrorKind::Unexpected)
             }
             LakeError::Io { .. } => true,
             LakeError::Log(e) => e.is_retryable(),
             LakeError::Timeout(_) => true,
-            LakeError::Redis { source, .. } => crate::integrity::redis::is_retryable(source),
+            LakeError::Engine { cause, .. } => matches!(
+                cause.find_root(),
+                datafusion::error::DataFusionError::IoError(_)
+                    | datafusion::error::DataFusionError::ObjectStore(_)
+            ),
+            LakeError::Redis { cause, .. } => crate::integrity::redis::is_retryable(cause),
             LakeError::Arrow { .. }
             | LakeError::Query(_)
             | LakeError::NotReadOnly(_)
@@ -104,21 +117,21 @@ impl LakeError {
     pub(crate) fn catalog(context: impl Into<String>, source: iceberg::Error) -> Self {
         LakeError::Catalog {
             context: context.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
     pub(crate) fn redis(context: impl Into<String>, source: redis::RedisError) -> Self {
         LakeError::Redis {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         LakeError::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -128,7 +141,7 @@ impl LakeError {
     ) -> Self {
         LakeError::Arrow {
             context: context.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
@@ -137,7 +150,10 @@ impl LakeError {
         context: impl std::fmt::Display,
         source: datafusion::error::DataFusionError,
     ) -> Self {
-        LakeError::Query(format!("{context}: {source}"))
+        LakeError::Engine {
+            context: context.to_string(),
+            cause: Box::new(source),
+        }
     }
 
     /// A task that ended without its answer.

@@ -37,5 +37,6 @@ pub mod writer;
 pub use catalog::{CatalogConfig, open_catalog, open_catalog_at};
 pub use error::{LakeError, Result};
 pub use integrity::{DedupSection, IntegrityOptions, RedisTarget, SequenceSection};
+pub use metrics::describe as describe_metrics;
 pub use tables::{LakeTable, ensure_tables};
 pub use writer::{WriterConfig, WriterOptions, WriterSummary};

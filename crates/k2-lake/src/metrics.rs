@@ -3,6 +3,159 @@
 
 use std::time::Duration;
 
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Registers the help text of every metric below (the Prometheus `# HELP` lines).
+pub fn describe() {
+    describe_counter!(
+        "k2_lake_records_consumed_total",
+        "Records the lake writer read from the log."
+    );
+    describe_counter!(
+        "k2_lake_rows_committed_total",
+        "Rows committed to the lake, by table."
+    );
+    describe_counter!(
+        "k2_lake_files_committed_total",
+        "Parquet data files committed to the lake, by table."
+    );
+    describe_counter!(
+        "k2_lake_commits_total",
+        "Iceberg commits of the lake writer, by table."
+    );
+    describe_histogram!(
+        "k2_lake_commit_seconds",
+        Unit::Seconds,
+        "Time to write and commit a batch, by table."
+    );
+    describe_counter!(
+        "k2_lake_decode_errors_total",
+        "Log records the writer could not decode (dead-lettered), by kind."
+    );
+    describe_counter!(
+        "k2_lake_commit_failures_total",
+        "Commits that failed, by table."
+    );
+    describe_counter!(
+        "k2_lake_snapshots_expired_total",
+        "Snapshots expired past writer.snapshot_retention, by table."
+    );
+    describe_counter!(
+        "k2_lake_expiry_files_deleted_total",
+        "Files deleted with expired snapshots, by table."
+    );
+    describe_counter!(
+        "k2_lake_orphan_files_deleted_total",
+        "Data files written but never committed, deleted once older than the retention, by table."
+    );
+    describe_counter!(
+        "k2_lake_expiry_failures_total",
+        "Snapshot expiries that failed (retried at the next commit), by table."
+    );
+    describe_gauge!(
+        "k2_lake_lag_records",
+        "Records in the log the writer has not committed yet, by table."
+    );
+    describe_gauge!(
+        "k2_log_consumer_lag_records",
+        "Records in a log partition after the writer's committed position, by topic and partition."
+    );
+    describe_counter!(
+        "k2_query_total",
+        "Queries run by the engine, by kind and outcome."
+    );
+    describe_histogram!(
+        "k2_query_seconds",
+        Unit::Seconds,
+        "Time a query took in the engine, by kind."
+    );
+    describe_counter!(
+        "k2_query_sql_truncated_total",
+        "SQL answers cut at query.max_rows."
+    );
+    describe_gauge!(
+        "k2_query_file_metadata_cache_bytes",
+        Unit::Bytes,
+        "Bytes of decoded Parquet footers kept between queries."
+    );
+    describe_gauge!(
+        "k2_query_file_metadata_cache_files",
+        "Parquet files whose decoded footers are kept between queries."
+    );
+    describe_gauge!(
+        "k2_query_manifest_cache_manifests",
+        "Manifests held for the tables' current snapshots."
+    );
+    describe_gauge!(
+        "k2_query_manifest_cache_files",
+        "Data files listed by the manifests held."
+    );
+    describe_counter!(
+        "k2_sequence_events_total",
+        "Source-sequence events of market records (in_order, gap, late_fill, duplicate, reset, too_old), by table."
+    );
+    describe_counter!(
+        "k2_dedup_duplicates_total",
+        "Records dropped because their message id was already stored or seen, by table."
+    );
+    describe_gauge!(
+        "k2_dedup_ids",
+        "Message ids remembered by the dedup window, by table."
+    );
+    describe_gauge!(
+        "k2_dedup_memory_bytes",
+        Unit::Bytes,
+        "Memory of the dedup window, by table."
+    );
+    describe_gauge!(
+        "k2_dedup_bloom_false_positives",
+        "Bloom-filter hits the exact tier did not confirm since the writer started, by table."
+    );
+    describe_gauge!(
+        "k2_dedup_evicted_ids",
+        "Ids forgotten early to respect dedup.max_ids since the writer started, by table."
+    );
+    describe_gauge!(
+        "k2_circuit_breaker_state",
+        "Circuit breaker of a dependency: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "k2_circuit_breaker_transitions_total",
+        "Circuit breaker transitions, by dependency and new state."
+    );
+    describe_counter!(
+        "k2_dependency_failures_total",
+        "Failed calls to a dependency (catalog, storage, log, redis)."
+    );
+    describe_counter!(
+        "k2_dedup_claims_total",
+        "Message ids of batches claimed in Redis, by table and outcome."
+    );
+    describe_histogram!(
+        "k2_dedup_claim_seconds",
+        Unit::Seconds,
+        "Time to claim a batch's message ids in Redis, waits included, by table."
+    );
+    describe_counter!(
+        "k2_replay_rows_total",
+        "Rows replayed in timestamp order, by table."
+    );
+    describe_counter!(
+        "k2_replay_windows_total",
+        "Replay windows read and merged into order, by table."
+    );
+    describe_histogram!(
+        "k2_replay_window_seconds",
+        Unit::Seconds,
+        "Time to read and merge one replay window, by table."
+    );
+    describe_counter!(
+        "k2_tail_events_total",
+        "Events offered to the live tail, by outcome (held, evicted, no_room)."
+    );
+    describe_gauge!("k2_tail_events", "Events the live tail holds.");
+}
+
 pub(crate) fn rows_committed(table: &'static str, rows: usize, files: usize, elapsed: Duration) {
     metrics::counter!("k2_lake_rows_committed_total", "table" => table).increment(rows as u64);
     metrics::counter!("k2_lake_files_committed_total", "table" => table).increment(files as u64);

@@ -20,10 +20,10 @@ pub enum LogError {
     },
     #[error("invalid topic spec: {0}")]
     InvalidSpec(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Storage {
         context: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
@@ -55,7 +55,7 @@ impl LogError {
         }
         LogError::Storage {
             context,
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 }

@@ -38,6 +38,7 @@ pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,
 };
+pub use metrics::describe as describe_metrics;
 pub use registry::{
     Compatibility, LocalSchemas, PayloadDecoder, Registry, RegistryAccess, RegistryClient,
     SchemaStore, SubjectVersion, Undecodable,

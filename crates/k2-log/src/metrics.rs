@@ -3,6 +3,42 @@
 
 use std::time::Duration;
 
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Registers the help text of every metric below (the Prometheus `# HELP` lines).
+pub fn describe() {
+    describe_counter!(
+        "k2_log_records_appended_total",
+        "Records appended to the log, by topic."
+    );
+    describe_histogram!(
+        "k2_log_append_seconds",
+        Unit::Seconds,
+        "Time of a durable append to the log."
+    );
+    describe_gauge!(
+        "k2_log_embedded_cache_bytes",
+        Unit::Bytes,
+        "Page cache of the embedded log's file."
+    );
+    describe_counter!(
+        "k2_log_records_read_total",
+        "Records read from the log by consumers."
+    );
+    describe_counter!(
+        "k2_dead_letters_total",
+        "Records refused into the dead-letter store, by stage and kind."
+    );
+    describe_counter!(
+        "k2_log_consumer_errors_total",
+        "Errors a log consumer met while polling."
+    );
+    describe_counter!(
+        "k2_log_retries_total",
+        "Retried calls to the log, by backend."
+    );
+}
+
 pub(crate) fn records_appended(topic: &str, n: usize) {
     metrics::counter!("k2_log_records_appended_total", "topic" => topic.to_string())
         .increment(n as u64);

@@ -9,11 +9,13 @@
 //! - [`tls`] — the throw-away test certificate authority in `tests/tls/`.
 //! - [`sample`] — the bundled ASX sample and the counts it must land as.
 //! - [`poll`] — waiting for a condition with a deadline, never a bare sleep.
+//! - [`promtool`] — Prometheus's checker over a `/metrics` answer.
 //!
 //! The exchange simulator and the synthetic data generator are product code (`k2 bench`
 //! runs them), so they live in `k2-ingest`, not here.
 
 pub mod poll;
+pub mod promtool;
 pub mod sample;
 pub mod services;
 pub mod tls;

@@ -82,7 +82,7 @@ pub fn serve_metrics(config: &TelemetryConfig) -> anyhow::Result<()> {
         .with_http_listener(addr)
         .install()
         .with_context(|| format!("serving metrics on {addr}"))?;
-    metrics::gauge!("k2_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_metrics();
     tracing::info!(%addr, "metrics served at /metrics");
     Ok(())
 }
@@ -102,6 +102,19 @@ pub fn recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandl
         .context("histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    metrics::gauge!("k2_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_metrics();
     Ok(handle)
+}
+
+/// The help text of every metric K2 emits, crate by crate, and the build's own.
+fn describe_metrics() {
+    k2_log::describe_metrics();
+    k2_lake::describe_metrics();
+    k2_ingest::describe_metrics();
+    k2_api::describe_metrics();
+    metrics::describe_gauge!(
+        "k2_build_info",
+        "Always 1; the version label names the running build."
+    );
+    metrics::gauge!("k2_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

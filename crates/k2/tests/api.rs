@@ -728,6 +728,8 @@ fn every_endpoint_answers_exactly_in_every_format() {
         metrics.contains("k2_api_request_duration_seconds_bucket"),
         "durations are histograms"
     );
+    // Every metric `k2 serve` exposes has HELP text and a conventional name.
+    k2_testkit::promtool::assert_clean(&metrics);
     let doc = s.get("/openapi.json", None).json();
     for route in [
         "/v1/trades",
@@ -1267,9 +1269,11 @@ symbols = ["BTC/USD"]
         let line = format!(r#"k2_feed_records_total{{venue="{venue}",data_type="trades"}} {n}"#);
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
         // And what reading and parsing it cost the feed's thread.
-        let cpu = format!(r#"k2_feed_cpu_microseconds_total{{venue="{venue}"}} "#);
+        let cpu = format!(r#"k2_feed_cpu_seconds{{venue="{venue}"}} "#);
         assert!(metrics.contains(&cpu), "{cpu} not in\n{metrics}");
     }
+    // Every metric `k2 up` exposes (feeds, log, writer, tail, API) has HELP text.
+    k2_testkit::promtool::assert_clean(&metrics);
     let exit = terminate(&mut server);
     let log = stderr.lock().unwrap().clone();
     assert!(exit.success(), "{exit}: {log}");

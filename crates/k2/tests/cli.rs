@@ -466,6 +466,9 @@ fn metrics_show_data_flowing_and_sigterm_stops_cleanly() {
         "metrics never showed the trades committed:\n{last}"
     );
     assert!(last.contains("k2_lake_records_consumed_total"), "{last}");
+    // The endpoint of `k2 consume` passes Prometheus's checker (the body after the headers).
+    let (_, exposition) = last.split_once("\r\n\r\n").expect("an HTTP answer");
+    k2_testkit::promtool::assert_clean(exposition);
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(writer.id().to_string())

@@ -145,8 +145,8 @@ type FeedOutcome = (Result<FeedStats, FeedError>, f64);
 
 /// Runs the feed on a thread of its own, with a single-threaded runtime: the connection's
 /// reading and parsing stay on one core, never stolen between worker threads, and what it
-/// costs is that thread's CPU (`k2_feed_cpu_microseconds_total`; a rate of 10^6 per second
-/// is a full core). The receiver gets the feed's outcome and the thread's CPU seconds.
+/// costs is that thread's CPU (`k2_feed_cpu_seconds`; a rate of 1 per second is a full
+/// core). The receiver gets the feed's outcome and the thread's CPU seconds.
 fn spawn_feed(
     feed: FeedConfig,
     reconnect: Reconnect,

@@ -14,15 +14,15 @@ use super::{FrameError, Venue, ws};
 /// Why a feed's connection ended in failure, or why the feed gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("connecting to {url}: {source}")]
+    #[error("connecting to {url}: {cause}")]
     Connect {
         url: String,
-        source: Box<ws::WsError>,
+        cause: Box<ws::WsError>,
     },
-    #[error("reading from {url}: {source}")]
+    #[error("reading from {url}: {cause}")]
     Read {
         url: String,
-        source: Box<ws::WsError>,
+        cause: Box<ws::WsError>,
     },
     #[error("gave up after {attempts} failed connections in a row; the last: {last}")]
     GaveUp { attempts: u32, last: String },
@@ -102,7 +102,7 @@ pub async fn run_connection(
     let url = feed.connect_url(&config.url, &config.symbols, config.quotes);
     let broken = |e| FeedError::Read {
         url: url.clone(),
-        source: Box::new(e),
+        cause: Box::new(e),
     };
     let connected = tokio::select! {
         () = stop.cancelled() => return Ok(ConnectionEnd::Stopped),
@@ -110,7 +110,7 @@ pub async fn run_connection(
     };
     let mut ws = connected.map_err(|e| FeedError::Connect {
         url: url.clone(),
-        source: Box::new(e),
+        cause: Box::new(e),
     })?;
     if let Some(subscribe) = feed.subscription(&config.symbols, config.quotes) {
         ws.send_text(&subscribe).await.map_err(broken)?;

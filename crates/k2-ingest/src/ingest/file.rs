@@ -267,7 +267,7 @@ pub(super) async fn ingest_file<'a, L: Log>(
 ) -> Result<(), IngestError> {
     let io_err = |e| IngestError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let file = File::open(path).map_err(io_err)?;
     let total = file.metadata().map_err(io_err)?.len();

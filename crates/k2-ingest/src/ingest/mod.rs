@@ -34,10 +34,10 @@ pub const STAGE: &str = "ingest.asx";
 pub enum IngestError {
     #[error("{0}")]
     Layout(String),
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Log(#[from] LogError),
@@ -141,7 +141,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
         )),
         _ => IngestError::Io {
             path: info_path.clone(),
-            source: e,
+            cause: e,
         },
     })?;
     for spec in topic_specs(AssetClass::Equities, asx::EXCHANGE, options.partitions) {
@@ -176,7 +176,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
             Err(e) => {
                 return Err(IngestError::Io {
                     path: folder,
-                    source: e,
+                    cause: e,
                 });
             }
         };

@@ -236,6 +236,10 @@ impl QueryEngine {
             DataFusionError::Plan(msg) if msg.contains("not supported") => {
                 LakeError::NotReadOnly(msg.clone())
             }
+            // The storage under the lake failed: not the caller's query, and may pass.
+            DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+                LakeError::engine("reading the lake", e)
+            }
             other => LakeError::Query(other.to_string()),
         }
     }

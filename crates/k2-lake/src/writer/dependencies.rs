@@ -92,7 +92,7 @@ impl Dependency {
                 dependency: self.name,
                 attempts: attempt,
                 seconds: started.elapsed().as_secs_f64(),
-                source: Box::new(error),
+                last: Box::new(error),
             }),
         }
     }
