@@ -446,7 +446,7 @@ fn texts_for(
                                 .collect::<StringArray>(),
                         ) as ArrayRef
                     }
-                    _ => arrow::compute::cast(c, &DataType::Utf8)?,
+                    _ => json_texts(c)?,
                 });
             } else {
                 fields.push(f.as_ref().clone());
@@ -459,6 +459,27 @@ fn texts_for(
         )?);
     }
     Ok(out)
+}
+
+/// Each value of a nested column (a list, a map) as its JSON text, as the `Json` format
+/// writes it; other types as Arrow casts them to text.
+fn json_texts(array: &ArrayRef) -> Result<ArrayRef, Error> {
+    let Some(column) = JsonColumn::of(array) else {
+        return Ok(arrow::compute::cast(array, &DataType::Utf8)?);
+    };
+    let mut day = DayCache::default();
+    let mut text = Vec::new();
+    let values: StringArray = (0..array.len())
+        .map(|i| {
+            if array.is_null(i) {
+                return None;
+            }
+            text.clear();
+            column.write(&mut text, i, &mut day);
+            Some(String::from_utf8_lossy(&text).into_owned())
+        })
+        .collect();
+    Ok(Arc::new(values))
 }
 
 /// Decimal text without trailing fraction zeros (`35.66000000` → `35.66`), as the typed

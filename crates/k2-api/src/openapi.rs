@@ -38,6 +38,12 @@ pub fn document(doc: utoipa::openapi::OpenApi, config: &ApiConfig) -> Value {
         "bearer": {"type": "http", "scheme": "bearer"},
     });
     bodies(&mut doc["components"]["schemas"], config);
+    // A page without rows is a page of trades and of quotes alike: either shape, not
+    // exactly one.
+    let page = &mut doc["components"]["schemas"]["MarketPage"];
+    if let Some(shapes) = page.as_object_mut().and_then(|o| o.remove("oneOf")) {
+        page["anyOf"] = shapes;
+    }
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for (method, op) in item.as_object_mut().expect("a path item").iter_mut() {
@@ -64,6 +70,11 @@ fn bound() -> Value {
     ]})
 }
 
+/// An optional member of a body: absent, null, or as `schema` says.
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
 fn string_enum<S: AsRef<str>>(values: &[S]) -> Value {
     json!({"type": "string", "enum": values.iter().map(AsRef::as_ref).collect::<Vec<_>>()})
 }
@@ -78,15 +89,16 @@ fn bodies(schemas: &mut Value, config: &ApiConfig) {
         let p = &mut schema["properties"];
         p["symbols"] = json!({"type": "array", "maxItems": 100, "items": {"type": "string", "pattern": params::SYMBOL}});
         p["exchanges"] = json!({"type": "array", "maxItems": 20, "items": {"type": "string", "pattern": params::EXCHANGE}});
-        p["start_time"] = instant();
-        p["end_time"] = instant();
+        p["start_time"] = nullable(instant());
+        p["end_time"] = nullable(instant());
         p["fields"] = json!({"type": "array", "items": string_enum(&columns(table))});
-        p["limit"] = json!({"type": "integer", "minimum": 1, "maximum": config.max_query_limit});
-        p["cursor"] = json!({"type": "string", "pattern": params::CURSOR});
-        p["format"] = string_enum(&FORMATS);
+        p["limit"] =
+            nullable(json!({"type": "integer", "minimum": 1, "maximum": config.max_query_limit}));
+        p["cursor"] = nullable(json!({"type": "string", "pattern": params::CURSOR}));
+        p["format"] = nullable(string_enum(&FORMATS));
         if table == LakeTable::Trades {
             for b in ["min_price", "max_price", "min_quantity", "max_quantity"] {
-                p[b] = bound();
+                p[b] = nullable(bound());
             }
         }
     };
@@ -118,13 +130,14 @@ fn bodies(schemas: &mut Value, config: &ApiConfig) {
     agg["interval"] = string_enum(&intervals());
     agg["start_time"] = instant();
     agg["end_time"] = instant();
-    agg["exchange"] = json!({"type": "string", "pattern": params::EXCHANGE});
-    agg["format"] = string_enum(&FORMATS);
+    agg["exchange"] = nullable(json!({"type": "string", "pattern": params::EXCHANGE}));
+    agg["format"] = nullable(string_enum(&FORMATS));
     schemas["BarBatch"]["properties"]["requests"]["minItems"] = json!(1);
     schemas["BarBatch"]["properties"]["requests"]["maxItems"] = json!(MAX_BATCH);
     let sql = &mut schemas["SqlQuery"]["properties"];
-    sql["sql"] = json!({"type": "string", "pattern": params::SQL});
-    sql["format"] = string_enum(&FORMATS);
+    sql["sql"] = json!({"type": "string", "pattern": params::SQL,
+        "examples": ["SELECT symbol, count(*) FROM trades GROUP BY symbol"]});
+    sql["format"] = nullable(string_enum(&FORMATS));
 }
 
 /// The schema of a query or path parameter of `path`, by its name.
@@ -178,7 +191,7 @@ fn operation(path: &str, method: &str, op: &mut Value, config: &ApiConfig) {
     let mut has_input = method == "post";
     let mut formats = false;
     let mut cursor = false;
-    if let Some(list) = op["parameters"].as_array_mut() {
+    if let Some(list) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in list.iter_mut() {
             let name = p["name"].as_str().unwrap_or_default().to_string();
             has_input = true;
@@ -268,6 +281,25 @@ fn operation(path: &str, method: &str, op: &mut Value, config: &ApiConfig) {
     if v1 {
         op["security"] = json!([{"api_key": []}, {"bearer": []}]);
     }
+    // An operation with a `format` answers in each of them; JSON is the documented shape.
+    let ok_content = op
+        .pointer_mut("/responses/200/content")
+        .and_then(Value::as_object_mut);
+    if formats && let Some(content) = ok_content {
+        for (media, schema) in [
+            ("text/csv", json!({"type": "string"})),
+            (
+                "application/vnd.apache.parquet",
+                json!({"type": "string", "format": "binary"}),
+            ),
+            (
+                "application/vnd.apache.arrow.stream",
+                json!({"type": "string", "format": "binary"}),
+            ),
+        ] {
+            content.insert(media.into(), json!({"schema": schema}));
+        }
+    }
     // Bodies that name their table (read by `market_request`).
     if method == "post"
         && (path.ends_with("/query") && path.starts_with("/v1/snapshots/") || path == "/v1/replay")
@@ -286,7 +318,8 @@ fn operation(path: &str, method: &str, op: &mut Value, config: &ApiConfig) {
         let schema = if required {
             json!({"allOf": [
                 {"$ref": "#/components/schemas/MarketRequest"},
-                {"type": "object", "required": ["start_time", "end_time"]},
+                {"type": "object", "required": ["start_time", "end_time"],
+                 "properties": {"start_time": instant(), "end_time": instant()}},
             ]})
         } else {
             json!({"$ref": "#/components/schemas/MarketRequest"})

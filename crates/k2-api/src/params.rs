@@ -20,11 +20,14 @@ pub const EXCHANGE: &str = r"^[A-Za-z0-9]{1,16}$";
 pub const SYMBOL_LIST: &str = r"^[A-Za-z0-9._/:\-]{1,32}(,[A-Za-z0-9._/:\-]{1,32}){0,99}$";
 /// Comma-separated exchange codes, at most 20.
 pub const EXCHANGE_LIST: &str = r"^[A-Za-z0-9]{1,16}(,[A-Za-z0-9]{1,16}){0,19}$";
-/// A trading day.
-pub const DATE: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$";
+/// A trading day, in the years 1700 to 2259: the engine computes bars in nanoseconds,
+/// which reach from 1677 to 2262.
+pub const DATE: &str =
+    r"^(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$";
 /// An instant: RFC 3339 (`2014-03-12T00:00:00Z`, any offset), or a date meaning the start
-/// of that trading day in the exchange's time zone (UTC without an exchange).
-pub const INSTANT: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+\-][0-9]{2}:[0-9]{2}))?$";
+/// of that trading day in the exchange's time zone (UTC without an exchange); the years
+/// of [`DATE`].
+pub const INSTANT: &str = r"^(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+\-]([01][0-9]|2[0-3]):[0-5][0-9]))?$";
 /// A non-negative decimal that `decimal(18,8)` holds exactly.
 pub const DECIMAL: &str = r"^[0-9]{1,10}(\.[0-9]{1,8})?$";
 /// A replay's pace: `max`, or a factor of the recorded pace above 0 and at most 10^6
@@ -163,6 +166,26 @@ pub fn range(
             .transpose()?,
         end.map(|t| instant("end_time", t, exchange)).transpose()?,
     ))
+}
+
+/// A whole number in a JSON body, written as an integer or as a number with no fraction
+/// (`100` or `100.0`: JSON Schema's `integer` admits both).
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::Deserialize;
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 1e19)
+                    .map(|x| x as u64)
+            })
+            .and_then(|v| usize::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number of at least 0"))),
+    }
 }
 
 /// A page size: `value` or `default`, between 1 and `max`.
@@ -310,12 +333,19 @@ mod tests {
         // ASX's trading day 12 March starts at midnight Sydney time, 13:00 UTC the day
         // before.
         assert_eq!(ok(t("2014-03-12")), 1_394_542_800_000_000);
+        // The years the engine's nanosecond arithmetic holds.
         assert_eq!(
-            ok(instant("x", "0000-01-01T00:00:00Z", None)),
-            -62_167_219_200_000_000
+            ok(instant("x", "1700-01-01T00:00:00+23:59", None)),
+            -8_520_422_340_000_000
         );
-        assert!(ok(instant("x", "9999-12-31T23:59:59.999999999Z", None)) > 0);
+        assert!(ok(instant("x", "2259-12-31T23:59:59.999999999-23:59", None)) > 0);
         for bad in [
+            "0000-01-01T00:00:00Z",
+            "1699-12-31",
+            "2260-01-01T00:00:00Z",
+            "2014-03-12T24:00:00Z",
+            "2014-03-12T23:59:60Z",
+            "2014-03-12T00:00:00+24:00",
             "2014-03-12 00:00:00Z",
             "2014-03-12T00:00:00",
             "2014-3-12",

@@ -10,76 +10,86 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::present::{BarRow, DeadLetterRow, PriceLevelRow, SnapshotRow, SummaryRow};
+use crate::present::{BarRow, PriceLevelRow, SnapshotRow};
 
 /// Exact decimal text: `36.5`, `119323`.
 pub const DECIMAL_TEXT: &str = r"^-?[0-9]+(\.[0-9]+)?$";
 
-/// A trade. Which members are present depends on `fields` (the usual set unless asked);
-/// members without a value are left out.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TradeRow {
-    #[schema(format = "uuid")]
-    pub message_id: Option<String>,
-    pub trade_id: Option<String>,
-    pub symbol: Option<String>,
-    pub exchange: Option<String>,
-    pub asset_class: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub timestamp: Option<String>,
-    #[schema(value_type = Option<String>, format = Date)]
-    pub trade_date: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub receive_timestamp: Option<String>,
-    /// Exact decimal text.
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub price: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub quantity: Option<String>,
-    pub currency: Option<String>,
-    /// `BUY`, `SELL` or `UNKNOWN`.
-    pub side: Option<String>,
-    pub trade_conditions: Option<Vec<Option<String>>>,
-    pub source_sequence: Option<i64>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub ingestion_timestamp: Option<String>,
-    pub platform_sequence: Option<i64>,
-    pub vendor_data: Option<BTreeMap<String, Option<String>>>,
+/// A decimal as answers write it: exact text ([`DECIMAL_TEXT`]), never a JSON number.
+pub struct Decimal;
+
+impl utoipa::PartialSchema for Decimal {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(DECIMAL_TEXT))
+            .description(Some("Exact decimal text, e.g. `36.5`"))
+            .into()
+    }
 }
 
-/// A quote (best bid and offer). Which members are present depends on `fields`; members
-/// without a value are left out.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QuoteRow {
-    #[schema(format = "uuid")]
-    pub message_id: Option<String>,
-    pub quote_id: Option<String>,
-    pub symbol: Option<String>,
-    pub exchange: Option<String>,
-    pub asset_class: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub timestamp: Option<String>,
-    #[schema(value_type = Option<String>, format = Date)]
-    pub trade_date: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub receive_timestamp: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub bid_price: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub bid_quantity: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub ask_price: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
-    pub ask_quantity: Option<String>,
-    pub currency: Option<String>,
-    pub source_sequence: Option<i64>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub ingestion_timestamp: Option<String>,
-    pub platform_sequence: Option<i64>,
-    pub vendor_data: Option<BTreeMap<String, Option<String>>>,
+impl ToSchema for Decimal {}
+
+/// Defines a market row: the members trades and quotes share, around `$own` members.
+macro_rules! market_row {
+    ($(#[$doc:meta])* $name:ident, $id:ident, { $($own:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Serialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[schema(format = "uuid")]
+            pub message_id: Option<String>,
+            /// The venue's own id of the event.
+            pub $id: Option<String>,
+            pub symbol: Option<String>,
+            pub exchange: Option<String>,
+            pub asset_class: Option<String>,
+            #[schema(value_type = Option<String>, format = DateTime)]
+            pub timestamp: Option<String>,
+            /// The exchange's trading day, in its own time zone.
+            #[schema(value_type = Option<String>, format = Date)]
+            pub trade_date: Option<String>,
+            #[schema(value_type = Option<String>, format = DateTime)]
+            pub receive_timestamp: Option<String>,
+            $($own)*
+            pub currency: Option<String>,
+            pub source_sequence: Option<i64>,
+            #[schema(value_type = Option<String>, format = DateTime)]
+            pub ingestion_timestamp: Option<String>,
+            pub platform_sequence: Option<i64>,
+            pub vendor_data: Option<BTreeMap<String, Option<String>>>,
+        }
+    };
 }
+
+market_row!(
+    /// A trade. Which members are present depends on `fields` (the usual set unless
+    /// asked); members without a value are left out. Decimals are exact text.
+    TradeRow, trade_id, {
+        #[schema(value_type = Option<Decimal>)]
+        pub price: Option<String>,
+        #[schema(value_type = Option<Decimal>)]
+        pub quantity: Option<String>,
+        /// `BUY`, `SELL` or `UNKNOWN`.
+        pub side: Option<String>,
+        pub trade_conditions: Option<Vec<Option<String>>>,
+    }
+);
+
+market_row!(
+    /// A quote (best bid and offer). Which members are present depends on `fields`;
+    /// members without a value are left out. Decimals are exact text.
+    QuoteRow, quote_id, {
+        #[schema(value_type = Option<Decimal>)]
+        pub bid_price: Option<String>,
+        #[schema(value_type = Option<Decimal>)]
+        pub bid_quantity: Option<String>,
+        #[schema(value_type = Option<Decimal>)]
+        pub ask_price: Option<String>,
+        #[schema(value_type = Option<Decimal>)]
+        pub ask_quantity: Option<String>,
+    }
+);
 
 /// A row of a free SQL answer: one member per column of the statement, values as the
 /// JSON format shows them.
@@ -110,41 +120,22 @@ pub struct Meta {
     pub truncated_at: Option<u64>,
 }
 
-/// One page of trades.
+/// One page of rows.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TradesPage {
-    pub data: Vec<TradeRow>,
+pub struct Page<T> {
+    pub data: Vec<T>,
     pub pagination: Pagination,
     pub meta: Meta,
 }
 
-/// One page of quotes.
+/// One page of rows over the lake and the live tail.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct QuotesPage {
-    pub data: Vec<QuoteRow>,
-    pub pagination: Pagination,
-    pub meta: Meta,
-}
-
-/// One page of trades over the lake and the live tail.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecentTradesPage {
-    pub data: Vec<TradeRow>,
+pub struct LivePage<T> {
+    pub data: Vec<T>,
     pub pagination: Pagination,
     /// Whether this server holds a live tail (`k2 up`); false: the lake alone answered.
-    pub live: bool,
-    pub meta: Meta,
-}
-
-/// One page of quotes over the lake and the live tail.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecentQuotesPage {
-    pub data: Vec<QuoteRow>,
-    pub pagination: Pagination,
     pub live: bool,
     pub meta: Meta,
 }
@@ -153,21 +144,15 @@ pub struct RecentQuotesPage {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MarketPage {
-    Trades(TradesPage),
-    Quotes(QuotesPage),
+    Trades(Page<TradeRow>),
+    Quotes(Page<QuoteRow>),
 }
 
+/// An answer that is not paged.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SummaryAnswer {
-    pub data: SummaryRow,
-    pub meta: Meta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BarsAnswer {
-    pub data: Vec<BarRow>,
+pub struct Answer<T> {
+    pub data: T,
     pub meta: Meta,
 }
 
@@ -194,13 +179,6 @@ pub struct BarBatchItem {
     pub error: Option<ItemError>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BarBatchAnswer {
-    pub data: Vec<BarBatchItem>,
-    pub meta: Meta,
-}
-
 /// One symbol over one interval: the metrics asked for.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -210,19 +188,19 @@ pub struct AggregateRow {
     pub interval_start: String,
     #[schema(format = DateTime)]
     pub interval_end: String,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub open: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub high: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub low: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub close: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub volume: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub vwap: Option<String>,
-    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    #[schema(value_type = Option<Decimal>)]
     pub twap: Option<String>,
     pub trade_count: Option<i64>,
 }
@@ -233,13 +211,6 @@ pub struct AggregationsAnswer {
     pub data: Vec<AggregateRow>,
     /// Volume per price level and interval, when `volume_profile` was asked for.
     pub volume_profile: Option<Vec<PriceLevelRow>>,
-    pub meta: Meta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SymbolsAnswer {
-    pub data: Vec<String>,
     pub meta: Meta,
 }
 
@@ -266,13 +237,6 @@ pub struct Stats {
     pub uptime_seconds: u64,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatsAnswer {
-    pub data: Stats,
-    pub meta: Meta,
-}
-
 /// A snapshot, with the log positions its commit recorded.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -281,27 +245,6 @@ pub struct SnapshotEntry {
     pub snapshot: SnapshotRow,
     /// The cumulative next offset of every log partition, as JSON text (K2's commits).
     pub log_offsets: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotsAnswer {
-    pub data: Vec<SnapshotEntry>,
-    pub meta: Meta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SqlAnswer {
-    pub data: Vec<SqlRow>,
-    pub meta: Meta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLettersAnswer {
-    pub data: Vec<DeadLetterRow>,
-    pub meta: Meta,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -45,6 +45,18 @@ pub(crate) struct Started {
     chunks: mpsc::Receiver<Chunk>,
 }
 
+impl Started {
+    /// The replay of an empty range: complete before its first row.
+    pub(crate) fn empty() -> Started {
+        let (tx, chunks) = mpsc::channel(1);
+        tx.try_send(Chunk::End).expect("room for the end");
+        Started {
+            snapshot_id: None,
+            chunks,
+        }
+    }
+}
+
 /// Starts `request` on `runtime` and waits for its first rows (or its refusal). The
 /// replay holds `permit` until it ends; `stop` ends it early (server shutdown).
 pub(crate) async fn start(
@@ -176,7 +188,9 @@ pub(crate) fn ndjson_response(started: Started) -> Response {
             State::Failed => Some((broken("the replay failed"), State::Done)),
             State::Done => None,
         }
-    });
+    })
+    // The body may be polled again after its end; a fused stream stays ended.
+    .fuse();
     let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
     h.insert(

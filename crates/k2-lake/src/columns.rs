@@ -29,10 +29,9 @@ pub struct Row {
 pub(crate) const CHUNK_ROWS: usize = 1 << 15;
 
 /// The rows of a batch, held in chunks of a fixed size: a batch grows without copying the
-/// rows it holds, and touches only the memory its rows fill. (A vector doubling its way to
-/// a million rows copies them as it goes and faults in twice their size of fresh pages:
-/// about a sixth of the writer's consume phase when measured.) Clearing keeps the chunks,
-/// so the next batch fills memory already faulted in.
+/// rows it holds, and touches only the memory its rows fill (a vector doubling its way to
+/// a million rows copies them as it goes and faults in twice their size of fresh pages).
+/// Clearing keeps the chunks, so the next batch fills memory already faulted in.
 #[derive(Default)]
 pub struct Rows {
     chunks: Vec<Vec<Row>>,

@@ -68,7 +68,7 @@ mod heap {
     }
 }
 
-/// Turns transparent huge pages off for this process (see docs/design.md, "Memory"): the
+/// Turns transparent huge pages off for this process (docs/design/operations.md, "Memory"): the
 /// allocator asks for them, and a 2 MB page faulted in whole for a few bytes, split when
 /// part of it is returned and gathered again by the kernel later, made resident memory
 /// grow in steps while live data stayed flat, and held back freshness.

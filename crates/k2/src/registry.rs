@@ -56,7 +56,7 @@ pub fn router(schemas: LocalSchemas) -> Router {
 pub async fn serve(
     schemas: LocalSchemas,
     listen: &str,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -65,7 +65,7 @@ pub async fn serve(
     tracing::info!(%addr, "schema registry listening");
     eprintln!("schema registry on http://{addr}");
     axum::serve(listener, router(schemas))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     Ok(())
 }

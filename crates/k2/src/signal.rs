@@ -13,7 +13,7 @@ pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
 }
 
 /// Resolves at the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

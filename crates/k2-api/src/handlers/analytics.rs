@@ -18,8 +18,9 @@ use crate::failure::Failure;
 use crate::format::Format;
 use crate::params;
 use crate::present;
+use crate::present::{BarRow, SummaryRow};
 use crate::respond::{self, Meta};
-use crate::schema::{AggregationsAnswer, BarBatchAnswer, BarsAnswer, ErrorEnvelope, SummaryAnswer};
+use crate::schema::{AggregationsAnswer, Answer, BarBatchItem, ErrorEnvelope};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +33,7 @@ pub struct SummaryParams {
 #[utoipa::path(get, path = "/v1/summary/{symbol}/{date}", tag = "analytics",
     params(("symbol" = String, Path, description = "Symbol, e.g. `BHP`"),
            ("date" = String, Path, description = "Trading day, YYYY-MM-DD"), SummaryParams),
-    responses((status = 200, description = "Open, high, low, close, volume, trade count and VWAP of the day", body = SummaryAnswer),
+    responses((status = 200, description = "Open, high, low, close, volume, trade count and VWAP of the day", body = Answer<SummaryRow>),
               (status = 404, description = "No trades of the symbol that day", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub async fn summary(
@@ -146,8 +147,7 @@ fn bars_request(r: &BarRequest, prefix: &str) -> Result<Bars, Failure> {
 
 #[utoipa::path(get, path = "/v1/ohlcv/{timeframe}", tag = "analytics",
     params(("timeframe" = String, Path, description = "`1m`, `5m`, `15m`, `30m`, `1h` or `1d`"), BarParams),
-    responses((status = 200, description = "Bars of the symbol over the trading days, oldest first", body = BarsAnswer,
-                content((BarsAnswer = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Bars of the symbol over the trading days, oldest first", body = Answer<Vec<BarRow>>)),
     security(("api_key" = [])))]
 pub async fn ohlcv(
     call: Call,
@@ -225,7 +225,7 @@ pub struct BarBatch {
 pub const MAX_BATCH: usize = 10;
 
 #[utoipa::path(post, path = "/v1/ohlcv/batch", tag = "analytics", request_body = BarBatch,
-    responses((status = 200, description = "One result per request, in order; an item that fails says why in its place", body = BarBatchAnswer)),
+    responses((status = 200, description = "One result per request, in order; an item that fails says why in its place", body = Answer<Vec<BarBatchItem>>)),
     security(("api_key" = [])))]
 pub async fn ohlcv_batch(
     call: Call,
@@ -321,8 +321,7 @@ pub struct AggregationQuery {
 pub const METRICS: [&str; 5] = ["vwap", "twap", "ohlcv", "trade_count", "volume_profile"];
 
 #[utoipa::path(post, path = "/v1/aggregations", tag = "analytics", request_body = AggregationQuery,
-    responses((status = 200, description = "Per symbol and interval, the metrics asked for; the volume profile is cut at query.max_rows price levels and says so (`meta.truncated_at`)", body = AggregationsAnswer,
-                content((AggregationsAnswer = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Per symbol and interval, the metrics asked for; the volume profile is cut at query.max_rows price levels and says so (`meta.truncated_at`)", body = AggregationsAnswer)),
     security(("api_key" = [])))]
 pub async fn aggregations(
     call: Call,

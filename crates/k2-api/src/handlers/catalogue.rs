@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::params;
 use crate::present;
 use crate::respond;
-use crate::schema::{SnapshotsAnswer, StatsAnswer, SymbolsAnswer};
+use crate::schema::{Answer, SnapshotEntry, Stats};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +25,7 @@ pub struct SymbolParams {
 }
 
 #[utoipa::path(get, path = "/v1/symbols", tag = "catalogue", params(SymbolParams),
-    responses((status = 200, description = "Symbols with trades or quotes, sorted", body = SymbolsAnswer)),
+    responses((status = 200, description = "Symbols with trades or quotes, sorted", body = Answer<Vec<String>>)),
     security(("api_key" = [])))]
 pub async fn symbols(call: Call, ApiQuery(p): ApiQuery<SymbolParams>) -> Result<Response, Failure> {
     call.require(Scope::Read)?;
@@ -42,7 +42,7 @@ pub async fn symbols(call: Call, ApiQuery(p): ApiQuery<SymbolParams>) -> Result<
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "catalogue",
-    responses((status = 200, description = "Per table: rows, current snapshot, last commit and its age", body = StatsAnswer)),
+    responses((status = 200, description = "Per table: rows, current snapshot, last commit and its age", body = Answer<Stats>)),
     security(("api_key" = [])))]
 pub async fn stats(call: Call) -> Result<Response, Failure> {
     call.require(Scope::Read)?;
@@ -95,7 +95,7 @@ pub fn table_names() -> Vec<String> {
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", tag = "time travel", params(SnapshotParams),
-    responses((status = 200, description = "Snapshots of the table, newest first", body = SnapshotsAnswer)),
+    responses((status = 200, description = "Snapshots of the table, newest first", body = Answer<Vec<SnapshotEntry>>)),
     security(("api_key" = [])))]
 pub async fn snapshots(
     call: Call,

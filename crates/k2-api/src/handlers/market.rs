@@ -21,9 +21,7 @@ use crate::failure::Failure;
 use crate::format::Format;
 use crate::params;
 use crate::respond::{self, Pagination};
-use crate::schema::{
-    MarketPage as MarketPageDoc, QuotesPage, RecentQuotesPage, RecentTradesPage, TradesPage,
-};
+use crate::schema::{LivePage, Page, QuoteRow, TradeRow};
 
 /// Filters of `GET /v1/trades`, `/v1/quotes` and their `/recent` twins.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -74,6 +72,7 @@ pub struct TradeQuery {
     #[schema(value_type = Option<Object>)]
     max_quantity: Option<serde_json::Value>,
     /// Rows per page (default 1000, at most `api.max_query_limit`).
+    #[serde(default, deserialize_with = "params::whole")]
     limit: Option<usize>,
     /// `pagination.next_cursor` of the previous page.
     cursor: Option<String>,
@@ -93,6 +92,7 @@ pub struct QuoteQuery {
     end_time: Option<String>,
     #[serde(default)]
     fields: Vec<String>,
+    #[serde(default, deserialize_with = "params::whole")]
     limit: Option<usize>,
     cursor: Option<String>,
     format: Option<String>,
@@ -173,77 +173,48 @@ pub(super) fn market_request(
 const LIST_TAG: &str = "market";
 
 #[utoipa::path(get, path = "/v1/trades", tag = LIST_TAG, params(ListParams),
-    responses((status = 200, description = "Trades, newest first, one page", body = TradesPage,
-                content((TradesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Trades, newest first, one page", body = Page<TradeRow>)),
     security(("api_key" = [])))]
 pub async fn trades(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
-    let q = list_query(&call, p)?;
-    market(
-        call,
-        q,
-        LakeTable::Trades,
-        None,
-        RowOrder::NewestFirst,
-        false,
-    )
-    .await
+    list(call, p, LakeTable::Trades, false).await
 }
 
 #[utoipa::path(get, path = "/v1/quotes", tag = LIST_TAG, params(ListParams),
-    responses((status = 200, description = "Quotes, newest first, one page", body = QuotesPage,
-                content((QuotesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Quotes, newest first, one page", body = Page<QuoteRow>)),
     security(("api_key" = [])))]
 pub async fn quotes(call: Call, ApiQuery(p): ApiQuery<ListParams>) -> Result<Response, Failure> {
-    let q = list_query(&call, p)?;
-    market(
-        call,
-        q,
-        LakeTable::Quotes,
-        None,
-        RowOrder::NewestFirst,
-        false,
-    )
-    .await
+    list(call, p, LakeTable::Quotes, false).await
 }
 
 #[utoipa::path(get, path = "/v1/trades/recent", tag = LIST_TAG, params(ListParams),
-    responses((status = 200, description = "Trades, newest first, over the lake and the live tail: events seen by the feeds but not yet committed are included, each event once", body = RecentTradesPage,
-                content((RecentTradesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Trades, newest first, over the lake and the live tail: events seen by the feeds but not yet committed are included, each event once", body = LivePage<TradeRow>)),
     security(("api_key" = [])))]
 pub async fn trades_recent(
     call: Call,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, Failure> {
-    let q = list_query(&call, p)?;
-    market(
-        call,
-        q,
-        LakeTable::Trades,
-        None,
-        RowOrder::NewestFirst,
-        true,
-    )
-    .await
+    list(call, p, LakeTable::Trades, true).await
 }
 
 #[utoipa::path(get, path = "/v1/quotes/recent", tag = LIST_TAG, params(ListParams),
-    responses((status = 200, description = "Quotes, newest first, over the lake and the live tail", body = RecentQuotesPage,
-                content((RecentQuotesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Quotes, newest first, over the lake and the live tail", body = LivePage<QuoteRow>)),
     security(("api_key" = [])))]
 pub async fn quotes_recent(
     call: Call,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, Failure> {
+    list(call, p, LakeTable::Quotes, true).await
+}
+
+/// A page of a GET list: newest first, from the lake (and the live tail when `live`).
+async fn list(
+    call: Call,
+    p: ListParams,
+    table: LakeTable,
+    live: bool,
+) -> Result<Response, Failure> {
     let q = list_query(&call, p)?;
-    market(
-        call,
-        q,
-        LakeTable::Quotes,
-        None,
-        RowOrder::NewestFirst,
-        true,
-    )
-    .await
+    market(call, q, table, None, RowOrder::NewestFirst, live).await
 }
 
 fn list_query(call: &Call, p: ListParams) -> Result<MarketQuery, Failure> {
@@ -266,17 +237,15 @@ fn list_query(call: &Call, p: ListParams) -> Result<MarketQuery, Failure> {
 }
 
 #[utoipa::path(post, path = "/v1/trades/query", tag = LIST_TAG, request_body = TradeQuery,
-    responses((status = 200, description = "Trades, newest first, one page", body = TradesPage,
-                content((TradesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Trades, newest first, one page", body = Page<TradeRow>)),
     security(("api_key" = [])))]
 pub async fn trades_query(
     call: Call,
     ApiJson(q): ApiJson<TradeQuery>,
 ) -> Result<Response, Failure> {
-    let q = q.into();
     market(
         call,
-        q,
+        q.into(),
         LakeTable::Trades,
         None,
         RowOrder::NewestFirst,
@@ -286,17 +255,15 @@ pub async fn trades_query(
 }
 
 #[utoipa::path(post, path = "/v1/quotes/query", tag = LIST_TAG, request_body = QuoteQuery,
-    responses((status = 200, description = "Quotes, newest first, one page", body = QuotesPage,
-                content((QuotesPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Quotes, newest first, one page", body = Page<QuoteRow>)),
     security(("api_key" = [])))]
 pub async fn quotes_query(
     call: Call,
     ApiJson(q): ApiJson<QuoteQuery>,
 ) -> Result<Response, Failure> {
-    let q = q.into();
     market(
         call,
-        q,
+        q.into(),
         LakeTable::Quotes,
         None,
         RowOrder::NewestFirst,
@@ -307,8 +274,7 @@ pub async fn quotes_query(
 
 #[utoipa::path(post, path = "/v1/snapshots/{snapshot_id}/query", tag = "time travel",
     params(("snapshot_id" = i64, Path, description = "An Iceberg snapshot id of the table")),
-    responses((status = 200, description = "Rows as of the snapshot, newest first", body = MarketPageDoc,
-                content((MarketPageDoc = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+    responses((status = 200, description = "Rows as of the snapshot, newest first", body = crate::schema::MarketPage),
               (status = 404, description = "The table has no such snapshot", body = crate::schema::ErrorEnvelope)),
     security(("api_key" = [])))]
 pub async fn snapshot_query(
@@ -332,8 +298,7 @@ pub async fn snapshot_query(
 }
 
 #[utoipa::path(post, path = "/v1/replay", tag = "replay",
-    responses((status = 200, description = "Rows of the range in timestamp order, one page; continue with the cursor", body = MarketPageDoc,
-                content((MarketPageDoc = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream")))),
+    responses((status = 200, description = "Rows of the range in timestamp order, one page; continue with the cursor", body = crate::schema::MarketPage)),
     security(("api_key" = [])))]
 pub async fn replay_page(
     call: Call,

@@ -91,12 +91,20 @@ async fn start_replay(call: &Call, p: ReplayParams) -> Result<stream::Started, F
         Some(end),
         exchanges.first().map(String::as_str),
     )?;
+    let (start_us, end_us) = (
+        start_us.expect("a start was given"),
+        end_us.expect("an end was given"),
+    );
     let speed = params::speed(p.speed.as_deref())?;
     let own = k2_lake::query::columns(table);
     let fields: Vec<String> = params::column_list(p.fields.as_deref())?
         .into_iter()
         .filter(|f| own.contains(f))
         .collect();
+    if end_us <= start_us {
+        // As everywhere in the API, a range that ends before it starts holds nothing.
+        return Ok(stream::Started::empty());
+    }
     let permit = s.replays.clone().try_acquire_owned().map_err(|_| {
         Failure::busy(
             format!(
@@ -110,8 +118,8 @@ async fn start_replay(call: &Call, p: ReplayParams) -> Result<stream::Started, F
         table,
         symbols,
         exchanges,
-        start_us: start_us.expect("a start was given"),
-        end_us: end_us.expect("an end was given"),
+        start_us,
+        end_us,
         fields,
         speed,
         snapshot: p.snapshot_id,

@@ -9,7 +9,7 @@ use crate::config::Scope;
 use crate::extract::ApiJson;
 use crate::failure::Failure;
 use crate::respond::{self, Meta};
-use crate::schema::{ErrorEnvelope, SqlAnswer};
+use crate::schema::{Answer, ErrorEnvelope, SqlRow};
 
 /// `POST /v1/sql`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -22,8 +22,7 @@ pub struct SqlQuery {
 }
 
 #[utoipa::path(post, path = "/v1/sql", tag = "sql", request_body = SqlQuery,
-    responses((status = 200, description = "The result, at most query.max_rows rows; a longer one is cut there and says so (`meta.truncated_at`, header `x-truncated-at`)", body = SqlAnswer,
-                content((SqlAnswer = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+    responses((status = 200, description = "The result, at most query.max_rows rows; a longer one is cut there and says so (`meta.truncated_at`, header `x-truncated-at`)", body = Answer<Vec<SqlRow>>),
               (status = 400, description = "Not read-only (`not_read_only`), or not a statement the engine can run (`sql_error`)", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub async fn sql(call: Call, ApiJson(q): ApiJson<SqlQuery>) -> Result<Response, Failure> {

@@ -82,8 +82,9 @@ pub enum ConnectionEnd {
 pub struct Handover {
     /// Told once the connection has passed on its first event.
     pub ready: Option<oneshot::Sender<()>>,
-    /// When told, the connection ends at the next frame boundary as [`ConnectionEnd::Retired`].
-    pub retire: Option<oneshot::Receiver<()>>,
+    /// Once cancelled, the connection ends at the next frame boundary as
+    /// [`ConnectionEnd::Retired`].
+    pub retire: CancellationToken,
 }
 
 /// Runs one connection until it ends; events go to `out` in arrival order.
@@ -115,10 +116,7 @@ pub async fn run_connection(
     if let Some(subscribe) = feed.subscription(&config.symbols, config.quotes) {
         ws.send_text(&subscribe).await.map_err(broken)?;
     }
-    let Handover {
-        mut ready,
-        mut retire,
-    } = handover;
+    let Handover { mut ready, retire } = handover;
     let start = tokio::time::Instant::now();
     let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
     let mut last_frame = start;
@@ -193,24 +191,12 @@ pub async fn run_connection(
             return Ok(ConnectionEnd::Closed);
         }
         answered.map_err(broken)?;
-        let retired = async {
-            match retire.as_mut() {
-                Some(rx) => rx.await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
         let read = tokio::select! {
             // Told to stop, or nobody listens any more: stop without waiting for the next
             // frame.
             () = stop.cancelled() => return Ok(ConnectionEnd::Stopped),
             _ = out.closed() => return Ok(ConnectionEnd::Stopped),
-            told = retired => {
-                if told {
-                    return Ok(ConnectionEnd::Retired);
-                }
-                retire = None;
-                continue;
-            }
+            () = retire.cancelled() => return Ok(ConnectionEnd::Retired),
             _ = tokio::time::sleep_until(last_frame + config.stale_after) => {
                 return Ok(ConnectionEnd::Stalled);
             }

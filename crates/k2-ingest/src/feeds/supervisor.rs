@@ -154,14 +154,14 @@ async fn rotating<F: Fn() -> i64>(
     stop: &CancellationToken,
 ) -> Result<ConnectionEnd, FeedError> {
     let venue = one.venue.name();
-    let (mut retire, rx) = oneshot::channel();
+    let mut retire = CancellationToken::new();
     let mut current = Box::pin(run_connection(
         one,
         out,
         now_us,
         Handover {
             ready: None,
-            retire: Some(rx),
+            retire: retire.clone(),
         },
         stop,
     ));
@@ -175,14 +175,14 @@ async fn rotating<F: Fn() -> i64>(
             _ = tokio::time::sleep_until(due) => {}
         }
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (next_retire, next_rx) = oneshot::channel();
+        let next_retire = CancellationToken::new();
         let mut next = Box::pin(run_connection(
             one,
             out,
             now_us,
             Handover {
                 ready: Some(ready_tx),
-                retire: Some(next_rx),
+                retire: next_retire.clone(),
             },
             stop,
         ));
@@ -203,7 +203,7 @@ async fn rotating<F: Fn() -> i64>(
             };
             if successor_ok {
                 if !old_done {
-                    let _ = retire.send(());
+                    retire.cancel();
                     let _ = current.await;
                 }
                 current = next;

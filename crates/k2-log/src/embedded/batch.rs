@@ -22,9 +22,8 @@ pub(super) fn end_offset<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Res
 /// The most bytes stored under one key, less room for the leaf page's own header: redb
 /// gives a value a page of a power-of-two size, so one large batch of an append (a burst
 /// of 600 KB on a 1 MiB page) wrote nearly twice its bytes, zeroed, copied and synced.
-/// Chunks of this size fill their pages but for the last one (a million 185-byte records
-/// in appends of 3 100: 354 MB written before, 206 MB now; 16 KiB chunks cost more in
-/// B-tree work than they saved).
+/// Chunks of this size fill their pages but for the last one (much smaller chunks cost
+/// more in B-tree work than they save).
 const CHUNK_BYTES: usize = 128 * 1024 - 64;
 
 /// `records` in consecutive chunks of at most [`CHUNK_BYTES`] stored (a record larger

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use super::queue::{ConsumerQueue, consumer_error_is_fatal};
 use super::{KafkaLog, kafka_error};
@@ -61,7 +61,7 @@ pub struct KafkaConsumer {
     partitions: Vec<TopicPartitions>,
     /// An error the reading thread sent behind records, returned by the next poll.
     failed: Option<LogError>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 }
 
 struct TopicPartitions {
@@ -106,7 +106,7 @@ impl KafkaConsumer {
     fn new(consumer: BaseConsumer, assignment: Vec<PartitionOffset>) -> Result<KafkaConsumer> {
         let consumer = Arc::new(consumer);
         let (tx, chunks) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let reader = {
             let (consumer, stop) = (consumer.clone(), stop.clone());
             let mut partitions = topic_partitions(&assignment);
@@ -184,7 +184,7 @@ impl KafkaConsumer {
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
         // The reading thread stops at its next poll or hand-over.
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.cancel();
     }
 }
 
@@ -194,7 +194,7 @@ fn read_records(
     consumer: &BaseConsumer,
     partitions: &mut [TopicPartitions],
     tx: &tokio::sync::mpsc::Sender<Result<Vec<ConsumedRecord>>>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) {
     let Some(queue) = ConsumerQueue::of(consumer) else {
         let _ = tx.blocking_send(Err(LogError::Rejected(
@@ -206,7 +206,7 @@ fn read_records(
     // The topic of the last message, by librdkafka's topic handle: a name is compared only
     // when the handle changes.
     let mut last_topic: Option<(*mut rdkafka::bindings::rd_kafka_topic_t, Option<usize>)> = None;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         // The first record may wait a while (and the stop flag is looked at between
         // waits); the rest are only what is already buffered.
         let mut n = queue.take(Duration::from_millis(100), &mut taken[..1]);

@@ -22,6 +22,8 @@ use k2_lake::tail::{Tail, TailConfig};
 use k2_log::Log;
 use k2_model::MarketRecord;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::app::App;
 use crate::config::Config;
 
@@ -94,14 +96,15 @@ fn parse_only(messages: u64) {
 /// spends making and sending frames can be told apart from K2's.
 struct SimulatorThread {
     url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<f64>>,
 }
 
 impl SimulatorThread {
     fn start(frames: Arc<Vec<String>>) -> anyhow::Result<SimulatorThread> {
         let (url_tx, url_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("simulator".into())
             .spawn(move || {
@@ -119,7 +122,7 @@ impl SimulatorThread {
                     match Simulator::start(vec![vec![Step::Burst(frames)]]).await {
                         Ok(sim) => {
                             let _ = url_tx.send(Ok(sim.url()));
-                            let _ = stopped.await;
+                            stopped.cancelled().await;
                         }
                         Err(e) => {
                             let _ = url_tx.send(Err(e.to_string()));
@@ -133,16 +136,14 @@ impl SimulatorThread {
             .map_err(|e| anyhow::anyhow!("the simulator did not start: {e}"))?;
         Ok(SimulatorThread {
             url,
-            stop: Some(stop),
+            stop,
             thread: Some(thread),
         })
     }
 
     /// Stops the simulator; returns the CPU seconds its thread used.
     fn stop(mut self) -> f64 {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         self.thread.take().map_or(0.0, |t| t.join().unwrap_or(0.0))
     }
 }

@@ -24,11 +24,12 @@ enum IngestSource {
 
 pub async fn run(config: Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let IngestSource::Asx { dir } = args.source;
+    let stop = signal::stop_on_signal();
     telemetry::serve_metrics(&config.telemetry)?;
     let app = App::open(config).await?;
     let outcome = tokio::select! {
         summary = app.ingest_asx(&dir) => Some(summary),
-        () = signal::shutdown_signal() => None,
+        () = stop.cancelled() => None,
     };
     // Whatever the producer still holds is delivered before the process ends; a chunk
     // whose checkpoint was not stored is sent again by the next run (the lake drops the

@@ -29,6 +29,7 @@ pub struct UpArgs {
 /// feeds stop first (what they hold reaches the log), then the writer commits what it has
 /// read and the API drains. A feed that gives up ends the process with an error.
 pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
+    let stop = signal::stop_on_signal();
     let mut api = config.api.clone();
     if let Some(l) = args.listen {
         api.listen = l;
@@ -90,7 +91,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let failure = tokio::select! {
-        () = signal::shutdown_signal() => None,
+        () = stop.cancelled() => None,
         Some(e) = failed_rx.recv() => Some(e),
     };
     tracing::info!("stopping: feeds first, then the writer and the API");
