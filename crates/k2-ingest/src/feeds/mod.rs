@@ -136,6 +136,28 @@ impl std::fmt::Display for Venue {
     }
 }
 
+/// What the parsers' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use k2_model::{MarketRecord, Trade};
+
+    use super::{FrameError, Venue};
+
+    /// The records of one frame of `venue`, as its parser appends them to an empty batch.
+    pub fn records(venue: Venue, frame: &str, at: i64) -> Result<Vec<MarketRecord>, FrameError> {
+        let mut out = Vec::new();
+        venue.feed().parse(frame, at, &mut out).map(|()| out)
+    }
+
+    /// The trade a record is (a test fails on any other record).
+    pub fn trade(r: &MarketRecord) -> &Trade {
+        match r {
+            MarketRecord::Trade(t) => t,
+            other => panic!("not a trade: {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod venue_tests {
     use super::*;

@@ -247,20 +247,14 @@ mod tests {
     use k2_model::MarketRecord;
 
     use super::*;
+    use crate::feeds::Venue;
+    use crate::feeds::testing::{records, trade};
 
     const NOW: i64 = 1_700_000_000_000_000;
 
-    /// The records of one frame, as [`parse`] appends them to an empty batch.
+    /// The records of one frame of this venue.
     fn binance_records(frame: &str, at: i64) -> Result<Vec<MarketRecord>, FrameError> {
-        let mut out = Vec::new();
-        parse(frame, at, &mut out).map(|()| out)
-    }
-
-    fn trade(r: &MarketRecord) -> &Trade {
-        match r {
-            MarketRecord::Trade(t) => t,
-            other => panic!("not a trade: {other:?}"),
-        }
+        records(Venue::Binance, frame, at)
     }
 
     #[test]

@@ -180,19 +180,14 @@ fn trade(t: &Fields<'_>, receive_us: i64) -> Result<Trade, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::Venue;
+    use crate::feeds::testing::{records, trade};
 
     const NOW: i64 = 1_700_000_000_000_000;
 
+    /// The records of one frame of this venue.
     fn kraken_records(frame: &str, at: i64) -> Result<Vec<MarketRecord>, FrameError> {
-        let mut out = Vec::new();
-        parse(frame, at, &mut out).map(|()| out)
-    }
-
-    fn trade(r: &MarketRecord) -> &Trade {
-        match r {
-            MarketRecord::Trade(t) => t,
-            other => panic!("not a trade: {other:?}"),
-        }
+        records(Venue::Kraken, frame, at)
     }
 
     #[test]
