@@ -115,6 +115,26 @@ struct Bars {
     to: NaiveDate,
 }
 
+impl Bars {
+    /// The bars asked for, at `snapshot`.
+    async fn query(
+        &self,
+        engine: &k2_lake::query::QueryEngine,
+        snapshot: Option<i64>,
+    ) -> k2_lake::Result<Vec<Bar>> {
+        engine
+            .ohlcv(
+                &self.symbol,
+                self.interval,
+                self.from,
+                self.to,
+                self.exchange.as_deref(),
+                snapshot,
+            )
+            .await
+    }
+}
+
 fn interval(field: &str, text: &str) -> Result<BarInterval, Failure> {
     BarInterval::parse(text).map_err(|_| {
         Failure::invalid(
@@ -182,18 +202,7 @@ pub async fn ohlcv(
                 b.symbol, b.interval, b.from, b.to, b.exchange
             ),
             |bars: &Vec<Bar>| bars.len() * std::mem::size_of::<Bar>(),
-            move |engine, snapshot| async move {
-                Ok(engine
-                    .ohlcv(
-                        &b.symbol,
-                        b.interval,
-                        b.from,
-                        b.to,
-                        b.exchange.as_deref(),
-                        snapshot,
-                    )
-                    .await?)
-            },
+            move |engine, snapshot| async move { Ok(b.query(&engine, snapshot).await?) },
         )
         .await?;
     let rows = |bars: &Vec<Bar>| -> Vec<present::BarRow> {
@@ -261,17 +270,7 @@ pub async fn ohlcv_batch(
             for (i, (sym, tf, item)) in items.into_iter().enumerate() {
                 let result = match item {
                     Err(f) => Err(f),
-                    Ok(b) => engine
-                        .ohlcv(
-                            &b.symbol,
-                            b.interval,
-                            b.from,
-                            b.to,
-                            b.exchange.as_deref(),
-                            snapshot,
-                        )
-                        .await
-                        .map_err(Failure::from),
+                    Ok(b) => b.query(&engine, snapshot).await.map_err(Failure::from),
                 }
                 .and_then(|bars| {
                     used += bars.len();
