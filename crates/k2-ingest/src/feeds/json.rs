@@ -120,6 +120,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     pub fn finished(&self) -> Option<()> {
         (self.at == self.text.len()).then_some(())
     }
@@ -138,6 +139,7 @@ pub(super) enum Scalar<'a> {
 /// None when the text is anything else — nested values, escapes, a duplicate key (the
 /// caller's duty), bad syntax — so the caller falls back to the full parser, whose
 /// messages then name the fault.
+#[inline]
 pub(super) fn flat_object<'a>(
     text: &'a str,
     mut member: impl FnMut(&'a str, Scalar<'a>) -> Option<()>,
@@ -196,6 +198,7 @@ pub(super) fn flat_object<'a>(
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (RFC 3339 in UTC, as exchanges write it) as
 /// microseconds since the epoch, the fraction past microseconds dropped as chrono drops
 /// it; None for any other form (a full RFC 3339 parser then decides).
+#[inline]
 pub(super) fn utc_micros(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<u32> {

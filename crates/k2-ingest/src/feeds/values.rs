@@ -10,6 +10,7 @@ use super::FrameError;
 
 /// A positive price or quantity, from decimal text (`"0.00100000"`) or a JSON number's
 /// text (`0.5117`, `1.5e-5`), exactly.
+#[inline]
 pub(super) fn positive(field: &str, text: &str) -> Result<Decimal8, FrameError> {
     let d = exact_decimal(text).ok_or_else(|| {
         FrameError::invalid(format!(
@@ -25,6 +26,7 @@ pub(super) fn positive(field: &str, text: &str) -> Result<Decimal8, FrameError> 
 }
 
 /// Decimal text with an optional exponent, as an exact 10^-8 fixed-point value.
+#[inline]
 pub(super) fn exact_decimal(text: &str) -> Option<Decimal8> {
     // Plain decimal text, nearly every value, in one pass; quotes and exponents after.
     if let Ok(d) = Decimal8::from_str(text) {
@@ -63,6 +65,7 @@ pub(super) fn exact_decimal(text: &str) -> Option<Decimal8> {
 }
 
 /// Trailing zeros after the point carry no value (and may exceed the 8 digits).
+#[inline]
 fn trim_fraction(text: &str) -> &str {
     match text.split_once('.') {
         Some(_) => text.trim_end_matches('0').trim_end_matches('.'),
@@ -71,6 +74,7 @@ fn trim_fraction(text: &str) -> &str {
 }
 
 /// The readable id of a trade or quote: `{EXCHANGE}-{symbol}-{venue's id}`.
+#[inline]
 pub(super) fn native_id(exchange: &str, symbol: &str, id: &str) -> Text {
     // Put together on the stack and copied once: pushing part by part onto the text
     // costs more than the copy.
