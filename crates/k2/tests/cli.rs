@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
+use k2_testkit::sample::copy_dir;
 use k2_testkit::services::Broker;
 
 /// The single value of a one-row, one-column SQL answer.
@@ -39,19 +40,6 @@ fn assert_lake_holds_the_sample_exactly(data: &Path) {
             rows,
             "{table} has no duplicates"
         );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

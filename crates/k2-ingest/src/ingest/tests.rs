@@ -1,28 +1,13 @@
 //! `ingest asx` against the bundled sample and against damaged copies of it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k2_log::{DeadLetterStore, EmbeddedLog, Log, LogConsumer, PartitionOffset};
 
+use k2_testkit::sample::{copy_dir, dir as sample};
+
 use crate::{IngestOptions, IngestSummary, ingest_asx};
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/asx-2014-03")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 struct Env {
     _dir: tempfile::TempDir,

@@ -31,14 +31,14 @@ fn example_config_parses_to_the_defaults_without_warnings() {
 #[test]
 fn environment_overrides_the_file() {
     let config = load(&[
-        ("K2_DATA_DIR", "/tmp/k2x"),
+        ("K2_DATA_DIR", "/var/k2"),
         ("K2_QUERY__TIMEOUT", "5s"),
         ("K2_WRITER__GROUP", "g1"),
         ("K2_FEEDS__RUN", "[\"binance\"]"),
         ("K2_CONFIG", "x"),
     ])
     .unwrap();
-    assert_eq!(config.data_dir, PathBuf::from("/tmp/k2x"));
+    assert_eq!(config.data_dir, PathBuf::from("/var/k2"));
     assert_eq!(config.query.timeout, Duration::from_secs(5));
     assert_eq!(config.writer.group, "g1");
     assert_eq!(config.feeds.run, vec![k2_ingest::Venue::Binance]);
