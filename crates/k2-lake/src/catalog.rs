@@ -1,12 +1,10 @@
 //! `[catalog]`: which Iceberg catalog holds K2's tables, and opening it. The SQL catalog
 //! lives in SQLite in the data directory by default, or in a PostgreSQL database shared by
-//! several writers and readers; the warehouse (the tables' files) is a local directory.
+//! several writers and readers; the tables' files are in the [`Warehouse`].
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use k2_model::ConfigError;
@@ -14,6 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{LakeError, Result};
 use crate::tables::ensure_tables;
+use crate::warehouse::Warehouse;
 
 /// `[catalog]`: where the Iceberg SQL catalog lives.
 #[derive(Clone, Debug, Deserialize)]
@@ -51,26 +50,30 @@ impl CatalogConfig {
     }
 
     /// The catalog, with K2's tables in it: SQLite at `sqlite_path` when no URI is
-    /// configured; the warehouse under `warehouse_dir`.
-    pub async fn open(&self, sqlite_path: &Path, warehouse_dir: &Path) -> Result<Arc<dyn Catalog>> {
+    /// configured; new tables in `warehouse`.
+    pub async fn open(
+        &self,
+        sqlite_path: &Path,
+        warehouse: &Warehouse,
+    ) -> Result<Arc<dyn Catalog>> {
         let catalog = if self.uri.is_empty() {
-            open_catalog(sqlite_path, warehouse_dir).await?
+            open_catalog(sqlite_path, warehouse).await?
         } else {
-            open_catalog_at(&self.uri, &self.name, warehouse_dir).await?
+            open_catalog_at(&self.uri, &self.name, warehouse).await?
         };
         ensure_tables(catalog.as_ref()).await?;
         Ok(catalog)
     }
 }
 
-/// Opens the SQL catalog on SQLite at `catalog_path`, with its warehouse under `warehouse_dir`.
-pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<Arc<SqlCatalog>> {
+/// Opens the SQL catalog on SQLite at `catalog_path`, creating new tables in `warehouse`.
+pub async fn open_catalog(catalog_path: &Path, warehouse: &Warehouse) -> Result<Arc<SqlCatalog>> {
     if let Some(parent) = catalog_path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
     }
     let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
-    open_catalog_at(&uri, "k2", warehouse_dir).await
+    open_catalog_at(&uri, "k2", warehouse).await
 }
 
 /// The Iceberg SQL catalog in the database at `uri` — `sqlite:PATH?mode=rwc` or
@@ -79,12 +82,8 @@ pub async fn open_catalog(catalog_path: &Path, warehouse_dir: &Path) -> Result<A
 pub async fn open_catalog_at(
     uri: &str,
     name: &str,
-    warehouse_dir: &Path,
+    warehouse: &Warehouse,
 ) -> Result<Arc<SqlCatalog>> {
-    std::fs::create_dir_all(warehouse_dir)
-        .map_err(|e| LakeError::io(format!("creating warehouse {}", warehouse_dir.display()), e))?;
-    let warehouse = std::path::absolute(warehouse_dir)
-        .map_err(|e| LakeError::io(format!("resolving {}", warehouse_dir.display()), e))?;
     let bind_style = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
         SqlBindStyle::DollarNumeric
     } else if uri.starts_with("sqlite:") {
@@ -97,10 +96,10 @@ pub async fn open_catalog_at(
     };
     let catalog = SqlCatalogBuilder::default()
         .uri(uri)
-        .warehouse_location(format!("file://{}", warehouse.display()))
+        .warehouse_location(warehouse.location())
         .sql_bind_style(bind_style)
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load(name, HashMap::new())
+        .with_storage_factory(warehouse.storage())
+        .load(name, warehouse.props().clone())
         .await
         .map_err(|e| LakeError::catalog(format!("opening the catalog at {}", redact(uri)), e))?;
     Ok(Arc::new(catalog))

@@ -19,6 +19,12 @@ pub enum LakeError {
         context: String,
         cause: std::io::Error,
     },
+    /// The warehouse's object store (a local directory or an S3 bucket) failed a request.
+    #[error("{context}: {cause}")]
+    Storage {
+        context: String,
+        cause: Box<object_store::Error>,
+    },
     #[error("{context}: {cause}")]
     Arrow {
         context: String,
@@ -91,6 +97,15 @@ impl LakeError {
                 cause.retryable() || matches!(cause.kind(), iceberg::ErrorKind::Unexpected)
             }
             LakeError::Io { .. } => true,
+            // Bad configuration (no such bucket, refused credentials) does not pass.
+            LakeError::Storage { cause, .. } => !matches!(
+                **cause,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
             LakeError::Log(e) => e.is_retryable(),
             LakeError::Timeout(_) => true,
             LakeError::Engine { cause, .. } => matches!(
@@ -132,6 +147,13 @@ impl LakeError {
         LakeError::Io {
             context: context.into(),
             cause: source,
+        }
+    }
+
+    pub(crate) fn storage(context: impl Into<String>, source: object_store::Error) -> Self {
+        LakeError::Storage {
+            context: context.into(),
+            cause: Box::new(source),
         }
     }
 

@@ -6,6 +6,8 @@
 //! - [`tables`] — the table definitions.
 //! - [`catalog`] — the `[catalog]` section and opening the SQL catalog (SQLite or
 //!   PostgreSQL).
+//! - [`warehouse`] — the `[warehouse]` section: the tables' files on a local disk or in
+//!   an S3 bucket, and the object stores that list, read and delete them.
 //! - [`commit_marks`] — what a K2 commit records in its snapshot, and reading it back.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each
@@ -32,6 +34,7 @@ pub mod retention;
 pub mod scan;
 pub mod tables;
 pub mod tail;
+pub mod warehouse;
 pub mod writer;
 
 pub use catalog::{CatalogConfig, open_catalog, open_catalog_at};
@@ -39,4 +42,5 @@ pub use error::{LakeError, Result};
 pub use integrity::{DedupSection, IntegrityOptions, RedisTarget, SequenceSection};
 pub use metrics::describe as describe_metrics;
 pub use tables::{LakeTable, ensure_tables};
+pub use warehouse::{S3Options, Warehouse, WarehouseConfig};
 pub use writer::{WriterConfig, WriterOptions, WriterSummary};

@@ -25,7 +25,6 @@
 //! file that young may be a commit still in flight, its own writer's or another's.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -35,6 +34,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use crate::commit_marks;
 use crate::error::{LakeError, Result};
+use crate::warehouse::Files;
 
 /// What one expiry removed.
 #[derive(Debug, Default, PartialEq)]
@@ -109,11 +109,13 @@ pub async fn expire(
         .commit(catalog)
         .await
         .map_err(|e| LakeError::catalog(format!("expiring snapshots of {name}"), e))?;
+    let store = Files::of(after.file_io(), after.metadata().location())?;
     let mut files = 0;
     for list in &manifest_lists {
-        files += usize::from(remove_file(Path::new(local_path(list)))?);
+        store.delete(&store.path(list)?).await?;
+        files += 1;
     }
-    files += remove_old_metadata(&after)?;
+    files += remove_old_metadata(&store, &after).await?;
     let expired = Expired {
         snapshots: ids.len(),
         files,
@@ -131,7 +133,7 @@ pub async fn expire(
 /// Metadata files of the table older than the oldest its metadata log names (each file
 /// starts with its version number; a file with a higher version than the current one may
 /// be another writer's commit in progress, and is left alone).
-fn remove_old_metadata(table: &Table) -> Result<usize> {
+async fn remove_old_metadata(store: &Files, table: &Table) -> Result<usize> {
     let metadata = table.metadata();
     let version = |path: &str| -> Option<u64> {
         let file = path.rsplit('/').next()?;
@@ -155,20 +157,20 @@ fn remove_old_metadata(table: &Table) -> Result<usize> {
     let Some((&oldest, path)) = named.iter().next() else {
         return Ok(0);
     };
-    let dir = Path::new(local_path(path))
-        .parent()
+    let (dir, _) = path
+        .rsplit_once('/')
         .expect("a metadata file is in a directory");
     let mut removed = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(LakeError::io(format!("listing {}", dir.display()), e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| LakeError::io(format!("listing {}", dir.display()), e))?;
-        let file = entry.file_name();
-        if version(&file.to_string_lossy()).is_some_and(|v| v < oldest) {
-            removed += usize::from(remove_file(&entry.path())?);
+    // Every file there (the cutoff is in the future): the version decides, not the age.
+    let everything = SystemTime::now() + Duration::from_secs(86_400);
+    for file in store.older_than(dir, everything).await? {
+        if file
+            .filename()
+            .and_then(version)
+            .is_some_and(|v| v < oldest)
+        {
+            store.delete(&file).await?;
+            removed += 1;
         }
     }
     Ok(removed)
@@ -180,13 +182,15 @@ fn remove_old_metadata(table: &Table) -> Result<usize> {
 /// does. Manifests are read only when some file is old enough to be a candidate.
 pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime) -> Result<usize> {
     let metadata = table.metadata();
-    let data = Path::new(local_path(metadata.location())).join("data");
-    let mut old = Vec::new();
-    old_files(
-        &data,
-        now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH),
-        &mut old,
-    )?;
+    let store = Files::of(table.file_io(), metadata.location())?;
+    let data_dir = format!("{}/data", metadata.location().trim_end_matches('/'));
+    let data = store.path(&data_dir)?;
+    let old = store
+        .older_than(
+            &data_dir,
+            now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+        .await?;
     if old.is_empty() {
         return Ok(0);
     }
@@ -211,59 +215,22 @@ pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime
         let mut manifests = futures::stream::iter(loads).buffered(16);
         while let Some(manifest) = manifests.next().await {
             for entry in manifest.map_err(read)?.entries() {
-                named.insert(PathBuf::from(local_path(entry.data_file().file_path())));
+                named.insert(store.path(entry.data_file().file_path())?);
             }
         }
     }
     // A name outside the directory means the paths are not understood: delete nothing.
-    if let Some(outside) = named.iter().find(|p| !p.starts_with(&data)) {
+    if let Some(outside) = named.iter().find(|p| !p.prefix_matches(&data)) {
         return Err(LakeError::InvalidArgument(format!(
-            "{name} names {} outside {}: its unnamed files are left alone",
-            outside.display(),
-            data.display()
+            "{name} names {} outside {data_dir}: its unnamed files are left alone",
+            store.location(outside),
         )));
     }
     let mut removed = 0;
     for path in old.iter().filter(|p| !named.contains(*p)) {
-        tracing::warn!(table = %name, file = %path.display(), "deleting a data file no snapshot names");
-        removed += usize::from(remove_file(path)?);
+        tracing::warn!(table = %name, file = %store.location(path), "deleting a data file no snapshot names");
+        store.delete(path).await?;
+        removed += 1;
     }
     Ok(removed)
-}
-
-/// The files under `dir`, at any depth, last modified before `before`.
-pub fn old_files(dir: &Path, before: SystemTime, out: &mut Vec<PathBuf>) -> Result<()> {
-    let listing = |e| LakeError::io(format!("listing {}", dir.display()), e);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(listing(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(listing)?;
-        let meta = entry.metadata().map_err(listing)?;
-        if meta.is_dir() {
-            old_files(&entry.path(), before, out)?;
-        } else if meta.modified().map_err(listing)? < before {
-            out.push(entry.path());
-        }
-    }
-    Ok(())
-}
-
-/// A location of the local warehouse as a path (`file:` prefix dropped).
-pub fn local_path(location: &str) -> &str {
-    location
-        .strip_prefix("file://")
-        .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location)
-}
-
-/// Deletes a file; false if it was already gone.
-fn remove_file(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(LakeError::io(format!("deleting {}", path.display()), e)),
-    }
 }

@@ -19,6 +19,7 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use crate::warehouse::Files;
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
@@ -30,7 +31,6 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DFResult;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::PruningPredicate;
@@ -395,26 +395,27 @@ impl TableProvider for SnapshotTable {
             "file planning"
         );
 
-        // DataFusion reads the files: statistics and page-index pruning.
+        // DataFusion reads the files through the warehouse's object store (registered
+        // with the runtime on first use): statistics and page-index pruning.
+        let files = Files::of(self.table.file_io(), self.table.metadata().location())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
         for (i, task) in tasks.iter().enumerate() {
-            let url = url::Url::parse(task.file_path()).map_err(|e| {
-                DataFusionError::Plan(format!("data file '{}': {e}", task.file_path()))
-            })?;
-            if url.scheme() != "file" {
-                return Err(DataFusionError::NotImplemented(format!(
-                    "reading data files from '{}' storage",
-                    url.scheme()
-                )));
-            }
+            let path = files
+                .path(task.file_path())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             groups[i % partitions].push(PartitionedFile::new(
-                url.path().trim_start_matches('/'),
+                path.to_string(),
                 task.file_size_in_bytes(),
             ));
         }
-        let store_url = ObjectStoreUrl::local_filesystem();
-        let store = state.runtime_env().object_store(&store_url)?;
+        let store_url = files.url().clone();
+        let runtime = state.runtime_env();
+        if runtime.object_store(&store_url).is_err() {
+            runtime.register_object_store(store_url.as_ref(), files.store().clone());
+        }
+        let store = files.store().clone();
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         // The planner pushes the query's filters into this source for statistics and page
         // pruning. Row-level filtering while decoding stays off: after page pruning nearly

@@ -6,6 +6,8 @@
 //! - [`services`] — the services the test script starts (found through `K2_TEST_…`
 //!   variables), and servers a test starts for itself: a Kafka-protocol broker and a
 //!   Redis it may freeze.
+//! - [`s3`] — S3-compatible storage: the shared server's bucket, and a server of a
+//!   test's own it may stop and start again.
 //! - [`tls`] — the throw-away test certificate authority in `tests/tls/`.
 //! - [`sample`] — the bundled ASX sample and the counts it must land as.
 //! - [`poll`] — waiting for a condition with a deadline, never a bare sleep.
@@ -16,6 +18,7 @@
 
 pub mod poll;
 pub mod promtool;
+pub mod s3;
 pub mod sample;
 pub mod services;
 pub mod tls;

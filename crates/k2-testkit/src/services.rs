@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
 
 /// Waits until something listens on `port`; panics with `log`'s contents if nothing does
 /// within 30 s.
-fn wait_listening(port: u16, what: &str, log: &Path) {
+pub(crate) fn wait_listening(port: u16, what: &str, log: &Path) {
     poll::until_explained(
         Duration::from_secs(30),
         || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
@@ -52,10 +52,10 @@ fn wait_listening(port: u16, what: &str, log: &Path) {
 }
 
 /// A process of a test's own, killed when dropped.
-struct Owned(Option<Child>);
+pub(crate) struct Owned(pub(crate) Option<Child>);
 
 impl Owned {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -159,7 +159,7 @@ pub struct RedisServer {
 }
 
 /// A directory removed when dropped.
-struct DirGuard(PathBuf);
+pub(crate) struct DirGuard(pub(crate) PathBuf);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {

@@ -196,7 +196,7 @@ pub fn report_writer(summary: &WriterSummary) {
 pub async fn catalog(config: &Config) -> anyhow::Result<Arc<dyn iceberg::Catalog>> {
     Ok(config
         .catalog
-        .open(&config.catalog_path(), &config.warehouse_dir())
+        .open(&config.catalog_path(), &config.warehouse()?)
         .await?)
 }
 

@@ -97,7 +97,7 @@ fn spawn(cmd: &mut Command) -> Child {
 /// Trades snapshots committed so far, read straight from the catalog.
 fn trade_snapshots(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
     rt.block_on(async {
-        let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &data.join("warehouse"))
+        let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &warehouse(data))
             .await
             .unwrap();
         match iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())

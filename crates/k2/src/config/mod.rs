@@ -20,7 +20,10 @@ use anyhow::Context;
 use k2_api::ApiConfig;
 use k2_ingest::FeedsConfig;
 use k2_lake::query::QueryOptions;
-use k2_lake::{CatalogConfig, DedupSection, IntegrityOptions, SequenceSection, WriterConfig};
+use k2_lake::{
+    CatalogConfig, DedupSection, IntegrityOptions, SequenceSection, Warehouse, WarehouseConfig,
+    WriterConfig,
+};
 use k2_log::{DlqConfig, LogBackend, LogConfig, RegistryConfig};
 use serde::Deserialize;
 
@@ -35,6 +38,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub dlq: DlqConfig,
     pub catalog: CatalogConfig,
+    pub warehouse: WarehouseConfig,
     pub writer: WriterConfig,
     pub dedup: DedupSection,
     pub sequence: SequenceSection,
@@ -56,6 +60,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             dlq: DlqConfig::default(),
             catalog: CatalogConfig::default(),
+            warehouse: WarehouseConfig::default(),
             writer: WriterConfig::default(),
             dedup: DedupSection::default(),
             sequence: SequenceSection::default(),
@@ -101,6 +106,7 @@ impl Config {
         self.registry.validate(self.log.backend)?;
         self.dlq.validate()?;
         self.catalog.validate()?;
+        self.warehouse.validate()?;
         self.writer.validate()?;
         self.dedup.validate()?;
         self.sequence.validate()?;
@@ -148,8 +154,13 @@ impl Config {
     pub fn catalog_path(&self) -> PathBuf {
         self.data_dir.join("catalog.db")
     }
+    /// The local warehouse directory (used when `warehouse.uri` is empty).
     pub fn warehouse_dir(&self) -> PathBuf {
         self.data_dir.join("warehouse")
+    }
+    /// Where the tables' files live: `warehouse.uri`, or the local directory.
+    pub fn warehouse(&self) -> k2_lake::Result<Warehouse> {
+        self.warehouse.open(&self.warehouse_dir())
     }
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")

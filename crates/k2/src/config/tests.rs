@@ -35,9 +35,16 @@ fn environment_overrides_the_file() {
         ("K2_QUERY__TIMEOUT", "5s"),
         ("K2_WRITER__GROUP", "g1"),
         ("K2_FEEDS__RUN", "[\"binance\"]"),
+        ("K2_WAREHOUSE__URI", "s3://k2-lake/prod"),
+        ("K2_WAREHOUSE__S3__ENDPOINT", "http://127.0.0.1:9000"),
+        ("K2_WAREHOUSE__S3__PATH_STYLE", "true"),
         ("K2_CONFIG", "x"),
     ])
     .unwrap();
+    assert_eq!(config.warehouse.uri, "s3://k2-lake/prod");
+    assert_eq!(config.warehouse.s3.endpoint, "http://127.0.0.1:9000");
+    assert!(config.warehouse.s3.path_style);
+    assert_eq!(config.warehouse().unwrap().location(), "s3://k2-lake/prod");
     assert_eq!(config.data_dir, PathBuf::from("/var/k2"));
     assert_eq!(config.query.timeout, Duration::from_secs(5));
     assert_eq!(config.writer.group, "g1");

@@ -1,5 +1,5 @@
 //! Helpers shared by the test binaries.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +17,53 @@ pub fn k2(data: &Path) -> Command {
         .env_remove("K2_CONFIG")
         .env("K2_LOG", "warn")
         .stdin(Stdio::null());
+    if let Some(bucket) = bucket(data) {
+        cmd.envs(bucket.env());
+    }
     cmd
+}
+
+/// With `K2_TEST_WAREHOUSE=s3`, the prefix of the test script's bucket where the lake of
+/// the data directory `data` keeps its files (one prefix per directory); else None.
+pub fn bucket(data: &Path) -> Option<k2_testkit::s3::Bucket> {
+    match std::env::var("K2_TEST_WAREHOUSE").as_deref() {
+        Ok("s3") => {
+            let mut bucket = k2_testkit::s3::Bucket::from_env();
+            bucket.prefix = data
+                .file_name()
+                .expect("a data directory has a name")
+                .to_string_lossy()
+                .trim_start_matches('.')
+                .to_string();
+            Some(bucket)
+        }
+        Ok("local") | Err(_) => None,
+        Ok(other) => panic!("K2_TEST_WAREHOUSE must be local or s3, not {other}"),
+    }
+}
+
+/// The warehouse `k2 --data-dir data` uses.
+pub fn warehouse(data: &Path) -> k2_lake::Warehouse {
+    match bucket(data) {
+        Some(bucket) => s3_warehouse(&bucket),
+        None => k2_lake::Warehouse::local(&data.join("warehouse")).unwrap(),
+    }
+}
+
+/// The warehouse at `bucket`, reached with the test servers' credentials.
+pub fn s3_warehouse(bucket: &k2_testkit::s3::Bucket) -> k2_lake::Warehouse {
+    k2_lake::WarehouseConfig {
+        uri: bucket.uri(),
+        s3: k2_lake::S3Options {
+            endpoint: bucket.endpoint.clone(),
+            access_key_id: k2_testkit::s3::ACCESS_KEY_ID.into(),
+            secret_access_key: k2_testkit::s3::SECRET_ACCESS_KEY.into(),
+            path_style: true,
+            ..Default::default()
+        },
+    }
+    .open(Path::new("warehouse"))
+    .unwrap()
 }
 
 pub fn run_ok(cmd: &mut Command) -> String {

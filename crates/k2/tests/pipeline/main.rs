@@ -10,6 +10,8 @@
 //! - `replay_and_tail` — ordered replay, and the live tail merged with the lake.
 //! - `retention` — expiry and orphan sweeps never touch what a writer resumes from.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod integrity;
 mod landing;
 mod outages;
@@ -32,7 +34,7 @@ use k2_lake::query::{
 };
 use k2_lake::tables::LakeTable;
 use k2_lake::writer::{self, WriterOptions};
-use k2_lake::{LakeError, open_catalog};
+use k2_lake::{LakeError, Warehouse, open_catalog};
 
 fn sample() -> PathBuf {
     k2_testkit::sample::dir()
@@ -61,14 +63,32 @@ struct Lake {
     postgres: Option<(String, String)>,
 }
 
-/// A lake on the catalog the environment names: SQLite in a temporary directory (the
-/// default), or with `K2_TEST_CATALOG=postgres` a fresh database on the PostgreSQL server
-/// at `K2_TEST_POSTGRES_URL` (the test script starts one on loopback).
+/// A lake on the catalog and warehouse the environment names: SQLite in a temporary
+/// directory (the default), or with `K2_TEST_CATALOG=postgres` a fresh database on the
+/// PostgreSQL server at `K2_TEST_POSTGRES_URL`; its files in the same directory, or with
+/// `K2_TEST_WAREHOUSE=s3` under a fresh prefix of the S3 server's bucket (the test script
+/// starts both servers on loopback).
 async fn lake() -> Lake {
     let dir = tempfile::tempdir().unwrap();
+    let warehouse = match std::env::var("K2_TEST_WAREHOUSE").as_deref() {
+        Ok("s3") => common::s3_warehouse(&k2_testkit::s3::Bucket::from_env()),
+        Ok("local") | Err(_) => Warehouse::local(&dir.path().join("warehouse")).unwrap(),
+        Ok(other) => panic!("K2_TEST_WAREHOUSE must be local or s3, not {other}"),
+    };
+    lake_in(dir, warehouse).await
+}
+
+/// A lake whose files are on the local disk whatever the environment says (for tests
+/// that age files by their modification time).
+async fn lake_on_disk() -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::local(&dir.path().join("warehouse")).unwrap();
+    lake_in(dir, warehouse).await
+}
+
+async fn lake_in(dir: tempfile::TempDir, warehouse: Warehouse) -> Lake {
     let log = EmbeddedLog::open(&dir.path().join("log.redb")).unwrap();
     let dlq = DeadLetterStore::open(&dir.path().join("dlq.redb"), 10_000).unwrap();
-    let warehouse = dir.path().join("warehouse");
     let (catalog, postgres) = match std::env::var("K2_TEST_CATALOG").as_deref() {
         Ok("postgres") => {
             use sqlx::Connection;
