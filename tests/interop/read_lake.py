@@ -6,13 +6,13 @@ Usage: read_lake.py DATA_DIR K2_BINARY
 """
 
 import json
-import subprocess
 import sys
-from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import duckdb
 from pyiceberg.catalog.sql import SqlCatalog
+
+from bhp_days import DAILY, check
 
 data = Path(sys.argv[1]).resolve()
 k2 = sys.argv[2]
@@ -34,37 +34,7 @@ assert sum(offsets.values()) == arrow.num_rows, offsets
 
 con = duckdb.connect()
 con.register("trades", arrow)
-days = con.execute(
-    """
-    SELECT CAST(trade_date AS VARCHAR),
-           CAST(first(price ORDER BY "timestamp", source_sequence) AS VARCHAR),
-           CAST(max(price) AS VARCHAR), CAST(min(price) AS VARCHAR),
-           CAST(last(price ORDER BY "timestamp", source_sequence) AS VARCHAR),
-           CAST(sum(quantity) AS VARCHAR), count(*),
-           CAST(sum(CAST(price AS DECIMAL(38, 8)) * CAST(quantity AS DECIMAL(38, 8))) AS VARCHAR)
-    FROM trades WHERE symbol = 'BHP' GROUP BY trade_date ORDER BY trade_date
-    """
-).fetchall()
-assert len(days) == 5, days
-
-
-def norm(text):
-    return format(Decimal(text).normalize(), "f")
-
-
-for day, open_, high, low, close, volume, count, notional in days:
-    out = subprocess.run(
-        [k2, "--data-dir", str(data), "query", "summary", "BHP", day, "--exchange", "ASX", "--format", "json"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    k2_row = json.loads(out)[0]
-    vwap = (Decimal(notional) / Decimal(volume)).quantize(Decimal("0.00000001"), rounding=ROUND_HALF_EVEN)
-    want = {
-        "open": norm(open_), "high": norm(high), "low": norm(low), "close": norm(close),
-        "volume": norm(volume), "trade_count": count, "vwap": norm(vwap),
-    }
-    got = {k: (norm(v) if isinstance(v, str) else v) for k, v in k2_row.items() if k in want}
-    assert got == want, (day, got, want)
+for day, want in check(con.execute(DAILY).fetchall(), k2, data, "DuckDB over PyIceberg"):
     print(f"BHP {day}: k2 and DuckDB-over-PyIceberg agree: {want}")
 
 print(f"interop ok: {arrow.num_rows} trades, {quotes.num_rows} quotes, {len(trades.snapshots())} trade snapshots")

@@ -10,7 +10,9 @@ use crate::app::App;
 use crate::config::Config;
 
 /// The sample and, unless `rows` is 0, `rows` synthetic trades over `companies`, each
-/// ingested and committed in a fresh data directory under `root`.
+/// ingested and committed in a fresh data directory under `root`: on the local disk, and
+/// when `warehouse.uri` names a bucket, in it too (under a fresh prefix), one after the
+/// other in the same run.
 pub async fn run(
     config: &Config,
     sample: &Path,
@@ -18,10 +20,17 @@ pub async fn run(
     companies: u32,
     root: &Path,
 ) -> anyhow::Result<()> {
+    let mut on_disk = config.clone();
+    on_disk.warehouse.uri.clear();
+    let mut warehouses = vec![("local disk", on_disk)];
+    if !config.warehouse.uri.is_empty() {
+        warehouses.push(("S3", config.clone()));
+    }
     println!(
-        "dataset                rows   ingest→log   log→lake   end-to-end   CSV B/row  lake B/row"
+        "dataset              warehouse       rows   ingest→log   log→lake   end-to-end   CSV B/row  lake B/row  commits  commit p50/p99 ms"
     );
-    ingest_once(config, "bundled ASX sample", sample, &root.join("sample")).await?;
+    let run_id = format!("bench-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let mut datasets = vec![("bundled ASX sample".to_string(), sample.to_path_buf())];
     if rows > 0 {
         let data = root.join("synthetic-data");
         let t = Instant::now();
@@ -30,25 +39,30 @@ pub async fn run(
             "generated {rows} synthetic trades in {:.1}s",
             t.elapsed().as_secs_f64()
         );
-        ingest_once(
-            config,
-            &format!("synthetic {}M trades", rows / 1_000_000),
-            &data,
-            &root.join("synthetic"),
-        )
-        .await?;
+        datasets.push((format!("synthetic {}M trades", rows / 1_000_000), data));
+    }
+    for (i, (name, data)) in datasets.iter().enumerate() {
+        for (where_, config) in &warehouses {
+            let mut config = config.clone();
+            config.data_dir = root.join(format!("{i}-{}", where_.replace(' ', "-")));
+            if !config.warehouse.uri.is_empty() {
+                config.warehouse.uri = format!(
+                    "{}/{run_id}/{i}",
+                    config.warehouse.uri.trim_end_matches('/')
+                );
+            }
+            ingest_once(config, name, where_, data).await?;
+        }
     }
     Ok(())
 }
 
 async fn ingest_once(
-    config: &Config,
+    config: Config,
     name: &str,
+    warehouse: &str,
     data: &Path,
-    data_dir: &Path,
 ) -> anyhow::Result<()> {
-    let mut config = config.clone();
-    config.data_dir = data_dir.to_path_buf();
     let app = App::open(config).await?;
     let t0 = Instant::now();
     let ingest = app.ingest_asx(data).await?;
@@ -61,27 +75,36 @@ async fn ingest_once(
         .get("market_data.trades")
         .unwrap_or(&0);
     let csv = dir_bytes(&data.join("trades"))? as f64 / trade_rows.max(1) as f64;
-    let lake = dir_bytes(
-        &app.config
-            .warehouse_dir()
-            .join("market_data")
-            .join("trades")
-            .join("data"),
-    )? as f64
-        / trade_rows.max(1) as f64;
+    // The audit trail has every commit's files and time, wherever the files went.
+    let audit = k2_lake::audit::read(&app.config.audit_path())?;
+    let lake: u64 = audit
+        .iter()
+        .filter(|e| e.table == "market_data.trades")
+        .map(|e| e.bytes)
+        .sum();
+    let mut commit_ms: Vec<u64> = audit.iter().filter_map(|e| e.duration_ms).collect();
+    commit_ms.sort_unstable();
+    let quantile = |q: f64| -> u64 {
+        if commit_ms.is_empty() {
+            return 0;
+        }
+        commit_ms[((commit_ms.len() - 1) as f64 * q).round() as usize]
+    };
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
     println!(
-        "{name:20} {:>9} {:>10.0}/s {:>9.0}/s {:>10.0}/s {:>10.1} {:>11.1}",
+        "{name:20} {warehouse:10} {:>9} {:>10.0}/s {:>9.0}/s {:>10.0}/s {:>10.1} {:>11.1} {:>8} {:>8}/{}",
         rows as u64,
         rate(t1 - t0),
         rate(t2 - t1),
         rate(t2 - t0),
         csv,
-        lake
+        lake as f64 / trade_rows.max(1) as f64,
+        commit_ms.len(),
+        quantile(0.5),
+        quantile(0.99),
     );
     Ok(())
 }
-
 fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
     if !dir.exists() {

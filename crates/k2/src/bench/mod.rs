@@ -38,7 +38,8 @@ mod sequence;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Ingest throughput and storage per trade.
+    /// Ingest throughput, storage per trade and commit latency; on the local disk, and
+    /// beside it in the bucket `warehouse.uri` names when it names one.
     Ingest {
         /// Synthetic trades to generate (0 skips the synthetic run).
         #[arg(long, default_value_t = 10_000_000)]

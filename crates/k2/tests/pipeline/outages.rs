@@ -60,30 +60,44 @@ impl Outage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
-    let l = lake().await;
-    ingest_sample(&l).await;
-    let outage = Outage::begin(&l).await;
+/// A writer of `options` running to the end of the log on a task of its own, retrying a
+/// failing dependency for a long while through a breaker that opens after two failures.
+fn spawn_patient_writer(
+    l: &Lake,
+    options: WriterOptions,
+) -> tokio::task::JoinHandle<Result<k2_lake::WriterSummary, LakeError>> {
     let options = WriterOptions {
-        max_rows: 40_000,
         until_caught_up: true,
         max_age: Duration::from_secs(3600),
         retry: k2_pipeline::RetryPolicy {
-            attempts: 100,
+            attempts: 200,
             base: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
         },
         breaker: k2_pipeline::BreakerConfig {
             failure_threshold: 2,
             open_for: Duration::from_millis(200),
         },
-        ..Default::default()
+        ..options
     };
     let (log, catalog, dlq) = (l.log.clone(), l.catalog.clone(), l.dlq.clone());
-    let writer = tokio::spawn(async move {
+    tokio::spawn(async move {
         writer::run(&log, catalog, &dlq, &options, CancellationToken::new()).await
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_outage_is_waited_out_through_the_breaker_and_the_run_lands_exact() {
+    let l = lake().await;
+    ingest_sample(&l).await;
+    let outage = Outage::begin(&l).await;
+    let writer = spawn_patient_writer(
+        &l,
+        WriterOptions {
+            max_rows: 40_000,
+            ..Default::default()
+        },
+    );
     // The outage lasts long enough for two SQLite busy timeouts (5 s each).
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(!writer.is_finished(), "the writer waits for the catalog");
@@ -231,4 +245,62 @@ async fn a_frozen_redis_is_waited_out_and_every_row_lands_once() {
         assert_eq!((ids[&t].len(), unique.len()), (n, n), "{t}");
     }
     drop(watch);
+}
+
+/// The warehouse's S3 server goes away in the middle of a run (killed while data files
+/// are being written and committed) and comes back on the same port with the same
+/// objects: the writer's storage and catalog calls fail, are retried through their
+/// breakers, and once the server is back every row lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_outage_mid_commit_is_waited_out_and_every_row_lands_once() {
+    let Some(mut server) = k2_testkit::s3::S3Server::start("lake") else {
+        return;
+    };
+    let bucket = server.bucket("lake");
+    let l = lake_in(tempfile::tempdir().unwrap(), common::s3_warehouse(&bucket)).await;
+    ingest_sample(&l).await;
+    let writer = spawn_patient_writer(
+        &l,
+        WriterOptions {
+            max_rows: 10_000,
+            poll_records: 5_000,
+            ..Default::default()
+        },
+    );
+    // Some trades files are in the bucket: the writer is between commits.
+    let trades = format!("{}/market_data/trades/data", bucket.prefix);
+    k2_testkit::poll::until_async(Duration::from_secs(120), "data files in the bucket", || {
+        let found = server.objects("lake", &trades).len();
+        async move { (found >= 2).then_some(()) }
+    })
+    .await;
+    server.down();
+    // Longer than the storage client's own retries (OpenDAL's retry layer backs off 1, 2
+    // and 4 s before it reports a failure), so the writer's retries and breakers act.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(!writer.is_finished(), "the writer waits for the store");
+    server.up();
+    let summary = tokio::time::timeout(Duration::from_secs(180), writer)
+        .await
+        .expect("the writer finishes once the store is back")
+        .unwrap()
+        .unwrap();
+    let retried: u64 = ["storage", "catalog"]
+        .iter()
+        .filter_map(|d| summary.retries.get(*d))
+        .sum();
+    assert!(retried >= 2, "{summary:?}");
+    let t = &summary.breaker_transitions;
+    assert!(t.iter().any(|s| s.ends_with(":open")), "{t:?}");
+    assert_accounts(&summary);
+    let engine = QueryEngine::new(l.catalog.clone(), QueryOptions::default()).unwrap();
+    assert_eq!(engine.count(LakeTable::Trades, None).await.unwrap(), 91_874);
+    assert_eq!(engine.count(LakeTable::Quotes, None).await.unwrap(), 78_458);
+    let distinct = engine
+        .sql("SELECT count(DISTINCT message_id) FROM market_data.trades")
+        .await
+        .unwrap()
+        .batches;
+    let distinct = distinct[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(distinct, 91_874, "no trade twice");
 }
