@@ -11,6 +11,7 @@ use k2_model::ConfigError;
 use serde::Deserialize;
 
 use crate::error::{LakeError, Result};
+use crate::table_commit::TableCommitter;
 use crate::tables::ensure_tables;
 use crate::warehouse::Warehouse;
 
@@ -66,14 +67,33 @@ impl CatalogConfig {
     }
 }
 
+impl CatalogConfig {
+    /// A committer of K2's own table updates (tags) to the catalog's database.
+    pub async fn committer(
+        &self,
+        catalog: Arc<dyn Catalog>,
+        sqlite_path: &Path,
+    ) -> Result<TableCommitter> {
+        let uri = if self.uri.is_empty() {
+            sqlite_uri(sqlite_path)
+        } else {
+            self.uri.clone()
+        };
+        TableCommitter::open(catalog, &uri, &self.name).await
+    }
+}
+
+fn sqlite_uri(path: &Path) -> String {
+    format!("sqlite:{}?mode=rwc", path.display())
+}
+
 /// Opens the SQL catalog on SQLite at `catalog_path`, creating new tables in `warehouse`.
 pub async fn open_catalog(catalog_path: &Path, warehouse: &Warehouse) -> Result<Arc<SqlCatalog>> {
     if let Some(parent) = catalog_path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| LakeError::io(format!("creating {}", parent.display()), e))?;
     }
-    let uri = format!("sqlite:{}?mode=rwc", catalog_path.display());
-    open_catalog_at(&uri, "k2", warehouse).await
+    open_catalog_at(&sqlite_uri(catalog_path), "k2", warehouse).await
 }
 
 /// The Iceberg SQL catalog in the database at `uri` — `sqlite:PATH?mode=rwc` or

@@ -8,6 +8,7 @@
 //!   PostgreSQL).
 //! - [`warehouse`] — the `[warehouse]` section: the tables' files on a local disk or in
 //!   an S3 bucket, and the object stores that list, read and delete them.
+//! - [`table_commit`] — committing updates iceberg-rust has no action for (tags).
 //! - [`commit_marks`] — what a K2 commit records in its snapshot, and reading it back.
 //! - [`writer`] — log → Parquet → Iceberg fast-append, log positions in the snapshot.
 //! - [`integrity`] — dedup by message id and sequence tracking, restored from each
@@ -32,6 +33,7 @@ pub mod query;
 pub mod replay;
 pub mod retention;
 pub mod scan;
+pub mod table_commit;
 pub mod tables;
 pub mod tail;
 pub mod warehouse;

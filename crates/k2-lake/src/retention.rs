@@ -12,7 +12,8 @@
 //! - each writer source's newest snapshot, and everything between it and the current one:
 //!   its log positions and integrity state are what a restart resumes from
 //!   ([`crate::commit_marks::source_snapshot`] walks back to it), so the kept history is one
-//!   unbroken run from the current snapshot.
+//!   unbroken run from the current snapshot;
+//! - every tagged snapshot (`k2 snapshot tag`), until its tag is removed.
 //!
 //! Then the files only the expired snapshots used are deleted: their manifest lists, and
 //! metadata files older than the oldest one the table's metadata log still names. Data
@@ -69,10 +70,16 @@ pub fn due(table: &Table, keep_for: Duration, now_ms: i64) -> Vec<i64> {
             keep = keep.max(i);
         }
     }
+    // A tagged snapshot stays until its tag is removed.
+    let tagged: HashSet<i64> = crate::query::tags(table)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     chain
         .iter()
         .skip(keep + 1)
         .map(|s| s.snapshot_id())
+        .filter(|id| !tagged.contains(id))
         .collect()
 }
 

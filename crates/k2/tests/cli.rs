@@ -168,16 +168,12 @@ fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(rows, TRADES);
 }
 
-#[test]
-fn an_unseen_company_file_with_malformed_lines_lands_exactly() {
-    let data = tempfile::tempdir().unwrap();
-    let dataset = tempfile::tempdir().unwrap();
-    copy_dir(&sample(), dataset.path());
-    // RIO (7458) is listed in company_info.csv but ships no files: give it 3 000 trades
-    // over two days and break four of them.
+/// `n` well-formed trades of RIO (7458, listed in the sample's company file but without
+/// trades of its own) over 10 and 11 March 2014, in the sample's CSV layout.
+fn rio_trades(n: u32) -> String {
     let mut text = String::new();
-    for i in 0..3000u32 {
-        let day = if i < 1500 { 10 } else { 11 };
+    for i in 0..n {
+        let day = if i < n / 2 { 10 } else { 11 };
         let secs = 36_000 + i * 7;
         let price = 62.0 + f64::from(i % 50) / 100.0;
         text.push_str(&format!(
@@ -189,6 +185,109 @@ fn an_unseen_company_file_with_malformed_lines_lands_exactly() {
             100 + i
         ));
     }
+    text
+}
+
+/// A compliance officer's time travel: a tag names the lake as it was, `--as-of` finds
+/// the snapshot current at an instant, and both answer exactly as the lake did then
+/// after more data has landed; every answer names its snapshot and log positions.
+#[test]
+fn tags_and_as_of_answer_as_the_lake_did_then() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    run_ok(k2(d).arg("demo").arg("--sample").arg(sample()));
+    let tagged = run_ok(k2(d).args(["snapshot", "tag", "before-rio"]));
+    assert!(
+        tagged.contains("market_data.trades: tagged snapshot"),
+        "{tagged}"
+    );
+    let snapshots = run_ok(k2(d).args(["query", "snapshots", "--format", "json"]));
+    let snapshots: Vec<serde_json::Value> = serde_json::from_str(&snapshots).unwrap();
+    let first = snapshots[0]["snapshot_id"].as_i64().unwrap();
+    // An instant after the demo's commit and before the next one.
+    let committed: chrono::DateTime<chrono::Utc> = snapshots[0]["committed_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let between = (committed + chrono::Duration::milliseconds(1)).to_rfc3339();
+
+    let dataset = tempfile::tempdir().unwrap();
+    copy_dir(&sample(), dataset.path());
+    std::fs::write(dataset.path().join("trades/7458.csv"), rio_trades(1000)).unwrap();
+    run_ok(k2(d).arg("ingest").arg("asx").arg(dataset.path()));
+    run_ok(k2(d).args(["consume", "--until-caught-up"]));
+    let count = "SELECT count(*) FROM trades";
+    assert_eq!(sql_scalar(d, count), TRADES + 1000);
+
+    // The tag, the instant and the id all answer as the lake did before RIO landed.
+    for pin in [
+        vec!["--snapshot", "before-rio"],
+        vec!["--as-of", between.as_str()],
+    ] {
+        let mut cmd = k2(d);
+        cmd.args(["sql", count, "--format", "csv"]).args(&pin);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{pin:?}: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            stdout.lines().nth(1),
+            Some(TRADES.to_string().as_str()),
+            "{pin:?}"
+        );
+        // The receipt: the snapshot read and the log positions it covers.
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("market_data.trades snapshot {first} committed"))
+                && stderr.contains(&format!("market.equities.trades.asx/2={TRADES}")),
+            "{pin:?}: {stderr}"
+        );
+    }
+    let summary = |pin: &[&str]| {
+        let mut cmd = k2(d);
+        cmd.args(["query", "summary", "RIO", "2014-03-10", "--format", "csv"])
+            .args(pin);
+        cmd.output().unwrap()
+    };
+    assert!(summary(&[]).status.success());
+    let before = summary(&["--snapshot", &first.to_string()]);
+    assert!(!before.status.success(), "RIO had no trades then");
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains("no trades of RIO"),
+        "{before:?}"
+    );
+
+    // Before the first commit the tables were empty; a query of one table says there
+    // was no snapshot then; a tag that does not exist is named.
+    let early = run_ok(k2(d).args(["sql", count, "--as-of", "2014-01-01", "--format", "csv"]));
+    assert_eq!(early.lines().nth(1), Some("0"), "{early}");
+    let early = run_err(k2(d).args(["query", "trades", "--as-of", "2014-01-01"]));
+    assert!(
+        early.contains("current at 2014-01-01T00:00:00+00:00"),
+        "{early}"
+    );
+    let unknown = run_err(k2(d).args(["query", "trades", "--snapshot", "no-such-tag"]));
+    assert!(unknown.contains("tag 'no-such-tag'"), "{unknown}");
+    // Names are checked; a tag cannot be set twice; untagging frees the name.
+    assert!(run_err(k2(d).args(["snapshot", "tag", "bad name"])).contains("not a tag name"));
+    assert!(run_err(k2(d).args(["snapshot", "tag", "before-rio"])).contains("untag it first"));
+    let tags = run_ok(k2(d).args(["snapshot", "tags"]));
+    assert_eq!(tags.lines().count(), 3, "{tags}");
+    run_ok(k2(d).args(["snapshot", "untag", "before-rio"]));
+    assert_eq!(run_ok(k2(d).args(["snapshot", "tags"])), "");
+    assert!(
+        run_err(k2(d).args(["snapshot", "untag", "before-rio"])).contains("no table has a tag")
+    );
+}
+
+#[test]
+fn an_unseen_company_file_with_malformed_lines_lands_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let dataset = tempfile::tempdir().unwrap();
+    copy_dir(&sample(), dataset.path());
+    // RIO (7458) is listed in company_info.csv but ships no files: give it 3 000 trades
+    // over two days and break four of them.
+    let mut text = rio_trades(3000);
     text.push_str("03/11/2014,15:00:00.000,six,100,0,,\r\n");
     text.push_str("03/11/2014,15:00:01.000,62.1,100\r\n");
     text.push_str("03/11/2014,15:00:02.000,-62.1,100,0,,\r\n");

@@ -17,6 +17,7 @@
 //! - `market` — trades and quotes; `live` — the same merged with the live tail.
 //! - `bars` — daily summaries, bars and aggregations.
 //! - `sql` — free read-only SQL; `catalogue` — symbols, snapshots, counts.
+//! - `pin` — time travel: a snapshot by id, tag or instant, and an answer's receipt.
 
 mod answer;
 mod bars;
@@ -24,6 +25,7 @@ mod catalogue;
 mod live;
 mod market;
 mod options;
+mod pin;
 mod request;
 mod sql;
 pub(crate) mod sql_text;
@@ -49,6 +51,7 @@ pub use self::answer::{
     SqlAnswer,
 };
 pub use self::options::QueryOptions;
+pub use self::pin::{Pin, Receipt, tags};
 pub use self::request::{AggregateRequest, BarInterval, MarketFilter, RowKey, RowOrder};
 use self::sql_text::uuids_as_text;
 pub use self::sql_text::{columns, default_columns};
@@ -133,6 +136,18 @@ impl QueryEngine {
             .expect("table cache lock")
             .insert(table, (Instant::now(), t.clone()));
         Ok(t)
+    }
+
+    /// The snapshot `pin` names in `table` — None for the current one, which the query
+    /// then reads as usual — and the receipt of what the answer will be read from.
+    pub async fn pin(&self, table: LakeTable, pin: &Pin) -> Result<(Option<i64>, Receipt)> {
+        let t = self.table(table).await?;
+        let snapshot = pin.resolve(table, &t)?;
+        let receipt = Receipt::of(table, &t, snapshot)?;
+        Ok((
+            (*pin != Pin::Current).then_some(snapshot).flatten(),
+            receipt,
+        ))
     }
 
     pub(crate) async fn context_for(

@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use super::QueryEngine;
 use super::answer::SqlAnswer;
+use super::pin::{Pin, Receipt};
 use crate::error::{LakeError, Result};
 use crate::metrics;
 use crate::scan::SnapshotTable;
@@ -17,6 +20,13 @@ impl QueryEngine {
     /// Read-only SQL over all tables (`trades`, `quotes`, `reference_data.companies`): at
     /// most `max_rows` rows, and whether the result had more.
     pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
+        Ok(self.sql_at(sql, &Pin::Current).await?.0)
+    }
+
+    /// [`sql`](Self::sql) with every table read at the snapshot `pin` names in it, and
+    /// the receipts of the snapshots read.
+    pub async fn sql_at(&self, sql: &str, pin: &Pin) -> Result<(SqlAnswer, Vec<Receipt>)> {
+        let mut receipts = Vec::new();
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
         let catalog = MemoryCatalogProvider::new();
         for table in LakeTable::ALL {
@@ -27,14 +37,30 @@ impl QueryEngine {
                     .register_schema(&namespace, Arc::new(MemorySchemaProvider::new()))
                     .map_err(|e| LakeError::engine("registering the tables", e))?;
             }
-            let provider =
-                SnapshotTable::new(self.table(table).await?, None, self.manifests.clone())
+            let t = self.table(table).await?;
+            let provider: Arc<dyn TableProvider> = if pin.before_first_commit(&t) {
+                // Before its first commit the table was empty.
+                let empty = SnapshotTable::new(t, None, self.manifests.clone())
                     .await
-                    .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?;
+                    .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?
+                    .schema();
+                Arc::new(
+                    MemTable::try_new(empty, vec![vec![]])
+                        .map_err(|e| LakeError::engine("registering the tables", e))?,
+                )
+            } else {
+                let (snapshot, receipt) = self.pin(table, pin).await?;
+                receipts.push(receipt);
+                Arc::new(
+                    SnapshotTable::new(t, snapshot, self.manifests.clone())
+                        .await
+                        .map_err(|e| LakeError::catalog(format!("reading {table}"), e))?,
+                )
+            };
             catalog
                 .schema(&namespace)
                 .expect("registered above")
-                .register_table(ident.name().to_string(), Arc::new(provider))
+                .register_table(ident.name().to_string(), provider)
                 .map_err(|e| LakeError::engine("registering the tables", e))?;
         }
         ctx.register_catalog("k2", Arc::new(catalog));
@@ -55,9 +81,12 @@ impl QueryEngine {
             truncated_at = Some(max);
             metrics::sql_truncated();
         }
-        Ok(SqlAnswer {
-            batches,
-            truncated_at,
-        })
+        Ok((
+            SqlAnswer {
+                batches,
+                truncated_at,
+            },
+            receipts,
+        ))
     }
 }

@@ -12,6 +12,7 @@ mod query;
 mod registry;
 mod replay;
 mod serve;
+mod snapshot;
 mod sql;
 mod times;
 mod topics;
@@ -65,6 +66,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Read-only SQL over `trades`, `quotes` and `reference_data.companies`.
     Sql(sql::SqlArgs),
+    /// Named snapshots (tags): kept past expiry, answered from with `--snapshot NAME`.
+    Snapshot(snapshot::SnapshotArgs),
     /// Inspect rejected records.
     Dlq(dlq::DlqArgs),
     /// The log's topics: create K2's by the naming convention, list, describe.
@@ -121,6 +124,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Query(a) => query::run(config, a).await,
         Command::Replay(a) => replay::run(config, a).await,
         Command::Sql(a) => sql::run(config, a).await,
+        Command::Snapshot(a) => snapshot::run(config, a).await,
         Command::Dlq(a) => dlq::run(config, a).await,
         Command::Topics(a) => topics::run(config, a).await,
         Command::Serve(a) => serve::run(config, a).await,

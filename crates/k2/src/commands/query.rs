@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use k2_api::present;
 use k2_lake::LakeTable;
-use k2_lake::query::{BarInterval, MarketFilter};
+use k2_lake::query::{BarInterval, MarketFilter, Pin};
 
 use super::OutputArgs;
 use super::times::{day_bounds, parse_time};
@@ -37,8 +37,8 @@ enum QueryCommand {
         date: NaiveDate,
         #[arg(long)]
         exchange: Option<String>,
-        #[arg(long)]
-        snapshot: Option<i64>,
+        #[command(flatten)]
+        pin: PinArgs,
     },
     /// OHLCV bars over trading days.
     Ohlcv {
@@ -53,8 +53,8 @@ enum QueryCommand {
         to: Option<NaiveDate>,
         #[arg(long)]
         exchange: Option<String>,
-        #[arg(long)]
-        snapshot: Option<i64>,
+        #[command(flatten)]
+        pin: PinArgs,
     },
     /// Distinct symbols.
     Symbols {
@@ -85,9 +85,30 @@ struct MarketArgs {
     end: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: usize,
-    /// Answer as of this snapshot id (time travel).
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
+/// Time travel: which snapshot an answer is read from (default: the current one). The
+/// snapshot answered from, and the log positions it covers, go to standard error.
+#[derive(Args, Clone, Default)]
+pub struct PinArgs {
+    /// A snapshot id, or a tag (`k2 snapshot tag`).
     #[arg(long)]
-    snapshot: Option<i64>,
+    snapshot: Option<String>,
+    /// The snapshot current at this instant: RFC 3339, or a date (its start, UTC).
+    #[arg(long, conflicts_with = "snapshot")]
+    as_of: Option<String>,
+}
+
+impl PinArgs {
+    pub fn pin(&self) -> anyhow::Result<Pin> {
+        Ok(match (&self.snapshot, &self.as_of) {
+            (Some(s), _) => Pin::snapshot(s),
+            (None, Some(t)) => Pin::AsOf(parse_time(t, None)? / 1_000),
+            (None, None) => Pin::Current,
+        })
+    }
 }
 
 impl MarketArgs {
@@ -129,15 +150,32 @@ pub async fn run(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> {
 
 async fn answer(config: &Config, query: QueryCommand) -> anyhow::Result<Vec<RecordBatch>> {
     let engine = app::engine(config).await?;
+    // The snapshot an answer is read from, named on standard error.
+    let pinned = |table, pin: &PinArgs| {
+        let engine = &engine;
+        let pin = pin.pin();
+        async move {
+            let (snapshot, receipt) = engine.pin(table, &pin?).await?;
+            eprintln!("{}", receipt.line());
+            anyhow::Ok(snapshot)
+        }
+    };
     Ok(match query {
-        QueryCommand::Trades(a) => engine.trades(&a.filter()?, a.snapshot).await?.batches,
-        QueryCommand::Quotes(a) => engine.quotes(&a.filter()?, a.snapshot).await?.batches,
+        QueryCommand::Trades(a) => {
+            let snapshot = pinned(LakeTable::Trades, &a.pin).await?;
+            engine.trades(&a.filter()?, snapshot).await?.batches
+        }
+        QueryCommand::Quotes(a) => {
+            let snapshot = pinned(LakeTable::Quotes, &a.pin).await?;
+            engine.quotes(&a.filter()?, snapshot).await?.batches
+        }
         QueryCommand::Summary {
             symbol,
             date,
             exchange,
-            snapshot,
+            pin,
         } => {
+            let snapshot = pinned(LakeTable::Trades, &pin).await?;
             let summary = engine
                 .daily_summary(&symbol, date, exchange.as_deref(), snapshot)
                 .await?;
@@ -152,10 +190,11 @@ async fn answer(config: &Config, query: QueryCommand) -> anyhow::Result<Vec<Reco
             from,
             to,
             exchange,
-            snapshot,
+            pin,
         } => {
             let interval = BarInterval::parse(&interval)?;
             let to = to.unwrap_or(from);
+            let snapshot = pinned(LakeTable::Trades, &pin).await?;
             let bars = engine
                 .ohlcv(&symbol, interval, from, to, exchange.as_deref(), snapshot)
                 .await?;

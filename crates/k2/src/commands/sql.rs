@@ -12,12 +12,25 @@ use crate::output::render;
 #[derive(Args)]
 pub struct SqlArgs {
     sql: String,
+    /// Every table as of one snapshot: a tag, or an instant (`--snapshot ID` names one
+    /// table's snapshot: use `k2 query` for those).
+    #[command(flatten)]
+    pin: super::query::PinArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
 
 pub async fn run(config: Config, args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let answer = app::engine(&config).await?.sql(&args.sql).await?;
+    let pin = args.pin.pin()?;
+    if let k2_lake::query::Pin::Id(id) = pin {
+        anyhow::bail!(
+            "--snapshot {id}: a snapshot id belongs to one table; k2 sql takes a tag or --as-of"
+        );
+    }
+    let (answer, receipts) = app::engine(&config).await?.sql_at(&args.sql, &pin).await?;
+    for receipt in &receipts {
+        eprintln!("{}", receipt.line());
+    }
     render(&answer.batches, args.out.format, args.out.output.as_deref())?;
     if let Some(max) = answer.truncated_at {
         eprintln!(

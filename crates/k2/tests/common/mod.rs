@@ -77,3 +77,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Runs a command that must fail; returns its standard error.
+pub fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("k2 runs");
+    assert!(
+        !out.status.success(),
+        "k2 succeeded where it must fail:\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}

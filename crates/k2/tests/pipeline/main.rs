@@ -125,6 +125,17 @@ async fn lake_in(dir: tempfile::TempDir, warehouse: Warehouse) -> Lake {
     }
 }
 
+/// K2's committer of its own table updates (tags) on the lake's catalog database.
+async fn committer(l: &Lake) -> k2_lake::table_commit::TableCommitter {
+    let uri = match &l.postgres {
+        Some((admin, db)) => format!("{}/{db}", admin.rsplit_once('/').unwrap().0),
+        None => format!("sqlite:{}", l._dir.path().join("catalog.db").display()),
+    };
+    k2_lake::table_commit::TableCommitter::open(l.catalog.clone(), &uri, "k2")
+        .await
+        .unwrap()
+}
+
 /// The whole ASX sample ingested into the lake's log.
 async fn ingest_sample(l: &Lake) {
     k2_ingest::ingest_asx(&l.log, &l.dlq, &sample(), &Default::default(), &mut |_| {})

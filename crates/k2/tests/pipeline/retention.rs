@@ -50,9 +50,26 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     // Nothing is old enough under a day's retention.
     let now = chrono::Utc::now().timestamp_millis();
     assert!(retention::due(&table, Duration::from_secs(86_400), now).is_empty());
-    // With none: everything past "b"'s snapshot (the current one) and ""'s newest goes.
+    // With none: everything past "b"'s snapshot (the current one) and ""'s newest goes,
+    // but a tagged snapshot stays.
+    let tag = |id: i64| iceberg::TableUpdate::SetSnapshotRef {
+        ref_name: "kept".into(),
+        reference: iceberg::spec::SnapshotReference::new(
+            id,
+            iceberg::spec::SnapshotRetention::Tag {
+                max_ref_age_ms: None,
+            },
+        ),
+    };
+    let table = committer(&l)
+        .await
+        .commit(LakeTable::Trades, vec![], vec![tag(chain[3])])
+        .await
+        .unwrap();
     let due = retention::due(&table, Duration::ZERO, now);
-    assert_eq!(due, chain[2..].to_vec());
+    let mut want = chain[2..].to_vec();
+    want.retain(|id| *id != chain[3]);
+    assert_eq!(due, want);
     let lists: Vec<String> = due
         .iter()
         .map(|&id| {
@@ -75,10 +92,16 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     let (after, expired) = retention::expire(l.catalog.as_ref(), &table, Duration::ZERO, now)
         .await
         .unwrap();
-    assert_eq!(expired.snapshots, chain.len() - 2);
+    assert_eq!(expired.snapshots, chain.len() - 3);
     assert!(expired.files >= lists.len(), "{expired:?}");
     assert_eq!(ancestry(&after), chain[..2].to_vec());
     assert_eq!(ancestry(&trades().await), chain[..2].to_vec());
+    let tagged = after.metadata().snapshot_for_ref("kept").unwrap();
+    assert_eq!(
+        tagged.snapshot_id(),
+        chain[3],
+        "the tagged snapshot is kept"
+    );
     assert!(exists(&lists).await.iter().all(|e| !*e));
     // The positions both writers resume from, and every row, are still there.
     assert_eq!(offsets(&after), before);
