@@ -76,4 +76,12 @@ impl Call {
     pub fn meta(&self, snapshot_id: Option<i64>) -> Meta {
         Meta::new(&self.id, snapshot_id, self.started)
     }
+
+    /// The meta of an answer read from the snapshot `receipt` names.
+    pub fn meta_of(&self, receipt: &k2_lake::query::Receipt) -> Meta {
+        Meta {
+            log_offsets: receipt.snapshot_id.map(|_| receipt.log_offsets.clone()),
+            ..self.meta(receipt.snapshot_id)
+        }
+    }
 }

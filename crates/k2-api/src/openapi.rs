@@ -96,6 +96,8 @@ fn bodies(schemas: &mut Value, config: &ApiConfig) {
             nullable(json!({"type": "integer", "minimum": 1, "maximum": config.max_query_limit}));
         p["cursor"] = nullable(json!({"type": "string", "pattern": params::CURSOR}));
         p["format"] = nullable(string_enum(&FORMATS));
+        p["as_of"] = nullable(instant());
+        p["snapshot"] = nullable(json!({"type": "string", "pattern": params::SNAPSHOT}));
         if table == LakeTable::Trades {
             for b in ["min_price", "max_price", "min_quantity", "max_quantity"] {
                 p[b] = nullable(bound());
@@ -147,7 +149,8 @@ fn parameter(path: &str, name: &str, config: &ApiConfig) -> Option<Value> {
         "exchange" => json!({"type": "string", "pattern": params::EXCHANGE}),
         "symbols" => json!({"type": "string", "pattern": params::SYMBOL_LIST}),
         "exchanges" => json!({"type": "string", "pattern": params::EXCHANGE_LIST}),
-        "start_time" | "end_time" => instant(),
+        "start_time" | "end_time" | "as_of" => instant(),
+        "snapshot" => json!({"type": "string", "pattern": params::SNAPSHOT}),
         "date" | "start_date" | "end_date" => {
             json!({"type": "string", "pattern": params::DATE, "format": "date"})
         }
@@ -191,12 +194,18 @@ fn operation(path: &str, method: &str, op: &mut Value, config: &ApiConfig) {
     let mut has_input = method == "post";
     let mut formats = false;
     let mut cursor = false;
+    let mut travels = false;
     if let Some(list) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        // Answers over the live tail cannot travel in time (the server refuses both).
+        if path.ends_with("/recent") {
+            list.retain(|p| !matches!(p["name"].as_str(), Some("as_of" | "snapshot")));
+        }
         for p in list.iter_mut() {
             let name = p["name"].as_str().unwrap_or_default().to_string();
             has_input = true;
             formats |= name == "format";
             cursor |= name == "cursor";
+            travels |= name == "snapshot";
             if let Some(schema) = parameter(path, &name, config) {
                 p["schema"] = schema;
             }
@@ -253,8 +262,20 @@ fn operation(path: &str, method: &str, op: &mut Value, config: &ApiConfig) {
         if path.ends_with("/query") {
             add("404", "The table has no such snapshot");
         }
+        if travels {
+            add(
+                "404",
+                "No such snapshot or tag, no snapshot was current at `as_of`, or the two name different snapshots",
+            );
+        }
         if path == "/v1/replay/stream" {
             add("404", "The table has no such snapshot");
+        }
+        if path == "/v1/replay" && method == "post" {
+            add(
+                "404",
+                "No such snapshot or tag, no snapshot was current at `as_of`, or the two name different snapshots",
+            );
         }
     }
     if method == "post" {

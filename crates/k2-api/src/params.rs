@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate};
 use k2_lake::LakeTable;
+use k2_lake::query::Pin;
 use k2_model::exchange;
 use regex::Regex;
 
@@ -34,6 +35,8 @@ pub const DECIMAL: &str = r"^[0-9]{1,10}(\.[0-9]{1,8})?$";
 /// (`1`, `10`, `0.5`, optionally `x10`).
 pub const SPEED: &str =
     r"^([mM][aA][xX]|[xX]?([1-9][0-9]{0,5}(\.[0-9]{1,6})?|1000000(\.0{1,6})?|0\.[0-9]{0,5}[1-9]))$";
+/// A snapshot: its id, or a tag's name (`k2 snapshot tag`).
+pub const SNAPSHOT: &str = r"^(-?[0-9]{1,19}|[A-Za-z0-9._\-]{1,128})$";
 /// An opaque page cursor: what `pagination.next_cursor` gave.
 pub const CURSOR: &str = r"^[A-Za-z0-9_\-]{64}$";
 /// Read-only SQL: any text with something besides white space.
@@ -52,6 +55,7 @@ static INSTANT_RE: LazyLock<Regex> = LazyLock::new(|| compiled(INSTANT));
 static DECIMAL_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DECIMAL));
 static SPEED_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SPEED));
 static CURSOR_RE: LazyLock<Regex> = LazyLock::new(|| compiled(CURSOR));
+static SNAPSHOT_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SNAPSHOT));
 
 fn check<'a>(re: &Regex, field: &str, text: &'a str, what: &str) -> Result<&'a str, Failure> {
     if re.is_match(text) {
@@ -151,6 +155,31 @@ pub fn instant(field: &str, text: &str, exchange: Option<&str>) -> Result<i64, F
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_micros())
         .map_err(|_| not())
+}
+
+/// Time travel: `snapshot` (an id or a tag) and/or `as_of` (the snapshot current at that
+/// instant; a date means its start in UTC); both: the named snapshot, which must be the
+/// one current then; neither: the current snapshot.
+pub fn pin(as_of: Option<&str>, snapshot: Option<&str>) -> Result<Pin, Failure> {
+    match (as_of, snapshot) {
+        (Some(t), Some(s)) => Ok(Pin::All(vec![pin(None, Some(s))?, pin(Some(t), None)?])),
+        (Some(t), None) => Ok(Pin::AsOf(instant("as_of", t, None)?.div_euclid(1_000))),
+        (None, Some(text)) => {
+            check(&SNAPSHOT_RE, "snapshot", text, "a snapshot id or tag name")?;
+            match Pin::snapshot(text) {
+                // Digits beyond an id's range name no snapshot (and no tag).
+                Pin::Named(n)
+                    if n.trim_start_matches('-')
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+                {
+                    Err(Failure::not_found(format!("snapshot {n}")))
+                }
+                pin => Ok(pin),
+            }
+        }
+        (None, None) => Ok(Pin::Current),
+    }
 }
 
 /// A time range `[start, end)` in UTC microseconds; an end not after the start is an
@@ -290,6 +319,27 @@ pub fn column_list_pattern(columns: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pin_is_an_instant_an_id_or_a_tag_never_two() {
+        use k2_lake::query::Pin;
+        assert_eq!(super::pin(None, None).unwrap(), Pin::Current);
+        assert_eq!(
+            super::pin(Some("2014-03-12T00:00:00Z"), None).unwrap(),
+            Pin::AsOf(1_394_582_400_000)
+        );
+        assert_eq!(super::pin(None, Some("42")).unwrap(), Pin::Id(42));
+        assert_eq!(
+            super::pin(None, Some("eod-2014-03-14")).unwrap(),
+            Pin::Named("eod-2014-03-14".into())
+        );
+        assert_eq!(
+            super::pin(Some("2014-03-12"), Some("42")).unwrap(),
+            Pin::All(vec![Pin::Id(42), Pin::AsOf(1_394_582_400_000)])
+        );
+        assert!(super::pin(None, Some("a tag")).is_err());
+        assert!(super::pin(None, Some("99999999999999999999")).is_err());
+    }
+
     use super::*;
 
     fn ok<T>(r: Result<T, Failure>) -> T {

@@ -34,6 +34,10 @@ pub struct Meta {
     /// The table snapshot the answer was read from (None: the table has no snapshot yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<i64>,
+    /// The log positions the snapshot covers (`topic/partition` → next offset): with the
+    /// snapshot id, what someone else needs to ask the same question of the same rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_offsets: Option<std::collections::BTreeMap<String, u64>>,
     pub elapsed_ms: f64,
     /// A SQL answer cut at `query.max_rows`: that many rows were kept of more.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,6 +49,7 @@ impl Meta {
         Meta {
             request_id: request_id.0.clone(),
             snapshot_id,
+            log_offsets: None,
             elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             truncated_at: None,
         }

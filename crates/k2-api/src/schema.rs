@@ -115,6 +115,9 @@ pub struct Meta {
     /// The table snapshot the answer was read from (absent: the table has no snapshot,
     /// or the answer merged the live tail).
     pub snapshot_id: Option<i64>,
+    /// The log positions the snapshot covers, `topic/partition` → next offset (present
+    /// when the answer was read from one snapshot).
+    pub log_offsets: Option<std::collections::BTreeMap<String, u64>>,
     pub elapsed_ms: f64,
     /// Present when the answer was cut: this many rows were kept of more.
     pub truncated_at: Option<u64>,

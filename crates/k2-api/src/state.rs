@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k2_lake::LakeTable;
-use k2_lake::query::QueryEngine;
+use k2_lake::query::{Pin, QueryEngine, Receipt};
 use tokio_util::sync::CancellationToken;
 
 use crate::Backends;
@@ -90,32 +90,29 @@ impl ApiState {
     pub async fn answer<T, F>(
         &self,
         table: LakeTable,
-        pinned: Option<i64>,
+        pin: Pin,
         question: String,
         weigh: impl FnOnce(&T) -> usize,
         work: impl FnOnce(Arc<QueryEngine>, Option<i64>) -> F,
-    ) -> Result<(Arc<Kept<T>>, Option<i64>), Failure>
+    ) -> Result<(Arc<Kept<T>>, Receipt), Failure>
     where
         T: Send + Sync + 'static,
         F: Future<Output = Result<T, Failure>> + Send + 'static,
     {
-        let snapshot = match pinned {
-            Some(id) => Some(id),
-            None => {
-                // Table metadata is cached by the engine, so this is cheap; it runs on the
-                // query runtime, where the engine's I/O belongs.
-                let engine = self.engine.clone();
-                self.runtime
-                    .spawn(async move { engine.current_snapshot(table).await })
-                    .await
-                    .map_err(|_| Failure::internal("the snapshot lookup ended unexpectedly"))??
-            }
-        };
+        // Table metadata is cached by the engine, so this is cheap; it runs on the query
+        // runtime, where the engine's I/O belongs.
+        let engine = self.engine.clone();
+        let (_, receipt) = self
+            .runtime
+            .spawn(async move { engine.pin(table, &pin).await })
+            .await
+            .map_err(|_| Failure::internal("the snapshot lookup ended unexpectedly"))??;
+        let snapshot = receipt.snapshot_id;
         let key = format!("{}|{question}@{snapshot:?}", table.name());
         if self.answers.enabled()
             && let Some(hit) = self.answers.get::<Kept<T>>(&key).await
         {
-            return Ok((hit, snapshot));
+            return Ok((hit, receipt));
         }
         let value = Arc::new(Kept::new(
             self.query(move |engine| work(engine, snapshot)).await?,
@@ -126,6 +123,6 @@ impl ApiState {
                 .put(key, value.clone(), 2 * weigh(&value.value))
                 .await;
         }
-        Ok((value, snapshot))
+        Ok((value, receipt))
     }
 }

@@ -997,6 +997,9 @@ fn answers_are_kept_by_snapshot_and_a_commit_shows_at_once() {
         "the repeated question was answered from memory"
     );
 
+    // The lake as it is now gets a name (the server keeps running).
+    run_ok(k2(data.path()).args(["snapshot", "tag", "before-append"]));
+
     // One more BHP trade on that day, above its high, is appended and committed.
     let file = source.path().join("trades/7078.csv");
     let mut grown = std::fs::read(&file).unwrap();
@@ -1017,6 +1020,63 @@ fn answers_are_kept_by_snapshot_and_a_commit_shows_at_once() {
     assert_eq!(count(&after), count(&first) + 1);
     assert_eq!(after["data"]["high"], "99.5");
     assert_ne!(after["meta"]["snapshot_id"], first["meta"]["snapshot_id"]);
+    // Every answer names the log positions its snapshot covers.
+    let offsets = |j: &Value| j["meta"]["log_offsets"]["market.equities.trades.asx/2"].as_u64();
+    assert_eq!(offsets(&first), Some(TRADES));
+    assert_eq!(offsets(&after), Some(TRADES + 1));
+
+    // Time travel: by tag, by id and by instant, the day reads as it did before.
+    let id = first["meta"]["snapshot_id"].as_i64().unwrap();
+    let old = |pin: &str| {
+        let a = server.get(&format!("{path}&{pin}"), Some(&server.reader));
+        assert_eq!(a.status, 200, "{pin}: {}", a.text());
+        a.json()
+    };
+    let committed = server
+        .get("/v1/snapshots?table=trades", Some(&server.reader))
+        .json();
+    let first_commit = committed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["snapshot_id"].as_i64() == Some(id))
+        .map(|s| s["committed_at"].as_str().unwrap().to_string())
+        .unwrap();
+    let first_commit: chrono::DateTime<chrono::Utc> = first_commit.parse().unwrap();
+    let between = (first_commit + chrono::Duration::milliseconds(1))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    for pin in [
+        "snapshot=before-append".to_string(),
+        format!("snapshot={id}"),
+        format!("as_of={between}"),
+    ] {
+        let then = old(&pin);
+        assert_eq!(then["data"], first["data"], "{pin}");
+        assert_eq!(
+            then["meta"]["snapshot_id"], first["meta"]["snapshot_id"],
+            "{pin}"
+        );
+        assert_eq!(offsets(&then), Some(TRADES), "{pin}");
+    }
+    let trades = |q: &str| server.get(&format!("/v1/trades?symbol=BHP&{q}"), Some(&server.reader));
+    assert_error(&trades("as_of=2014-01-01"), 404, "not_found");
+    assert_error(&trades("snapshot=no-such-tag"), 404, "not_found");
+    // Both: the tag's snapshot, provided it was the one current at the instant.
+    let both = old(&format!("snapshot=before-append&as_of={between}"));
+    assert_eq!(both["data"], first["data"]);
+    let later = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert_error(
+        &trades(&format!("snapshot=before-append&as_of={later}")),
+        404,
+        "not_found",
+    );
+    assert_error(&trades("snapshot=bad%20name"), 422, "invalid_parameter");
+    let recent = server.get(
+        "/v1/trades/recent?snapshot=before-append",
+        Some(&server.reader),
+    );
+    assert_error(&recent, 422, "invalid_parameter");
     drop(server);
 
     let uncached = serve(data.path(), "[api]\ncache_mb = 0");

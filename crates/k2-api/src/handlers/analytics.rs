@@ -28,6 +28,11 @@ use crate::schema::{AggregationsAnswer, Answer, BarBatchItem, ErrorEnvelope};
 pub struct SummaryParams {
     /// The exchange code (its calendar decides the trading day; UTC without one).
     exchange: Option<String>,
+    /// Time travel: the snapshot current at this instant (RFC 3339, or a date: its start
+    /// in UTC).
+    as_of: Option<String>,
+    /// Time travel: a snapshot id, or a tag's name (not with `as_of`).
+    snapshot: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/summary/{symbol}/{date}", tag = "analytics",
@@ -50,10 +55,11 @@ pub async fn summary(
         .as_deref()
         .map(|x| params::exchange_code("exchange", x))
         .transpose()?;
-    let (found, snapshot) = s
+    let pin = params::pin(p.as_of.as_deref(), p.snapshot.as_deref())?;
+    let (found, receipt) = s
         .answer(
             LakeTable::Trades,
-            None,
+            pin,
             format!("summary {sym} {day} {exchange:?}"),
             |_| std::mem::size_of::<DailySummary>() + 64,
             move |engine, snapshot| async move {
@@ -66,7 +72,7 @@ pub async fn summary(
         .await?;
     Ok(respond::value(
         present::SummaryRow::from(&found.value),
-        call.meta(snapshot),
+        call.meta_of(&receipt),
     ))
 }
 
@@ -86,6 +92,11 @@ pub struct BarParams {
     end_date: Option<String>,
     /// `json` (default), `csv`, `parquet` or `arrow`.
     format: Option<String>,
+    /// Time travel: the snapshot current at this instant (RFC 3339, or a date: its start
+    /// in UTC).
+    as_of: Option<String>,
+    /// Time travel: a snapshot id, or a tag's name (not with `as_of`).
+    snapshot: Option<String>,
 }
 
 /// One request of `POST /v1/ohlcv/batch`. Its values are checked as those of
@@ -177,6 +188,7 @@ pub async fn ohlcv(
     call.require(Scope::Read)?;
     let s = &call.s;
     let format = call.format(p.format.as_deref())?;
+    let pin = params::pin(p.as_of.as_deref(), p.snapshot.as_deref())?;
     let symbol = p
         .symbol
         .ok_or_else(|| Failure::invalid("symbol", "is required"))?;
@@ -193,10 +205,10 @@ pub async fn ohlcv(
         },
         "",
     )?;
-    let (bars, snapshot) = s
+    let (bars, receipt) = s
         .answer(
             LakeTable::Trades,
-            None,
+            pin,
             format!(
                 "ohlcv {} {:?} {} {} {:?}",
                 b.symbol, b.interval, b.from, b.to, b.exchange
@@ -210,13 +222,13 @@ pub async fn ohlcv(
     };
     if format == Format::Json {
         let data = bars.json(|b| respond::json_rows(&rows(b)))?;
-        return Ok(respond::envelope(data, None, &call.meta(snapshot)));
+        return Ok(respond::envelope(data, None, &call.meta_of(&receipt)));
     }
     respond::rows(
         format,
         &rows(&bars.value),
         None,
-        call.meta(snapshot),
+        call.meta_of(&receipt),
         "ohlcv",
     )
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::response::Response;
 use k2_lake::LakeTable;
-use k2_lake::query::{MarketFilter, MarketPage, RowOrder};
+use k2_lake::query::{MarketFilter, MarketPage, Pin, RowOrder};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -42,6 +42,11 @@ pub struct ListParams {
     cursor: Option<String>,
     /// `json` (default), `csv`, `parquet` or `arrow`; else the `Accept` header decides.
     format: Option<String>,
+    /// Time travel: the snapshot current at this instant (RFC 3339, or a date: its start
+    /// in UTC). Not with `/recent`.
+    as_of: Option<String>,
+    /// Time travel: a snapshot id, or a tag's name. Not with `as_of` or `/recent`.
+    snapshot: Option<String>,
 }
 
 /// A trades query (`POST /v1/trades/query`).
@@ -78,6 +83,10 @@ pub struct TradeQuery {
     cursor: Option<String>,
     /// `json` (default), `csv`, `parquet` or `arrow`.
     format: Option<String>,
+    /// Time travel: the snapshot current at this instant (RFC 3339, or a date).
+    as_of: Option<String>,
+    /// Time travel: a snapshot id, or a tag's name (not with `as_of`).
+    snapshot: Option<String>,
 }
 
 /// A quotes query (`POST /v1/quotes/query`).
@@ -96,6 +105,8 @@ pub struct QuoteQuery {
     limit: Option<usize>,
     cursor: Option<String>,
     format: Option<String>,
+    as_of: Option<String>,
+    snapshot: Option<String>,
 }
 
 /// A market query, whichever table it asks.
@@ -110,6 +121,8 @@ pub(super) struct MarketQuery {
     pub limit: Option<usize>,
     pub cursor: Option<String>,
     pub format: Option<String>,
+    pub as_of: Option<String>,
+    pub snapshot: Option<String>,
 }
 
 impl From<TradeQuery> for MarketQuery {
@@ -124,6 +137,8 @@ impl From<TradeQuery> for MarketQuery {
             limit: q.limit,
             cursor: q.cursor,
             format: q.format,
+            as_of: q.as_of,
+            snapshot: q.snapshot,
         }
     }
 }
@@ -140,6 +155,8 @@ impl From<QuoteQuery> for MarketQuery {
             limit: q.limit,
             cursor: q.cursor,
             format: q.format,
+            as_of: q.as_of,
+            snapshot: q.snapshot,
         }
     }
 }
@@ -232,6 +249,8 @@ fn list_query(call: &Call, p: ListParams) -> Result<MarketQuery, Failure> {
         )?),
         cursor: p.cursor,
         format: p.format,
+        as_of: p.as_of,
+        snapshot: p.snapshot,
         ..Default::default()
     })
 }
@@ -388,17 +407,33 @@ pub(super) async fn market(
         &format!("{unpaged:?}"),
     ]);
     let mut filter = filter;
-    let mut snapshot = pinned;
+    let asked = params::pin(q.as_of.as_deref(), q.snapshot.as_deref())?;
+    let mut pin = match (pinned, asked) {
+        (None, asked) => asked,
+        (Some(id), Pin::Current) => Pin::Id(id),
+        (Some(id), asked) => Pin::All(vec![Pin::Id(id), asked]),
+    };
+    if live && pin != Pin::Current {
+        return Err(Failure::invalid(
+            if q.as_of.is_some() {
+                "as_of"
+            } else {
+                "snapshot"
+            },
+            "time travel reads the lake alone: ask /v1/trades or /v1/quotes",
+        ));
+    }
     if let Some(text) = &q.cursor {
         let c = cursor::decode(params::cursor(text)?, fp)?;
         if pinned.is_some() && c.snapshot != pinned {
             return Err(cursor::mismatch("this cursor belongs to another snapshot"));
         }
-        snapshot = c.snapshot;
+        // The cursor's snapshot continues the walk, whatever pinned its first page.
+        pin = c.snapshot.map_or(Pin::Current, Pin::Id);
         filter.after = Some(c.after);
     }
     let tail = s.backends.tail.clone().filter(|_| live);
-    let (page, snapshot) = if let Some(tail) = tail {
+    let (page, receipt) = if let Some(tail) = tail {
         // The tail changes between commits: merged answers are never kept.
         let page = s
             .query(move |engine| async move {
@@ -407,19 +442,26 @@ pub(super) async fn market(
             .await?;
         (Arc::new(Kept::new(page)), None)
     } else {
-        s.answer(
-            table,
-            snapshot,
-            format!("{filter:?}"),
-            |p: &MarketPage| p.batches.iter().map(|b| b.get_array_memory_size()).sum(),
-            move |engine, snapshot| async move {
-                Ok(match table {
-                    LakeTable::Quotes => engine.quotes(&filter, snapshot).await,
-                    _ => engine.trades(&filter, snapshot).await,
-                }?)
-            },
-        )
-        .await?
+        let (page, receipt) = s
+            .answer(
+                table,
+                pin,
+                format!("{filter:?}"),
+                |p: &MarketPage| p.batches.iter().map(|b| b.get_array_memory_size()).sum(),
+                move |engine, snapshot| async move {
+                    Ok(match table {
+                        LakeTable::Quotes => engine.quotes(&filter, snapshot).await,
+                        _ => engine.trades(&filter, snapshot).await,
+                    }?)
+                },
+            )
+            .await?;
+        (page, Some(receipt))
+    };
+    let snapshot = receipt.as_ref().and_then(|r| r.snapshot_id);
+    let meta = match &receipt {
+        Some(r) => call.meta_of(r),
+        None => call.meta(None),
     };
     let next_cursor = page
         .value
@@ -440,14 +482,14 @@ pub(super) async fn market(
             } else {
                 json!({ "pagination": pagination })
             }),
-            &call.meta(snapshot),
+            &meta,
         ));
     }
     respond::table(
         format,
         &page.value.batches,
         Some(pagination),
-        call.meta(snapshot),
+        meta,
         table.name(),
     )
 }

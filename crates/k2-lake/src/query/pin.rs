@@ -28,6 +28,9 @@ pub enum Pin {
     Named(String),
     /// The snapshot current at this instant, milliseconds since the epoch.
     AsOf(i64),
+    /// The one snapshot every one of these names (say, a tag and an instant: the tagged
+    /// snapshot, provided it was the one current then).
+    All(Vec<Pin>),
 }
 
 impl Pin {
@@ -42,8 +45,10 @@ impl Pin {
     /// Whether the instant of an `AsOf` pin precedes `table`'s first commit (the table
     /// was empty then), as opposed to a history expired since.
     pub fn before_first_commit(&self, table: &Table) -> bool {
-        let Pin::AsOf(ms) = self else {
-            return false;
+        let ms = match self {
+            Pin::AsOf(ms) => ms,
+            Pin::All(pins) => return pins.iter().all(|p| p.before_first_commit(table)),
+            _ => return false,
         };
         let metadata = table.metadata();
         match metadata.history().first() {
@@ -62,6 +67,27 @@ impl Pin {
     pub fn resolve(&self, name: LakeTable, table: &Table) -> Result<Option<i64>> {
         let metadata = table.metadata();
         match self {
+            Pin::All(pins) => {
+                let mut found: Option<(Option<i64>, &Pin)> = None;
+                for pin in pins {
+                    let id = pin.resolve(name, table)?;
+                    match found {
+                        Some((other, first)) if other != id => {
+                            return Err(LakeError::NotFound(format!(
+                                "one snapshot of {name} that is both {} ({}) and {} ({})",
+                                first.describe(),
+                                other.map_or("none".into(), |i| i.to_string()),
+                                pin.describe(),
+                                id.map_or("none".into(), |i| i.to_string()),
+                            )));
+                        }
+                        _ => found = Some((id, pin)),
+                    }
+                }
+                Ok(found
+                    .and_then(|(id, _)| id)
+                    .or(metadata.current_snapshot_id()))
+            }
             Pin::Current => Ok(metadata.current_snapshot_id()),
             Pin::Id(id) => match metadata.snapshot_by_id(*id) {
                 Some(_) => Ok(Some(*id)),
@@ -115,6 +141,23 @@ pub fn tags(table: &Table) -> Vec<(String, i64)> {
         .collect();
     out.sort();
     out
+}
+
+impl Pin {
+    /// What the pin names, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Pin::Current => "the current snapshot".into(),
+            Pin::Id(id) => format!("snapshot {id}"),
+            Pin::Named(tag) => format!("tag '{tag}'"),
+            Pin::AsOf(ms) => format!("current at {}", instant(*ms)),
+            Pin::All(pins) => pins
+                .iter()
+                .map(Pin::describe)
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }
+    }
 }
 
 fn instant(ms: i64) -> String {
