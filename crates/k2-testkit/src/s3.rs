@@ -4,9 +4,9 @@
 //! signatures), built once by the test script and named by `K2_TEST_S3S`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::services::{DirGuard, Owned, free_port, service, wait_listening};
+use crate::services::{DirGuard, Owned, free_port, service, start_listening};
 
 /// The credentials every test server is started with.
 pub const ACCESS_KEY_ID: &str = "k2test";
@@ -87,28 +87,16 @@ impl S3Server {
 
     /// Starts the server (again, after [`down`](Self::down)) and waits until it listens.
     pub fn up(&mut self) {
-        let log_path = self.dir.0.join("s3.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("the server's log");
-        let child = Command::new(&self.bin)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--access-key",
                 ACCESS_KEY_ID,
                 "--secret-key",
                 SECRET_ACCESS_KEY,
             ])
-            .arg(self.root())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the server's log"))
-            .stderr(log)
-            .spawn()
-            .expect("s3s-fs starts");
-        self.process = Owned(Some(child));
-        wait_listening(self.port, "the S3 server listening", &log_path);
+            .arg(self.root());
+        self.process = start_listening(cmd, self.port, &self.dir.0.join("s3.log"), "the S3 server");
     }
 
     /// Kills the server (SIGKILL: an outage, not a clean stop).

@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
 
 /// Waits until something listens on `port`; panics with `log`'s contents if nothing does
 /// within 30 s.
-pub(crate) fn wait_listening(port: u16, what: &str, log: &Path) {
+fn wait_listening(port: u16, what: &str, log: &Path) {
     poll::until_explained(
         Duration::from_secs(30),
         || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
@@ -49,6 +49,23 @@ pub(crate) fn wait_listening(port: u16, what: &str, log: &Path) {
             )
         },
     );
+}
+
+/// Starts `cmd` with its output appended to `log` and waits until it listens on `port`.
+pub(crate) fn start_listening(mut cmd: Command, port: u16, log_path: &Path, what: &str) -> Owned {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|e| panic!("{what}'s log {}: {e}", log_path.display()));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("a second handle on the log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+    wait_listening(port, &format!("{what} listening"), log_path);
+    Owned(Some(child))
 }
 
 /// A process of a test's own, killed when dropped.
@@ -115,20 +132,12 @@ impl Broker {
     /// Starts the broker (again, after [`down`](Self::down)) and waits until it listens.
     pub fn up(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let log_path = self.dir.join("broker.log");
-        let log = std::fs::File::create(&log_path).expect("the broker's log");
-        let child = Command::new(&self.bin)
-            .current_dir(&self.dir)
+        let mut cmd = Command::new(&self.bin);
+        cmd.current_dir(&self.dir)
             .args(["broker", "--storage-engine", self.storage])
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the broker's log"))
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
-        self.process = Owned(Some(child));
-        wait_listening(self.port, "the broker listening", &log_path);
+            .args(["--advertised-listener-url", &listener]);
+        self.process = start_listening(cmd, self.port, &self.dir.join("broker.log"), "the broker");
     }
 
     /// Kills the broker (SIGKILL: an outage, not a clean stop).

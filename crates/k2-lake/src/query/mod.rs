@@ -70,7 +70,13 @@ pub struct QueryEngine {
     tables: std::sync::Mutex<std::collections::HashMap<LakeTable, (Instant, Table)>>,
     /// The tables' manifests, kept across metadata refreshes.
     manifests: Arc<ManifestCache>,
+    /// Receipts by snapshot: making one walks the snapshot's whole ancestry, which an
+    /// answer kept in the API's cache must not pay at every request.
+    receipts: std::sync::Mutex<std::collections::HashMap<(LakeTable, i64), Receipt>>,
 }
+
+/// Receipts kept at most (a snapshot's receipt never changes; the set is cleared when full).
+const RECEIPTS_KEPT: usize = 1024;
 
 impl QueryEngine {
     pub fn new(catalog: Arc<dyn Catalog>, options: QueryOptions) -> Result<Self> {
@@ -97,6 +103,7 @@ impl QueryEngine {
             options,
             tables: Default::default(),
             manifests: Default::default(),
+            receipts: Default::default(),
         })
     }
 
@@ -143,7 +150,24 @@ impl QueryEngine {
     pub async fn pin(&self, table: LakeTable, pin: &Pin) -> Result<(Option<i64>, Receipt)> {
         let t = self.table(table).await?;
         let snapshot = pin.resolve(table, &t)?;
-        let receipt = Receipt::of(table, &t, snapshot)?;
+        let kept = snapshot.and_then(|id| {
+            let receipts = self.receipts.lock().expect("receipt cache lock");
+            receipts.get(&(table, id)).cloned()
+        });
+        let receipt = match kept {
+            Some(r) => r,
+            None => {
+                let r = Receipt::of(table, &t, snapshot)?;
+                if let Some(id) = snapshot {
+                    let mut receipts = self.receipts.lock().expect("receipt cache lock");
+                    if receipts.len() >= RECEIPTS_KEPT {
+                        receipts.clear();
+                    }
+                    receipts.insert((table, id), r.clone());
+                }
+                r
+            }
+        };
         Ok((
             (*pin != Pin::Current).then_some(snapshot).flatten(),
             receipt,

@@ -9,7 +9,6 @@ use k2_lake::LakeTable;
 
 use super::OutputArgs;
 use crate::config::Config;
-use crate::output::{render, to_batches};
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -39,10 +38,6 @@ pub fn run(config: Config, args: AuditArgs) -> anyhow::Result<ExitCode> {
     let skip = chosen.len().saturating_sub(args.limit);
     eprintln!("{} commits audited", chosen.len());
     let rows: Vec<present::AuditRow> = chosen[skip..].iter().map(|e| (*e).into()).collect();
-    render(
-        &to_batches(&rows)?,
-        args.out.format,
-        args.out.output.as_deref(),
-    )?;
+    args.out.rows(&rows)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use k2_api::present;
 use super::OutputArgs;
 use crate::app::App;
 use crate::config::Config;
-use crate::output::{Format, render, to_batches};
+use crate::output::Format;
 
 #[derive(Args)]
 pub struct DlqArgs {
@@ -48,7 +48,7 @@ pub async fn run(config: Config, args: DlqArgs) -> anyhow::Result<ExitCode> {
             let letters = app.dlq.list(skip, limit)?;
             eprintln!("{} dead letters stored", app.dlq.len()?);
             let rows: Vec<present::DeadLetterRow> = letters.iter().map(Into::into).collect();
-            render(&to_batches(&rows)?, out.format, out.output.as_deref())?;
+            out.rows(&rows)?;
         }
         DlqCommand::Show { id } => {
             let Some(letter) = app.dlq.get(id)? else {
@@ -63,7 +63,7 @@ pub async fn run(config: Config, args: DlqArgs) -> anyhow::Result<ExitCode> {
                         println!("{k:>12}: {v}");
                     }
                 }
-                format => render(&to_batches(&[row])?, format, out.output.as_deref())?,
+                _ => out.rows(&[row])?,
             }
         }
         DlqCommand::Replay { limit } => {

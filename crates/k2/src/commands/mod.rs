@@ -114,6 +114,18 @@ pub struct OutputArgs {
     pub output: Option<PathBuf>,
 }
 
+impl OutputArgs {
+    /// Writes `batches` in the chosen format, where the arguments say.
+    pub fn render(&self, batches: &[arrow::array::RecordBatch]) -> anyhow::Result<()> {
+        crate::output::render(batches, self.format, self.output.as_deref())
+    }
+
+    /// [`render`](Self::render) of rows of a serialisable type.
+    pub fn rows<T: serde::Serialize>(&self, rows: &[T]) -> anyhow::Result<()> {
+        self.render(&crate::output::to_batches(rows)?)
+    }
+}
+
 pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(a) => demo::run(config, a).await,

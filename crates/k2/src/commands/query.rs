@@ -15,7 +15,7 @@ use super::OutputArgs;
 use super::times::{day_bounds, parse_time};
 use crate::app;
 use crate::config::Config;
-use crate::output::{render, to_batches};
+use crate::output::to_batches;
 
 #[derive(Args)]
 pub struct QueryArgs {
@@ -144,7 +144,7 @@ impl MarketArgs {
 /// Queries read the lake only: they work while the log is unreachable.
 pub async fn run(config: Config, args: QueryArgs) -> anyhow::Result<ExitCode> {
     let batches = answer(&config, args.query).await?;
-    render(&batches, args.out.format, args.out.output.as_deref())?;
+    args.out.render(&batches)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,6 @@ use clap::Args;
 use super::OutputArgs;
 use crate::app;
 use crate::config::Config;
-use crate::output::render;
 
 #[derive(Args)]
 pub struct SqlArgs {
@@ -31,7 +30,7 @@ pub async fn run(config: Config, args: SqlArgs) -> anyhow::Result<ExitCode> {
     for receipt in &receipts {
         eprintln!("{}", receipt.line());
     }
-    render(&answer.batches, args.out.format, args.out.output.as_deref())?;
+    args.out.render(&answer.batches)?;
     if let Some(max) = answer.truncated_at {
         eprintln!(
             "the result has more than {max} rows and was cut there (query.max_rows): add a LIMIT, aggregate, or raise query.max_rows"

@@ -10,7 +10,6 @@ use k2_log::Log;
 use super::OutputArgs;
 use crate::app::App;
 use crate::config::Config;
-use crate::output::{render, to_batches};
 
 #[derive(Args)]
 pub struct TopicsArgs {
@@ -43,11 +42,7 @@ enum TopicsCommand {
 pub async fn run(config: Config, args: TopicsArgs) -> anyhow::Result<ExitCode> {
     let app = App::open(config).await?;
     let rows = topics(&app, request(args.command)?).await?;
-    render(
-        &to_batches(&rows)?,
-        args.out.format,
-        args.out.output.as_deref(),
-    )?;
+    args.out.rows(&rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
