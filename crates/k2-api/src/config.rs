@@ -144,12 +144,38 @@ pub struct KeyFile {
     pub keys: Vec<ApiKeyConfig>,
 }
 
-/// What a key may do: `read` (data endpoints), `sql` (`/v1/sql`), `admin` (everything).
+/// `[catalog_server]`: `k2 catalog serve`, the Iceberg REST catalog over K2's SQL catalog
+/// (its keys and rate limits are the `[api]` section's).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
+    pub listen: String,
+    /// Hand the warehouse's S3 keys to every client that loads a table (a key with the
+    /// `read` scope then reads the bucket with them). Off: clients bring their own
+    /// credentials for the bucket; the endpoint, region and addressing style are always
+    /// handed out.
+    pub vend_credentials: bool,
+}
+
+impl Default for CatalogServerConfig {
+    fn default() -> Self {
+        CatalogServerConfig {
+            listen: "127.0.0.1:8181".into(),
+            vend_credentials: false,
+        }
+    }
+}
+
+/// What a key may do: `read` (data endpoints; listing and loading tables of `k2 catalog
+/// serve`), `sql` (`/v1/sql`), `catalog` (creating and committing to tables of `k2 catalog
+/// serve`), `admin` (everything).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
     Sql,
+    Catalog,
     Admin,
 }
 
@@ -158,6 +184,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Sql => "sql",
+            Scope::Catalog => "catalog",
             Scope::Admin => "admin",
         }
     }
@@ -170,8 +197,11 @@ impl std::str::FromStr for Scope {
         match text {
             "read" => Ok(Scope::Read),
             "sql" => Ok(Scope::Sql),
+            "catalog" => Ok(Scope::Catalog),
             "admin" => Ok(Scope::Admin),
-            _ => Err(format!("unknown scope '{text}': use read, sql or admin")),
+            _ => Err(format!(
+                "unknown scope '{text}': use read, sql, catalog or admin"
+            )),
         }
     }
 }

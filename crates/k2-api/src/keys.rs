@@ -37,6 +37,11 @@ impl Keys {
     /// The configured keys and those of the keys file. Without any: an error in production
     /// mode; else one key made for this process, printed once on standard error.
     pub fn load(config: &ApiConfig) -> Result<Keys, ApiError> {
+        Keys::load_with(config, &[Scope::Read, Scope::Sql])
+    }
+
+    /// As [`Keys::load`], a key made for this process having `session` scopes.
+    pub fn load_with(config: &ApiConfig, session: &[Scope]) -> Result<Keys, ApiError> {
         let mut entries = config.keys.clone();
         if !config.keys_file.is_empty() {
             let text = std::fs::read_to_string(&config.keys_file).map_err(|e| {
@@ -56,14 +61,16 @@ impl Keys {
                 ));
             }
             let key = generate_key();
+            let names: Vec<&str> = session.iter().map(|s| s.name()).collect();
             eprintln!(
-                "no API keys configured: this server accepts the key {key} (scopes read, sql) \
-                 until it stops"
+                "no API keys configured: this server accepts the key {key} (scopes {}) \
+                 until it stops",
+                names.join(", ")
             );
             entries.push(ApiKeyConfig {
                 name: "session".into(),
                 sha256: digest_hex(&key),
-                scopes: vec![Scope::Read, Scope::Sql],
+                scopes: session.to_vec(),
                 rate_per_second: None,
                 burst: None,
             });

@@ -13,6 +13,7 @@
 //! - `limits` — token buckets and the query gate; `cache` — answers kept by snapshot.
 //! - `failure`, `respond`, `extract` — the error envelope, the data envelope and formats,
 //!   and extractors whose rejections are K2 errors.
+//! - `catalog_server` — `k2 catalog serve`: the Iceberg REST Catalog API over K2's catalog.
 //! - `cursor` — keyset cursors pinned to a snapshot and a query; `stream` — replays as
 //!   NDJSON and over a WebSocket.
 //! - `schema` — the answers' shapes as documented; [`present`], [`format`] — rows as users
@@ -25,6 +26,7 @@
 
 mod cache;
 mod call;
+mod catalog_server;
 pub mod config;
 mod cursor;
 mod docs;
@@ -53,7 +55,8 @@ use std::sync::Arc;
 use k2_lake::query::QueryEngine;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiConfig, ApiKeyConfig, KeyFile, Scope};
+pub use catalog_server::{CatalogBackend, serve_catalog};
+pub use config::{ApiConfig, ApiKeyConfig, CatalogServerConfig, KeyFile, Scope};
 pub use keys::{digest_hex, generate_key};
 pub use metrics::describe as describe_metrics;
 

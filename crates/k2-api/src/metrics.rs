@@ -21,6 +21,10 @@ pub fn describe() {
         "HTTP requests being answered now."
     );
     describe_counter!(
+        "k2_catalog_commits_total",
+        "Commits to tables through the Iceberg REST catalog server, by outcome (committed, conflict: a requirement failed or another commit came first, failed)."
+    );
+    describe_counter!(
         "k2_api_rate_limited_total",
         "Requests refused with 429, by what was limited (key or client address)."
     );
@@ -58,6 +62,11 @@ pub fn describe() {
         "k2_api_replays_total",
         "Streamed replays ended, by outcome (complete, client_gone, stopped, failed)."
     );
+}
+
+/// `outcome`: `committed`, `conflict` or `failed`.
+pub(crate) fn catalog_commit(outcome: &'static str) {
+    metrics::counter!("k2_catalog_commits_total", "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn request_started() {

@@ -1,4 +1,5 @@
-//! Table updates K2 builds itself — a tag on a snapshot, its removal — committed the way
+//! Table updates K2 builds itself — a tag on a snapshot, its removal, a compaction —
+//! committed to a REST catalog as the spec's commit request, and to a SQL catalog the way
 //! Iceberg's SQL catalog commits any update: the requirements checked against the table's
 //! current metadata, the updates applied to it, the new metadata file written next to the
 //! old one, and the catalog's pointer moved by a compare-and-swap on the old location (a
@@ -12,25 +13,35 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use iceberg::table::Table;
-use iceberg::{Catalog, MetadataLocation, TableRequirement, TableUpdate};
+use iceberg::{Catalog, MetadataLocation, TableIdent, TableRequirement, TableUpdate};
 use sqlx::AnyPool;
 
+use crate::catalog::rest::{Refused, RestAccess};
 use crate::error::{LakeError, Result};
-use crate::tables::LakeTable;
 
-/// Commits updates to the tables of one SQL catalog.
+/// Commits updates to the tables of one catalog.
 #[derive(Clone)]
 pub struct TableCommitter {
     catalog: Arc<dyn Catalog>,
-    pool: AnyPool,
-    /// The catalog's name inside the database.
-    name: String,
-    dollar_params: bool,
+    target: Arc<Target>,
+}
+
+enum Target {
+    /// The rows of a SQL catalog, moved by compare-and-swap.
+    Sql {
+        pool: AnyPool,
+        /// The catalog's name inside the database.
+        name: String,
+        dollar_params: bool,
+    },
+    /// A REST catalog, which checks and applies the updates itself.
+    Rest(RestAccess),
 }
 
 impl TableCommitter {
-    /// A committer for `catalog`, whose rows are in the database at `uri` under `name`.
-    pub async fn open(catalog: Arc<dyn Catalog>, uri: &str, name: &str) -> Result<Self> {
+    /// A committer for the SQL `catalog`, whose rows are in the database at `uri` under
+    /// `name`.
+    pub async fn sql(catalog: Arc<dyn Catalog>, uri: &str, name: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let pool = sqlx::pool::PoolOptions::new()
             .max_connections(2)
@@ -40,24 +51,68 @@ impl TableCommitter {
             .map_err(|e| database("opening the catalog database", e))?;
         Ok(TableCommitter {
             catalog,
-            pool,
-            name: name.to_string(),
-            dollar_params: uri.starts_with("postgres"),
+            target: Arc::new(Target::Sql {
+                pool,
+                name: name.to_string(),
+                dollar_params: uri.starts_with("postgres"),
+            }),
+        })
+    }
+
+    /// A committer for the REST `catalog`, posting through `access`.
+    pub fn rest(catalog: Arc<dyn Catalog>, access: RestAccess) -> Result<Self> {
+        Ok(TableCommitter {
+            catalog,
+            target: Arc::new(Target::Rest(access)),
         })
     }
 
     /// Applies `updates` to `table` if `requirements` hold of its current metadata;
-    /// returns the table as committed.
+    /// returns the table as committed. A requirement that fails, or a commit that another
+    /// one overtook, is a [`LakeError::Conflict`] and changes nothing.
     pub async fn commit(
         &self,
-        table: LakeTable,
+        table: &TableIdent,
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<Table> {
-        let ident = table.ident();
+        match self.target.as_ref() {
+            Target::Rest(access) => {
+                match access.commit(table, requirements, updates).await {
+                    Ok(()) => {}
+                    Err(Refused::Conflict(detail)) => {
+                        return Err(LakeError::conflict(table, detail));
+                    }
+                    Err(Refused::Failed(e)) => return Err(e),
+                }
+                self.catalog
+                    .load_table(table)
+                    .await
+                    .map_err(|e| LakeError::catalog(format!("loading {table}"), e))
+            }
+            Target::Sql {
+                pool,
+                name,
+                dollar_params,
+            } => {
+                self.commit_sql(table, requirements, updates, pool, name, *dollar_params)
+                    .await
+            }
+        }
+    }
+
+    async fn commit_sql(
+        &self,
+        table: &TableIdent,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+        pool: &AnyPool,
+        name: &str,
+        dollar_params: bool,
+    ) -> Result<Table> {
         let current = self
             .catalog
-            .load_table(&ident)
+            .load_table(table)
             .await
             .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
         let failed =
@@ -96,7 +151,7 @@ impl TableCommitter {
         let sql = "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
                    WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
                    AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?";
-        let sql = if self.dollar_params {
+        let sql = if dollar_params {
             numbered(sql)
         } else {
             sql.to_string()
@@ -104,11 +159,11 @@ impl TableCommitter {
         let moved = sqlx::query(&sql)
             .bind(&new_location)
             .bind(&old_location)
-            .bind(&self.name)
-            .bind(ident.namespace().join("."))
-            .bind(ident.name())
+            .bind(name)
+            .bind(table.namespace().join("."))
+            .bind(table.name())
             .bind(&old_location)
-            .execute(&self.pool)
+            .execute(pool)
             .await
             .map_err(|e| database(&format!("committing {table}"), e))?;
         if moved.rows_affected() == 0 {
@@ -117,10 +172,14 @@ impl TableCommitter {
                 "another commit moved the table first; nothing was changed",
             ));
         }
-        self.catalog
-            .load_table(&ident)
-            .await
-            .map_err(|e| LakeError::catalog(format!("loading {table}"), e))
+        Table::builder()
+            .identifier(table.clone())
+            .file_io(current.file_io().clone())
+            .metadata(metadata)
+            .metadata_location(new_location)
+            .runtime(iceberg::Runtime::current())
+            .build()
+            .map_err(|e| failed("reading back", e))
     }
 }
 

@@ -207,6 +207,21 @@ impl Warehouse {
         &self.props
     }
 
+    /// What another engine needs to reach the files, in the property names every Iceberg
+    /// implementation reads: the endpoint, region and addressing style, and the keys when
+    /// `with_keys` (a catalog vending its credentials).
+    pub fn client_props(&self, with_keys: bool) -> HashMap<String, String> {
+        let mut shared = vec![ENDPOINT, REGION, PATH_STYLE];
+        if with_keys {
+            shared.extend([ACCESS_KEY_ID, SECRET_ACCESS_KEY]);
+        }
+        shared
+            .into_iter()
+            .filter_map(|k| self.props.get(k).map(|v| (k.to_string(), v.clone())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    }
+
     pub fn is_local(&self) -> bool {
         self.location.starts_with("file:")
     }

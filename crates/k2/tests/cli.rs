@@ -1032,17 +1032,25 @@ fn checkpoints_kept(
 ) -> std::collections::BTreeMap<String, u64> {
     use k2_log::{Log, LogConsumer};
     rt.block_on(async {
-        let log = k2_log::KafkaLog::connect(
-            k2_log::KafkaOptions {
-                bootstrap_servers: bootstrap.to_string(),
-                ..k2_log::KafkaOptions::default()
+        // The broker was restarted moments ago (a debug build on SQLite): its first
+        // metadata answers may take longer than one request's timeout.
+        let schemas = k2_log::LocalSchemas::open(&scratch.join("registry.redb")).unwrap();
+        let log = k2_testkit::poll::until_async(
+            std::time::Duration::from_secs(120),
+            "the restarted broker answers",
+            || async {
+                k2_log::KafkaLog::connect(
+                    k2_log::KafkaOptions {
+                        bootstrap_servers: bootstrap.to_string(),
+                        ..k2_log::KafkaOptions::default()
+                    },
+                    k2_log::Registry::Local(schemas.clone()),
+                )
+                .await
+                .ok()
             },
-            k2_log::Registry::Local(
-                k2_log::LocalSchemas::open(&scratch.join("registry.redb")).unwrap(),
-            ),
         )
-        .await
-        .unwrap();
+        .await;
         let topic = k2_log::kafka::CHECKPOINT_TOPIC;
         let end = log.end_offsets(topic).await.unwrap()[0];
         let mut consumer = log

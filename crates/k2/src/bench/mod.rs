@@ -5,6 +5,8 @@
 //! - `kafka`: K2 on a Kafka cluster against librdkafka alone moving as many messages.
 //! - `query`: warm latency (p50/p99 over many runs) of the everyday questions, K2's engine
 //!   and DuckDB side by side on the same table.
+//! - `catalog`: table load and commit latency through the Iceberg REST catalog (`k2
+//!   catalog serve`) beside the SQL catalog under it.
 //! - `api`: the query API under load (`wrk`) at several concurrencies.
 //! - `sequence`: sequence-tracker checks per second on one core, and memory per 10 000
 //!   streams; `dedup`: dedup checks per second, memory per million ids, false positives.
@@ -28,6 +30,7 @@ use crate::config::Config;
 use crate::sample;
 
 mod api;
+mod catalog;
 mod dedup;
 mod feed;
 mod ingest;
@@ -80,6 +83,15 @@ pub enum BenchCommand {
         /// Time K2 alone.
         #[arg(long, conflicts_with = "duckdb_python")]
         no_duckdb: bool,
+    },
+    /// Table load and commit latency: the Iceberg REST catalog (`k2 catalog serve`, in
+    /// this process on loopback) beside the SQL catalog it serves, on the sample's lake.
+    Catalog {
+        #[arg(long, default_value_t = 400)]
+        runs: usize,
+        /// A sample directory (default: the sample built into k2).
+        #[arg(long)]
+        sample: Option<PathBuf>,
     },
     /// The query API under load on loopback, driven by `wrk`.
     Api {
@@ -211,6 +223,13 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
                 )?),
             };
             query::run(&app, runs, python.as_deref()).await?;
+        }
+        BenchCommand::Catalog {
+            runs,
+            sample: given,
+        } => {
+            let (_tmp, app) = sample_lake(config, &sample(given)?).await?;
+            catalog::run(&app, runs.max(1)).await?;
         }
         BenchCommand::Api {
             connections,

@@ -3,6 +3,7 @@
 
 mod api_key;
 mod audit;
+mod catalog;
 mod consume;
 mod demo;
 mod dlq;
@@ -66,6 +67,9 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Read-only SQL over `trades`, `quotes` and `reference_data.companies`.
     Sql(sql::SqlArgs),
+    /// The Iceberg REST catalog: `serve` answers the spec over K2's SQL catalog, so stock
+    /// engines (PyIceberg, DuckDB, Spark, Trino) and other K2 processes attach the lake by URL.
+    Catalog(catalog::CatalogArgs),
     /// Named snapshots (tags): kept past expiry, answered from with `--snapshot NAME`.
     Snapshot(snapshot::SnapshotArgs),
     /// Inspect rejected records.
@@ -99,6 +103,7 @@ impl Command {
                 | Command::Serve(_)
                 | Command::Feed(_)
                 | Command::Up(_)
+                | Command::Catalog(_)
         )
     }
 }
@@ -136,6 +141,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Query(a) => query::run(config, a).await,
         Command::Replay(a) => replay::run(config, a).await,
         Command::Sql(a) => sql::run(config, a).await,
+        Command::Catalog(a) => catalog::run(config, a).await,
         Command::Snapshot(a) => snapshot::run(config, a).await,
         Command::Dlq(a) => dlq::run(config, a).await,
         Command::Topics(a) => topics::run(config, a).await,

@@ -80,7 +80,7 @@ pub async fn run(config: Config, args: SnapshotArgs) -> anyhow::Result<ExitCode>
                 }
                 committer
                     .commit(
-                        t,
+                        &t.ident(),
                         // The name must still be free when the commit lands.
                         vec![TableRequirement::RefSnapshotIdMatch {
                             r#ref: name.clone(),
@@ -109,7 +109,7 @@ pub async fn run(config: Config, args: SnapshotArgs) -> anyhow::Result<ExitCode>
                 };
                 committer
                     .commit(
-                        t,
+                        &t.ident(),
                         vec![TableRequirement::RefSnapshotIdMatch {
                             r#ref: name.clone(),
                             snapshot_id: Some(tagged.snapshot_id()),

@@ -17,7 +17,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use k2_api::ApiConfig;
+use k2_api::{ApiConfig, CatalogServerConfig};
 use k2_ingest::FeedsConfig;
 use k2_lake::query::QueryOptions;
 use k2_lake::{
@@ -44,6 +44,7 @@ pub struct Config {
     pub sequence: SequenceSection,
     pub query: QueryOptions,
     pub api: ApiConfig,
+    pub catalog_server: CatalogServerConfig,
     pub feeds: FeedsConfig,
     pub telemetry: TelemetryConfig,
     /// Keys of the previous release found in the file or environment, each with what to
@@ -66,6 +67,7 @@ impl Default for Config {
             sequence: SequenceSection::default(),
             query: QueryOptions::default(),
             api: ApiConfig::default(),
+            catalog_server: CatalogServerConfig::default(),
             feeds: FeedsConfig::default(),
             telemetry: TelemetryConfig::default(),
             warnings: Vec::new(),

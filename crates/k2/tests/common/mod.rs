@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod http;
+
+pub use http::{Answer, exchange, listening_port, new_key};
 pub use k2_testkit::sample::{QUOTES, TRADES};
 
 pub fn sample() -> PathBuf {

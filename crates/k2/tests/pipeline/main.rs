@@ -131,7 +131,7 @@ async fn committer(l: &Lake) -> k2_lake::table_commit::TableCommitter {
         Some((admin, db)) => format!("{}/{db}", admin.rsplit_once('/').unwrap().0),
         None => format!("sqlite:{}", l._dir.path().join("catalog.db").display()),
     };
-    k2_lake::table_commit::TableCommitter::open(l.catalog.clone(), &uri, "k2")
+    k2_lake::table_commit::TableCommitter::sql(l.catalog.clone(), &uri, "k2")
         .await
         .unwrap()
 }

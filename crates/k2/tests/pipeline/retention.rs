@@ -63,7 +63,7 @@ async fn old_snapshots_expire_but_never_what_a_writer_resumes_from() {
     };
     let table = committer(&l)
         .await
-        .commit(LakeTable::Trades, vec![], vec![tag(chain[3])])
+        .commit(&LakeTable::Trades.ident(), vec![], vec![tag(chain[3])])
         .await
         .unwrap();
     let due = retention::due(&table, Duration::ZERO, now);
