@@ -23,6 +23,9 @@ const SOURCE: &str = "k2.source";
 const STATE: &str = "k2.state";
 /// The oldest arrival time the dedup window held at the commit, µs.
 const DEDUP_FROM: &str = "k2.dedup-from-us";
+/// A compaction's `replace` snapshot: the files it replaced and wrote (`BEFORE->AFTER`).
+/// It records no log positions: the writers' positions are in their own snapshots.
+const COMPACTION: &str = "k2.compaction";
 
 /// Log positions by [`offset_key`]: the next offset to read of each partition.
 pub type Positions = BTreeMap<String, u64>;
@@ -94,6 +97,21 @@ impl CommitMarks {
     }
 }
 
+/// The summary properties of a compaction that replaced `before` files by `after`.
+pub fn compaction_properties(before: usize, after: usize) -> HashMap<String, String> {
+    HashMap::from([(COMPACTION.to_string(), format!("{before}->{after}"))])
+}
+
+/// Whether a snapshot is a compaction's.
+pub fn is_compaction(snapshot: &Snapshot) -> bool {
+    property(snapshot, COMPACTION).is_some()
+}
+
+/// Whether a snapshot is a K2 writer's commit (it records a batch and its positions).
+pub fn is_writer_commit(snapshot: &Snapshot) -> bool {
+    property(snapshot, BATCH).is_some()
+}
+
 fn property<'s>(snapshot: &'s Snapshot, key: &str) -> Option<&'s String> {
     snapshot.summary().additional_properties.get(key)
 }
@@ -147,12 +165,13 @@ pub fn integrity_of(snapshot: &Snapshot) -> Result<IntegrityMarks> {
     })
 }
 
-/// The newest snapshot `source` committed, walking back from the current one.
+/// The newest snapshot `source` committed, walking back from the current one (past
+/// snapshots no writer made: compactions, expiry's own, other engines').
 pub fn source_snapshot<'t>(table: &'t Table, source: &str) -> Option<&'t SnapshotRef> {
     let metadata = table.metadata();
     let mut at = metadata.current_snapshot();
     while let Some(s) = at {
-        if source_of(s) == source {
+        if is_writer_commit(s) && source_of(s) == source {
             return Some(s);
         }
         at = s

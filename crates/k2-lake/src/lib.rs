@@ -26,6 +26,7 @@ pub mod audit;
 pub mod catalog;
 pub mod columns;
 pub mod commit_marks;
+pub mod compaction;
 pub mod error;
 pub mod integrity;
 mod metrics;

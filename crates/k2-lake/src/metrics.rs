@@ -37,6 +37,22 @@ pub fn describe() {
         "Commits that failed, by table."
     );
     describe_counter!(
+        "k2_lake_compactions_total",
+        "Compactions committed (a replace snapshot each), by table."
+    );
+    describe_counter!(
+        "k2_lake_compaction_failures_total",
+        "Compactions that failed or gave up to busy writers (nothing committed), by table."
+    );
+    describe_counter!(
+        "k2_lake_compacted_files_total",
+        "Data files compactions replaced (`stage` = `replaced`) and wrote (`stage` = `written`), by table."
+    );
+    describe_counter!(
+        "k2_lake_compacted_bytes_total",
+        "Bytes of the data files compactions wrote, by table."
+    );
+    describe_counter!(
         "k2_lake_snapshots_expired_total",
         "Snapshots expired past writer.snapshot_retention, by table."
     );
@@ -173,6 +189,19 @@ pub(crate) fn decode_failed(kind: &'static str) {
 
 pub(crate) fn commit_failed(table: &'static str) {
     metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
+}
+
+pub(crate) fn compacted(table: &'static str, replaced: usize, written: usize, bytes: u64) {
+    metrics::counter!("k2_lake_compactions_total", "table" => table).increment(1);
+    metrics::counter!("k2_lake_compacted_files_total", "table" => table, "stage" => "replaced")
+        .increment(replaced as u64);
+    metrics::counter!("k2_lake_compacted_files_total", "table" => table, "stage" => "written")
+        .increment(written as u64);
+    metrics::counter!("k2_lake_compacted_bytes_total", "table" => table).increment(bytes);
+}
+
+pub(crate) fn compaction_failed(table: &'static str) {
+    metrics::counter!("k2_lake_compaction_failures_total", "table" => table).increment(1);
 }
 
 pub(crate) fn snapshots_expired(table: &'static str, snapshots: usize, files: usize) {

@@ -16,9 +16,12 @@
 //! - every tagged snapshot (`k2 snapshot tag`), until its tag is removed.
 //!
 //! Then the files only the expired snapshots used are deleted: their manifest lists, and
-//! metadata files older than the oldest one the table's metadata log still names. Data
-//! files and manifests stay: the lake only appends, so every data file of an expired
-//! snapshot is still in the current one.
+//! metadata files older than the oldest one the table's metadata log still names. Writers
+//! only append, so a data file of an expired snapshot is still in its successor — unless
+//! that successor is a compaction's `replace` snapshot, which no longer names the files it
+//! rewrote (nor the manifests it wrote again). Those go once the snapshot before the
+//! compaction expires, and only if no snapshot still kept from before it (a tagged one)
+//! names them: time travel to any kept snapshot always finds its files.
 //!
 //! A writer stopped between writing a batch's files and committing them (killed, or the
 //! machine lost) leaves data files no snapshot names; its next run writes the batch again.
@@ -30,6 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use iceberg::Catalog;
+use iceberg::spec::{ManifestStatus, Operation, SnapshotRef};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
@@ -41,7 +45,8 @@ use crate::warehouse::Files;
 #[derive(Debug, Default, PartialEq)]
 pub struct Expired {
     pub snapshots: usize,
-    /// Manifest lists and metadata files deleted.
+    /// Manifest lists and metadata files deleted, and the data files and manifests of
+    /// compactions no kept snapshot names any more.
     pub files: usize,
 }
 
@@ -64,8 +69,8 @@ pub fn due(table: &Table, keep_for: Duration, now_ms: i64) -> Vec<i64> {
     let mut keep = 0;
     let mut sources = HashSet::new();
     for (i, s) in chain.iter().enumerate() {
-        let source = commit_marks::source_of(s);
-        let newest_of_its_source = sources.insert(source);
+        let newest_of_its_source =
+            commit_marks::is_writer_commit(s) && sources.insert(commit_marks::source_of(s));
         if s.timestamp_ms() >= cutoff || newest_of_its_source {
             keep = keep.max(i);
         }
@@ -102,6 +107,18 @@ pub async fn expire(
         .map(|s| s.manifest_list().to_string())
         .collect();
     let name = table.identifier().to_string();
+    // Compactions whose previous snapshot goes now: what they replaced may go with it.
+    let mut superseded = Vec::new();
+    for replace in before.snapshots().filter(|s| {
+        s.summary().operation == Operation::Replace
+            && s.parent_snapshot_id().is_some_and(|p| ids.contains(&p))
+    }) {
+        let parent = replace
+            .parent_snapshot_id()
+            .and_then(|p| before.snapshot_by_id(p))
+            .expect("the parent is one of the table's snapshots");
+        superseded.push(Superseded::of(table, replace, parent).await?);
+    }
     let tx = Transaction::new(table);
     // Only the named snapshots: the action's own age rule (the table's
     // `history.expire.*` properties) is turned off by a cutoff before any snapshot.
@@ -123,6 +140,9 @@ pub async fn expire(
         files += 1;
     }
     files += remove_old_metadata(&store, &after).await?;
+    for s in superseded {
+        files += s.remove(&store, &after).await?;
+    }
     let expired = Expired {
         snapshots: ids.len(),
         files,
@@ -135,6 +155,115 @@ pub async fn expire(
         "expired snapshots"
     );
     Ok((after, expired))
+}
+
+/// What a compaction took out of the table: the data files it replaced and the manifests
+/// it wrote again, still named by the snapshots before it.
+struct Superseded {
+    sequence_number: i64,
+    data_files: HashSet<String>,
+    manifests: HashSet<String>,
+}
+
+impl Superseded {
+    async fn of(table: &Table, replace: &SnapshotRef, parent: &SnapshotRef) -> Result<Superseded> {
+        let after = manifest_paths(table, replace).await?;
+        let mut manifests: HashSet<String> =
+            manifest_paths(table, parent).await?.into_iter().collect();
+        for m in &after {
+            manifests.remove(m);
+        }
+        let mut data_files = HashSet::new();
+        let list = load_list(table, replace).await?;
+        for m in list.entries().iter().filter(|m| m.has_deleted_files()) {
+            let manifest = m
+                .load_manifest(table.file_io())
+                .await
+                .map_err(|e| read_error(table, e))?;
+            for entry in manifest.entries() {
+                if entry.status() == ManifestStatus::Deleted
+                    && entry.snapshot_id() == Some(replace.snapshot_id())
+                {
+                    data_files.insert(entry.data_file().file_path().to_string());
+                }
+            }
+        }
+        Ok(Superseded {
+            sequence_number: replace.sequence_number(),
+            data_files,
+            manifests,
+        })
+    }
+
+    /// Deletes what no snapshot of `table` from before the compaction still names (the
+    /// later ones descend from the compaction and never do); returns how many files.
+    async fn remove(mut self, store: &Files, table: &Table) -> Result<usize> {
+        let metadata = table.metadata();
+        for kept in metadata
+            .snapshots()
+            .filter(|s| s.sequence_number() < self.sequence_number)
+        {
+            for path in manifest_paths(table, kept).await? {
+                self.manifests.remove(&path);
+            }
+            for path in live_files(table, kept).await? {
+                self.data_files.remove(&path);
+            }
+        }
+        let mut removed = 0;
+        for path in self.data_files.iter().chain(&self.manifests) {
+            store.delete(&store.path(path)?).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+fn read_error(table: &Table, e: iceberg::Error) -> LakeError {
+    LakeError::catalog(
+        format!("reading the manifests of {}", table.identifier()),
+        e,
+    )
+}
+
+async fn load_list(table: &Table, snapshot: &SnapshotRef) -> Result<iceberg::spec::ManifestList> {
+    table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(|e| read_error(table, e))
+}
+
+async fn manifest_paths(table: &Table, snapshot: &SnapshotRef) -> Result<Vec<String>> {
+    Ok(load_list(table, snapshot)
+        .await?
+        .entries()
+        .iter()
+        .map(|m| m.manifest_path.clone())
+        .collect())
+}
+
+/// The data files `snapshot` names as live.
+async fn live_files(table: &Table, snapshot: &SnapshotRef) -> Result<HashSet<String>> {
+    let loads: Vec<_> = load_list(table, snapshot)
+        .await?
+        .consume_entries()
+        .into_iter()
+        .map(|m| {
+            let io = table.file_io().clone();
+            async move { m.load_manifest(&io).await }
+        })
+        .collect();
+    let mut manifests = futures::stream::iter(loads).buffered(16);
+    let mut named = HashSet::new();
+    while let Some(manifest) = manifests.next().await {
+        for entry in manifest.map_err(|e| read_error(table, e))?.entries() {
+            if entry.is_alive() {
+                named.insert(entry.data_file().file_path().to_string());
+            }
+        }
+    }
+    Ok(named)
 }
 
 /// Metadata files of the table older than the oldest its metadata log names (each file
@@ -183,10 +312,9 @@ async fn remove_old_metadata(store: &Files, table: &Table) -> Result<usize> {
     Ok(removed)
 }
 
-/// Deletes the files under the table's `data/` directory that the current snapshot does not
-/// name and that were last written more than `grace` before `now`; returns how many.
-/// The table only appends, so the current snapshot names every data file any snapshot
-/// does. Manifests are read only when some file is old enough to be a candidate.
+/// Deletes the files under the table's `data/` directory that no snapshot names and that
+/// were last written more than `grace` before `now`; returns how many. Manifests are read
+/// only when some file is old enough to be a candidate.
 pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime) -> Result<usize> {
     let metadata = table.metadata();
     let store = Files::of(table.file_io(), metadata.location())?;
@@ -202,28 +330,25 @@ pub async fn remove_orphan_files(table: &Table, grace: Duration, now: SystemTime
         return Ok(0);
     }
     let name = table.identifier().to_string();
-    let read =
-        |e: iceberg::Error| LakeError::catalog(format!("reading the manifests of {name}"), e);
+    // Writers only append: the current snapshot names every file the snapshots since the
+    // newest compaction name; those from before it are read too.
+    let newest_compaction = metadata
+        .snapshots()
+        .filter(|s| s.summary().operation == Operation::Replace)
+        .map(|s| s.sequence_number())
+        .max();
     let mut named = HashSet::new();
-    if let Some(snapshot) = metadata.current_snapshot() {
-        let list = table
-            .manifest_list_reader(snapshot)
-            .load()
-            .await
-            .map_err(read)?;
-        let loads: Vec<_> = list
-            .consume_entries()
-            .into_iter()
-            .map(|m| {
-                let io = table.file_io().clone();
-                async move { m.load_manifest(&io).await }
-            })
-            .collect();
-        let mut manifests = futures::stream::iter(loads).buffered(16);
-        while let Some(manifest) = manifests.next().await {
-            for entry in manifest.map_err(read)?.entries() {
-                named.insert(store.path(entry.data_file().file_path())?);
-            }
+    let snapshots: Vec<SnapshotRef> = metadata
+        .snapshots()
+        .filter(|s| {
+            metadata.current_snapshot_id() == Some(s.snapshot_id())
+                || newest_compaction.is_some_and(|n| s.sequence_number() < n)
+        })
+        .cloned()
+        .collect();
+    for snapshot in &snapshots {
+        for file in live_files(table, snapshot).await? {
+            named.insert(store.path(&file)?);
         }
     }
     // A name outside the directory means the paths are not understood: delete nothing.

@@ -153,13 +153,24 @@ impl App {
         Ok(stats)
     }
 
-    /// Runs the lake writer until caught up (batch) or until SIGINT/SIGTERM (service).
+    /// Runs the lake writer until caught up (batch) or until SIGINT/SIGTERM (service, with
+    /// compaction in the background).
     pub async fn consume(&self, until_caught_up: bool) -> anyhow::Result<WriterSummary> {
         let catalog = self.catalog().await?;
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
         let stop = crate::signal::stop_on_signal();
-        let summary = k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop).await?;
+        let compaction = match until_caught_up {
+            true => None,
+            false => compact_in_background(&self.config, &catalog, &stop).await?,
+        };
+        let summary =
+            k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop.clone()).await;
+        stop.cancel();
+        if let Some(task) = compaction {
+            let _ = task.await;
+        }
+        let summary = summary?;
         report_writer(&summary);
         Ok(summary)
     }
@@ -209,6 +220,30 @@ pub async fn engine(config: &Config) -> anyhow::Result<QueryEngine> {
 }
 
 type Task<T> = tokio::task::JoinHandle<T>;
+
+/// The market tables compacted every `writer.compact_every` until `stop` (None when that
+/// is 0s).
+pub async fn compact_in_background(
+    config: &Config,
+    catalog: &Arc<dyn iceberg::Catalog>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Task<()>>> {
+    let every = config.writer.compact_every;
+    if every.is_zero() {
+        return Ok(None);
+    }
+    let committer = config
+        .catalog
+        .committer(catalog.clone(), &config.catalog_path())
+        .await?;
+    Ok(Some(tokio::spawn(k2_lake::compaction::run_periodically(
+        catalog.clone(),
+        committer,
+        config.writer.compact_options(None),
+        every,
+        stop.clone(),
+    ))))
+}
 
 /// The live tail following the log and the lake writer committing from it, each on its
 /// own task until `stop` is set.

@@ -168,6 +168,72 @@ fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(rows, TRADES);
 }
 
+/// Snapshots of the trades table that compactions made.
+fn compactions(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
+    rt.block_on(async {
+        let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &warehouse(data))
+            .await
+            .unwrap();
+        match iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())
+            .await
+        {
+            Ok(t) => t
+                .metadata()
+                .snapshots()
+                .filter(|s| s.summary().operation == iceberg::spec::Operation::Replace)
+                .count(),
+            Err(_) => 0,
+        }
+    })
+}
+
+#[test]
+fn a_running_writer_compacts_beside_its_commits_and_every_row_lands_once() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ingest = k2(data.path());
+    ingest.env("K2_LOG__INGEST_CHUNK_ROWS", "2000");
+    let mut ingest = spawn(ingest.arg("ingest").arg("asx").arg(sample()));
+    let mut writer = spawn(
+        k2(data.path())
+            .env("K2_WRITER__MAX_ROWS", "3000")
+            .env("K2_WRITER__MAX_AGE", "200ms")
+            .env("K2_WRITER__COMPACT_EVERY", "1s")
+            .env("K2_WRITER__COMPACT_MIN_FILES", "2")
+            .arg("consume"),
+    );
+    // Compactions land while the writer commits, and the writer catches up.
+    k2_testkit::poll::until_true(
+        Duration::from_secs(240),
+        "a compaction beside the writer, and every trade committed",
+        || {
+            compactions(&rt, data.path()) >= 2
+                && ingest.try_wait().unwrap().is_some()
+                && sql_scalar(data.path(), "SELECT count(*) FROM trades") == TRADES
+        },
+    );
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(writer.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = k2_testkit::poll::until(
+        Duration::from_secs(60),
+        "k2 consume stops on SIGTERM",
+        || writer.try_wait().unwrap(),
+    );
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit}");
+    assert_lake_holds_the_sample_exactly(data.path());
+    // The writer resumes where it was: the same files again add nothing.
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
+    run_ok(k2(data.path()).args(["consume", "--until-caught-up"]));
+    assert_lake_holds_the_sample_exactly(data.path());
+}
+
 /// `n` well-formed trades of RIO (7458, listed in the sample's company file but without
 /// trades of its own) over 10 and 11 March 2014, in the sample's CSV layout.
 fn rio_trades(n: u32) -> String {

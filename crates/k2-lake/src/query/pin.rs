@@ -190,7 +190,9 @@ impl Receipt {
         receipt.committed_at_ms = at.map(|s| s.timestamp_ms());
         let mut sources = std::collections::HashSet::new();
         while let Some(s) = at {
-            if sources.insert(commit_marks::source_of(s).to_string()) {
+            if commit_marks::is_writer_commit(s)
+                && sources.insert(commit_marks::source_of(s).to_string())
+            {
                 receipt.log_offsets.extend(commit_marks::offsets_of(s)?);
             }
             at = s

@@ -73,17 +73,21 @@ fn sorted(rows: &Rows, indices: Vec<u32>) -> Vec<u32> {
     keys.into_iter().map(|k| k.4).collect()
 }
 
-/// Writes `rows` as the data files of batch `batch_name` of table `t`.
-pub(super) async fn write_files(
-    t: LakeTable,
+/// The rolling Parquet writer of a table's data files: names starting with `prefix`,
+/// K2's encodings, a new file past `target_bytes` (default: the table format's 512 MB).
+pub(crate) type DataFiles = RollingFileWriterBuilder<
+    ParquetWriterBuilder,
+    DefaultLocationGenerator,
+    DefaultFileNameGenerator,
+>;
+
+pub(crate) fn data_files(
     table: &Table,
-    arrow_schema: &SchemaRef,
-    rows: &Arc<Rows>,
-    batch_name: &str,
+    prefix: &str,
     zstd_level: i32,
-) -> Result<Vec<DataFile>> {
+    target_bytes: Option<u64>,
+) -> Result<DataFiles> {
     let metadata = table.metadata();
-    let schema = metadata.current_schema().clone();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(zstd_level)
@@ -105,17 +109,29 @@ pub(super) async fn write_files(
             .set_column_dictionary_enabled(col.into(), false)
             .set_column_encoding(col.into(), Encoding::DELTA_BINARY_PACKED);
     }
-    let parquet = ParquetWriterBuilder::new(props.build(), schema.clone());
+    let parquet = ParquetWriterBuilder::new(props.build(), metadata.current_schema().clone());
     let location = DefaultLocationGenerator::new(metadata)
         .map_err(|e| LakeError::catalog("data location", e))?;
-    let names =
-        DefaultFileNameGenerator::new(format!("k2-{batch_name}"), None, DataFileFormat::Parquet);
-    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-        parquet,
-        table.file_io().clone(),
-        location,
-        names,
-    );
+    let names = DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
+    let io = table.file_io().clone();
+    Ok(match target_bytes {
+        Some(bytes) => RollingFileWriterBuilder::new(parquet, bytes as usize, io, location, names),
+        None => RollingFileWriterBuilder::new_with_default_file_size(parquet, io, location, names),
+    })
+}
+
+/// Writes `rows` as the data files of batch `batch_name` of table `t`.
+pub(super) async fn write_files(
+    t: LakeTable,
+    table: &Table,
+    arrow_schema: &SchemaRef,
+    rows: &Arc<Rows>,
+    batch_name: &str,
+    zstd_level: i32,
+) -> Result<Vec<DataFile>> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema().clone();
+    let rolling = data_files(table, &format!("k2-{batch_name}"), zstd_level, None)?;
     let spec = metadata.default_partition_spec().as_ref().clone();
 
     // One file per partition: market tables by UTC day of the timestamp.

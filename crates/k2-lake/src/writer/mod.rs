@@ -28,7 +28,7 @@
 mod claims;
 mod commit;
 mod dependencies;
-mod files;
+pub(crate) mod files;
 mod flight;
 mod maintenance;
 mod options;

@@ -43,6 +43,14 @@ pub struct WriterConfig {
     /// every snapshot.
     #[serde(with = "humantime_serde")]
     pub snapshot_retention: Duration,
+    /// How often `k2 consume` and `k2 up` compact the market tables' small files; `0s`:
+    /// never in the background (`k2 compact` still does).
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
+    /// Compacted files are written up to this size, MiB; files under 3/4 of it are small.
+    pub compact_target_file_mb: u64,
+    /// A day partition is compacted once it holds this many small files.
+    pub compact_min_files: usize,
 }
 
 impl Default for WriterConfig {
@@ -60,6 +68,9 @@ impl Default for WriterConfig {
             breaker_open: breaker.open_for,
             source: String::new(),
             snapshot_retention: Duration::from_secs(24 * 3600),
+            compact_every: Duration::from_secs(600),
+            compact_target_file_mb: 64,
+            compact_min_files: 8,
         }
     }
 }
@@ -76,6 +87,12 @@ impl WriterConfig {
             return Err(ConfigError::new(
                 "writer.max_rows",
                 "writer.max_rows and writer.max_age must be positive",
+            ));
+        }
+        if self.compact_target_file_mb == 0 || self.compact_min_files < 2 {
+            return Err(ConfigError::new(
+                "writer.compact_min_files",
+                "writer.compact_target_file_mb must be positive and writer.compact_min_files at least 2",
             ));
         }
         if self.retry_attempts == 0 || self.breaker_failures == 0 {
@@ -98,6 +115,17 @@ impl WriterConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How compactions run, on every partition (`day`: only that one).
+    pub fn compact_options(&self, day: Option<i32>) -> crate::compaction::CompactOptions {
+        crate::compaction::CompactOptions {
+            target_file_bytes: self.compact_target_file_mb << 20,
+            min_files: self.compact_min_files,
+            day,
+            zstd_level: self.zstd_level,
+            ..Default::default()
+        }
     }
 
     /// The options of a run of this writer: its integrity checks, and the audit file.

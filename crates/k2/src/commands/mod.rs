@@ -4,6 +4,7 @@
 mod api_key;
 mod audit;
 mod catalog;
+mod compact;
 mod consume;
 mod demo;
 mod dlq;
@@ -70,6 +71,9 @@ pub enum Command {
     /// The Iceberg REST catalog: `serve` answers the spec over K2's SQL catalog, so stock
     /// engines (PyIceberg, DuckDB, Spark, Trino) and other K2 processes attach the lake by URL.
     Catalog(catalog::CatalogArgs),
+    /// Rewrite the small files of the market tables' day partitions into files of the
+    /// target size, sorted, as one `replace` snapshot per table.
+    Compact(compact::CompactArgs),
     /// Named snapshots (tags): kept past expiry, answered from with `--snapshot NAME`.
     Snapshot(snapshot::SnapshotArgs),
     /// Inspect rejected records.
@@ -142,6 +146,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(config, a).await,
         Command::Sql(a) => sql::run(config, a).await,
         Command::Catalog(a) => catalog::run(config, a).await,
+        Command::Compact(a) => compact::run(config, a).await,
         Command::Snapshot(a) => snapshot::run(config, a).await,
         Command::Dlq(a) => dlq::run(config, a).await,
         Command::Topics(a) => topics::run(config, a).await,

@@ -80,6 +80,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         ..TailConfig::default()
     }));
     let (follower, writer) = app::follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
+    let compaction = app::compact_in_background(&config, &catalog, &stop_rest).await?;
 
     let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
     let stop_api = CancellationToken::new();
@@ -107,6 +108,9 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         .context("the API task")?
         .context("serving the query API")?;
     let _ = follower.await;
+    if let Some(task) = compaction {
+        let _ = task.await;
+    }
     app::report_writer(&summary);
     match failure {
         Some(e) => Err(e),

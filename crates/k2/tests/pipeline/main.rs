@@ -12,6 +12,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod compaction;
 mod integrity;
 mod landing;
 mod outages;
