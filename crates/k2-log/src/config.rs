@@ -41,6 +41,13 @@ pub struct LogConfig {
     pub partitions: u32,
     /// Rows per append when ingesting files.
     pub ingest_chunk_rows: usize,
+    /// Embedded log: records older than this go once every lake writer committed them
+    /// (`0s`: kept however old). A Kafka cluster applies its own topics' retention.
+    #[serde(with = "humantime_serde")]
+    pub retention: std::time::Duration,
+    /// Embedded log: the oldest committed records go while the log holds more than this
+    /// many bytes (0: no bound).
+    pub retention_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -50,11 +57,21 @@ impl Default for LogConfig {
             kafka: KafkaOptions::default(),
             partitions: 4,
             ingest_chunk_rows: 50_000,
+            retention: std::time::Duration::from_secs(24 * 3600),
+            retention_bytes: 0,
         }
     }
 }
 
 impl LogConfig {
+    /// What the embedded log keeps.
+    pub fn retention(&self) -> crate::embedded::Retention {
+        crate::embedded::Retention {
+            age: self.retention,
+            bytes: self.retention_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.backend == LogBackend::Kafka {
             self.kafka.validate()?;

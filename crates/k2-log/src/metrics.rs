@@ -21,6 +21,30 @@ pub fn describe() {
         Unit::Bytes,
         "Page cache of the embedded log's file."
     );
+    describe_gauge!(
+        "k2_log_embedded_held_bytes",
+        Unit::Bytes,
+        "Bytes of records the embedded log holds (what retention bounds)."
+    );
+    describe_gauge!(
+        "k2_log_embedded_file_bytes",
+        Unit::Bytes,
+        "Size of the embedded log's file on disk (freed pages are reused, so it stops growing under retention)."
+    );
+    describe_gauge!(
+        "k2_log_oldest_record_timestamp_seconds",
+        Unit::Seconds,
+        "Producer time of the oldest record the embedded log holds, seconds since the epoch."
+    );
+    describe_counter!(
+        "k2_log_retention_removed_records_total",
+        "Records removed from the embedded log by retention (all already committed to the lake)."
+    );
+    describe_counter!(
+        "k2_log_retention_removed_bytes_total",
+        Unit::Bytes,
+        "Bytes removed from the embedded log by retention."
+    );
     describe_counter!(
         "k2_log_records_read_total",
         "Records read from the log by consumers."
@@ -51,6 +75,19 @@ pub(crate) fn append_latency(elapsed: Duration) {
 /// The embedded log file's page cache (bounded, see `embedded::LOG_CACHE_BYTES`).
 pub(crate) fn embedded_cache_bytes(bytes: usize) {
     metrics::gauge!("k2_log_embedded_cache_bytes").set(bytes as f64);
+}
+
+pub(crate) fn log_held(bytes: u64, oldest_ms: Option<i64>, file_bytes: u64) {
+    metrics::gauge!("k2_log_embedded_held_bytes").set(bytes as f64);
+    metrics::gauge!("k2_log_embedded_file_bytes").set(file_bytes as f64);
+    if let Some(ms) = oldest_ms {
+        metrics::gauge!("k2_log_oldest_record_timestamp_seconds").set(ms as f64 / 1e3);
+    }
+}
+
+pub(crate) fn log_trimmed(records: u64, bytes: u64) {
+    metrics::counter!("k2_log_retention_removed_records_total").increment(records);
+    metrics::counter!("k2_log_retention_removed_bytes_total").increment(bytes);
 }
 
 pub(crate) fn records_read(n: usize) {

@@ -60,6 +60,23 @@ impl App {
         engine(&self.config).await
     }
 
+    /// The embedded log's retention applied beside a writer until `stop` (None with Kafka,
+    /// whose cluster keeps its own, or when `log.retention` and `log.retention_bytes` are
+    /// both off).
+    pub fn trim_log_in_background(&self, stop: &CancellationToken) -> Option<Task<()>> {
+        let policy = self.config.log.retention();
+        match &self.log {
+            AnyLog::Embedded(log) if !policy.age.is_zero() || policy.bytes > 0 => {
+                Some(tokio::spawn(k2_log::embedded::trim_periodically(
+                    log.clone(),
+                    policy,
+                    stop.clone(),
+                )))
+            }
+            _ => None,
+        }
+    }
+
     /// `ingest asx DIR`, with a progress bar on a terminal and plain counts otherwise.
     pub async fn ingest_asx(&self, dir: &Path) -> anyhow::Result<IngestSummary> {
         let options = IngestOptions {
@@ -160,14 +177,16 @@ impl App {
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
         let stop = crate::signal::stop_on_signal();
-        let compaction = match until_caught_up {
-            true => None,
-            false => compact_in_background(&self.config, &catalog, &stop).await?,
-        };
+        // Upkeep beside a running writer: compaction, and the embedded log's retention.
+        let mut upkeep = Vec::new();
+        if !until_caught_up {
+            upkeep.extend(compact_in_background(&self.config, &catalog, &stop).await?);
+            upkeep.extend(self.trim_log_in_background(&stop));
+        }
         let summary =
             k2_lake::writer::run(&self.log, catalog, &self.dlq, &options, stop.clone()).await;
         stop.cancel();
-        if let Some(task) = compaction {
+        for task in upkeep {
             let _ = task.await;
         }
         let summary = summary?;

@@ -188,8 +188,13 @@ fn compactions(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
 }
 
 #[test]
-fn a_running_writer_compacts_beside_its_commits_and_every_row_lands_once() {
+fn a_running_writer_compacts_and_bounds_its_log_and_every_row_lands_once() {
     let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -203,6 +208,9 @@ fn a_running_writer_compacts_beside_its_commits_and_every_row_lands_once() {
             .env("K2_WRITER__MAX_AGE", "200ms")
             .env("K2_WRITER__COMPACT_EVERY", "1s")
             .env("K2_WRITER__COMPACT_MIN_FILES", "2")
+            // Everything committed may go: the log keeps only each partition's last batch.
+            .env("K2_LOG__RETENTION_BYTES", "1")
+            .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
             .arg("consume"),
     );
     // Compactions land while the writer commits, and the writer catches up.
@@ -215,6 +223,19 @@ fn a_running_writer_compacts_beside_its_commits_and_every_row_lands_once() {
                 && sql_scalar(data.path(), "SELECT count(*) FROM trades") == TRADES
         },
     );
+    // The log let go of what the lake holds, and says so.
+    let exposition = k2_testkit::poll::until(
+        Duration::from_secs(120),
+        "retention removing the committed records",
+        || {
+            let body = http_get(port, "/metrics").ok()?;
+            let removed = metric(&body, "k2_log_retention_removed_records_total")?;
+            (removed >= 160_000.0).then_some(body)
+        },
+    );
+    let held = metric(&exposition, "k2_log_embedded_held_bytes").unwrap();
+    assert!(held < 2_000_000.0, "the log still holds {held} bytes");
+    assert!(metric(&exposition, "k2_log_oldest_record_timestamp_seconds").is_some());
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(writer.id().to_string())

@@ -83,6 +83,37 @@ pub(super) fn batch_len(bytes: &[u8]) -> Result<u32> {
         .ok_or_else(|| LogError::Corrupt("record batch shorter than its header".into()))
 }
 
+/// The producer times of a batch's records, in order.
+fn batch_times(bytes: &[u8]) -> Result<impl Iterator<Item = i64> + '_> {
+    let n = batch_len(bytes)?;
+    let mut at = 4usize;
+    let mut left = n;
+    let corrupt = || LogError::Corrupt("record batch cut short".into());
+    let mut times = Vec::with_capacity(n as usize);
+    while left > 0 {
+        let field = |at: usize, len: usize| bytes.get(at..at + len).ok_or_else(corrupt);
+        times.push(i64::from_le_bytes(
+            field(at, 8)?.try_into().expect("8 bytes"),
+        ));
+        let klen = u32::from_le_bytes(field(at + 8, 4)?.try_into().expect("4 bytes")) as usize;
+        let vat = at + 12 + klen;
+        let vlen = u32::from_le_bytes(field(vat, 4)?.try_into().expect("4 bytes")) as usize;
+        at = vat + 4 + vlen;
+        left -= 1;
+    }
+    Ok(times.into_iter())
+}
+
+/// The newest producer time in a batch, ms (a batch without records: `i64::MIN`).
+pub(super) fn batch_newest_ms(bytes: &[u8]) -> Result<i64> {
+    Ok(batch_times(bytes)?.max().unwrap_or(i64::MIN))
+}
+
+/// The oldest producer time in a batch, ms.
+pub(super) fn batch_oldest_ms(bytes: &[u8]) -> Result<i64> {
+    Ok(batch_times(bytes)?.min().unwrap_or(i64::MAX))
+}
+
 /// Where decoding a stored batch stands: the record at `offset` starts at byte `at`, and
 /// `end` is one past the batch's last offset.
 pub(super) struct Cursor {

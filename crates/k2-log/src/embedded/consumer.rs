@@ -91,14 +91,24 @@ impl EmbeddedConsumer {
             // batch. A range scan would also seek its open end, reading the newest batch.
             let (mut base, mut known) = match pos.batch {
                 Some(base) => (base, true),
-                // The batch holding `next` is the last one whose base is <= next.
-                None => table
-                    .range(..=pos.next)
-                    .map_err(|e| LogError::storage("reading log", e))?
-                    .next_back()
-                    .transpose()
-                    .map_err(|e| LogError::storage("reading log", e))?
-                    .map_or((pos.next, false), |(base, _)| (base.value(), true)),
+                // The batch holding `next` is the last one whose base is <= next; when
+                // retention removed it (every group had committed it), the oldest kept.
+                None => {
+                    let read = |e| LogError::storage("reading log", e);
+                    let below = table.range(..=pos.next).map_err(read)?.next_back();
+                    match below.transpose().map_err(read)? {
+                        Some((base, _)) => (base.value(), true),
+                        None => match table.range(pos.next..).map_err(read)?.next() {
+                            Some(first) => {
+                                let first = first.map_err(read)?.0.value();
+                                tracing::debug!(topic = %pos.topic, partition = pos.partition, from = pos.next, first, "reading from the oldest record retention kept");
+                                pos.next = first;
+                                (first, true)
+                            }
+                            None => (pos.next, false),
+                        },
+                    }
+                }
             };
             while out.len() < limit {
                 let coordinates = (&pos.topic, pos.partition);

@@ -14,6 +14,7 @@
 
 mod batch;
 mod consumer;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 
 use self::batch::{batch_size, chunks, end_offset, write_batch};
 pub use self::consumer::EmbeddedConsumer;
+pub use self::retention::{Retention, Trimmed, trim_periodically};
 use crate::error::{LogError, Result};
 use crate::log::{Log, PartitionOffset, Record, SourceCheckpoint, TopicBatch, TopicSpec};
 use crate::metrics;
@@ -71,6 +73,7 @@ impl EmbeddedLog {
             txn.open_table(TOPICS).map(drop),
             txn.open_table(CHECKPOINTS).map(drop),
             txn.open_table(GROUPS).map(drop),
+            txn.open_table(retention::PARTITION_BYTES).map(drop),
         ] {
             result.map_err(|e| LogError::storage("initialising log tables", e))?;
         }
@@ -134,7 +137,10 @@ impl EmbeddedLog {
                     .open_table(TableDefinition::<u64, &[u8]>::new(&name))
                     .map_err(|e| LogError::storage(format!("opening {name}"), e))?;
                 let mut base = end_offset(&table)?;
+                let fresh = base == 0;
+                let mut bytes = 0u64;
                 for chunk in chunks(records) {
+                    bytes += batch_size(chunk) as u64;
                     // Written in place, into the page the batch is stored in.
                     let mut slot = table
                         .insert_reserve(base, batch_size(chunk))
@@ -143,6 +149,22 @@ impl EmbeddedLog {
                     base += chunk.len() as u64;
                 }
                 appended += records.len();
+                drop(table);
+                // The partition's bytes, counted as they are written (see `retention`).
+                let mut counts = txn
+                    .open_table(retention::PARTITION_BYTES)
+                    .map_err(|e| LogError::storage("counting log bytes", e))?;
+                let held = counts
+                    .get(name.as_str())
+                    .map_err(|e| LogError::storage("counting log bytes", e))?
+                    .map(|v| v.value());
+                // A partition counted before (or empty so far) gets its bytes added; one
+                // written before counts were kept is counted at the next retention pass.
+                if held.is_some() || fresh {
+                    counts
+                        .insert(name.as_str(), held.unwrap_or(0) + bytes)
+                        .map_err(|e| LogError::storage("counting log bytes", e))?;
+                }
             }
             metrics::records_appended(&batch.topic, batch.len());
         }

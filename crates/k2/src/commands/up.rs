@@ -80,7 +80,11 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         ..TailConfig::default()
     }));
     let (follower, writer) = app::follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
-    let compaction = app::compact_in_background(&config, &catalog, &stop_rest).await?;
+    let mut upkeep: Vec<_> = app::compact_in_background(&config, &catalog, &stop_rest)
+        .await?
+        .into_iter()
+        .collect();
+    upkeep.extend(app.trim_log_in_background(&stop_rest));
 
     let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
     let stop_api = CancellationToken::new();
@@ -108,7 +112,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         .context("the API task")?
         .context("serving the query API")?;
     let _ = follower.await;
-    if let Some(task) = compaction {
+    for task in upkeep {
         let _ = task.await;
     }
     app::report_writer(&summary);
