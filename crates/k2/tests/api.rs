@@ -943,14 +943,6 @@ fn answers_are_kept_by_snapshot_and_a_commit_shows_at_once() {
     assert_eq!(hits(&uncached), 0);
 }
 
-/// A Binance combined-stream trade frame.
-fn binance_trade(id: i64, price: &str) -> String {
-    let t = 1_700_000_000_000 + id;
-    format!(
-        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"{price}","q":"0.01","T":{t},"m":true,"M":true}}}}"#
-    )
-}
-
 #[test]
 fn k2_up_serves_live_trades_before_the_lake_has_them_and_lands_each_once() {
     use k2_ingest::simulator::{Simulator, Step};

@@ -91,3 +91,11 @@ pub fn run_err(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// A Binance combined-stream trade frame of BTCUSDT: trade `id` at `price`, 0.01 BTC.
+pub fn binance_trade(id: i64, price: &str) -> String {
+    let t = 1_700_000_000_000 + id;
+    format!(
+        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"{price}","q":"0.01","T":{t},"m":true,"M":true}}}}"#
+    )
+}
