@@ -32,7 +32,7 @@ use crate::metrics;
 use crate::table_commit::TableCommitter;
 use crate::tables::LakeTable;
 
-pub use plan::{Bin, day_of as plan_day};
+pub use plan::{Bin, day_of, files_per_day};
 
 /// What to compact and how.
 #[derive(Clone, Debug)]

@@ -90,6 +90,17 @@ pub(super) async fn live_entries(
     Ok(entries)
 }
 
+/// The live data files of `table`'s current snapshot, by day partition.
+pub async fn files_per_day(table: &Table) -> Result<BTreeMap<Option<i32>, usize>> {
+    let manifests = manifests(table).await?;
+    let mut out = BTreeMap::new();
+    for (_, entry) in live_entries(table, &manifests).await? {
+        *out.entry(day_of(entry.data_file().partition()))
+            .or_default() += 1;
+    }
+    Ok(out)
+}
+
 pub async fn plan(table: &Table, options: &CompactOptions) -> Result<Vec<Bin>> {
     let manifests = manifests(table).await?;
     if manifests

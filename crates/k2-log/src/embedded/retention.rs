@@ -91,7 +91,7 @@ impl EmbeddedLog {
 }
 
 /// How often a writer process applies retention.
-pub const TRIM_EVERY: Duration = Duration::from_secs(30);
+pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Applies `policy` every [`TRIM_EVERY`] until `stop` (and once at the start). A failure is
 /// logged and tried again at the next turn.

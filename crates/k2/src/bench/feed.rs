@@ -45,10 +45,16 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-pub async fn run(config: Config, messages: u64, rate: u32, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    messages: u64,
+    rate: u32,
+    seconds: u64,
+    log_retention: Duration,
+) -> anyhow::Result<()> {
     parse_only(messages);
     handler(&config, messages).await?;
-    freshness(&config, rate, seconds).await
+    freshness(&config, rate, seconds, log_retention).await
 }
 
 /// Records per CPU-second of the calling thread parsing `frames` into batches of 1 000
@@ -249,7 +255,12 @@ async fn burst(
     Ok((per_cpu_second, feed_per_cpu_second))
 }
 
-async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<()> {
+async fn freshness(
+    config: &Config,
+    rate: u32,
+    seconds: u64,
+    log_retention: Duration,
+) -> anyhow::Result<()> {
     // The gauges of what K2 holds by design, to tell their share of the memory: the dedup
     // window (it grows until `dedup.window` or `dedup.max_ids`), the embedded
     // log's page cache (64 MiB) and the decoded Parquet footers (until
@@ -287,7 +298,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         let heap = crate::memory::heap_live_bytes()
             .map_or(String::new(), |b| format!(", heap live {:.0}", mb(b)));
         format!(
-            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap}); lake files {}; {queries}",
+            "{}s {:.0} = anon {:.0} + file {:.0} (dedup {:.0}, log cache {:.0}, footers {:.0}; tail {} events{heap}); lake files {}; log holds {:.1} MB in a {:.1} MB file; {queries}",
             at.as_secs(),
             mb(anon + file),
             mb(anon),
@@ -297,6 +308,8 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
             mb(gauge("k2_query_file_metadata_cache_bytes")),
             gauge("k2_tail_events"),
             gauge("k2_lake_files_committed_total"),
+            mb(gauge("k2_log_embedded_held_bytes")),
+            mb(gauge("k2_log_embedded_file_bytes")),
         )
     };
     let count = u64::from(rate) * seconds;
@@ -313,6 +326,9 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     let tmp = tempfile::tempdir()?;
     let mut config = config.clone();
     config.data_dir = tmp.path().to_path_buf();
+    config.log.retention = log_retention;
+    // Compaction is measured after the run, before and after it.
+    config.writer.compact_every = Duration::ZERO;
     let app = Arc::new(App::open(config.clone()).await?);
     let catalog = app.catalog().await?;
     let (feed, reconnect) = feed_config(Venue::Binance, sim.url());
@@ -322,6 +338,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     let stop = tokio_util::sync::CancellationToken::new();
     let tail = Arc::new(Tail::new(TailConfig::default()));
     let (follower, writer) = crate::app::follow_and_write(&app, &catalog, &tail, &stop).await?;
+    let trim = app.trim_log_in_background(&stop);
     let stop_feed = tokio_util::sync::CancellationToken::new();
     let capture = {
         let (app, stop) = (app.clone(), stop_feed.clone());
@@ -331,7 +348,7 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
         })
     };
 
-    let engine = QueryEngine::new(catalog, config.query.clone())?;
+    let engine = QueryEngine::new(catalog.clone(), config.query.clone())?;
     let filter = MarketFilter {
         symbols: vec!["BTCUSDT".into()],
         fields: vec!["source_sequence".into(), "receive_timestamp".into()],
@@ -383,6 +400,9 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     stop.cancel();
     let _ = writer.await;
     let _ = follower.await;
+    if let Some(trim) = trim {
+        let _ = trim.await;
+    }
 
     fresh_us.truncate(fresh);
     fresh_us.sort_unstable();
@@ -407,7 +427,11 @@ async fn freshness(config: &Config, rate: u32, seconds: u64) -> anyhow::Result<(
     for line in rss {
         println!("    {line}");
     }
-    Ok(())
+    println!(
+        "  the embedded log under log.retention = {}",
+        humantime::format_duration(log_retention)
+    );
+    super::compaction::before_and_after(&config, &catalog, "BTCUSDT", "BINANCE").await
 }
 
 /// A zeroed vector whose pages are resident now. `vec![0; n]` maps fresh zero pages that

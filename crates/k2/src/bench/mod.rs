@@ -31,6 +31,7 @@ use crate::sample;
 
 mod api;
 mod catalog;
+mod compaction;
 mod dedup;
 mod feed;
 mod ingest;
@@ -119,6 +120,10 @@ pub enum BenchCommand {
         /// Length of the freshness run (600 for the 10-minute memory figure).
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// `log.retention` over the run, so the log's size over a short run shows it
+        /// bounded (records go only once the writer committed them).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        log_retention: Duration,
     },
     /// Maximum-speed replay of a synthetic lake (every symbol, the whole range, in
     /// timestamp order): the engine, NDJSON encoding, and the API's two streams.
@@ -185,7 +190,17 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
             messages,
             rate,
             seconds,
-        } => feed::run(config, messages.max(1), rate.max(1), seconds.max(1)).await?,
+            log_retention,
+        } => {
+            feed::run(
+                config,
+                messages.max(1),
+                rate.max(1),
+                seconds.max(1),
+                log_retention,
+            )
+            .await?
+        }
         BenchCommand::Replay { rows, companies } => {
             replay::run(config, rows.max(1), companies.max(1)).await?
         }

@@ -35,19 +35,8 @@ async fn distinct_trades(l: &Lake) -> usize {
         .value(0) as usize
 }
 
-/// Live data files of the current snapshot, by day partition.
 async fn files_per_day(table: &iceberg::table::Table) -> BTreeMap<Option<i32>, usize> {
-    let mut out = BTreeMap::new();
-    let snapshot = table.metadata().current_snapshot().unwrap();
-    let list = table.manifest_list_reader(snapshot).load().await.unwrap();
-    for m in list.entries() {
-        let manifest = m.load_manifest(table.file_io()).await.unwrap();
-        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
-            *out.entry(compaction::plan_day(e.data_file().partition()))
-                .or_default() += 1;
-        }
-    }
-    out
+    compaction::files_per_day(table).await.unwrap()
 }
 
 fn every_partition() -> CompactOptions {
