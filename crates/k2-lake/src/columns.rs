@@ -9,7 +9,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType as ArrowType, SchemaRef};
+use arrow::datatypes::{DataType as ArrowType, Field as ArrowField, SchemaRef};
 use chrono::NaiveDate;
 use k2_model::{MarketRecord, MessageId, Quote, ReferenceData, Text, Trade, VendorData};
 
@@ -23,6 +23,9 @@ pub struct Row {
     pub record: MarketRecord,
     /// Exchange trading day, days since 1970-01-01 (unused for reference data).
     pub trade_date: i32,
+    /// Fields of a newer version of the record's schema that K2's lacks (columns the
+    /// table gains; empty for K2's own schema).
+    pub extras: k2_log::Extras,
 }
 
 /// Rows per chunk of [`Rows`]: about 8 MiB of rows.
@@ -366,8 +369,14 @@ fn fill<const N: usize>(
 /// read every row once per column, 17 times for a trade, and a row is far larger than
 /// the field taken from it.)
 pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<RecordBatch> {
-    let mut columns = schema
+    // K2's own columns first; any after them were added by schema evolution.
+    let own = table
+        .schema()
+        .as_struct()
         .fields()
+        .len()
+        .min(schema.fields().len());
+    let mut columns = schema.fields()[..own]
         .iter()
         .map(|f| Column::new(f, rows.len()))
         .collect::<Result<Vec<_>>>()?;
@@ -390,13 +399,89 @@ pub fn to_batch(table: LakeTable, schema: &SchemaRef, rows: &[&Row]) -> Result<R
             }
         }
     }
-    let arrays = columns
+    let mut arrays = columns
         .into_iter()
         .zip(schema.fields().iter())
         .map(|(column, field)| column.finish(field))
         .collect::<Result<Vec<_>>>()?;
+    for field in &schema.fields()[own..] {
+        arrays.push(extra_column(table, field, rows)?);
+    }
     RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| LakeError::arrow(format!("building a {table} batch"), e))
+}
+
+/// A column schema evolution added: each row's value of that field (null where the row's
+/// schema version has none).
+fn extra_column(table: LakeTable, field: &ArrowField, rows: &[&Row]) -> Result<ArrayRef> {
+    use arrow::array::Float64Builder;
+    use k2_log::ExtraValue as V;
+    let name = field.name();
+    let value = |row: &Row| -> Option<V> {
+        row.extras
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| *v != V::Null)
+    };
+    let mismatch = |v: V| {
+        LakeError::InvalidArgument(format!(
+            "{table}: a value {v:?} of the added field {name} does not fit its column of type {}",
+            field.data_type()
+        ))
+    };
+    Ok(match field.data_type() {
+        ArrowType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(rows.len());
+            for row in rows {
+                match value(row) {
+                    None => b.append_null(),
+                    Some(V::Bool(x)) => b.append_value(x),
+                    Some(v) => return Err(mismatch(v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ArrowType::Int64 => {
+            let mut b = Int64Builder::with_capacity(rows.len());
+            for row in rows {
+                match value(row) {
+                    None => b.append_null(),
+                    Some(V::Long(x)) => b.append_value(x),
+                    Some(v) => return Err(mismatch(v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ArrowType::Float64 => {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            for row in rows {
+                match value(row) {
+                    None => b.append_null(),
+                    Some(V::Double(x)) => b.append_value(x),
+                    Some(V::Long(x)) => b.append_value(x as f64),
+                    Some(v) => return Err(mismatch(v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ArrowType::Utf8 => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+            for row in rows {
+                match value(row) {
+                    None => b.append_null(),
+                    Some(V::Text(x)) => b.append_value(x),
+                    Some(v) => return Err(mismatch(v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        other => {
+            return Err(LakeError::InvalidArgument(format!(
+                "{table}: column {name} of type {other} is not one K2 writes"
+            )));
+        }
+    })
 }
 
 #[cfg(test)]
@@ -432,6 +517,7 @@ mod tests {
                 vendor_data: vendor,
             }),
             trade_date: 16_132,
+            extras: Vec::new(),
         }
     }
 

@@ -37,6 +37,10 @@ pub fn describe() {
         "Commits that failed, by table."
     );
     describe_counter!(
+        "k2_lake_columns_added_total",
+        "Columns added to a table because a newer, compatible record schema carried them, by table."
+    );
+    describe_counter!(
         "k2_lake_compactions_total",
         "Compactions committed (a replace snapshot each), by table."
     );
@@ -189,6 +193,11 @@ pub(crate) fn decode_failed(kind: &'static str) {
 
 pub(crate) fn commit_failed(table: &'static str) {
     metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
+}
+
+/// Columns a newer version of a record's schema added to a table.
+pub(crate) fn columns_added(table: &'static str, n: usize) {
+    metrics::counter!("k2_lake_columns_added_total", "table" => table).increment(n as u64);
 }
 
 pub(crate) fn compacted(table: &'static str, replaced: usize, written: usize, bytes: u64) {

@@ -287,7 +287,12 @@ async fn check_schema(catalog: &dyn Catalog, table: LakeTable) -> Result<()> {
         .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
     let have = existing.metadata().current_schema();
     let want = table.schema();
-    if have.as_struct() != want.as_struct() {
+    // K2's columns, then any a newer version of a record's schema added (optional ones).
+    let (have_fields, want_fields) = (have.as_struct().fields(), want.as_struct().fields());
+    let own = have_fields.len() >= want_fields.len()
+        && have_fields[..want_fields.len()] == want_fields[..]
+        && have_fields[want_fields.len()..].iter().all(|f| !f.required);
+    if !own {
         return Err(LakeError::InvalidArgument(format!(
             "table {table} in this data directory has a schema this version of K2 does \
              not write (it has {}; expected {}); use a new data directory",

@@ -40,6 +40,6 @@ pub use log::{
 };
 pub use metrics::describe as describe_metrics;
 pub use registry::{
-    Compatibility, LocalSchemas, PayloadDecoder, Registry, RegistryAccess, RegistryClient,
-    SchemaStore, SubjectVersion, Undecodable,
+    Compatibility, Decoded, ExtraType, ExtraValue, Extras, LocalSchemas, PayloadDecoder, Registry,
+    RegistryAccess, RegistryClient, SchemaStore, SubjectVersion, Undecodable,
 };

@@ -65,19 +65,29 @@ pub fn decode(
 
 /// Decodes a bare datum of a known record type; trailing bytes are an error.
 pub fn decode_datum(data_type: DataType, datum: &[u8]) -> Result<MarketRecord, ModelError> {
+    let (record, read) = decode_datum_prefix(data_type, datum)?;
+    if read != datum.len() {
+        return Err(ModelError::Decode(format!(
+            "{} trailing bytes after the record",
+            datum.len() - read
+        )));
+    }
+    Ok(record)
+}
+
+/// Decodes a record of a known type from the start of `datum` (a newer schema version may
+/// append fields after K2's); returns it and the bytes it took.
+pub fn decode_datum_prefix(
+    data_type: DataType,
+    datum: &[u8],
+) -> Result<(MarketRecord, usize), ModelError> {
     let mut r = Reader { buf: datum, pos: 0 };
     let record = match data_type {
         DataType::Trades => MarketRecord::Trade(r.trade()?),
         DataType::Quotes => MarketRecord::Quote(r.quote()?),
         DataType::ReferenceData => MarketRecord::Reference(r.reference()?),
     };
-    if r.pos != datum.len() {
-        return Err(ModelError::Decode(format!(
-            "{} trailing bytes after the record",
-            datum.len() - r.pos
-        )));
-    }
-    Ok(record)
+    Ok((record, r.pos))
 }
 
 struct Writer<'a>(&'a mut Vec<u8>);

@@ -120,6 +120,7 @@ async fn register_tail(
             Row {
                 record,
                 trade_date: crate::columns::days_since_epoch(day),
+                extras: Vec::new(),
             }
         })
         .collect();

@@ -54,7 +54,7 @@ pub(super) async fn write_and_commit(
 ) -> Result<Committed> {
     let Batch {
         t,
-        mut table,
+        table,
         arrow_schema,
         rows,
         name,
@@ -63,6 +63,13 @@ pub(super) async fn write_and_commit(
         source,
         zstd_level,
     } = batch;
+    // Fields a newer version of the record's schema added become the table's columns first.
+    let (mut table, arrow_schema) = {
+        let (table, arrow_schema, rows) = (&table, &arrow_schema, &rows);
+        deps.catalog
+            .call(|| super::evolve::with_added_columns(catalog, t, table, arrow_schema, rows))
+            .await?
+    };
     // The files' tasks share the rows, which come back for reuse once they are written.
     let rows = Arc::new(rows);
     let files = {

@@ -230,6 +230,7 @@ mod tests {
                 vendor_data: None,
             }),
             trade_date: 0,
+            extras: Vec::new(),
         }
     }
 

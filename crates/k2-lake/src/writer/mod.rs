@@ -28,6 +28,7 @@
 mod claims;
 mod commit;
 mod dependencies;
+mod evolve;
 pub(crate) mod files;
 mod flight;
 mod maintenance;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use k2_log::{
     ConsumedRecord, DeadLetter, LAKE_DECODE_STAGE, Log, PayloadDecoder, SchemaStore, Undecodable,
 };
-use k2_model::{DataType, MarketRecord, exchange};
+use k2_model::{DataType, exchange};
 
 use super::dependencies::Dependency;
 use super::options::WriterSummary;
@@ -96,7 +96,7 @@ impl Poller {
                     continue;
                 };
                 match decoded {
-                    Ok(record) => {
+                    Ok(k2_log::Decoded { record, extras }) => {
                         if state.integrity.admit(&record) == Verdict::Duplicate {
                             *duplicates.entry(table.name()).or_default() += 1;
                             continue;
@@ -104,7 +104,11 @@ impl Poller {
                         let trade_date = record.event_time_us().map_or(0, |t| {
                             trading_days(&mut self.days, record.exchange()).day_of(t)
                         });
-                        state.pending.push(Row { record, trade_date });
+                        state.pending.push(Row {
+                            record,
+                            trade_date,
+                            extras,
+                        });
                     }
                     Err(Undecodable { kind, reason }) => {
                         metrics::decode_failed(kind);
@@ -204,7 +208,7 @@ impl TradingDays {
 const PARALLEL_DECODE_FROM: usize = 4096;
 
 /// A poll's records decoded: `None` for a record whose topic is not routed.
-type Decoded = Option<std::result::Result<MarketRecord, Undecodable>>;
+type Decoded = Option<std::result::Result<k2_log::Decoded, Undecodable>>;
 
 /// Decodes a poll's payloads in order into `out` (one entry per record), spread over
 /// `threads` threads when the poll is large: the writer's loop is one thread, and decoding
@@ -219,7 +223,7 @@ fn decode_all(
 ) {
     let decode = |records: &[ConsumedRecord], out: &mut [Decoded]| {
         for (r, slot) in records.iter().zip(out) {
-            *slot = expected(r).map(|dt| decoder.decode_known(&r.value, dt));
+            *slot = expected(r).map(|dt| decoder.decode_with_extras(&r.value, dt));
         }
     };
     out.clear();

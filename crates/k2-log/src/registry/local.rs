@@ -90,7 +90,8 @@ impl LocalSchemas {
     /// Registers `schema` under `subject` after checking it against the subject's
     /// compatibility level; the result is the subject's version holding it.
     pub fn register_blocking(&self, subject: &str, schema: &str) -> Result<SubjectVersion> {
-        let parsed = parse(schema)?;
+        // Not Avro at all: refused before anything else.
+        parse(schema)?;
         let e = err("registering schema");
         let txn = self.db.begin_write().map_err(|x| e(x.into()))?;
         let registered = {
@@ -120,7 +121,7 @@ impl LocalSchemas {
             }
             let level = Self::compatibility_in(&levels, subject)?;
             level
-                .check(&earlier, &parsed)
+                .check(&earlier, schema)
                 .map_err(|why| LogError::IncompatibleSchema {
                     subject: subject.to_string(),
                     reason: why,

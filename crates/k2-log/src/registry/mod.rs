@@ -21,7 +21,7 @@ use std::future::Future;
 
 pub use self::client::{RegistryAccess, RegistryClient};
 pub use self::compatibility::{Compatibility, canonical};
-pub use self::decoder::{PayloadDecoder, Undecodable};
+pub use self::decoder::{Decoded, ExtraType, ExtraValue, Extras, PayloadDecoder, Undecodable};
 pub use self::local::LocalSchemas;
 use crate::error::Result;
 

@@ -13,6 +13,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod compaction;
+mod evolution;
 mod integrity;
 mod landing;
 mod outages;
