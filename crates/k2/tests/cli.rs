@@ -1,7 +1,7 @@
 //! The `k2` binary as users run it: real child processes on real files.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -87,11 +87,13 @@ fn demo_runs_from_an_empty_directory_with_the_built_in_sample() {
     assert_lake_holds_the_sample_exactly(&data);
 }
 
-fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("k2 starts")
+fn spawn(cmd: &mut Command) -> Running {
+    Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("k2 starts"),
+    )
 }
 
 /// Trades snapshots committed so far, read straight from the catalog.
@@ -615,13 +617,11 @@ fn metrics_show_data_flowing_and_sigterm_stops_cleanly() {
         .local_addr()
         .unwrap()
         .port();
-    let mut writer = k2(data.path())
-        .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .arg("consume")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut writer = spawn(
+        k2(data.path())
+            .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .arg("consume"),
+    );
     let want = format!("k2_lake_rows_committed_total{{table=\"trades\"}} {TRADES}");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = String::new();
@@ -732,6 +732,7 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&ingest_log).unwrap())
         .spawn()
+        .map(Running)
         .expect("k2 starts");
     let mut kills = 0;
     while kills < 12 {
@@ -746,6 +747,7 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
+            .map(Running)
             .expect("k2 starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         while trade_snapshots(&rt, data.path()) <= before && Instant::now() < deadline {
@@ -1205,13 +1207,14 @@ fn tls_in_front_of(port: u16) -> u16 {
 }
 
 /// `k2 registry serve` on a free port of loopback, and that port.
-fn registry_server(data: &Path) -> (Child, u16) {
+fn registry_server(data: &Path) -> (Running, u16) {
     use std::io::BufRead;
     let mut server = k2(data)
         .args(["registry", "serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Running)
         .unwrap();
     let mut first = String::new();
     std::io::BufReader::new(server.stderr.take().unwrap())
