@@ -93,17 +93,9 @@ if mode == "pyiceberg":
     total, filled = rows.num_rows, len(orders) - orders.null_count
     found = sorted(o for o in orders.to_pylist() if o)
 elif mode == "duckdb":
-    import duckdb
+    from offline_duckdb import connect
 
-    con = duckdb.connect(
-        config={
-            "extension_directory": sys.argv[3],
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
-    for extension in ("avro", "iceberg"):
-        con.execute(f"LOAD {extension}")
+    con = connect(sys.argv[3], ("avro", "iceberg"))
     total, filled = con.execute(
         f"SELECT count(*), count(venue_order_id) FROM iceberg_scan('{metadata}')"
     ).fetchone()

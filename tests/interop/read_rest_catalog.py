@@ -36,17 +36,9 @@ if reader == "pyiceberg":
     con.register("trades", tables["market_data.trades"].scan().to_arrow())
     days = con.execute(DAILY).fetchall()
 elif reader == "duckdb":
-    import duckdb
+    from offline_duckdb import connect
 
-    con = duckdb.connect(
-        config={
-            "extension_directory": sys.argv[7],
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
-    for extension in ("httpfs", "avro", "iceberg"):
-        con.execute(f"LOAD {extension}")
+    con = connect(sys.argv[7])
     con.execute(f"CREATE SECRET k2_catalog (TYPE iceberg, TOKEN '{key}')")
     con.execute(f"ATTACH 'k2' AS lake (TYPE iceberg, SECRET k2_catalog, ENDPOINT '{uri}')")
     listed = {

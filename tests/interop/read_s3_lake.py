@@ -48,17 +48,9 @@ if reader == "pyiceberg":
     con.register("trades", catalog.load_table("market_data.trades").scan().to_arrow())
     days = con.execute(DAILY).fetchall()
 elif reader == "duckdb":
-    import duckdb
+    from offline_duckdb import connect
 
-    con = duckdb.connect(
-        config={
-            "extension_directory": sys.argv[5],
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-    )
-    for extension in ("httpfs", "avro", "iceberg"):
-        con.execute(f"LOAD {extension}")
+    con = connect(sys.argv[5])
     host = endpoint.removeprefix("http://")
     con.execute(
         f"CREATE SECRET k2 (TYPE s3, KEY_ID '{KEY}', SECRET '{SECRET}', REGION 'us-east-1', "

@@ -102,12 +102,7 @@ pub async fn serve(
         .validate()
         .map_err(|e| ApiError::Config(e.to_string()))?;
     let keys = keys::Keys::load(&config)?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ApiError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    let listener = bind(&config.listen).await?;
     let threads = match config.query_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -132,6 +127,16 @@ pub async fn serve(
     .with_graceful_shutdown(async move { stop.cancelled().await })
     .await;
     served.map_err(ApiError::Serve)
+}
+
+/// A listener on `addr`, or the error naming it.
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ApiError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// The runtime queries run on, apart from the one serving connections so a heavy query

@@ -96,19 +96,21 @@ fn spawn(cmd: &mut Command) -> Running {
     )
 }
 
-/// Trades snapshots committed so far, read straight from the catalog.
-fn trade_snapshots(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
+/// The trades table as the catalog has it now (None before it exists).
+fn trades_now(rt: &tokio::runtime::Runtime, data: &Path) -> Option<iceberg::table::Table> {
     rt.block_on(async {
         let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &warehouse(data))
             .await
             .unwrap();
-        match iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())
+        iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())
             .await
-        {
-            Ok(t) => t.metadata().snapshots().len(),
-            Err(_) => 0,
-        }
+            .ok()
     })
+}
+
+/// Trades snapshots committed so far, read straight from the catalog.
+fn trade_snapshots(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
+    trades_now(rt, data).map_or(0, |t| t.metadata().snapshots().len())
 }
 
 #[test]
@@ -172,20 +174,11 @@ fn killing_the_writer_mid_ingestion_loses_and_duplicates_nothing() {
 
 /// Snapshots of the trades table that compactions made.
 fn compactions(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
-    rt.block_on(async {
-        let catalog = k2_lake::open_catalog(&data.join("catalog.db"), &warehouse(data))
-            .await
-            .unwrap();
-        match iceberg::Catalog::load_table(catalog.as_ref(), &k2_lake::LakeTable::Trades.ident())
-            .await
-        {
-            Ok(t) => t
-                .metadata()
-                .snapshots()
-                .filter(|s| s.summary().operation == iceberg::spec::Operation::Replace)
-                .count(),
-            Err(_) => 0,
-        }
+    trades_now(rt, data).map_or(0, |t| {
+        t.metadata()
+            .snapshots()
+            .filter(|s| s.summary().operation == iceberg::spec::Operation::Replace)
+            .count()
     })
 }
 

@@ -67,12 +67,7 @@ pub async fn serve_catalog(
         .validate()
         .map_err(|e| ApiError::Config(e.to_string()))?;
     let keys = Keys::load_with(&config, &[Scope::Read, Scope::Catalog])?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ApiError::Listen {
-            addr: listen.to_string(),
-            source,
-        })?;
+    let listener = crate::bind(listen).await?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     let state = Arc::new(CatalogState {
         backend,
