@@ -120,13 +120,57 @@ pub async fn serve(
     let app = router::router(state)?;
     tracing::info!(%addr, "query API listening");
     on_listening(addr);
-    let served = axum::serve(
+    serve_until_stopped(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
+        stop,
     )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await;
-    served.map_err(ApiError::Serve)
+    .await
+    .map_err(ApiError::Serve)
+}
+
+/// How long a server stopping finishes the requests in flight before it lets go of them
+/// (their clients see the connection close).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves `service` on `listener` until `stop`, then finishes the requests in flight for
+/// at most [`DRAIN`]: a slow client or a long query never holds a stop.
+pub async fn serve_until_stopped<M, S>(
+    listener: tokio::net::TcpListener,
+    service: M,
+    stop: CancellationToken,
+) -> std::io::Result<()>
+where
+    M: for<'a> tower::Service<
+            axum::serve::IncomingStream<'a, tokio::net::TcpListener>,
+            Error = std::convert::Infallible,
+            Response = S,
+        > + Send
+        + 'static,
+    for<'a> <M as tower::Service<axum::serve::IncomingStream<'a, tokio::net::TcpListener>>>::Future:
+        Send,
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let graceful = stop.clone();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(async move { graceful.cancelled().await });
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!(drain_s = DRAIN.as_secs(), "requests still in flight at the end of the drain were let go");
+            Ok(())
+        }
+    }
 }
 
 /// A listener on `addr`, or the error naming it.

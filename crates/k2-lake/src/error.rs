@@ -88,6 +88,13 @@ pub enum LakeError {
         seconds: f64,
         last: Box<LakeError>,
     },
+    /// Told to stop while a dependency was failing: no retry is waited for. Nothing was
+    /// committed past the last commit; what was read stays in the log for the next start.
+    #[error("stopped while {dependency} was failing (not retried): {last}")]
+    Stopped {
+        dependency: &'static str,
+        last: String,
+    },
 }
 
 impl LakeError {
@@ -125,7 +132,8 @@ impl LakeError {
             | LakeError::CorruptData(_)
             | LakeError::Conflict { .. }
             | LakeError::Task { .. }
-            | LakeError::Exhausted { .. } => false,
+            | LakeError::Exhausted { .. }
+            | LakeError::Stopped { .. } => false,
         }
     }
 

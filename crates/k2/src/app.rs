@@ -25,6 +25,21 @@ pub struct App {
 }
 
 impl App {
+    /// Delivers what the log's producer still holds, within the stop grace (less a second
+    /// for the rest of the stop); says on standard error how many records `who` could not
+    /// deliver, and returns that count.
+    pub fn close_log(&self, who: &str) -> usize {
+        let bound = self
+            .config
+            .stop_grace
+            .saturating_sub(std::time::Duration::from_secs(1));
+        let undelivered = self.log.close(bound);
+        if undelivered > 0 {
+            eprintln!("{who}: {undelivered} records were not delivered to the log");
+        }
+        undelivered
+    }
+
     pub async fn open(config: Config) -> anyhow::Result<App> {
         let log = match config.log.backend {
             LogBackend::Kafka => {
@@ -176,7 +191,8 @@ impl App {
         let catalog = self.catalog().await?;
         let mut options = self.config.writer_options();
         options.until_caught_up = until_caught_up;
-        let stop = crate::signal::stop_on_signal();
+        // Its own token under the process's: ending the upkeep below ends nothing else.
+        let stop = crate::signal::stop().child_token();
         // Upkeep beside a running writer: compaction, and the embedded log's retention.
         let mut upkeep = Vec::new();
         if !until_caught_up {

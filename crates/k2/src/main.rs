@@ -52,7 +52,31 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(commands::run(cli.command, config)) {
+    let service = cli.command.is_service();
+    // An interactive command holds nothing to land: it is interrupted at once, and a
+    // write blocked on a reader that stopped reading does not hold the process either.
+    let grace = if service {
+        config.stop_grace
+    } else {
+        std::time::Duration::from_secs(2)
+    };
+    signal::install(grace);
+    let outcome = runtime.block_on(async {
+        let stop = signal::stop();
+        tokio::select! {
+            outcome = commands::run(cli.command, config) => outcome,
+            // A service lands what it holds and returns (the watchdog bounds it); an
+            // interactive command is interrupted where it stands.
+            () = stop.cancelled(), if !service => Err(anyhow::anyhow!(
+                "interrupted by {} before it finished",
+                signal::received().unwrap_or("a stop signal")
+            )),
+        }
+    });
+    // Work still running on the runtime's threads (a blocked write, an abandoned query)
+    // does not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

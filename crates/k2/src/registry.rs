@@ -64,9 +64,7 @@ pub async fn serve(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "schema registry listening");
     eprintln!("schema registry on http://{addr}");
-    axum::serve(listener, router(schemas))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    k2_api::serve_until_stopped(listener, router(schemas).into_make_service(), stop).await?;
     Ok(())
 }
 

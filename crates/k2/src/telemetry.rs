@@ -59,7 +59,9 @@ pub fn init_logs(config: &TelemetryConfig, service: bool) {
     let filter = EnvFilter::try_from_env("K2_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log_format == LogFormat::Json {
         builder.json().init();
     } else {

@@ -77,11 +77,11 @@ pub async fn serve_catalog(
     });
     tracing::info!(%addr, "Iceberg REST catalog listening");
     on_listening(addr);
-    axum::serve(
+    crate::serve_until_stopped(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        stop,
     )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
     .await
     .map_err(ApiError::Serve)
 }

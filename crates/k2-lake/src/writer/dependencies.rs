@@ -5,12 +5,18 @@
 //! after consecutive failures and makes calls wait instead of hammering the dependency;
 //! once the attempts are used up the call fails with [`LakeError::Exhausted`] and the
 //! writer stops without committing, so a restart resumes from the last commit.
+//!
+//! Once the writer is told to stop, nothing more is waited for: a call's first attempt
+//! still runs to its end (what is in hand may land), but a failure, a backoff, an open
+//! breaker or a retry in flight ends it at once with [`LakeError::Stopped`], so a stop
+//! during an outage takes moments, not the retry budget.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use k2_pipeline::{BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
+use tokio_util::sync::CancellationToken;
 
 use super::options::{WriterOptions, WriterSummary};
 use crate::error::{LakeError, Result};
@@ -21,19 +27,26 @@ pub(super) struct Dependency {
     breaker: CircuitBreaker,
     policy: RetryPolicy,
     jitter: fastrand::Rng,
+    stop: CancellationToken,
     /// Breaker transitions, in order (for the run summary).
     pub transitions: Vec<BreakerState>,
     pub retries: u64,
 }
 
 impl Dependency {
-    pub fn new(name: &'static str, policy: RetryPolicy, breaker: BreakerConfig) -> Self {
+    pub fn new(
+        name: &'static str,
+        policy: RetryPolicy,
+        breaker: BreakerConfig,
+        stop: CancellationToken,
+    ) -> Self {
         metrics::breaker_state(name, BreakerState::Closed);
         Dependency {
             name,
             breaker: CircuitBreaker::new(breaker),
             policy,
             jitter: fastrand::Rng::new(),
+            stop,
             transitions: Vec::new(),
             retries: 0,
         }
@@ -55,12 +68,19 @@ impl Dependency {
         }
     }
 
-    /// Waits until the breaker lets a call through.
+    /// Waits until the breaker lets a call through; once stopping, an open breaker lets
+    /// one attempt through rather than waiting (`Err` is the breaker's last failure).
     pub async fn permit(&mut self) {
         loop {
             match self.breaker.permit(Instant::now()) {
                 Ok(change) => return self.publish(change),
-                Err(wait) => tokio::time::sleep(wait).await,
+                Err(_) if self.stop.is_cancelled() => return,
+                Err(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stop.cancelled() => return,
+                    }
+                }
             }
         }
     }
@@ -79,6 +99,9 @@ impl Dependency {
         metrics::dependency_failure(self.name);
         let change = self.breaker.failure(Instant::now());
         self.publish(change);
+        if self.stop.is_cancelled() {
+            return Err(self.stopped(error));
+        }
         match self.policy.delay(attempt, &mut self.jitter) {
             Some(delay) => {
                 self.retries += 1;
@@ -111,10 +134,40 @@ impl Dependency {
                 Ok(Some(v))
             }
             Err(e) => {
+                let reason = e.to_string();
                 let delay = self.failed(e, attempt, started)?;
-                tokio::time::sleep(delay).await;
-                Ok(None)
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => Ok(None),
+                    // The next attempt is not waited for; the failure stands.
+                    () = self.stop.cancelled() => Err(self.stopped(reason)),
+                }
             }
+        }
+    }
+
+    /// Attempt `attempt` of a call. The first attempt always runs to its end (a stop lets
+    /// what is in hand land); a retry — the dependency is failing — is abandoned the
+    /// moment the writer is told to stop.
+    async fn attempt<T>(
+        &self,
+        attempt: u32,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<Result<T>> {
+        if attempt == 1 {
+            return Ok(op.await);
+        }
+        tokio::select! {
+            outcome = op => Ok(outcome),
+            () = self.stop.cancelled() => Err(self.stopped(format!(
+                "attempt {attempt} abandoned"
+            ))),
+        }
+    }
+
+    fn stopped(&self, last: impl ToString) -> LakeError {
+        LakeError::Stopped {
+            dependency: self.name,
+            last: last.to_string(),
         }
     }
 
@@ -127,7 +180,7 @@ impl Dependency {
         let started = Instant::now();
         for attempt in 1.. {
             self.permit().await;
-            let outcome = op().await;
+            let outcome = self.attempt(attempt, op()).await?;
             if let Some(v) = self.settle(outcome, attempt, started).await? {
                 return Ok(v);
             }
@@ -145,7 +198,7 @@ impl Dependency {
         let started = Instant::now();
         for attempt in 1.. {
             self.permit().await;
-            let outcome = op(target).await;
+            let outcome = self.attempt(attempt, op(target)).await?;
             if let Some(v) = self.settle(outcome, attempt, started).await? {
                 return Ok(v);
             }
@@ -168,8 +221,16 @@ pub(super) struct CommitDeps {
 }
 
 impl Deps {
-    pub fn new(options: &WriterOptions) -> Self {
-        let dep = |name| Dependency::new(name, options.retry.clone(), options.breaker.clone());
+    /// `stop` ends every wait for a retry or a breaker (see the module's notes).
+    pub fn new(options: &WriterOptions, stop: &CancellationToken) -> Self {
+        let dep = |name| {
+            Dependency::new(
+                name,
+                options.retry.clone(),
+                options.breaker.clone(),
+                stop.clone(),
+            )
+        };
         Deps {
             commit: Some(CommitDeps {
                 catalog: dep("catalog"),

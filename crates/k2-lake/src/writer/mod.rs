@@ -66,7 +66,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
     options: &WriterOptions,
     stop: CancellationToken,
 ) -> Result<WriterSummary> {
-    let mut w = Writer::start(log, catalog, dlq, options).await?;
+    let mut w = Writer::start(log, catalog, dlq, options, &stop).await?;
     loop {
         w.join_new_topics().await?;
         let got = w.poll().await?;
@@ -116,9 +116,10 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
         catalog: Arc<dyn Catalog>,
         dlq: &'a DeadLetterStore,
         options: &'a WriterOptions,
+        stop: &CancellationToken,
     ) -> Result<Self> {
         let started = Instant::now();
-        let mut deps = Deps::new(options);
+        let mut deps = Deps::new(options, stop);
         // A catalog that is down at start is waited for like one that fails later.
         deps.catalog()
             .call(|| crate::tables::ensure_tables(catalog.as_ref()))

@@ -39,7 +39,12 @@ pub async fn run(config: Config, args: CatalogArgs) -> anyhow::Result<ExitCode> 
     let listen = listen.unwrap_or_else(|| config.catalog_server.listen.clone());
     let metrics = telemetry::recorder()?;
     let warehouse = config.warehouse()?;
-    let catalog = app::catalog(&config).await?;
+    let Some(catalog) = signal::unless_stopped(app::catalog(&config))
+        .await
+        .transpose()?
+    else {
+        return Ok(crate::signal::stopped_before_start("catalog serve"));
+    };
     let committer = config
         .catalog
         .committer(catalog.clone(), &config.catalog_path())
@@ -56,7 +61,7 @@ pub async fn run(config: Config, args: CatalogArgs) -> anyhow::Result<ExitCode> 
         &listen,
         backend,
         |addr| eprintln!("Iceberg REST catalog on http://{addr} (warehouse {location})"),
-        signal::stop_on_signal(),
+        signal::stop(),
     )
     .await
     .context("serving the Iceberg REST catalog")?;

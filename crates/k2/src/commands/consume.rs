@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::telemetry;
+use crate::{signal, telemetry};
 
 #[derive(Args)]
 pub struct ConsumeArgs {
@@ -17,9 +17,12 @@ pub struct ConsumeArgs {
 
 pub async fn run(config: Config, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     telemetry::serve_metrics(&config.telemetry)?;
-    App::open(config)
-        .await?
-        .consume(args.until_caught_up)
-        .await?;
+    let Some(app) = signal::unless_stopped(App::open(config))
+        .await
+        .transpose()?
+    else {
+        return Ok(signal::stopped_before_start("consume"));
+    };
+    app.consume(args.until_caught_up).await?;
     Ok(ExitCode::SUCCESS)
 }

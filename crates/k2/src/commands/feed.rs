@@ -1,7 +1,6 @@
 //! `k2 feed VENUE`: one live exchange feed captured into the log until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -25,12 +24,14 @@ pub async fn run(config: Config, args: FeedArgs) -> anyhow::Result<ExitCode> {
     telemetry::serve_metrics(&config.telemetry)?;
     let venue = super::venue(&args.venue)?;
     let (feed, reconnect) = config.feeds.feed(venue, args.symbols, args.url)?;
-    let app = App::open(config).await?;
-    let outcome = app.capture(feed, reconnect, signal::stop_on_signal()).await;
-    let undelivered = app.log.close(Duration::from_secs(30));
-    if undelivered > 0 {
-        eprintln!("feed: {undelivered} records were not delivered to the log");
-    }
+    let Some(app) = signal::unless_stopped(App::open(config))
+        .await
+        .transpose()?
+    else {
+        return Ok(signal::stopped_before_start("feed"));
+    };
+    let outcome = app.capture(feed, reconnect, signal::stop()).await;
+    let undelivered = app.close_log("feed");
     outcome?;
     Ok(if undelivered > 0 {
         ExitCode::FAILURE

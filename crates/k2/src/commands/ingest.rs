@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -24,9 +23,15 @@ enum IngestSource {
 
 pub async fn run(config: Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let IngestSource::Asx { dir } = args.source;
-    let stop = signal::stop_on_signal();
+    let stop = signal::stop();
     telemetry::serve_metrics(&config.telemetry)?;
-    let app = App::open(config).await?;
+    let Some(app) = signal::unless_stopped(App::open(config))
+        .await
+        .transpose()?
+    else {
+        eprintln!("ingest: stopped before the log opened; nothing was read");
+        return Ok(ExitCode::FAILURE);
+    };
     let outcome = tokio::select! {
         summary = app.ingest_asx(&dir) => Some(summary),
         () = stop.cancelled() => None,
@@ -34,10 +39,7 @@ pub async fn run(config: Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     // Whatever the producer still holds is delivered before the process ends; a chunk
     // whose checkpoint was not stored is sent again by the next run (the lake drops the
     // copies by message id).
-    let undelivered = app.log.close(Duration::from_secs(30));
-    if undelivered > 0 {
-        eprintln!("ingest: {undelivered} records were not delivered to the log");
-    }
+    let undelivered = app.close_log("ingest");
     let Some(summary) = outcome else {
         eprintln!("ingest: interrupted; the next run resumes from the last checkpoint");
         return Ok(ExitCode::FAILURE);

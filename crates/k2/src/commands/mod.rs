@@ -97,8 +97,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// A long-running service (logs at `info` by default) rather than an interactive
-    /// command (`warn`).
+    /// A long-running service (logs at `info` by default, and on SIGINT/SIGTERM lands what
+    /// it holds before it returns) rather than an interactive command (`warn`, and
+    /// interrupted at once).
     pub fn is_service(&self) -> bool {
         matches!(
             self,
@@ -108,6 +109,7 @@ impl Command {
                 | Command::Feed(_)
                 | Command::Up(_)
                 | Command::Catalog(_)
+                | Command::Registry(_)
         )
     }
 }

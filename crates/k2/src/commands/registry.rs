@@ -28,7 +28,7 @@ enum RegistryCommand {
 
 pub async fn run(config: Config, args: RegistryArgs) -> anyhow::Result<ExitCode> {
     let RegistryCommand::Serve { listen } = args.command;
-    registry::serve(schemas(&config)?, &listen, signal::stop_on_signal()).await?;
+    registry::serve(schemas(&config)?, &listen, signal::stop()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

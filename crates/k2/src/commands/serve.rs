@@ -29,13 +29,18 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
         api.listen = l;
     }
     let metrics = telemetry::recorder()?;
-    let catalog = app::catalog(&config).await?;
+    let Some(catalog) = signal::unless_stopped(app::catalog(&config))
+        .await
+        .transpose()?
+    else {
+        return Ok(signal::stopped_before_start("serve"));
+    };
     let backends = backends(&config, catalog, metrics, None, None)?;
     k2_api::serve(
         api,
         backends,
         |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
-        signal::stop_on_signal(),
+        signal::stop(),
     )
     .await
     .context("serving the query API")?;

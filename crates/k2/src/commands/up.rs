@@ -29,7 +29,7 @@ pub struct UpArgs {
 /// feeds stop first (what they hold reaches the log), then the writer commits what it has
 /// read and the API drains. A feed that gives up ends the process with an error.
 pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
-    let stop = signal::stop_on_signal();
+    let stop = signal::stop();
     let mut api = config.api.clone();
     if let Some(l) = args.listen {
         api.listen = l;
@@ -46,8 +46,14 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     for venue in venues {
         chosen.push(config.feeds.feed(venue, None, None)?);
     }
-    let app = Arc::new(App::open(config.clone()).await?);
-    let catalog = app.catalog().await?;
+    let opened = signal::unless_stopped(async {
+        let app = App::open(config.clone()).await?;
+        let catalog = app.catalog().await?;
+        anyhow::Ok((Arc::new(app), catalog))
+    });
+    let Some((app, catalog)) = opened.await.transpose()? else {
+        return Ok(signal::stopped_before_start("up"));
+    };
     // The venues' topics exist before the tail and the writer look for them.
     for (feed, _) in &chosen {
         let exchange = feed.venue.exchange();

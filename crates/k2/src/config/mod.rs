@@ -34,6 +34,11 @@ use crate::telemetry::TelemetryConfig;
 pub struct Config {
     /// Where the log, the catalog, the warehouse and the dead letters live.
     pub data_dir: PathBuf,
+    /// After SIGINT/SIGTERM a command has this long to land what it holds (the feeds'
+    /// frames into the log, the writer's batch into the lake, the API's answers in
+    /// flight); then the process exits with status 1 whatever it is doing.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: std::time::Duration,
     pub log: LogConfig,
     pub registry: RegistryConfig,
     pub dlq: DlqConfig,
@@ -57,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("data"),
+            stop_grace: std::time::Duration::from_secs(30),
             log: LogConfig::default(),
             registry: RegistryConfig::default(),
             dlq: DlqConfig::default(),
@@ -104,6 +110,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.stop_grace < std::time::Duration::from_secs(1) {
+            anyhow::bail!("stop_grace: at least 1s (the time a stop has to land what is in hand)");
+        }
         self.log.validate()?;
         self.registry.validate(self.log.backend)?;
         self.dlq.validate()?;
