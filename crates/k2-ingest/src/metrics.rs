@@ -52,6 +52,19 @@ pub fn describe() {
         Unit::Seconds,
         "Time from a record's receipt to its append to the log, for the oldest record of each append, by venue."
     );
+    describe_gauge!(
+        "k2_feed_connections_open",
+        "Connections of a feed that are open now (2 while a rotation overlaps), by venue."
+    );
+    describe_gauge!(
+        "k2_feed_last_message_timestamp_seconds",
+        Unit::Seconds,
+        "When a feed's connection last received anything, data or pong (Unix time), by venue."
+    );
+    describe_gauge!(
+        "k2_feed_failures_in_a_row",
+        "Failed connections of a feed since its last healthy one; the feed gives up at feeds.max_failures."
+    );
     describe_counter!(
         "k2_feed_records_total",
         "Feed records appended to the log, by venue and data type."
@@ -109,4 +122,33 @@ pub(crate) fn feed_appended(venue: &'static str, took: Duration, oldest_waited: 
 pub(crate) fn feed_records(venue: &'static str, data_type: &'static str, n: u64) {
     metrics::counter!("k2_feed_records_total", "venue" => venue, "data_type" => data_type)
         .increment(n);
+}
+
+/// One open connection of a feed, counted while it lives.
+pub(crate) struct OpenConnection(&'static str);
+
+impl OpenConnection {
+    pub(crate) fn new(venue: &'static str) -> Self {
+        metrics::gauge!("k2_feed_connections_open", "venue" => venue).increment(1.0);
+        OpenConnection(venue)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("k2_feed_connections_open", "venue" => self.0).decrement(1.0);
+    }
+}
+
+/// A feed's connection received something now.
+pub(crate) fn feed_heard(venue: &'static str) {
+    metrics::gauge!("k2_feed_last_message_timestamp_seconds", "venue" => venue).set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+}
+
+pub(crate) fn feed_failures_in_a_row(venue: &'static str, n: u32) {
+    metrics::gauge!("k2_feed_failures_in_a_row", "venue" => venue).set(f64::from(n));
 }

@@ -20,6 +20,11 @@ pub fn describe() {
         "Parquet data files committed to the lake, by table."
     );
     describe_counter!(
+        "k2_lake_bytes_committed_total",
+        Unit::Bytes,
+        "Bytes of the Parquet data files committed to the lake, by table."
+    );
+    describe_counter!(
         "k2_lake_commits_total",
         "Iceberg commits of the lake writer, by table."
     );
@@ -27,6 +32,16 @@ pub fn describe() {
         "k2_lake_commit_seconds",
         Unit::Seconds,
         "Time to write and commit a batch, by table."
+    );
+    describe_gauge!(
+        "k2_lake_last_commit_timestamp_seconds",
+        Unit::Seconds,
+        "When the lake writer last committed to the table (Unix time), by table."
+    );
+    describe_histogram!(
+        "k2_lake_freshness_seconds",
+        Unit::Seconds,
+        "Per commit: from when K2 received the oldest record in it (feed receipt or file read) to the commit that made it queryable, by table."
     );
     describe_counter!(
         "k2_lake_decode_errors_total",
@@ -176,11 +191,35 @@ pub fn describe() {
     describe_gauge!("k2_tail_events", "Events the live tail holds.");
 }
 
-pub(crate) fn rows_committed(table: &'static str, rows: usize, files: usize, elapsed: Duration) {
+pub(crate) fn rows_committed(
+    table: &'static str,
+    rows: usize,
+    files: usize,
+    bytes: u64,
+    elapsed: Duration,
+) {
     metrics::counter!("k2_lake_rows_committed_total", "table" => table).increment(rows as u64);
+    metrics::counter!("k2_lake_bytes_committed_total", "table" => table).increment(bytes);
     metrics::counter!("k2_lake_files_committed_total", "table" => table).increment(files as u64);
     metrics::counter!("k2_lake_commits_total", "table" => table).increment(1);
     metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(elapsed.as_secs_f64());
+    metrics::gauge!("k2_lake_last_commit_timestamp_seconds", "table" => table)
+        .set(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+}
+
+/// The writer's counters exist from its start at zero, so an alert on their rate sees a
+/// writer that has not committed yet.
+pub(crate) fn writer_started(tables: &[crate::tables::LakeTable]) {
+    for t in tables {
+        metrics::counter!("k2_lake_commits_total", "table" => t.name()).increment(0);
+        metrics::counter!("k2_lake_commit_failures_total", "table" => t.name()).increment(0);
+    }
+}
+
+/// A commit made rows queryable `us` after K2 received the oldest of them.
+pub(crate) fn freshness(table: &'static str, us: i64) {
+    metrics::histogram!("k2_lake_freshness_seconds", "table" => table)
+        .record(us.max(0) as f64 / 1e6);
 }
 
 pub(crate) fn records_consumed(n: usize) {

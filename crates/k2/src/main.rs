@@ -20,6 +20,7 @@ mod config;
 mod memory;
 mod output;
 mod registry;
+mod resources;
 mod sample;
 mod signal;
 mod telemetry;

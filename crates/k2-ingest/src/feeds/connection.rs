@@ -113,6 +113,9 @@ pub async fn run_connection(
         url: url.clone(),
         cause: Box::new(e),
     })?;
+    let venue = config.venue.name();
+    let _open = crate::metrics::OpenConnection::new(venue);
+    crate::metrics::feed_heard(venue);
     if let Some(subscribe) = feed.subscription(&config.symbols, config.quotes) {
         ws.send_text(&subscribe).await.map_err(broken)?;
     }
@@ -212,6 +215,7 @@ pub async fn run_connection(
         }
         last_frame = tokio::time::Instant::now();
         received = now_us();
+        crate::metrics::feed_heard(venue);
     }
 }
 

@@ -79,6 +79,8 @@ pub async fn run_feed(
     let mut stats = FeedStats::default();
     let mut failed_in_a_row = 0u32;
     let mut turn = 0usize;
+    metrics::feed_failures_in_a_row(venue, 0);
+    metrics::feed_breaker(venue, k2_pipeline::BreakerState::Closed);
     loop {
         if stop.is_cancelled() {
             return Ok(stats);
@@ -114,10 +116,12 @@ pub async fn run_feed(
         }
         if healthy {
             failed_in_a_row = 0;
+            metrics::feed_failures_in_a_row(venue, 0);
             continue;
         }
         stats.failures += 1;
         failed_in_a_row += 1;
+        metrics::feed_failures_in_a_row(venue, failed_in_a_row);
         let last = match outcome {
             Err(e) => e.to_string(),
             Ok(end) => format!("{} ended the connection as {end:?}", one.url),

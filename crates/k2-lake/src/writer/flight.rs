@@ -42,6 +42,8 @@ pub(super) struct Flight {
     pub offsets_to: BTreeMap<String, u64>,
     pub snapshot_before: Option<i64>,
     pub started: Instant,
+    /// When K2 received the batch's oldest record (feed receipt or file read), µs.
+    pub oldest_ingested_us: Option<i64>,
 }
 
 impl Drop for Flight {
@@ -112,6 +114,7 @@ pub(super) async fn take_off<L: Log>(
         integrity: state.integrity.prepare(&name)?,
     };
     state.oldest = None;
+    let oldest_ingested_us = rows.iter().map(|r| r.record.ingestion_time_us()).min();
     let flight = Flight {
         table: t,
         claims,
@@ -121,6 +124,7 @@ pub(super) async fn take_off<L: Log>(
         offsets_to,
         snapshot_before: state.table.metadata().current_snapshot_id(),
         started,
+        oldest_ingested_us,
         task: {
             let batch = Batch {
                 t,
@@ -204,7 +208,16 @@ pub(super) async fn land(
     metrics::dedup_held(t.name(), state.integrity.dedup());
     state.spare = committed.rows;
     state.committed = std::mem::take(&mut flight.offsets_to);
-    metrics::rows_committed(t.name(), flight.rows as usize, committed.files, elapsed);
+    metrics::rows_committed(
+        t.name(),
+        flight.rows as usize,
+        committed.files,
+        committed.bytes,
+        elapsed,
+    );
+    if let Some(us) = flight.oldest_ingested_us {
+        metrics::freshness(t.name(), entry.committed_at_us - us);
+    }
     *summary.rows_committed.entry(t.qualified()).or_default() += flight.rows;
     summary.commits += 1;
     tracing::info!(

@@ -119,6 +119,7 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
         stop: &CancellationToken,
     ) -> Result<Self> {
         let started = Instant::now();
+        metrics::writer_started(&LakeTable::ALL);
         let mut deps = Deps::new(options, stop);
         // A catalog that is down at start is waited for like one that fails later.
         deps.catalog()

@@ -40,7 +40,7 @@ pub async fn run(
         .to_string();
 
     let key = k2_api::generate_key();
-    let metrics = telemetry::recorder()?;
+    let metrics = telemetry::recorder(&app.config.data_dir)?;
     let q = Questions::sample();
     let (s, x, d) = (q.symbol, q.exchange, q.date);
     let next = d.succ_opt().expect("a next day");

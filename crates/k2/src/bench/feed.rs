@@ -265,7 +265,7 @@ async fn freshness(
     // window (it grows until `dedup.window` or `dedup.max_ids`), the embedded
     // log's page cache (64 MiB) and the decoded Parquet footers (until
     // `query.file_metadata_cache_mb`).
-    let metrics = crate::telemetry::recorder()?;
+    let metrics = crate::telemetry::recorder(&config.data_dir)?;
     // `window` holds the query times (µs) since the previous sample.
     let sample = |at: Duration, window: &mut Vec<u32>| {
         window.sort_unstable();

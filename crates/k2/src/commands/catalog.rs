@@ -37,7 +37,7 @@ pub async fn run(config: Config, args: CatalogArgs) -> anyhow::Result<ExitCode> 
         );
     }
     let listen = listen.unwrap_or_else(|| config.catalog_server.listen.clone());
-    let metrics = telemetry::recorder()?;
+    let metrics = telemetry::recorder(&config.data_dir)?;
     let warehouse = config.warehouse()?;
     let Some(catalog) = signal::unless_stopped(app::catalog(&config))
         .await

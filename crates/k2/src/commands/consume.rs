@@ -16,7 +16,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(config: Config, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
-    telemetry::serve_metrics(&config.telemetry)?;
+    telemetry::serve_metrics(&config.telemetry, &config.data_dir)?;
     let Some(app) = signal::unless_stopped(App::open(config))
         .await
         .transpose()?

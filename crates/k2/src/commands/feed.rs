@@ -21,7 +21,7 @@ pub struct FeedArgs {
 }
 
 pub async fn run(config: Config, args: FeedArgs) -> anyhow::Result<ExitCode> {
-    telemetry::serve_metrics(&config.telemetry)?;
+    telemetry::serve_metrics(&config.telemetry, &config.data_dir)?;
     let venue = super::venue(&args.venue)?;
     let (feed, reconnect) = config.feeds.feed(venue, args.symbols, args.url)?;
     let Some(app) = signal::unless_stopped(App::open(config))

@@ -24,7 +24,7 @@ enum IngestSource {
 pub async fn run(config: Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let IngestSource::Asx { dir } = args.source;
     let stop = signal::stop();
-    telemetry::serve_metrics(&config.telemetry)?;
+    telemetry::serve_metrics(&config.telemetry, &config.data_dir)?;
     let Some(app) = signal::unless_stopped(App::open(config))
         .await
         .transpose()?

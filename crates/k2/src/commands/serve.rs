@@ -28,7 +28,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = args.listen {
         api.listen = l;
     }
-    let metrics = telemetry::recorder()?;
+    let metrics = telemetry::recorder(&config.data_dir)?;
     let Some(catalog) = signal::unless_stopped(app::catalog(&config))
         .await
         .transpose()?

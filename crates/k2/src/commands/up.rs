@@ -34,7 +34,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = args.listen {
         api.listen = l;
     }
-    let metrics = telemetry::recorder()?;
+    let metrics = telemetry::recorder(&config.data_dir)?;
     let venues = match args.feeds {
         Some(names) => names
             .iter()
