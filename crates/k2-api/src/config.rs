@@ -15,7 +15,8 @@ pub struct ApiConfig {
     pub production: bool,
     /// API keys (name, SHA-256 digest, scopes); see `k2 api-key new`.
     pub keys: Vec<ApiKeyConfig>,
-    /// A TOML file of further `[[keys]]`, for secrets kept outside the configuration.
+    /// A TOML file of further `[[keys]]`, kept outside the configuration: `PATH` or
+    /// `file:PATH`, or `env:NAME`, a variable holding that TOML.
     pub keys_file: String,
     /// Requests per second and burst of each key (a key may set its own).
     pub rate_per_second: f64,

@@ -44,9 +44,7 @@ impl Keys {
     pub fn load_with(config: &ApiConfig, session: &[Scope]) -> Result<Keys, ApiError> {
         let mut entries = config.keys.clone();
         if !config.keys_file.is_empty() {
-            let text = std::fs::read_to_string(&config.keys_file).map_err(|e| {
-                ApiError::Config(format!("reading api.keys_file {}: {e}", config.keys_file))
-            })?;
+            let text = read_keys_file(&config.keys_file)?;
             let file: KeyFile = toml::from_str(&text).map_err(|e| {
                 ApiError::Config(format!("api.keys_file {}: {e}", config.keys_file))
             })?;
@@ -147,4 +145,19 @@ fn parse_digest(text: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(pair, 16).ok()?;
     }
     Some(out)
+}
+
+/// The `[[keys]]` of `api.keys_file`: a file (`PATH` or `file:PATH`), or `env:NAME`, a
+/// variable holding the same TOML (a container's secret).
+fn read_keys_file(keys_file: &str) -> Result<String, ApiError> {
+    if let Some(name) = keys_file.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| {
+            ApiError::Config(format!(
+                "api.keys_file {keys_file}: the environment variable is not set"
+            ))
+        });
+    }
+    let path = keys_file.strip_prefix("file:").unwrap_or(keys_file);
+    std::fs::read_to_string(path)
+        .map_err(|e| ApiError::Config(format!("reading api.keys_file {path}: {e}")))
 }

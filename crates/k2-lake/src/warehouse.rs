@@ -11,6 +11,7 @@
 //! was created at, so pointing `warehouse.uri` elsewhere leaves existing tables where they
 //! are (their files are reached at the location the catalog records).
 
+use k2_model::Secret;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -55,8 +56,8 @@ pub struct S3Options {
     pub endpoint: String,
     pub region: String,
     /// Empty: the credentials of the environment (`AWS_ACCESS_KEY_ID`, …, profiles).
-    pub access_key_id: String,
-    pub secret_access_key: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
     /// Buckets addressed as `ENDPOINT/BUCKET/KEY` (most self-hosted servers) instead of
     /// `BUCKET.ENDPOINT/KEY` (AWS).
     pub path_style: bool,
@@ -70,8 +71,8 @@ impl Default for S3Options {
         S3Options {
             endpoint: String::new(),
             region: "us-east-1".into(),
-            access_key_id: String::new(),
-            secret_access_key: String::new(),
+            access_key_id: Secret::default(),
+            secret_access_key: Secret::default(),
             path_style: false,
             request_timeout: Duration::from_secs(30),
         }
@@ -174,8 +175,11 @@ impl Warehouse {
         if !s3.access_key_id.is_empty() {
             // Keys given: nothing is looked up in profiles or the instance metadata service
             // (which would mean a network call to an address that is not the endpoint).
-            props.insert(ACCESS_KEY_ID.into(), s3.access_key_id.clone());
-            props.insert(SECRET_ACCESS_KEY.into(), s3.secret_access_key.clone());
+            props.insert(ACCESS_KEY_ID.into(), s3.access_key_id.expose().to_string());
+            props.insert(
+                SECRET_ACCESS_KEY.into(),
+                s3.secret_access_key.expose().to_string(),
+            );
             props.insert(DISABLE_CONFIG_LOAD.into(), "true".into());
             props.insert(DISABLE_EC2_METADATA.into(), "true".into());
         }

@@ -1,6 +1,7 @@
 //! The sections of `k2.toml` this crate owns: `[log]` (with `[log.kafka]`), `[registry]`
 //! and `[dlq]`: their types, defaults and checks.
 
+use k2_model::Secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ pub struct RegistryConfig {
     /// HTTP basic credentials for the registry (Confluent Cloud: an API key and its
     /// secret; pass the secret as `K2_REGISTRY__PASSWORD`). Empty: none.
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
 impl RegistryConfig {

@@ -33,7 +33,9 @@ pub use config::{DlqConfig, LogBackend, LogConfig, RegistryConfig};
 pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
 pub use embedded::{EmbeddedConsumer, EmbeddedLog};
 pub use error::{LogError, Result};
-pub use kafka::{Compression, KafkaConsumer, KafkaLog, KafkaOptions};
+pub use kafka::{
+    Compression, KafkaConsumer, KafkaLog, KafkaOptions, SaslMechanism, SecurityProtocol,
+};
 pub use log::{
     CleanupPolicy, ConsumedRecord, Log, LogConsumer, PartitionOffset, Record, SourceCheckpoint,
     TopicBatch, TopicSpec,

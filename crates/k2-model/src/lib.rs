@@ -28,7 +28,7 @@ pub mod topic;
 #[cfg(test)]
 mod avro_tests;
 
-pub use config::ConfigError;
+pub use config::{ConfigError, Secret};
 pub use decimal::Decimal8;
 pub use enums::{AssetClass, DataType, TradeSide};
 pub use error::ModelError;

@@ -107,6 +107,11 @@ pub struct Broker {
     storage: &'static str,
     dir: PathBuf,
     port: u16,
+    /// The port clients are told to connect to (a TLS terminator's in front of it), when
+    /// not the broker's own.
+    advertised: Option<u16>,
+    /// Clients must authenticate (SASL SCRAM, with the users made by [`Broker::with_users`]).
+    authentication: bool,
     process: Owned,
 }
 
@@ -123,8 +128,47 @@ impl Broker {
             },
             dir: dir.to_path_buf(),
             port: free_port(),
+            advertised: None,
+            authentication: false,
             process: Owned(None),
         };
+        broker.up();
+        Some(broker)
+    }
+
+    /// A broker in memory that tells clients to connect to `advertised` (a TLS terminator
+    /// in front of it), not to its own port.
+    pub fn advertising(dir: &Path, advertised: u16) -> Option<Broker> {
+        let mut broker = Broker::start(dir, false)?;
+        broker.down();
+        broker.advertised = Some(advertised);
+        broker.up();
+        Some(broker)
+    }
+
+    /// A durable broker that requires SASL SCRAM authentication, knowing `users` (name,
+    /// password) for SCRAM-SHA-256 and SCRAM-SHA-512. The users are made through the
+    /// broker's own admin API while it is still open, then it restarts requiring them.
+    pub fn with_users(dir: &Path, users: &[(&str, &str)]) -> Option<Broker> {
+        let mut broker = Broker::start(dir, true)?;
+        for (name, password) in users {
+            for mechanism in ["scram256", "scram512"] {
+                let out = Command::new(&broker.bin)
+                    .current_dir(&broker.dir)
+                    .args(["user", "create", "--mechanism", mechanism])
+                    .args(["--broker", &format!("tcp://{}", broker.bootstrap())])
+                    .args([name, password])
+                    .output()
+                    .expect("tansu user create runs");
+                assert!(
+                    out.status.success(),
+                    "tansu user create {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        broker.down();
+        broker.authentication = true;
         broker.up();
         Some(broker)
     }
@@ -132,11 +176,15 @@ impl Broker {
     /// Starts the broker (again, after [`down`](Self::down)) and waits until it listens.
     pub fn up(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(&self.dir)
             .args(["broker", "--storage-engine", self.storage])
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener]);
+            .args(["--advertised-listener-url", &advertised]);
+        if self.authentication {
+            cmd.arg("--authentication");
+        }
         self.process = start_listening(cmd, self.port, &self.dir.join("broker.log"), "the broker");
     }
 

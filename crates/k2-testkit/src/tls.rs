@@ -27,3 +27,46 @@ pub fn server_config() -> rustls::ServerConfig {
         .with_single_cert(certs, key)
         .expect("the test certificate matches its key")
 }
+
+/// A TLS terminator (stunnel, named by `K2_TEST_STUNNEL`) on a free loopback port,
+/// presenting the test authority's server certificate and passing each connection on, in
+/// clear, to `127.0.0.1:backend`. With `client_ca`, it requires a client certificate that
+/// authority signed (`client-ca.pem`). Killed when dropped.
+pub struct Terminator {
+    pub port: u16,
+    _dir: crate::services::DirGuard,
+    _process: crate::services::Owned,
+}
+
+impl Terminator {
+    /// None when `K2_TEST_STUNNEL` is not set outside CI.
+    pub fn start(port: u16, backend: u16, require_client_certificate: bool) -> Option<Terminator> {
+        let bin = crate::services::service("K2_TEST_STUNNEL")?;
+        let dir = std::env::temp_dir().join(crate::unique("k2-stunnel"));
+        std::fs::create_dir_all(&dir).expect("a directory for stunnel");
+        let tls = self::dir().canonicalize().expect("tests/tls");
+        let mut config = format!(
+            "foreground = yes\npid =\noutput = {}\n[kafka]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{backend}\ncert = {}\nkey = {}\n",
+            dir.join("stunnel.log").display(),
+            tls.join("server.pem").display(),
+            tls.join("server.key").display(),
+        );
+        if require_client_certificate {
+            config.push_str(&format!(
+                "CAfile = {}\nverify = 2\n",
+                tls.join("client-ca.pem").display()
+            ));
+        }
+        let file = dir.join("stunnel.conf");
+        std::fs::write(&file, config).expect("stunnel's configuration");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg(&file);
+        let process =
+            crate::services::start_listening(cmd, port, &dir.join("stdout.log"), "stunnel");
+        Some(Terminator {
+            port,
+            _dir: crate::services::DirGuard(dir),
+            _process: process,
+        })
+    }
+}

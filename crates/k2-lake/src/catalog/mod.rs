@@ -10,6 +10,7 @@
 pub mod rest;
 pub mod sql;
 
+use k2_model::Secret;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +38,10 @@ pub struct CatalogConfig {
     /// for a REST catalog, the warehouse name sent to it.
     pub name: String,
     /// REST: a bearer token sent with every request.
-    pub token: String,
+    pub token: Secret,
     /// REST: OAuth2 client credentials `ID:SECRET`, exchanged for a token at the catalog's
     /// `/v1/oauth/tokens`.
-    pub credential: String,
+    pub credential: Secret,
     /// REST: the longest one request to the catalog may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -51,8 +52,8 @@ impl Default for CatalogConfig {
         CatalogConfig {
             uri: String::new(),
             name: "k2".into(),
-            token: String::new(),
-            credential: String::new(),
+            token: Secret::default(),
+            credential: Secret::default(),
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -63,11 +64,8 @@ impl std::fmt::Debug for CatalogConfig {
         f.debug_struct("CatalogConfig")
             .field("uri", &redact(&self.uri))
             .field("name", &self.name)
-            .field("token", &(!self.token.is_empty()).then_some("***"))
-            .field(
-                "credential",
-                &(!self.credential.is_empty()).then_some("***"),
-            )
+            .field("token", &self.token)
+            .field("credential", &self.credential)
             .field("request_timeout", &self.request_timeout)
             .finish()
     }

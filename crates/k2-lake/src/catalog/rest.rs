@@ -42,10 +42,10 @@ pub async fn open(config: &CatalogConfig, warehouse: &Warehouse) -> Result<Arc<R
     props.insert("uri".into(), config.uri.trim_end_matches('/').to_string());
     props.insert("warehouse".into(), config.name.clone());
     if !config.token.is_empty() {
-        props.insert("token".into(), config.token.clone());
+        props.insert("token".into(), config.token.expose().to_string());
     }
     if !config.credential.is_empty() {
-        props.insert("credential".into(), config.credential.clone());
+        props.insert("credential".into(), config.credential.expose().to_string());
     }
     let catalog = RestCatalogBuilder::default()
         .with_client(http_client(config.request_timeout)?)
@@ -105,11 +105,11 @@ impl RestAccess {
     pub async fn open(config: &CatalogConfig) -> Result<RestAccess> {
         let uri = config.uri.trim_end_matches('/').to_string();
         let auth = if !config.token.is_empty() {
-            Auth::Bearer(config.token.clone())
+            Auth::Bearer(config.token.expose().to_string())
         } else if !config.credential.is_empty() {
-            let (id, secret) = match config.credential.split_once(':') {
+            let (id, secret) = match config.credential.expose().split_once(':') {
                 Some((id, secret)) => (Some(id.to_string()), secret.to_string()),
-                None => (None, config.credential.clone()),
+                None => (None, config.credential.expose().to_string()),
             };
             Auth::Client {
                 id,

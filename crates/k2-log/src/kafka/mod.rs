@@ -46,7 +46,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{Producer, ThreadedProducer};
 
 pub use self::consumer::KafkaConsumer;
-pub use self::options::{Compression, KafkaOptions};
+pub use self::options::{Compression, KafkaOptions, SaslMechanism, SecurityProtocol};
 use self::producer::Deliveries;
 use crate::error::{LogError, Result};
 use crate::log::{CleanupPolicy, Log, PartitionOffset, SourceCheckpoint, TopicBatch, TopicSpec};
@@ -123,7 +123,7 @@ impl KafkaLog {
     pub async fn connect(options: KafkaOptions, schemas: Registry) -> Result<KafkaLog> {
         let producer: ThreadedProducer<Deliveries> = options
             .producer_config()
-            .create_with_context(Deliveries)
+            .create_with_context(Deliveries::default())
             .map_err(|e| kafka_error("creating the Kafka producer", e))?;
         let admin: AdminClient<DefaultClientContext> = options
             .base()
@@ -149,9 +149,11 @@ impl KafkaLog {
                 .client()
                 .fetch_metadata(None, probe.options.request_timeout)
                 .map_err(|e| {
+                    let last = probe.producer.context().last_error.lock().expect("error lock").clone();
+                    let because = last.map_or_else(String::new, |r| format!("; the client's last error: {r}"));
                     LogError::storage(
                         format!(
-                            "no Kafka broker answered at {} within {:?} (log.kafka.request_timeout)",
+                            "no Kafka broker answered at {} within {:?} (log.kafka.request_timeout){because}",
                             probe.options.bootstrap_servers, probe.options.request_timeout
                         ),
                         e,

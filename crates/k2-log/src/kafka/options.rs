@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k2_model::ConfigError;
+use k2_model::{ConfigError, Secret};
 use rdkafka::config::ClientConfig;
 use serde::Deserialize;
 
@@ -25,6 +25,61 @@ impl Compression {
             Compression::Gzip => "gzip",
             Compression::Snappy => "snappy",
             Compression::None => "none",
+        }
+    }
+}
+
+/// How K2's clients reach the brokers (librdkafka's `security.protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// How K2's clients prove who they are over SASL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[default]
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
 }
@@ -66,8 +121,22 @@ pub struct KafkaOptions {
     pub fetch_wait: Duration,
     /// Replication factor of topics K2 creates; 0 picks min(3, brokers).
     pub replication_factor: u32,
-    /// Further librdkafka properties (e.g. `"security.protocol" = "ssl"`), passed through
-    /// unchanged.
+    /// `plaintext`, `ssl` (TLS), `sasl_plaintext` or `sasl_ssl` (SASL over TLS).
+    pub security_protocol: SecurityProtocol,
+    /// TLS: a PEM file of the authorities to trust (a private CA); empty: the system's.
+    pub ssl_ca_file: String,
+    /// TLS: a client certificate (PEM) and its private key, for clusters that require one.
+    pub ssl_certificate_file: String,
+    pub ssl_key_file: String,
+    /// TLS: the password of `ssl_key_file`, when it is encrypted (a credential).
+    pub ssl_key_password: Secret,
+    /// SASL: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: SaslMechanism,
+    pub sasl_username: String,
+    /// SASL: the password (a credential: `env:NAME` or `file:PATH`).
+    pub sasl_password: Secret,
+    /// Further librdkafka properties, passed through unchanged (credentials belong in the
+    /// keys above, which are never shown).
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -83,6 +152,14 @@ impl Default for KafkaOptions {
             request_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(10),
             replication_factor: 0,
+            security_protocol: SecurityProtocol::Plaintext,
+            ssl_ca_file: String::new(),
+            ssl_certificate_file: String::new(),
+            ssl_key_file: String::new(),
+            ssl_key_password: Secret::default(),
+            sasl_mechanism: SaslMechanism::Plain,
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
             properties: Default::default(),
         }
     }
@@ -94,6 +171,26 @@ impl KafkaOptions {
         c.set("bootstrap.servers", &self.bootstrap_servers);
         c.set("client.id", "k2");
         c.set("socket.timeout.ms", millis(self.request_timeout));
+        c.set("security.protocol", self.security_protocol.name());
+        if self.security_protocol.tls() {
+            for (key, value) in [
+                ("ssl.ca.location", &self.ssl_ca_file),
+                ("ssl.certificate.location", &self.ssl_certificate_file),
+                ("ssl.key.location", &self.ssl_key_file),
+            ] {
+                if !value.is_empty() {
+                    c.set(key, value);
+                }
+            }
+            if !self.ssl_key_password.is_empty() {
+                c.set("ssl.key.password", self.ssl_key_password.expose());
+            }
+        }
+        if self.security_protocol.sasl() {
+            c.set("sasl.mechanisms", self.sasl_mechanism.name())
+                .set("sasl.username", &self.sasl_username)
+                .set("sasl.password", self.sasl_password.expose());
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -106,6 +203,51 @@ impl KafkaOptions {
             return Err(ConfigError::new(
                 "log.kafka.bootstrap_servers",
                 "must name the cluster when log.backend = 'kafka'",
+            ));
+        }
+        let tls = [
+            ("ssl_ca_file", &self.ssl_ca_file),
+            ("ssl_certificate_file", &self.ssl_certificate_file),
+            ("ssl_key_file", &self.ssl_key_file),
+        ];
+        for (key, file) in tls {
+            if file.is_empty() {
+                continue;
+            }
+            if !self.security_protocol.tls() {
+                return Err(ConfigError::new(
+                    format!("log.kafka.{key}"),
+                    "applies to TLS: set log.kafka.security_protocol = \"ssl\" or \"sasl_ssl\"",
+                ));
+            }
+            if !std::path::Path::new(file).is_file() {
+                return Err(ConfigError::new(
+                    format!("log.kafka.{key}"),
+                    format!("{file} is not a readable file"),
+                ));
+            }
+        }
+        if self.ssl_certificate_file.is_empty() != self.ssl_key_file.is_empty() {
+            return Err(ConfigError::new(
+                "log.kafka.ssl_certificate_file",
+                "a client certificate needs its key (ssl_key_file), and a key its certificate",
+            ));
+        }
+        let sasl_set = !self.sasl_username.is_empty() || !self.sasl_password.is_empty();
+        if sasl_set != self.security_protocol.sasl() {
+            return Err(ConfigError::new(
+                "log.kafka.security_protocol",
+                if sasl_set {
+                    "sasl_username and sasl_password apply to SASL: set \"sasl_plaintext\" or \"sasl_ssl\""
+                } else {
+                    "SASL needs log.kafka.sasl_username and log.kafka.sasl_password"
+                },
+            ));
+        }
+        if let Some(key) = self.properties.keys().find(|k| k.contains("password")) {
+            return Err(ConfigError::new(
+                format!("log.kafka.properties.\"{key}\""),
+                "a password among the pass-through properties would be shown with them: use log.kafka.sasl_password or ssl_key_password",
             ));
         }
         for (key, d) in [

@@ -33,10 +33,26 @@ impl Pending {
     }
 }
 
-/// Routes delivery reports to the produce call that sent the record.
-pub(super) struct Deliveries;
+/// Routes delivery reports to the produce call that sent the record, and keeps the client's
+/// last error (a TLS handshake refused, SASL authentication failed) so that a cluster
+/// that cannot be reached is reported with the reason.
+#[derive(Default)]
+pub(super) struct Deliveries {
+    pub last_error: Mutex<Option<String>>,
+}
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(%error, reason, "Kafka client");
+        // "All brokers are down" says less than what brought them down.
+        if !matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            *self.last_error.lock().expect("error lock") = Some(reason.to_string());
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Arc<Pending>;

@@ -28,7 +28,7 @@ pub struct RegistryAccess {
     pub ca_file: Option<PathBuf>,
     /// HTTP basic credentials (Confluent Cloud: an API key and its secret). Empty: none.
     pub username: String,
-    pub password: String,
+    pub password: k2_model::Secret,
 }
 
 /// A registry at a base URL (`http://host:port[/prefix]`). Cheap to clone.
@@ -36,7 +36,7 @@ pub struct RegistryAccess {
 pub struct RegistryClient {
     base: Arc<str>,
     http: reqwest::Client,
-    credentials: Option<Arc<(String, String)>>,
+    credentials: Option<Arc<(String, k2_model::Secret)>>,
     by_id: Arc<Mutex<HashMap<u32, String>>>,
     by_subject: Arc<Mutex<HashMap<(String, String), u32>>>,
 }
@@ -127,7 +127,7 @@ impl RegistryClient {
             .request(method.clone(), &url)
             .header(reqwest::header::ACCEPT, CONTENT_TYPE);
         if let Some(credentials) = &self.credentials {
-            request = request.basic_auth(&credentials.0, Some(&credentials.1));
+            request = request.basic_auth(&credentials.0, Some(credentials.1.expose()));
         }
         if let Some(body) = body {
             request = request

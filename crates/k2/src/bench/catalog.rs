@@ -53,7 +53,7 @@ pub async fn run(app: &App, runs: usize) -> anyhow::Result<()> {
     let addr = tokio::time::timeout(Duration::from_secs(10), addr_rx).await??;
     let mut rest_config = config.clone();
     rest_config.catalog.uri = format!("http://{addr}");
-    rest_config.catalog.token = key;
+    rest_config.catalog.token = key.into();
     let rest = crate::app::catalog(&rest_config).await?;
     let rest_committer = rest_config
         .catalog

@@ -11,6 +11,7 @@
 
 mod env;
 mod legacy;
+mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -99,11 +100,25 @@ impl Config {
                 .parse()
                 .with_context(|| format!("parsing config {}", path.display()))?;
         }
+        let in_clear = secrets::written_in_clear(&table);
         env::overlay(&mut table, vars)?;
-        let warnings = legacy::upgrade(&mut table)?;
+        let mut warnings = legacy::upgrade(&mut table)?;
+        secrets::resolve(&mut table, |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })?;
         let mut config: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration (file or K2_… environment variables)")?;
+        if !in_clear.is_empty() {
+            let advice = format!(
+                "{} written in the configuration file: write env:NAME or file:PATH instead",
+                in_clear.join(", ")
+            );
+            if config.api.production {
+                anyhow::bail!("{advice} (api.production refuses credentials in clear)");
+            }
+            warnings.push(advice);
+        }
         config.warnings = warnings;
         config.validate()?;
         Ok(config)

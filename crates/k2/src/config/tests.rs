@@ -148,7 +148,44 @@ fn kafka_and_registry_settings_are_checked_together() {
     .registry_access();
     assert_eq!(remote.ca_file.as_deref(), Some(Path::new("ca.pem")));
     assert_eq!(
-        (remote.username.as_str(), remote.password.as_str()),
+        (remote.username.as_str(), remote.password.expose()),
         ("key", "secret")
     );
+}
+
+#[test]
+fn credentials_come_by_reference_and_in_clear_only_with_a_warning_outside_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k2.toml");
+    std::fs::write(
+        &file,
+        "[warehouse.s3]\naccess_key_id = \"env:K2_TEST_KEY_ID\"\nsecret_access_key = \"in-clear\"\n",
+    )
+    .unwrap();
+    let vars = env(&[("K2_TEST_KEY_ID", "AKIA-FROM-ENV")]);
+    let c = Config::load_from(Some(&file), &vars).unwrap();
+    assert_eq!(c.warehouse.s3.access_key_id.expose(), "AKIA-FROM-ENV");
+    assert_eq!(c.warehouse.s3.secret_access_key.expose(), "in-clear");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("warehouse.s3.secret_access_key written in the configuration file")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        !format!("{c:?}").contains("in-clear"),
+        "Debug shows no secret"
+    );
+    let mut production = vars.clone();
+    production.push(("K2_API__PRODUCTION".into(), "true".into()));
+    let e = format!(
+        "{:#}",
+        Config::load_from(Some(&file), &production).unwrap_err()
+    );
+    assert!(
+        e.contains("api.production refuses credentials in clear"),
+        "{e}"
+    );
+    assert!(!e.contains("in-clear"), "{e}");
 }
