@@ -74,6 +74,22 @@ pub struct Backends {
     /// The live tail `/v1/{trades,quotes}/recent` merge with the lake (`k2 up` holds one);
     /// None: those routes answer from the lake alone and say so (`live: false`).
     pub tail: Option<Arc<k2_lake::tail::Tail>>,
+    /// The process's degradation: the query gate reports its queue to it, and expensive
+    /// queries are refused at its level. None: never refused.
+    pub degradation: Option<ApiDegradation>,
+}
+
+/// What the API does under the process's degradation level.
+#[derive(Clone, Debug)]
+pub struct ApiDegradation {
+    pub pressure: Arc<k2_pipeline::Pressure>,
+    /// From this level on, expensive queries are answered 503 with Retry-After.
+    pub refuse_from: k2_pipeline::Level,
+    /// A market-data question over a longer time range than this is expensive; SQL,
+    /// replays and batched aggregations always are.
+    pub long_range: std::time::Duration,
+    /// What Retry-After says.
+    pub retry_after: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

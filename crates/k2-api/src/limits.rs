@@ -89,6 +89,8 @@ pub struct QueryGate {
     waiting: AtomicUsize,
     queued: usize,
     wait: Duration,
+    /// Told how full the queue is, for the degradation level.
+    pressure: Option<std::sync::Arc<k2_pipeline::Pressure>>,
 }
 
 impl QueryGate {
@@ -98,6 +100,20 @@ impl QueryGate {
             waiting: AtomicUsize::new(0),
             queued,
             wait,
+            pressure: None,
+        }
+    }
+
+    /// The gate that tells `pressure` how full its queue is.
+    pub fn reporting_to(mut self, pressure: std::sync::Arc<k2_pipeline::Pressure>) -> Self {
+        pressure.report_api_queue(0, self.queued as u64);
+        self.pressure = Some(pressure);
+        self
+    }
+
+    fn report(&self, waiting: usize) {
+        if let Some(p) = &self.pressure {
+            p.report_api_queue(waiting as u64, self.queued as u64);
         }
     }
 
@@ -112,9 +128,11 @@ impl QueryGate {
             return Err(Refused::QueueFull);
         }
         metrics::queries_queued(1.0);
+        self.report(self.waiting.load(Ordering::Acquire));
         let waited = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let now_waiting = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::queries_queued(-1.0);
+        self.report(now_waiting);
         match waited {
             Ok(Ok(p)) => Ok(p),
             _ => {

@@ -17,7 +17,7 @@ use crate::config::ApiConfig;
 use crate::docs;
 use crate::failure::Failure;
 use crate::handlers::{analytics, catalogue, market, operations, replay, sql};
-use crate::middleware::{REQUEST_ID, authenticate, ip_limit, observe};
+use crate::middleware::{REQUEST_ID, authenticate, ip_limit, observe, refuse_expensive};
 use crate::state::ApiState;
 use crate::{ApiError, openapi};
 
@@ -48,6 +48,8 @@ pub fn router(state: Arc<ApiState>) -> Result<Router, ApiError> {
         .routes(routes!(sql::sql))
         // A WebSocket conversation is beyond what OpenAPI describes (see `replay_ws`).
         .route("/v1/replay/ws", get(replay::replay_ws))
+        // Layers run outside in: the key is checked before a question is weighed.
+        .route_layer(from_fn_with_state(state.clone(), refuse_expensive))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let public = OpenApiRouter::new()
         .routes(routes!(operations::health))

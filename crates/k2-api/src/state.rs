@@ -41,14 +41,18 @@ impl ApiState {
         runtime: tokio::runtime::Handle,
         stop: CancellationToken,
     ) -> Arc<Self> {
+        let mut gate = QueryGate::new(
+            config.max_concurrent_queries,
+            config.max_queued,
+            config.queue_timeout,
+        );
+        if let Some(d) = &backends.degradation {
+            gate = gate.reporting_to(d.pressure.clone());
+        }
         Arc::new(ApiState {
             replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays)),
             stop,
-            gate: QueryGate::new(
-                config.max_concurrent_queries,
-                config.max_queued,
-                config.queue_timeout,
-            ),
+            gate,
             engine: backends.engine.clone(),
             answers: AnswerCache::new(config.cache_mb.saturating_mul(1 << 20)),
             config,

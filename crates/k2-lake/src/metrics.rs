@@ -44,6 +44,14 @@ pub fn describe() {
         "Per commit: from when K2 received the oldest record in it (feed receipt or file read) to the commit that made it queryable, by table."
     );
     describe_counter!(
+        "k2_degradation_actions_total",
+        "Degradation actions taken, by action (defer_streams, skip_compaction, refuse_query, pause_feeds)."
+    );
+    describe_gauge!(
+        "k2_degradation_streams_deferred",
+        "1 while the lake writer leaves the deferred streams (degradation.defer) in the log."
+    );
+    describe_counter!(
         "k2_lake_decode_errors_total",
         "Log records the writer could not decode (dead-lettered), by kind."
     );
@@ -205,6 +213,19 @@ pub(crate) fn rows_committed(
     metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(elapsed.as_secs_f64());
     metrics::gauge!("k2_lake_last_commit_timestamp_seconds", "table" => table)
         .set(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+}
+
+/// Whether the writer leaves deferred streams in the log now.
+pub(crate) fn streams_deferred(deferring: bool) {
+    metrics::gauge!("k2_degradation_streams_deferred").set(if deferring { 1.0 } else { 0.0 });
+    if deferring {
+        degradation_action("defer_streams");
+    }
+}
+
+/// A degradation action taken: `defer_streams`, `skip_compaction`, `refuse_query`.
+pub fn degradation_action(action: &'static str) {
+    metrics::counter!("k2_degradation_actions_total", "action" => action).increment(1);
 }
 
 /// The writer's counters exist from its start at zero, so an alert on their rate sees a

@@ -9,12 +9,16 @@
 //! - [`resilience`] — retry backoff with jitter, and circuit breakers.
 //! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
 //!   time-windowed set.
+//! - [`degradation`] — the levels of work given up under pressure, with hysteresis, and
+//!   the pressure a process's parts share.
 
 pub mod dedup;
+pub mod degradation;
 pub mod resilience;
 pub mod sequence;
 
 pub use dedup::{DedupConfig, DedupStats, Deduplicator};
+pub use degradation::{Governor, GovernorConfig, Level, Pressure, Signals, Thresholds, Transition};
 pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
 
 pub use sequence::{

@@ -17,6 +17,7 @@ use k2_log::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::degradation::Degrader;
 
 pub struct App {
     pub config: Config,
@@ -196,7 +197,15 @@ impl App {
         // Upkeep beside a running writer: compaction, and the embedded log's retention.
         let mut upkeep = Vec::new();
         if !until_caught_up {
-            upkeep.extend(compact_in_background(&self.config, &catalog, &stop).await?);
+            let degrader = Degrader::start(
+                &self.config.degradation,
+                &self.config.data_dir,
+                stop.clone(),
+            );
+            options.degradation = degrader.as_ref().map(Degrader::for_writer);
+            upkeep.extend(
+                compact_in_background(&self.config, &catalog, degrader.as_ref(), &stop).await?,
+            );
             upkeep.extend(self.trim_log_in_background(&stop));
         }
         let summary =
@@ -261,6 +270,7 @@ type Task<T> = tokio::task::JoinHandle<T>;
 pub async fn compact_in_background(
     config: &Config,
     catalog: &Arc<dyn iceberg::Catalog>,
+    degrader: Option<&Degrader>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Task<()>>> {
     let every = config.writer.compact_every;
@@ -276,6 +286,7 @@ pub async fn compact_in_background(
         committer,
         config.writer.compact_options(None),
         every,
+        degrader.map(Degrader::for_compaction),
         stop.clone(),
     ))))
 }
@@ -286,6 +297,7 @@ pub async fn follow_and_write(
     app: &Arc<App>,
     catalog: &Arc<dyn iceberg::Catalog>,
     tail: &Arc<k2_lake::tail::Tail>,
+    degrader: Option<&Degrader>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(
     Task<k2_log::Result<()>>,
@@ -301,8 +313,10 @@ pub async fn follow_and_write(
         stop.clone(),
     ));
     let (app, catalog, stop) = (app.clone(), catalog.clone(), stop.clone());
+    let degradation = degrader.map(Degrader::for_writer);
     let writer = tokio::spawn(async move {
-        let options = app.config.writer_options();
+        let mut options = app.config.writer_options();
+        options.degradation = degradation;
         k2_lake::writer::run(&app.log, catalog, &app.dlq, &options, stop).await
     });
     Ok((follower, writer))

@@ -17,6 +17,7 @@ mod app;
 mod bench;
 mod commands;
 mod config;
+mod degradation;
 mod memory;
 mod output;
 mod registry;

@@ -141,6 +141,7 @@ fn describe_metrics() {
     k2_ingest::describe_metrics();
     k2_api::describe_metrics();
     crate::resources::describe();
+    crate::degradation::describe();
     metrics::describe_gauge!(
         "k2_build_info",
         "Always 1; the version label names the running build."

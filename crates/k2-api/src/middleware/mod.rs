@@ -3,9 +3,11 @@
 //! rate limit.
 
 mod auth;
+mod degradation;
 mod observe;
 mod rate_limit;
 
 pub use self::auth::authenticate;
+pub use self::degradation::refuse_expensive;
 pub use self::observe::{CallerName, REQUEST_ID, RequestId, observe};
 pub use self::rate_limit::ip_limit;

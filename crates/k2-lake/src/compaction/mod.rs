@@ -217,12 +217,24 @@ pub async fn run_periodically(
     committer: TableCommitter,
     options: CompactOptions,
     every: Duration,
+    paused: Option<(std::sync::Arc<k2_pipeline::Pressure>, k2_pipeline::Level)>,
     stop: CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+        if let Some((pressure, from)) = &paused
+            && pressure.level() >= *from
+        {
+            // Optional work waits while the process is degraded; the next turn tries again.
+            tracing::info!(
+                level = pressure.level().as_str(),
+                "compaction skipped: degraded"
+            );
+            crate::metrics::degradation_action("skip_compaction");
+            continue;
         }
         for t in [LakeTable::Trades, LakeTable::Quotes] {
             let work = compact(catalog.as_ref(), &committer, t, &options);

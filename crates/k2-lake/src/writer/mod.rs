@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::dependencies::Deps;
 use self::flight::{Flight, Letters, land, take_off};
-pub use self::options::{EXPIRE_EVERY, WriterConfig, WriterOptions, WriterSummary};
+pub use self::options::{Degradation, EXPIRE_EVERY, WriterConfig, WriterOptions, WriterSummary};
 use self::poll::{Poller, publish_sequence_events};
 use self::reports::Reports;
 use self::state::TableState;
@@ -68,6 +68,7 @@ pub async fn run<L: Log + SchemaStore + Clone>(
 ) -> Result<WriterSummary> {
     let mut w = Writer::start(log, catalog, dlq, options, &stop).await?;
     loop {
+        w.follow_degradation()?;
         w.join_new_topics().await?;
         let got = w.poll().await?;
         let stopping = stop.is_cancelled();
@@ -105,6 +106,10 @@ struct Writer<'a, L: Log> {
     topics_checked: Instant,
     /// The log's ends per topic as last seen, while catching up in batch mode.
     ends_seen: HashMap<Arc<str>, Vec<u64>>,
+    /// Partitions the degradation defers, at the positions they will be read from.
+    deferred: Vec<PartitionOffset>,
+    /// Whether the degradation defers streams now (as of the last look).
+    deferring: bool,
     started: Instant,
 }
 
@@ -146,7 +151,7 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
         // The group's positions are the lake's from the start (on Kafka this also has the
         // group's client find its coordinator before the first commit needs it), and each
         // partition's lag is known at once.
-        let reports = Reports::start(log, &options.group);
+        let reports = Reports::start(log, &options.group, options.degradation.clone());
         reports.report(assignment, None);
         Ok(Writer {
             log,
@@ -163,6 +168,8 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
             flight: None,
             topics_checked: Instant::now(),
             ends_seen: HashMap::new(),
+            deferred: Vec::new(),
+            deferring: false,
             started,
         })
     }
@@ -191,8 +198,58 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
             );
             let mut all = self.consumer.positions();
             all.extend(added);
-            self.consumer = self.log.consumer(all)?;
+            all.extend(std::mem::take(&mut self.deferred));
+            self.assign(all)?;
         }
+        Ok(())
+    }
+
+    /// Reads from `positions`, but for the partitions of tables the degradation defers
+    /// now, which are kept aside at their positions until it no longer does.
+    fn assign(&mut self, positions: Vec<PartitionOffset>) -> Result<()> {
+        let (deferred, read): (Vec<_>, Vec<_>) = positions.into_iter().partition(|p| {
+            let table = self.routes.get(p.topic.as_str()).map(|(t, _)| *t);
+            self.options
+                .degradation
+                .as_ref()
+                .zip(table)
+                .is_some_and(|(d, t)| d.defers(t))
+        });
+        self.deferred = deferred;
+        self.consumer = self.log.consumer(read)?;
+        Ok(())
+    }
+
+    /// Leaves the deferred tables' streams in the log, or takes them up again, when the
+    /// degradation level crossed its threshold since the last look.
+    fn follow_degradation(&mut self) -> Result<()> {
+        let Some(d) = &self.options.degradation else {
+            return Ok(());
+        };
+        let deferring = d.deferring();
+        if deferring == self.deferring {
+            return Ok(());
+        }
+        self.deferring = deferring;
+        let level = d.pressure.level();
+        let mut all = self.consumer.positions();
+        all.extend(std::mem::take(&mut self.deferred));
+        self.assign(all)?;
+        if deferring {
+            let tables: Vec<&str> = d.defer.iter().map(|t| t.name()).collect();
+            tracing::warn!(
+                level = level.as_str(),
+                tables = ?tables,
+                partitions = self.deferred.len(),
+                "degradation: streams deferred, left in the log until the pressure passes"
+            );
+        } else {
+            tracing::info!(
+                level = level.as_str(),
+                "degradation: deferred streams taken up again"
+            );
+        }
+        metrics::streams_deferred(deferring);
         Ok(())
     }
 
@@ -286,6 +343,9 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
                 &mut self.summary,
             )
             .await?;
+            if let (Some(d), Some(_)) = (&options.degradation, &self.flight) {
+                d.pressure.commit_started(Instant::now());
+            }
         }
         Ok(())
     }
@@ -295,6 +355,7 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
     async fn land(&mut self, ends_read: Option<&[PartitionOffset]>) -> Result<()> {
         let f = self.flight.take().expect("a batch in flight");
         let landed = f.table;
+        let took = f.started.elapsed();
         let positions = land(
             f,
             &mut self.states,
@@ -303,6 +364,9 @@ impl<'a, L: Log + SchemaStore + Clone> Writer<'a, L> {
             &mut self.summary,
         )
         .await?;
+        if let Some(d) = &self.options.degradation {
+            d.pressure.commit_landed(took);
+        }
         self.reports.report(positions, ends_read);
         if let Some(keep_for) = self.options.snapshot_retention {
             let state = self.states.get_mut(&landed).expect("a state");

@@ -155,6 +155,7 @@ impl WriterConfig {
             source: self.source.clone(),
             snapshot_retention: (!self.snapshot_retention.is_zero())
                 .then_some(self.snapshot_retention),
+            degradation: None,
         }
     }
 }
@@ -193,6 +194,31 @@ pub struct WriterOptions {
     /// Snapshots older than this are expired (see [`crate::retention`]), checked after a
     /// commit at most every [`EXPIRE_EVERY`]; None keeps every snapshot.
     pub snapshot_retention: Option<Duration>,
+    /// The process's degradation: the writer reports its lag and commit times to it, and
+    /// defers tables' streams at its level. None: no degradation.
+    pub degradation: Option<Degradation>,
+}
+
+/// What the writer does under the process's degradation level.
+#[derive(Clone, Debug)]
+pub struct Degradation {
+    pub pressure: std::sync::Arc<k2_pipeline::Pressure>,
+    /// From this level on, the streams of `defer` are left in the log (not read, so not
+    /// landed) until the level falls below it again; their records stay in the log and
+    /// land then, exactly once like any other.
+    pub defer_from: k2_pipeline::Level,
+    pub defer: Vec<crate::tables::LakeTable>,
+}
+
+impl Degradation {
+    /// Whether `table`'s streams are left in the log now.
+    pub fn defers(&self, table: crate::tables::LakeTable) -> bool {
+        self.deferring() && self.defer.contains(&table)
+    }
+
+    pub fn deferring(&self) -> bool {
+        self.pressure.level() >= self.defer_from && !self.defer.is_empty()
+    }
 }
 
 /// How often, at most, the writer expires a table's old snapshots: each expiry is a

@@ -66,6 +66,7 @@ pub async fn run(
             checks: Vec::new(),
             metrics: Some(metrics.clone()),
             tail: None,
+            degradation: None,
         };
         let server = BenchServer::start(app, mb, &key, backends).await?;
         let addr = server.addr;

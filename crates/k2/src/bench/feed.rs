@@ -337,7 +337,8 @@ async fn freshness(
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let tail = Arc::new(Tail::new(TailConfig::default()));
-    let (follower, writer) = crate::app::follow_and_write(&app, &catalog, &tail, &stop).await?;
+    let (follower, writer) =
+        crate::app::follow_and_write(&app, &catalog, &tail, None, &stop).await?;
     let trim = app.trim_log_in_background(&stop);
     let stop_feed = tokio_util::sync::CancellationToken::new();
     let capture = {

@@ -146,6 +146,7 @@ async fn over_http(
         checks: Vec::new(),
         metrics: None,
         tail: None,
+        degradation: None,
     };
     let server =
         super::api::BenchServer::start(app, app.config.api.cache_mb, &key, backends).await?;

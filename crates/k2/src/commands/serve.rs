@@ -35,7 +35,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     else {
         return Ok(signal::stopped_before_start("serve"));
     };
-    let backends = backends(&config, catalog, metrics, None, None)?;
+    let degrader =
+        crate::degradation::Degrader::start(&config.degradation, &config.data_dir, signal::stop());
+    let mut backends = backends(&config, catalog, metrics, None, None)?;
+    backends.degradation = degrader.as_ref().map(crate::degradation::Degrader::for_api);
     k2_api::serve(
         api,
         backends,
@@ -66,6 +69,7 @@ pub fn backends(
         ],
         metrics: Some(metrics),
         tail,
+        degradation: None,
     })
 }
 

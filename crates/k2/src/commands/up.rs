@@ -85,14 +85,22 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         max_age: config.api.tail_age,
         ..TailConfig::default()
     }));
-    let (follower, writer) = app::follow_and_write(&app, &catalog, &tail, &stop_rest).await?;
-    let mut upkeep: Vec<_> = app::compact_in_background(&config, &catalog, &stop_rest)
-        .await?
-        .into_iter()
-        .collect();
+    let degrader = crate::degradation::Degrader::start(
+        &config.degradation,
+        &config.data_dir,
+        stop_rest.clone(),
+    );
+    let (follower, writer) =
+        app::follow_and_write(&app, &catalog, &tail, degrader.as_ref(), &stop_rest).await?;
+    let mut upkeep: Vec<_> =
+        app::compact_in_background(&config, &catalog, degrader.as_ref(), &stop_rest)
+            .await?
+            .into_iter()
+            .collect();
     upkeep.extend(app.trim_log_in_background(&stop_rest));
 
-    let backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
+    let mut backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
+    backends.degradation = degrader.as_ref().map(crate::degradation::Degrader::for_api);
     let stop_api = CancellationToken::new();
     let server = tokio::spawn(k2_api::serve(
         api,

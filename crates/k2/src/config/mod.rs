@@ -53,6 +53,7 @@ pub struct Config {
     pub catalog_server: CatalogServerConfig,
     pub feeds: FeedsConfig,
     pub telemetry: TelemetryConfig,
+    pub degradation: crate::degradation::DegradationConfig,
     /// Keys of the previous release found in the file or environment, each with what to
     /// write instead (logged once the logs are set up).
     #[serde(skip)]
@@ -77,6 +78,7 @@ impl Default for Config {
             catalog_server: CatalogServerConfig::default(),
             feeds: FeedsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            degradation: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -140,6 +142,7 @@ impl Config {
         self.api.validate()?;
         self.feeds.validate()?;
         self.telemetry.validate()?;
+        self.degradation.validate()?;
         Ok(())
     }
 
