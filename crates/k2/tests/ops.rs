@@ -11,6 +11,26 @@ use common::*;
 use k2_ingest::simulator::{FrameMaker, Simulator, Step};
 use serde_json::Value;
 
+/// `k2 up --feeds binance` on a free port with the configuration `toml` (logging at
+/// info): the process, its API port, and its standard error as it comes.
+fn k2_up_with(data: &std::path::Path, toml: &str) -> (Running, u16, Arc<Mutex<String>>) {
+    let config = data.join("k2.toml");
+    std::fs::write(&config, toml).unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut child = k2(data)
+        .arg("--config")
+        .arg(&config)
+        .env("K2_LOG", "info")
+        .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    let port = listening_port(&mut child, "query API on http://127.0.0.1:", stderr.clone());
+    (child, port, stderr)
+}
+
 /// An exchange that trades BTCUSDT 20 times a second for as long as a connection lasts.
 fn live_script() -> Vec<Vec<Step>> {
     vec![vec![Step::Paced {
@@ -133,26 +153,13 @@ fn prometheus_fires_the_feed_down_alert_when_the_exchange_goes_away_and_resolves
     let exchange_at = sim.addr;
 
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (mut k2_up, port, stderr) = k2_up_with(
+        data.path(),
+        &format!(
             "[feeds]\nbackoff_base = \"50ms\"\nbackoff_max = \"500ms\"\nbreaker_open = \"1s\"\nmax_failures = 1000\n[feeds.binance]\nurl = \"{}\"\nsymbols = [\"BTCUSDT\"]\nquotes = false\n",
             sim.url()
         ),
-    )
-    .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut k2_up = k2(data.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Running)
-        .unwrap();
-    let port = listening_port(&mut k2_up, "query API on http://127.0.0.1:", stderr.clone());
+    );
     let prom = Prometheus::start(&prometheus, &format!("127.0.0.1:{port}"));
 
     prom.wait_until(
@@ -239,10 +246,9 @@ fn an_overload_raises_the_degradation_level_sheds_as_configured_and_recovers() {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let (key, entry) = new_key(data.path(), "analyst", "read,sql");
-    let config = data.path().join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (_k2_up, port, stderr) = k2_up_with(
+        data.path(),
+        &format!(
             r#"[writer]
 max_rows = 300
 max_age = "100ms"
@@ -261,20 +267,7 @@ quotes = true
 "#,
             sim.url()
         ),
-    )
-    .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut k2_up = k2(data.path())
-        .arg("--config")
-        .arg(&config)
-        .env("K2_LOG", "info")
-        .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Running)
-        .unwrap();
-    let port = listening_port(&mut k2_up, "query API on http://127.0.0.1:", stderr.clone());
+    );
     let metrics = || exchange(port, "GET", "/metrics", &[], b"", false).text();
     let sql = |q: &str| {
         exchange(
