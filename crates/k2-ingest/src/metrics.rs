@@ -152,3 +152,8 @@ pub(crate) fn feed_heard(venue: &'static str) {
 pub(crate) fn feed_failures_in_a_row(venue: &'static str, n: u32) {
     metrics::gauge!("k2_feed_failures_in_a_row", "venue" => venue).set(f64::from(n));
 }
+
+/// A feed starts with no connection open (the series exists before the first connects).
+pub(crate) fn feed_started(venue: &'static str) {
+    metrics::gauge!("k2_feed_connections_open", "venue" => venue).increment(0.0);
+}

@@ -81,6 +81,8 @@ pub async fn run_feed(
     let mut turn = 0usize;
     metrics::feed_failures_in_a_row(venue, 0);
     metrics::feed_breaker(venue, k2_pipeline::BreakerState::Closed);
+    // A feed that never connects shows 0 open connections, not no series at all.
+    metrics::feed_started(venue);
     loop {
         if stop.is_cancelled() {
             return Ok(stats);
