@@ -24,7 +24,7 @@ pub mod synthetic;
 
 pub use feeds::capture::{CaptureError, CaptureOptions, CaptureStats, capture};
 pub use feeds::config::{FeedPolicy, FeedsConfig, VenueConfig};
-pub use feeds::connection::FeedConfig;
+pub use feeds::connection::{FeedConfig, Pause};
 pub use feeds::supervisor::Reconnect;
 pub use feeds::{Venue, VenueFeed};
 pub use ingest::{FileSummary, IngestError, IngestOptions, IngestSummary, Progress, ingest_asx};

@@ -157,3 +157,8 @@ pub(crate) fn feed_failures_in_a_row(venue: &'static str, n: u32) {
 pub(crate) fn feed_started(venue: &'static str) {
     metrics::gauge!("k2_feed_connections_open", "venue" => venue).increment(0.0);
 }
+
+/// A feed paused by degradation: it takes no new data until the level falls.
+pub(crate) fn feed_paused(_venue: &'static str) {
+    metrics::counter!("k2_degradation_actions_total", "action" => "pause_feeds").increment(1);
+}

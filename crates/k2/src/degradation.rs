@@ -39,6 +39,8 @@ pub struct DegradationConfig {
     pub refuse_expensive_from: Level,
     #[serde(with = "humantime_serde")]
     pub long_range: Duration,
+    /// From this level on, the feeds take no new data while the log drains.
+    pub pause_feeds_from: Level,
 }
 
 impl Default for DegradationConfig {
@@ -68,6 +70,7 @@ impl Default for DegradationConfig {
             defer: vec!["quotes".into()],
             refuse_expensive_from: Level::Aggressive,
             long_range: Duration::from_secs(7 * 86_400),
+            pause_feeds_from: Level::Halt,
         }
     }
 }
@@ -184,6 +187,13 @@ impl Degrader {
             refuse_from: self.config.refuse_expensive_from,
             long_range: self.config.long_range,
             retry_after: self.config.cooldown,
+        }
+    }
+
+    pub fn for_feeds(&self) -> k2_ingest::Pause {
+        k2_ingest::Pause {
+            pressure: self.pressure.clone(),
+            from: self.config.pause_feeds_from,
         }
     }
 

@@ -1371,3 +1371,20 @@ fn the_schema_registry_speaks_the_confluent_api() {
         "SIGTERM stops the registry cleanly"
     );
 }
+
+#[test]
+fn demo_overload_shows_the_levels_rise_and_fall_and_lands_every_record_once() {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_ok(k2(data.path()).args(["demo", "--overload"]));
+    assert!(out.contains("graceful"), "{out}");
+    assert!(
+        out.contains("Exactly once: 30000 trades sent, 30000 in the lake (30000 distinct); 30000 quotes sent, 30000 in the lake"),
+        "{out}"
+    );
+    let levels = &out[out.find("Levels over time:").expect("a timeline")..];
+    assert!(levels.contains("0 normal"), "{levels}");
+    assert!(
+        out.contains("back to normal with everything landed"),
+        "{out}"
+    );
+}

@@ -259,6 +259,7 @@ impl FeedsConfig {
                 quotes: v.quotes,
                 stale_after: p.stale_after,
                 ping_every: p.ping_every,
+                pause: None,
             },
             Reconnect {
                 fallback_urls,

@@ -43,7 +43,27 @@ pub struct FeedConfig {
     /// A WebSocket ping goes out this often; the exchange's pong keeps a quiet but healthy
     /// connection from counting as stalled.
     pub ping_every: Duration,
+    /// When the feed stops taking data (the process's top degradation level); None: never.
+    pub pause: Option<Pause>,
 }
+
+/// From a degradation level on, a feed takes no new data: its connection ends at the next
+/// frame boundary (what it received is passed on first) and no new one is made until the
+/// level falls below it again.
+#[derive(Clone, Debug)]
+pub struct Pause {
+    pub pressure: std::sync::Arc<k2_pipeline::Pressure>,
+    pub from: k2_pipeline::Level,
+}
+
+impl Pause {
+    pub fn active(&self) -> bool {
+        self.pressure.level() >= self.from
+    }
+}
+
+/// How often a connection looks whether its feed is to pause.
+const PAUSE_CHECK: Duration = Duration::from_millis(250);
 
 /// Records per [`FeedEvent::Records`] at most: a connection passes on the records of
 /// every frame it has already received, up to this many, as one event.
@@ -75,6 +95,8 @@ pub enum ConnectionEnd {
     Stopped,
     /// Its successor took over (rotation).
     Retired,
+    /// The feed pauses (degradation).
+    Paused,
 }
 
 /// How a connection hands over to its successor when the feed rotates connections.
@@ -122,6 +144,7 @@ pub async fn run_connection(
     let Handover { mut ready, retire } = handover;
     let start = tokio::time::Instant::now();
     let mut ping = tokio::time::interval_at(start + config.ping_every, config.ping_every);
+    let mut pause_check = tokio::time::interval_at(start + PAUSE_CHECK, PAUSE_CHECK);
     let mut last_frame = start;
     let mut batch = Vec::new();
     // The read of the upgrade's answer may have brought the first frames.
@@ -205,6 +228,13 @@ pub async fn run_connection(
             }
             _ = ping.tick() => {
                 ws.ping().await.map_err(broken)?;
+                continue;
+            }
+            // Everything received so far has been passed on: a clean boundary.
+            _ = pause_check.tick(), if config.pause.is_some() => {
+                if config.pause.as_ref().is_some_and(Pause::active) {
+                    return Ok(ConnectionEnd::Paused);
+                }
                 continue;
             }
             n = ws.read_more() => n.map_err(broken)?,

@@ -87,6 +87,22 @@ pub async fn run_feed(
         if stop.is_cancelled() {
             return Ok(stats);
         }
+        if let Some(pause) = config.pause.as_ref().filter(|p| p.active()) {
+            metrics::feed_paused(venue);
+            tracing::warn!(
+                venue,
+                level = pause.pressure.level().as_str(),
+                "feed paused: degraded, no new data is taken"
+            );
+            while pause.active() {
+                if stop.is_cancelled() {
+                    return Ok(stats);
+                }
+                pause_wait(stop).await;
+            }
+            tracing::info!(venue, "feed resumed");
+            continue;
+        }
         if let Err(wait) = breaker.permit(Instant::now()) {
             pause(wait, stop).await;
             continue;
@@ -100,6 +116,10 @@ pub async fn run_feed(
         let outcome = rotating(&one, reconnect, out, &now_us, &mut stats, stop).await;
         let label = match &outcome {
             Ok(ConnectionEnd::Stopped) => return Ok(stats),
+            Ok(ConnectionEnd::Paused) => {
+                metrics::feed_connection_ended(venue, "paused");
+                continue;
+            }
             Ok(ConnectionEnd::Retired) => "retired",
             Ok(ConnectionEnd::Closed) => "closed",
             Ok(ConnectionEnd::Stalled) => "stalled",
@@ -138,6 +158,11 @@ pub async fn run_feed(
         turn += 1;
         pause(wait, stop).await;
     }
+}
+
+/// A moment of a pause, or less if told to stop meanwhile.
+async fn pause_wait(stop: &CancellationToken) {
+    pause(Duration::from_millis(200), stop).await;
 }
 
 /// Sleeps `wait`, or less if told to stop meanwhile.

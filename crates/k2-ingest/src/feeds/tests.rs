@@ -27,6 +27,7 @@ fn config(venue: Venue, url: String, symbol: &str, stale_after: Duration) -> Fee
         quotes: venue == Venue::Binance,
         stale_after,
         ping_every: Duration::from_secs(20),
+        pause: None,
     }
 }
 
@@ -371,4 +372,55 @@ async fn a_stop_ends_the_feed_at_once_while_it_backs_off() {
         .unwrap();
     assert_eq!(stats.connections, 1, "no attempt after the stop: {stats:?}");
     exchange.abort();
+}
+
+/// At the degradation level that pauses feeds, a connection ends at a frame boundary
+/// (what it read is passed on), no new connection is made while the level holds, and the
+/// feed connects again once it falls.
+#[tokio::test]
+async fn a_paused_feed_takes_no_data_until_the_level_falls() {
+    use k2_pipeline::{Level, Pressure};
+    use std::sync::Arc;
+    let sim = Simulator::start(vec![
+        vec![Step::Send(binance_trade(1, "100.5"))],
+        vec![Step::Send(binance_trade(2, "100.5"))],
+    ])
+    .await
+    .unwrap();
+    let pressure = Arc::new(Pressure::default());
+    let mut config = config(
+        Venue::Binance,
+        sim.url(),
+        "BTCUSDT",
+        Duration::from_secs(30),
+    );
+    config.pause = Some(super::connection::Pause {
+        pressure: pressure.clone(),
+        from: Level::Halt,
+    });
+    let reconnect = quick_reconnect(Vec::new(), 1_000);
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let feed = tokio::spawn({
+        let stop = stop.clone();
+        async move { run_feed(&config, &reconnect, &tx, || 42, &stop).await }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(FeedEvent::Records(r)) if r.len() == 1));
+    pressure.set_level(Level::Halt);
+    // Paused: the connection ends and nothing more is tried for a while.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.visits().len(), 1, "no connection while paused");
+    assert!(rx.try_recv().is_err(), "no data while paused");
+    pressure.set_level(Level::Aggressive);
+    let second = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+    assert!(matches!(second, Some(FeedEvent::Records(r)) if r.len() == 1));
+    assert_eq!(sim.visits().len(), 2);
+    stop.cancel();
+    let stats = feed.await.unwrap().unwrap();
+    assert_eq!(stats.failures, 0, "a pause is not a failure: {stats:?}");
 }

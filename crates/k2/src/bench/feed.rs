@@ -36,6 +36,7 @@ fn feed_config(venue: Venue, url: String) -> (FeedConfig, Reconnect) {
             quotes: false,
             stale_after: Duration::from_secs(30),
             ping_every: Duration::from_secs(10),
+            pause: None,
         },
         Reconnect::default(),
     )

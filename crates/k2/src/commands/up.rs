@@ -69,8 +69,16 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     let stop_feeds = CancellationToken::new();
     let stop_rest = CancellationToken::new();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
+    let degrader = crate::degradation::Degrader::start(
+        &config.degradation,
+        &config.data_dir,
+        stop_rest.clone(),
+    );
     let mut captures = Vec::new();
-    for (feed, reconnect) in chosen {
+    for (mut feed, reconnect) in chosen {
+        feed.pause = degrader
+            .as_ref()
+            .map(crate::degradation::Degrader::for_feeds);
         let (app, stop, failed) = (app.clone(), stop_feeds.clone(), failed_tx.clone());
         captures.push(tokio::spawn(async move {
             if let Err(e) = app.capture(feed, reconnect, stop).await {
@@ -85,11 +93,6 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
         max_age: config.api.tail_age,
         ..TailConfig::default()
     }));
-    let degrader = crate::degradation::Degrader::start(
-        &config.degradation,
-        &config.data_dir,
-        stop_rest.clone(),
-    );
     let (follower, writer) =
         app::follow_and_write(&app, &catalog, &tail, degrader.as_ref(), &stop_rest).await?;
     let mut upkeep: Vec<_> =

@@ -21,15 +21,25 @@ use crate::memory;
 use crate::output::{Format, render, to_batches};
 use crate::sample;
 
+mod overload;
+
 #[derive(Args)]
 pub struct DemoArgs {
     /// A directory in the sample's layout (default: the sample built into k2, unpacked
     /// into the data directory).
     #[arg(long)]
     sample: Option<PathBuf>,
+    /// Show degradation instead: a burst from a local exchange beyond what a small-batch
+    /// writer keeps up with, the levels rising and falling, what was deferred, and every
+    /// record landed once (in `overload/` under the data directory).
+    #[arg(long, conflicts_with = "sample")]
+    overload: bool,
 }
 
 pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.overload {
+        return overload::run(config).await;
+    }
     let sample = match args.sample {
         Some(dir) => sample::check(&dir)?,
         None => sample::unpack(&config.data_dir.join("sample"))?,
