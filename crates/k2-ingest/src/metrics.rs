@@ -159,6 +159,6 @@ pub(crate) fn feed_started(venue: &'static str) {
 }
 
 /// A feed paused by degradation: it takes no new data until the level falls.
-pub(crate) fn feed_paused(_venue: &'static str) {
+pub(crate) fn feed_paused() {
     metrics::counter!("k2_degradation_actions_total", "action" => "pause_feeds").increment(1);
 }

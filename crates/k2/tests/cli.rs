@@ -798,11 +798,6 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
 }
 
 /// The value of an unlabelled counter in a Prometheus text body.
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[test]
 fn sigterm_mid_run_commits_everything_acknowledged_and_the_next_start_continues() {
     let data = tempfile::tempdir().unwrap();

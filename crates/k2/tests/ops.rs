@@ -222,12 +222,6 @@ fn binance_quote(id: usize) -> String {
     )
 }
 
-fn metric_value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// An overload — a burst far beyond what a writer committing every 300 rows keeps up
 /// with — raises the degradation level: quotes are deferred (left in the log), SQL is
 /// refused with 503 and Retry-After, and once the burst is landed the level falls back to
@@ -300,13 +294,13 @@ quotes = true
             stderr.lock().unwrap()
         );
         let body = metrics();
-        let level = metric_value(&body, "k2_degradation_level").unwrap_or(0.0);
+        let level = metric(&body, "k2_degradation_level").unwrap_or(0.0);
         if levels.last().map(|(_, l)| *l) != Some(level) {
             levels.push((started.elapsed().as_secs_f64(), level));
         }
         top = top.max(level);
         deferred_max =
-            deferred_max.max(metric_value(&body, "k2_degradation_deferred_records").unwrap_or(0.0));
+            deferred_max.max(metric(&body, "k2_degradation_deferred_records").unwrap_or(0.0));
         if level >= 3.0 && refused.is_none() {
             let a = sql("SELECT 1 AS one");
             if a.status == 503 {
@@ -335,13 +329,13 @@ quotes = true
     );
     let body = metrics();
     assert!(
-        metric_value(
+        metric(
             &body,
             "k2_degradation_actions_total{action=\"defer_streams\"}"
         )
         .unwrap_or(0.0)
             >= 1.0
-            && metric_value(
+            && metric(
                 &body,
                 "k2_degradation_actions_total{action=\"refuse_query\"}"
             )

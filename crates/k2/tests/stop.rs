@@ -137,17 +137,25 @@ fn silent_server() -> (std::net::TcpListener, u16) {
     (listener, port)
 }
 
+/// `k2 feed binance` pointed where nothing listens, with the `[feeds]` settings given as
+/// environment variables.
+fn feed_to_nothing(data: &Path, settings: &[(&str, &str)]) -> Watched {
+    let url = format!("ws://127.0.0.1:{}", closed_port());
+    let mut cmd = k2(data);
+    cmd.env("K2_LOG", "info");
+    for (key, value) in settings {
+        cmd.env(format!("K2_FEEDS__{}", key.to_ascii_uppercase()), value);
+    }
+    Watched::start(cmd.args(["feed", "binance", "--url", &url]))
+}
+
 #[test]
 fn a_feed_in_reconnect_backoff_where_nothing_listens_stops_at_once() {
     let data = tempfile::tempdir().unwrap();
-    let url = format!("ws://127.0.0.1:{}", closed_port());
-    let mut feed = Watched::start(
-        k2(data.path())
-            .env("K2_LOG", "info")
-            // Long waits between attempts: SIGTERM lands in one.
-            .env("K2_FEEDS__BACKOFF_BASE", "20s")
-            .env("K2_FEEDS__BACKOFF_MAX", "60s")
-            .args(["feed", "binance", "--url", &url]),
+    // Long waits between attempts: SIGTERM lands in one.
+    let mut feed = feed_to_nothing(
+        data.path(),
+        &[("backoff_base", "20s"), ("backoff_max", "60s")],
     );
     feed.wait_for(&["feed connection failed", "failed_in_a_row"]);
     feed.stops(true, "0 trades and 0 quotes appended");
@@ -156,15 +164,14 @@ fn a_feed_in_reconnect_backoff_where_nothing_listens_stops_at_once() {
 #[test]
 fn a_feed_with_its_breaker_open_stops_at_once() {
     let data = tempfile::tempdir().unwrap();
-    let url = format!("ws://127.0.0.1:{}", closed_port());
-    let mut feed = Watched::start(
-        k2(data.path())
-            .env("K2_LOG", "info")
-            .env("K2_FEEDS__BACKOFF_BASE", "10ms")
-            .env("K2_FEEDS__BACKOFF_MAX", "10ms")
-            .env("K2_FEEDS__BREAKER_FAILURES", "2")
-            .env("K2_FEEDS__BREAKER_OPEN", "1h")
-            .args(["feed", "binance", "--url", &url]),
+    let mut feed = feed_to_nothing(
+        data.path(),
+        &[
+            ("backoff_base", "10ms"),
+            ("backoff_max", "10ms"),
+            ("breaker_failures", "2"),
+            ("breaker_open", "1h"),
+        ],
     );
     feed.wait_for(&["feed circuit breaker", "open"]);
     feed.stops(true, "0 trades and 0 quotes appended");

@@ -88,7 +88,7 @@ pub async fn run_feed(
             return Ok(stats);
         }
         if let Some(pause) = config.pause.as_ref().filter(|p| p.active()) {
-            metrics::feed_paused(venue);
+            metrics::feed_paused();
             tracing::warn!(
                 venue,
                 level = pause.pressure.level().as_str(),

@@ -100,6 +100,12 @@ pub fn binance_trade(id: i64, price: &str) -> String {
     )
 }
 
+/// The value of the series `name` (its labels included, as written) in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// A child process that is killed when dropped: a test that fails midway leaves nothing
 /// running.
 pub struct Running(pub std::process::Child);
