@@ -35,3 +35,8 @@ pub use error::ModelError;
 pub use ids::MessageId;
 pub use record::{MarketRecord, Quote, ReferenceData, Text, Trade, VendorData};
 pub use topic::TopicName;
+
+/// The `tracing` target of the spans that time the pipeline's stages (parse, append,
+/// decode, write, commit) and the API's requests. They are at `trace` level, which logs
+/// leave out, and are exported as OTLP traces when `telemetry.otlp_endpoint` is set.
+pub const STAGE_SPANS: &str = "k2::stage";

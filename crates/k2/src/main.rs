@@ -47,6 +47,12 @@ fn main() -> ExitCode {
         config.data_dir = dir;
     }
     telemetry::init_logs(&config.telemetry, cli.command.is_service());
+    if !config.telemetry.otlp_endpoint.is_empty()
+        && let Err(e) = telemetry::traces::start(&config.telemetry.otlp_endpoint)
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     for warning in &config.warnings {
         tracing::warn!("configuration: {warning}");
     }
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
     // Work still running on the runtime's threads (a blocked write, an abandoned query)
     // does not hold the process.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The spans still held go out, within the exporter's timeout.
+    telemetry::traces::stop();
     match outcome {
         Ok(code) => code,
         Err(e) => {

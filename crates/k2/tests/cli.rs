@@ -185,11 +185,7 @@ fn compactions(rt: &tokio::runtime::Runtime, data: &Path) -> usize {
 #[test]
 fn a_running_writer_compacts_and_bounds_its_log_and_every_row_lands_once() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = k2_testkit::services::free_port();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -605,11 +601,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
 fn metrics_show_data_flowing_and_sigterm_stops_cleanly() {
     let data = tempfile::tempdir().unwrap();
     run_ok(k2(data.path()).arg("ingest").arg("asx").arg(sample()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = k2_testkit::services::free_port();
     let mut writer = spawn(
         k2(data.path())
             .env("K2_TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{port}"))
@@ -801,11 +793,7 @@ fn kill_nine_rounds(env: &[(&str, String)]) {
 #[test]
 fn sigterm_mid_run_commits_everything_acknowledged_and_the_next_start_continues() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = k2_testkit::services::free_port();
     // Commits only on size or age that never come: whatever the writer has read when
     // SIGTERM arrives sits in its buffers.
     let mut ingest = spawn(k2(data.path()).arg("ingest").arg("asx").arg(sample()));

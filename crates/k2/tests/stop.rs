@@ -120,15 +120,6 @@ fn sigterm(pid: u32) {
     assert!(status.success());
 }
 
-/// A port of loopback where nothing listens.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A listener that accepts connections and never says a word (a server that hangs).
 /// Lives as long as the test.
 fn silent_server() -> (std::net::TcpListener, u16) {
@@ -140,7 +131,7 @@ fn silent_server() -> (std::net::TcpListener, u16) {
 /// `k2 feed binance` pointed where nothing listens, with the `[feeds]` settings given as
 /// environment variables.
 fn feed_to_nothing(data: &Path, settings: &[(&str, &str)]) -> Watched {
-    let url = format!("ws://127.0.0.1:{}", closed_port());
+    let url = format!("ws://127.0.0.1:{}", k2_testkit::services::free_port());
     let mut cmd = k2(data);
     cmd.env("K2_LOG", "info");
     for (key, value) in settings {
@@ -199,7 +190,7 @@ fn commands_on_an_unreachable_kafka_cluster_stop_at_once() {
             .env("K2_LOG__BACKEND", "kafka")
             .env(
                 "K2_LOG__KAFKA__BOOTSTRAP_SERVERS",
-                format!("127.0.0.1:{}", closed_port()),
+                format!("127.0.0.1:{}", k2_testkit::services::free_port()),
             )
             .env("K2_LOG__KAFKA__REQUEST_TIMEOUT", "120s");
     };

@@ -11,6 +11,9 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use crate::failure::{ErrorBody, error_json};
 use crate::metrics;
 
@@ -61,9 +64,26 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .unwrap_or_default();
     req.extensions_mut().insert(RequestId(id.clone()));
     metrics::request_started();
-    let mut response = next.run(req).await;
+    // The request's span (exported when traces are on), named as OpenTelemetry's HTTP
+    // conventions name a server span; it ends when the response's head is ready.
+    let span = tracing::trace_span!(
+        target: k2_model::STAGE_SPANS,
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method,
+        http.route = %route,
+        http.response.status_code = Empty,
+        request_id = %id,
+    );
+    let mut response = next.run(req).instrument(span.clone()).await;
 
     let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Some(body) = response.extensions_mut().remove::<ErrorBody>() {
         response = with_json_body(response, error_json(&body, &id));
     } else if status.as_u16() >= 400 && !is_json(&response) {

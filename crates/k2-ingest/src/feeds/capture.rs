@@ -18,6 +18,7 @@ use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, TopicBatch
 use k2_model::{AssetClass, DataType, MarketRecord, TopicName, avro};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use tokio_util::sync::CancellationToken;
 
@@ -276,7 +277,10 @@ async fn append<L: Log>(
         .filter(|batch| !batch.is_empty())
         .collect();
     if !batches.is_empty() {
-        log.produce(batches, None).await?;
+        let records: usize = batches.iter().map(TopicBatch::len).sum();
+        log.produce(batches, None)
+            .instrument(tracing::trace_span!(target: k2_model::STAGE_SPANS, "append", venue = label, records))
+            .await?;
         stats.appends += 1;
         // Received → durable in the log, for the oldest record of the batch.
         let lag = Duration::from_micros(now_us().saturating_sub(oldest_receive).max(0) as u64);

@@ -11,8 +11,9 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use k2_log::{DeadLetter, DeadLetterStore, Log, SourceCheckpoint, TopicBatch};
-use k2_model::DataType;
+use k2_model::{DataType, STAGE_SPANS};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{FileSummary, IngestError, IngestOptions, Progress, STAGE, dead_letter};
@@ -344,7 +345,13 @@ pub(super) async fn ingest_file<'a, L: Log>(
         if chunk.len() >= options.chunk_rows || (at_end && (bytes > done.bytes)) {
             // One ingestion time per append: the moment the chunk goes to the log.
             let now = now_us();
-            let (batch, letters) = parse_chunk(&chunk, &file, now, threads);
+            let (batch, letters) = {
+                let span = tracing::trace_span!(target: STAGE_SPANS, "parse", file = rel, rows = chunk.len(), dead_letters = tracing::field::Empty)
+                    .entered();
+                let parsed = parse_chunk(&chunk, &file, now, threads);
+                span.record("dead_letters", parsed.1.len());
+                parsed
+            };
             chunk.clear();
             summary.produced += batch.len() as u64;
             summary.dead_lettered += letters.len() as u64;
@@ -357,6 +364,8 @@ pub(super) async fn ingest_file<'a, L: Log>(
                 prefix_xxh3: hasher.digest(),
             })
             .expect("checkpoint serialises");
+            let append =
+                tracing::trace_span!(target: STAGE_SPANS, "append", topic, records = batch.len());
             in_flight
                 .push(
                     log,
@@ -366,6 +375,7 @@ pub(super) async fn ingest_file<'a, L: Log>(
                         state,
                     },
                 )
+                .instrument(append)
                 .await?;
             progress(Progress {
                 file: rel,

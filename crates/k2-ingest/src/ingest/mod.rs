@@ -21,6 +21,7 @@ use std::time::Instant;
 use k2_log::{DeadLetter, DeadLetterStore, Log, LogError, SchemaStore, SourceCheckpoint};
 use k2_model::{AssetClass, DataType, MarketRecord, Text, TopicName, avro};
 use serde::Serialize;
+use tracing::Instrument;
 
 use self::file::{FileCheckpoint, InFlight, ingest_file};
 use crate::asx::{self, Company, Rejection};
@@ -249,6 +250,7 @@ pub async fn ingest_asx<L: Log + SchemaStore>(
             progress,
             &mut in_flight,
         )
+        .instrument(tracing::trace_span!(target: k2_model::STAGE_SPANS, "file", file = %rel, data_type = dt.as_str()))
         .await
         {
             Ok(()) => {}
@@ -330,6 +332,7 @@ async fn ingest_reference<L: Log>(
         vec![encoder.batch(&topic, &mut records, now)],
         Some(SourceCheckpoint { source, state }),
     )
+    .instrument(tracing::trace_span!(target: k2_model::STAGE_SPANS, "append", topic, records = summary.produced))
     .await?;
     metrics::rows(STAGE, summary.produced, summary.dead_lettered);
     Ok(summary)

@@ -13,6 +13,9 @@ use arrow::datatypes::SchemaRef;
 use iceberg::Catalog;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use k2_model::STAGE_SPANS;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::dependencies::CommitDeps;
 use super::files::write_files;
@@ -74,16 +77,26 @@ pub(super) async fn write_and_commit(
     let rows = Arc::new(rows);
     let files = {
         let (rows, name, table, arrow_schema) = (&rows, &name, &table, &arrow_schema);
-        deps.storage
+        let span = tracing::trace_span!(target: STAGE_SPANS, "write", table = %t, rows = rows.len(), files = Empty, bytes = Empty);
+        let files = deps
+            .storage
             .call(|| write_files(t, table, arrow_schema, rows, name, zstd_level))
-            .await?
+            .instrument(span.clone())
+            .await?;
+        span.record("files", files.len());
+        span.record(
+            "bytes",
+            files.iter().map(|f| f.file_size_in_bytes()).sum::<u64>(),
+        );
+        files
     };
     let mut rows = Arc::try_unwrap(rows).unwrap_or_default();
     let file_count = files.len();
     let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
     let started = Instant::now();
     let mut attempt = 0;
-    let table = loop {
+    let span = tracing::trace_span!(target: STAGE_SPANS, "commit", table = %t, rows = rows.len(), attempts = Empty, snapshot = Empty);
+    let table = async { loop {
         deps.catalog.permit().await;
         attempt += 1;
         let result = async {
@@ -127,9 +140,15 @@ pub(super) async fn write_and_commit(
             metrics::commit_failed(t.name());
         }
         if let Some(table) = deps.catalog.settle(result, attempt, started).await? {
-            break table;
+            break Ok::<_, LakeError>(table);
         }
-    };
+    } }
+    .instrument(span.clone())
+    .await?;
+    span.record("attempts", attempt);
+    if let Some(snapshot) = table.metadata().current_snapshot() {
+        span.record("snapshot", snapshot.snapshot_id());
+    }
     rows.clear();
     Ok(Committed {
         table,

@@ -19,6 +19,7 @@ use crate::commit_marks::{CommitMarks, parse_offset_key};
 use crate::error::{LakeError, Result};
 use crate::metrics;
 use crate::tables::LakeTable;
+use tracing::Instrument;
 
 /// Where rejected records go: the store in the data directory, then the log's
 /// dead-letter topic (Kafka).
@@ -139,10 +140,16 @@ pub(super) async fn take_off<L: Log>(
             };
             let mut commit_deps = deps.commit.take().expect("one batch in flight at a time");
             let catalog = catalog.clone();
-            tokio::spawn(async move {
-                let committed = write_and_commit(batch, catalog.as_ref(), &mut commit_deps).await;
-                (commit_deps, committed)
-            })
+            // The batch's trace: its write and its commit.
+            let span = tracing::trace_span!(target: k2_model::STAGE_SPANS, "batch", table = %t, rows = batch.rows.len(), batch = %batch.name);
+            tokio::spawn(
+                async move {
+                    let committed =
+                        write_and_commit(batch, catalog.as_ref(), &mut commit_deps).await;
+                    (commit_deps, committed)
+                }
+                .instrument(span),
+            )
         },
     };
     Ok(Some(flight))

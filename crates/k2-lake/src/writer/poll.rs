@@ -57,13 +57,16 @@ impl Poller {
     ) -> Result<()> {
         // The schemas first (the store may be remote), then the payloads.
         self.decoder.learn(log, records).await?;
-        decode_all(
-            &self.decoder,
-            records,
-            self.threads,
-            |rec| routes.get(&rec.topic).map(|(_, name)| name.data_type),
-            &mut self.decoded,
-        );
+        tracing::trace_span!(target: k2_model::STAGE_SPANS, "decode", records = records.len())
+            .in_scope(|| {
+                decode_all(
+                    &self.decoder,
+                    records,
+                    self.threads,
+                    |rec| routes.get(&rec.topic).map(|(_, name)| name.data_type),
+                    &mut self.decoded,
+                )
+            });
         let mut duplicates: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut at = 0;
         while at < records.len() {

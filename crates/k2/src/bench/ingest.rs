@@ -1,18 +1,21 @@
 //! `k2 bench ingest`: CSV → log → lake committed, rows per second at each stage, and the
-//! bytes per trade in the lake against the CSV.
+//! bytes per trade in the lake against the CSV; then each dataset again on the local disk
+//! with OTLP traces on (to a receiver on 127.0.0.1), beside the same run's figures off.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::otlp;
 use crate::app::App;
 use crate::config::Config;
+use crate::telemetry;
 
 /// The sample and, unless `rows` is 0, `rows` synthetic trades over `companies`, each
 /// ingested and committed in a fresh data directory under `root`: on the local disk, and
 /// when `warehouse.uri` names a bucket, in it too (under a fresh prefix), one after the
-/// other in the same run.
+/// other in the same run; then on the local disk again, with traces exported.
 pub async fn run(
     config: &Config,
     sample: &Path,
@@ -26,8 +29,10 @@ pub async fn run(
     if !config.warehouse.uri.is_empty() {
         warehouses.push(("S3", config.clone()));
     }
+    // "Off" is off even when the configuration exports traces.
+    tokio::task::spawn_blocking(telemetry::traces::stop).await?;
     println!(
-        "dataset              warehouse       rows   ingest→log   log→lake   end-to-end   CSV B/row  lake B/row  commits  commit p50/p99 ms"
+        "dataset              warehouse  traces      rows   ingest→log   log→lake   end-to-end   CSV B/row  lake B/row  commits  commit p50/p99 ms"
     );
     let run_id = format!("bench-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
     let mut datasets = vec![("bundled ASX sample".to_string(), sample.to_path_buf())];
@@ -39,7 +44,7 @@ pub async fn run(
             "generated {rows} synthetic trades in {:.1}s",
             t.elapsed().as_secs_f64()
         );
-        datasets.push((format!("synthetic {}M trades", rows / 1_000_000), data));
+        datasets.push((format!("synthetic {} trades", millions(rows)), data));
     }
     for (i, (name, data)) in datasets.iter().enumerate() {
         for (where_, config) in &warehouses {
@@ -51,9 +56,27 @@ pub async fn run(
                     config.warehouse.uri.trim_end_matches('/')
                 );
             }
-            ingest_once(config, name, where_, data).await?;
+            ingest_once(config, name, where_, "off", data).await?;
         }
     }
+    let receiver = otlp::Receiver::start().await?;
+    let endpoint = receiver.endpoint.clone();
+    tokio::task::spawn_blocking(move || telemetry::traces::start(&endpoint)).await??;
+    for (i, (name, data)) in datasets.iter().enumerate() {
+        let mut config = warehouses[0].1.clone();
+        config.data_dir = root.join(format!("{i}-traced"));
+        ingest_once(config, name, warehouses[0].0, "OTLP", data).await?;
+    }
+    // Stopping sends the spans still held.
+    tokio::task::spawn_blocking(telemetry::traces::stop).await?;
+    let counts = receiver.counts();
+    let spans: u64 = counts.values().sum();
+    let by_name: Vec<String> = counts.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    println!(
+        "traces: {spans} spans received at {} ({})",
+        receiver.endpoint,
+        by_name.join(", ")
+    );
     Ok(())
 }
 
@@ -61,6 +84,7 @@ async fn ingest_once(
     config: Config,
     name: &str,
     warehouse: &str,
+    traces: &str,
     data: &Path,
 ) -> anyhow::Result<()> {
     let app = App::open(config).await?;
@@ -92,7 +116,7 @@ async fn ingest_once(
     };
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
     println!(
-        "{name:20} {warehouse:10} {:>9} {:>10.0}/s {:>9.0}/s {:>10.0}/s {:>10.1} {:>11.1} {:>8} {:>8}/{}",
+        "{name:20} {warehouse:10} {traces:6} {:>9} {:>10.0}/s {:>9.0}/s {:>10.0}/s {:>10.1} {:>11.1} {:>8} {:>8}/{}",
         rows as u64,
         rate(t1 - t0),
         rate(t2 - t1),
@@ -105,6 +129,15 @@ async fn ingest_once(
     );
     Ok(())
 }
+/// `rows` in millions as the table shows them: `10M`, `0.2M`.
+fn millions(rows: u64) -> String {
+    if rows.is_multiple_of(1_000_000) {
+        format!("{}M", rows / 1_000_000)
+    } else {
+        format!("{:.1}M", rows as f64 / 1e6)
+    }
+}
+
 fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
     if !dir.exists() {

@@ -36,6 +36,7 @@ mod dedup;
 mod feed;
 mod ingest;
 mod kafka;
+mod otlp;
 mod query;
 mod replay;
 mod sequence;

@@ -1,83 +1,9 @@
-//! Logs and metrics of the process: `tracing` to standard error (text or JSON), and a
-//! Prometheus `/metrics` endpoint for long-running commands when configured.
+//! The Prometheus recorder: histogram buckets, every metric's help text, and the
+//! `/metrics` endpoint of the commands that have no API of their own.
 
 use anyhow::Context;
-use k2_model::ConfigError;
-use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-/// `[telemetry]`: logs and the metrics endpoint.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    pub log_format: LogFormat,
-    /// A tracing filter, e.g. `info` or `k2_lake=debug,info`. Empty: `info` for the
-    /// services (ingest, consume, feed, serve, up), `warn` for interactive commands.
-    pub log_level: String,
-    /// Address for the Prometheus `/metrics` endpoint of long-running commands; empty: off.
-    pub metrics_listen: String,
-}
-
-impl TelemetryConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.log_level.is_empty() && EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(ConfigError::new(
-                "telemetry.log_level",
-                format!("'{}' is not a tracing filter", self.log_level),
-            ));
-        }
-        if !self.metrics_listen.is_empty()
-            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(ConfigError::new(
-                "telemetry.metrics_listen",
-                format!("'{}' is not an address (host:port)", self.metrics_listen),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Targets whose debug events carry credentials (found by `tests/secrets.rs`, which
-/// searches a debug-level run for known secrets).
-const CREDENTIAL_PRINTERS: &[&str] = &["reqsign", "reqsign_core", "reqsign_aws_v4"];
-
-/// `service`: a long-running command, which logs at `info` unless configured otherwise.
-pub fn init_logs(config: &TelemetryConfig, service: bool) {
-    let default = if !config.log_level.is_empty() {
-        config.log_level.as_str()
-    } else if service {
-        "info"
-    } else {
-        "warn"
-    };
-    let mut filter = EnvFilter::try_from_env("K2_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    // Libraries that print credentials in their debug events stay at `warn`, whatever
-    // level is asked for: the object store's request signer logs its static credentials
-    // (access key and secret) at debug.
-    for quiet in CREDENTIAL_PRINTERS {
-        filter = filter.add_directive(format!("{quiet}=warn").parse().expect("a directive"));
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: a log file or collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log_format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
+use super::TelemetryConfig;
 
 /// Serves `/metrics` on the configured address (long-running commands only), with the
 /// process's resources under `data_dir` refreshed every few seconds.
