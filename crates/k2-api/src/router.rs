@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::config::ApiConfig;
 use crate::docs;
 use crate::failure::Failure;
-use crate::handlers::{analytics, catalogue, market, operations, replay, sql};
+use crate::handlers::{analytics, catalogue, market, operations, quality, replay, sql};
 use crate::middleware::{REQUEST_ID, authenticate, ip_limit, observe, refuse_expensive};
 use crate::state::ApiState;
 use crate::{ApiError, openapi};
@@ -46,6 +46,8 @@ pub fn router(state: Arc<ApiState>) -> Result<Router, ApiError> {
         .routes(routes!(catalogue::stats))
         .routes(routes!(catalogue::snapshots))
         .routes(routes!(sql::sql))
+        .routes(routes!(quality::summary))
+        .routes(routes!(quality::gaps))
         // A WebSocket conversation is beyond what OpenAPI describes (see `replay_ws`).
         .route("/v1/replay/ws", get(replay::replay_ws))
         // Layers run outside in: the key is checked before a question is weighed.

@@ -6,6 +6,8 @@
 //!
 //! - [`sequence`] — per-stream sequence tracking: in order, gaps (with a ledger of what is
 //!   missing), late fills, duplicates, session resets, too old.
+//! - [`gap_ledger`] — each stream's completeness ledger: every gap from found to filled or
+//!   given up, and its sessions.
 //! - [`resilience`] — retry backoff with jitter, and circuit breakers.
 //! - [`dedup`] — exact dedup by message id: a Bloom filter in front of a bounded,
 //!   time-windowed set.
@@ -14,11 +16,13 @@
 
 pub mod dedup;
 pub mod degradation;
+pub mod gap_ledger;
 pub mod resilience;
 pub mod sequence;
 
 pub use dedup::{DedupConfig, DedupStats, Deduplicator};
 pub use degradation::{Governor, GovernorConfig, Level, Pressure, Signals, Thresholds, Transition};
+pub use gap_ledger::{GapEntry, GapLedger, GapStatus, Session};
 pub use resilience::{BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
 
 pub use sequence::{

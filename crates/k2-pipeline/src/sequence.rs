@@ -14,11 +14,15 @@
 //! What the stream has seen is `[first, next)` minus the open gaps, so the state is a few
 //! integers plus the ledger of open gaps (bounded per stream: when full, the oldest gap is
 //! given up and counted as lost). The tracker never drops anything itself: it classifies
-//! and counts; dropping duplicates is the dedup stage's job (by message id).
+//! and counts; dropping duplicates is the dedup stage's job (by message id). Each stream
+//! also keeps its [`GapLedger`]: every gap from found to filled or given up, and its
+//! sessions.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::gap_ledger::{GapLedger, Session};
 
 /// Tuning of every stream of a tracker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,9 @@ pub struct StreamTracker {
     /// Open gaps: first → last, disjoint, all inside `[first, next)`.
     gaps: BTreeMap<u64, u64>,
     stats: StreamStats,
+    /// (Absent from states saved before the ledger: it starts empty.)
+    #[serde(default)]
+    ledger: GapLedger,
 }
 
 impl StreamTracker {
@@ -127,6 +134,7 @@ impl StreamTracker {
         self.last_us = self.last_us.max(at_us);
         if !self.started {
             self.restart(seq);
+            self.ledger.started(at_us);
             self.stats.in_order += 1;
             return Event::InOrder;
         }
@@ -140,7 +148,7 @@ impl StreamTracker {
                 first: self.next,
                 last: seq - 1,
             };
-            self.open_gap(config, gap);
+            self.open_gap(config, gap, at_us);
             self.next = seq + 1;
             self.stats.gaps += 1;
             self.stats.gap_messages += gap.count();
@@ -151,6 +159,7 @@ impl StreamTracker {
             return self.reset(seq, at_us);
         }
         if self.fill(seq) {
+            self.ledger.filled(seq, at_us);
             self.stats.late_fills += 1;
             return Event::LateFill;
         }
@@ -172,6 +181,7 @@ impl StreamTracker {
                         first: seq + 1,
                         last: self.first - 1,
                     },
+                    at_us,
                 );
             }
             self.first = seq;
@@ -192,17 +202,26 @@ impl StreamTracker {
         // Whatever the old session still missed is lost now.
         self.stats.lost += self.gaps.iter().map(|(f, l)| l - f + 1).sum::<u64>();
         self.gaps.clear();
+        // The message that reset the stream is the new session's first.
+        let ended = Session {
+            ended_us: Some(at_us),
+            received: self.session().received - 1,
+            ..self.session()
+        };
+        self.ledger.reset(ended, at_us, self.stats.total - 1);
         self.restart(seq);
         self.last_us = at_us;
         self.stats.resets += 1;
         Event::SessionReset
     }
 
-    fn open_gap(&mut self, config: &SequenceConfig, gap: GapRange) {
+    fn open_gap(&mut self, config: &SequenceConfig, gap: GapRange, at_us: i64) {
         self.gaps.insert(gap.first, gap.last);
+        self.ledger.found(gap.first, gap.last, at_us);
         while self.gaps.len() > config.max_open_gaps {
             let (f, l) = self.gaps.pop_first().expect("non-empty");
             self.stats.lost += l - f + 1;
+            self.ledger.lost(f, l, at_us);
         }
     }
 
@@ -239,6 +258,24 @@ impl StreamTracker {
 
     pub fn stats(&self) -> &StreamStats {
         &self.stats
+    }
+
+    /// Every gap found (closed ones kept up to a bound) and the ended sessions.
+    pub fn ledger(&self) -> &GapLedger {
+        &self.ledger
+    }
+
+    /// The current session: its sequences so far and the messages it received.
+    pub fn session(&self) -> Session {
+        let (session, started_us, received_before) = self.ledger.current();
+        Session {
+            session,
+            first: self.first,
+            last: self.next.saturating_sub(1),
+            received: self.stats.total - received_before,
+            started_us,
+            ended_us: None,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::gap_ledger::{GapEntry, GapStatus, Session};
 
 const T0: i64 = 1_394_492_400_000_000; // 2014-03-10 23:00 UTC, an ASX open
 const SEC: i64 = 1_000_000;
@@ -293,5 +294,141 @@ proptest! {
         prop_assert_eq!(s.duplicates, dups as u64);
         prop_assert_eq!(s.in_order + s.gaps + s.late_fills, present.len() as u64);
         prop_assert_eq!(s.resets + s.too_old + s.lost, 0);
+    }
+}
+
+/// The ledger of a stream with a gap filled late, a gap left open, a duplicate and a reset:
+/// exactly those gaps, with when they were found and closed, and both sessions.
+#[test]
+fn the_ledger_keeps_each_gap_from_found_to_filled_or_lost() {
+    let config = SequenceConfig::default();
+    let mut t = SequenceTracker::new(config.clone());
+    let id = t.stream("ASX", "BHP");
+    let at = |s: i64| T0 + s * 1_000_000;
+    for (seq, s) in [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (7, 7),
+        (5, 8),
+        (4, 9),
+        (3, 10),
+        (6, 11),
+        (12, 12),
+    ] {
+        t.check(id, seq, at(s));
+    }
+    let state = t.get("ASX", "BHP").unwrap();
+    let gaps: Vec<GapEntry> = state.ledger().gaps().cloned().collect();
+    assert_eq!(
+        gaps,
+        [
+            GapEntry {
+                session: 0,
+                first: 4,
+                last: 6,
+                found_us: at(7),
+                filled: 3,
+                lost: 0,
+                closed_us: Some(at(11))
+            },
+            GapEntry {
+                session: 0,
+                first: 8,
+                last: 11,
+                found_us: at(12),
+                filled: 0,
+                lost: 0,
+                closed_us: None
+            },
+        ]
+    );
+    assert_eq!(gaps[0].status(), GapStatus::Filled);
+    assert_eq!((gaps[1].status(), gaps[1].missing()), (GapStatus::Open, 4));
+    assert_eq!(state.stats().duplicates, 1);
+
+    // An hour's pause, then the sequence starts over: the open gap is given up.
+    t.check(id, 1, at(3600 + 12));
+    t.check(id, 2, at(3600 + 13));
+    let state = t.get("ASX", "BHP").unwrap();
+    let lost = state.ledger().gaps().last().unwrap().clone();
+    assert_eq!((lost.first, lost.last, lost.lost), (8, 11, 4));
+    assert_eq!(lost.closed_us, Some(at(3600 + 12)));
+    assert_eq!(lost.status(), GapStatus::Lost);
+    let ended: Vec<Session> = state.ledger().ended_sessions().cloned().collect();
+    assert_eq!(
+        ended,
+        [Session {
+            session: 0,
+            first: 1,
+            last: 12,
+            received: 9,
+            started_us: at(1),
+            ended_us: Some(at(3600 + 12))
+        }]
+    );
+    assert_eq!(
+        state.session(),
+        Session {
+            session: 1,
+            first: 1,
+            last: 2,
+            received: 2,
+            started_us: at(3600 + 12),
+            ended_us: None
+        }
+    );
+}
+
+#[test]
+fn a_gap_pushed_out_of_a_full_ledger_is_lost_in_part_or_whole() {
+    let config = SequenceConfig {
+        max_open_gaps: 1,
+        ..SequenceConfig::default()
+    };
+    let mut t = SequenceTracker::new(config);
+    let id = t.stream("ASX", "BHP");
+    for seq in [1, 5, 3, 9] {
+        t.check(id, seq, T0 + seq as i64);
+    }
+    // 2..=4 was split by the late 3; its piece 2 was pushed out by 4, then 4 by 6..=8.
+    let state = t.get("ASX", "BHP").unwrap();
+    let gaps: Vec<GapEntry> = state.ledger().gaps().cloned().collect();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_eq!(
+        (
+            gaps[0].first,
+            gaps[0].filled,
+            gaps[0].lost,
+            gaps[0].status()
+        ),
+        (2, 1, 2, GapStatus::Lost)
+    );
+    assert_eq!(
+        (gaps[1].first, gaps[1].last, gaps[1].status()),
+        (6, 8, GapStatus::Open)
+    );
+    assert_eq!(state.stats().lost, 2);
+}
+
+proptest! {
+    #[test]
+    fn the_ledger_accounts_for_every_missing_message((_present, stream, _dups) in shuffled_with_duplicates(), max_open_gaps in 1usize..8) {
+        let config = SequenceConfig { window: 1_000, max_open_gaps, ..SequenceConfig::default() };
+        let mut t = SequenceTracker::new(config);
+        let id = t.stream("ASX", "BHP");
+        for (i, seq) in stream.iter().enumerate() {
+            t.check(id, *seq, T0 + i as i64);
+        }
+        let Some(state) = t.get("ASX", "BHP") else { return Ok(()); };
+        let mut missing = 0;
+        for gap in state.ledger().gaps() {
+            prop_assert_eq!(gap.filled + gap.lost + gap.missing(), gap.size(), "{:?}", gap);
+            prop_assert_eq!(gap.closed_us.is_some(), gap.missing() == 0);
+            missing += gap.missing();
+        }
+        prop_assert_eq!(missing, state.missing());
+        let lost: u64 = state.ledger().gaps().map(|g| g.lost).sum();
+        prop_assert_eq!(lost, state.stats().lost);
     }
 }

@@ -257,10 +257,10 @@ pub async fn catalog(config: &Config) -> anyhow::Result<Arc<dyn iceberg::Catalog
 
 /// The query engine over the lake (no log needed).
 pub async fn engine(config: &Config) -> anyhow::Result<QueryEngine> {
-    Ok(QueryEngine::new(
-        catalog(config).await?,
-        config.query.clone(),
-    )?)
+    Ok(
+        QueryEngine::new(catalog(config).await?, config.query.clone())?
+            .with_ledger(config.state_dir()),
+    )
 }
 
 type Task<T> = tokio::task::JoinHandle<T>;

@@ -604,6 +604,8 @@ fn every_endpoint_answers_exactly_in_every_format() {
         "/v1/snapshots/{snapshot_id}/query",
         "/v1/replay",
         "/v1/sql",
+        "/v1/quality/summary",
+        "/v1/quality/gaps",
         "/health",
         "/health/ready",
         "/metrics",
@@ -1057,6 +1059,79 @@ quotes = false
     );
     assert!(letters[1]["raw"].as_str().unwrap() == "{garbage");
     drop(sim);
+
+    // The completeness ledger says exactly that: two gaps — 200, found when 201 came and
+    // filled when 200 did; 300..=304, still open — and 22 duplicates dropped (100 sent
+    // twice, 480..=500 sent again after the reconnect), through the CLI, SQL and REST.
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    };
+    let gaps = run_ok(k2(data.path()).args(["query", "gaps", "--format", "csv"]));
+    let gaps: Vec<&str> = gaps.lines().collect();
+    assert_eq!(
+        gaps,
+        [
+            "table,exchange,symbol,session,first_sequence,last_sequence,size,status,filled,lost,missing,found_at,closed_at",
+            &format!(
+                "market_data.trades,BINANCE,BTCUSDT,0,200,200,1,filled,1,0,0,{},{}",
+                at(201),
+                at(200)
+            ),
+            &format!(
+                "market_data.trades,BINANCE,BTCUSDT,0,300,304,5,open,0,0,5,{},",
+                at(305)
+            ),
+        ]
+    );
+    let summary = run_ok(k2(data.path()).args([
+        "sql",
+        "SELECT table, exchange, symbol, session, first_sequence, last_sequence, received, in_order, gaps, gap_messages, late_fills, missing, lost, sequence_duplicates, duplicates_dropped, resets, too_old FROM quality.streams",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        summary.lines().nth(1),
+        Some("market_data.trades,BINANCE,BTCUSDT,0,1,600,595,592,2,6,1,5,0,0,22,0,0"),
+        "{summary}"
+    );
+    let server = serve(data.path(), "");
+    let open = server
+        .get(
+            "/v1/quality/gaps?symbol=BTCUSDT&status=open",
+            Some(&server.reader),
+        )
+        .json();
+    let open = open["data"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(
+        (
+            &open[0]["first_sequence"],
+            &open[0]["missing"],
+            &open[0]["closed_at"]
+        ),
+        (&json!(300), &json!(5), &Value::Null)
+    );
+    let streams = server
+        .get(
+            "/v1/quality/summary?table=trades&exchange=BINANCE",
+            Some(&server.reader),
+        )
+        .json();
+    let streams = streams["data"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(
+        (
+            &streams[0]["received"],
+            &streams[0]["missing"],
+            &streams[0]["duplicates_dropped"]
+        ),
+        (&json!(595), &json!(5), &json!(22))
+    );
+    let refused = server.get("/v1/quality/gaps?status=closed", Some(&server.reader));
+    assert_error(&refused, 422, "invalid_parameter");
 }
 
 /// Sends SIGTERM to `k2 up` and waits (a minute at most) for it to exit.

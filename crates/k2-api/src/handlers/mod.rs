@@ -7,11 +7,13 @@
 //! - `analytics` — daily summaries, bars, aggregations.
 //! - `catalogue` — symbols, table stats, snapshots.
 //! - `sql` — read-only SQL.
+//! - `quality` — the completeness ledger: streams and gaps.
 //! - `operations` — health, readiness, metrics.
 
 pub mod analytics;
 pub mod catalogue;
 pub mod market;
 pub mod operations;
+pub mod quality;
 pub mod replay;
 pub mod sql;

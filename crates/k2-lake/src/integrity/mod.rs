@@ -17,10 +17,12 @@
 //! # Layout
 //!
 //! - [`options`] — what the integrity checks are configured with.
+//! - [`ledger`] — the completeness ledger of a table as of a snapshot, read back as data.
 //! - [`reload`] — the dedup window rebuilt from the lake.
 //! - [`state_file`] — the sequence state written with each commit.
 //! - [`redis`], [`shared_sequence`], [`shared_dedup`] — the shared form in Redis.
 
+pub mod ledger;
 mod options;
 pub mod redis;
 mod reload;
@@ -264,10 +266,11 @@ impl TableIntegrity {
         Ok(marks)
     }
 
-    /// After the commit of `batch`: state no snapshot names any more goes.
+    /// After the commit of `batch`: the state of older commits goes (but the newest few,
+    /// for readers of the ledger that are a commit behind).
     pub fn committed(&self, batch: &str) {
         if let Some(dir) = &self.state_dir {
-            state_file::keep_only(dir, batch);
+            state_file::prune(dir, batch);
         }
     }
 

@@ -67,18 +67,33 @@ pub(super) fn read(dir: &Path, file: &str) -> Result<Option<(PathBuf, StateFile)
     }
 }
 
-/// After the commit of `batch`: every other file of `dir` is no longer named by the
-/// current snapshot (older ones, or orphans of a crash before a commit).
-pub(super) fn keep_only(dir: &Path, batch: &str) {
+/// Files kept besides the one the current snapshot names: a reader of the completeness
+/// ledger that loaded the table's metadata just before a commit still finds the file its
+/// snapshot names.
+const KEPT_BEFORE: usize = 4;
+
+/// After the commit of `batch`: the files before it go, but the [`KEPT_BEFORE`] newest
+/// (older commits' states, and orphans of a crash before a commit).
+pub(super) fn prune(dir: &Path, batch: &str) {
     let keep = name(batch);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        if entry.file_name() != keep.as_str()
-            && let Err(e) = std::fs::remove_file(entry.path())
-        {
-            tracing::warn!(file = %entry.path().display(), error = %e, "could not remove old state");
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name() != keep.as_str())
+        .map(|e| {
+            let modified = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, e.path())
+        })
+        .collect();
+    others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, path) in others.into_iter().skip(KEPT_BEFORE) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove old state");
         }
     }
 }
@@ -97,16 +112,29 @@ mod tests {
     }
 
     #[test]
-    fn a_written_state_reads_back_and_the_others_go_after_the_commit() {
+    fn a_written_state_reads_back_and_the_oldest_go_after_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let first = write(dir.path(), &state("aa")).unwrap();
-        let second = write(dir.path(), &state("bb")).unwrap();
-        assert_eq!(second, "sequence-bb.json");
         let (_, back) = read(dir.path(), &first).unwrap().unwrap();
         assert_eq!((back.batch.as_str(), back.duplicates.len()), ("aa", 1));
-        keep_only(dir.path(), "bb");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&first))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let names: Vec<String> = ["bb", "cc", "dd", "ee", "ff"]
+            .iter()
+            .map(|b| write(dir.path(), &state(b)).unwrap())
+            .collect();
+        assert_eq!(names[0], "sequence-bb.json");
+        prune(dir.path(), "ff");
+        // The oldest of the five before went; the current and the four newest stay.
         assert!(read(dir.path(), &first).unwrap().is_none());
-        assert!(read(dir.path(), &second).unwrap().is_some());
+        for name in &names {
+            assert!(read(dir.path(), name).unwrap().is_some(), "{name}");
+        }
     }
 
     #[test]

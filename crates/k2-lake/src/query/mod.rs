@@ -18,6 +18,8 @@
 //! - `bars` — daily summaries, bars and aggregations.
 //! - `sql` — free read-only SQL; `catalogue` — symbols, snapshots, counts.
 //! - `pin` — time travel: a snapshot by id, tag or instant, and an answer's receipt.
+//! - `quality` — the completeness ledger as tables (`quality.streams`, `.gaps`,
+//!   `.sessions`).
 
 mod answer;
 mod bars;
@@ -26,6 +28,7 @@ mod live;
 mod market;
 mod options;
 mod pin;
+mod quality;
 mod request;
 mod sql;
 pub(crate) mod sql_text;
@@ -52,6 +55,7 @@ pub use self::answer::{
 };
 pub use self::options::QueryOptions;
 pub use self::pin::{Pin, Receipt, tags};
+pub use self::quality::{LedgerFilter, LedgerView, SEQUENCED};
 pub use self::request::{AggregateRequest, BarInterval, MarketFilter, RowKey, RowOrder};
 use self::sql_text::uuids_as_text;
 pub use self::sql_text::{columns, default_columns};
@@ -73,6 +77,8 @@ pub struct QueryEngine {
     /// Receipts by snapshot: making one walks the snapshot's whole ancestry, which an
     /// answer kept in the API's cache must not pay at every request.
     receipts: std::sync::Mutex<std::collections::HashMap<(LakeTable, i64), Receipt>>,
+    /// The writer's sequence-state directory, where the completeness ledger is read.
+    state_root: Option<std::path::PathBuf>,
 }
 
 /// Receipts kept at most (a snapshot's receipt never changes; the set is cleared when full).
@@ -104,7 +110,15 @@ impl QueryEngine {
             tables: Default::default(),
             manifests: Default::default(),
             receipts: Default::default(),
+            state_root: None,
         })
+    }
+
+    /// The engine reading the completeness ledger from the writer's sequence-state
+    /// directory `state_root` (the `quality` tables, [`QueryEngine::ledgers`]).
+    pub fn with_ledger(mut self, state_root: std::path::PathBuf) -> Self {
+        self.state_root = Some(state_root);
+        self
     }
 
     /// The decoded Parquet footers kept between queries: (bytes, files).

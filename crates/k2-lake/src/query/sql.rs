@@ -1,16 +1,21 @@
-//! Free SQL over every table (`trades`, `quotes`, `reference_data.companies`): read-only
-//! (the planner refuses DDL, DML and statements), cut at `max_rows` rows and saying so.
+//! Free SQL over every table (`trades`, `quotes`, `reference_data.companies`, and the
+//! completeness ledger's `quality.streams`, `quality.gaps`, `quality.sessions`):
+//! read-only (the planner refuses DDL, DML and statements), cut at `max_rows` rows and
+//! saying so.
 
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use super::QueryEngine;
 use super::answer::SqlAnswer;
 use super::pin::{Pin, Receipt};
+use super::quality::LedgerView;
 use crate::error::{LakeError, Result};
 use crate::metrics;
 use crate::scan::SnapshotTable;
@@ -61,6 +66,22 @@ impl QueryEngine {
                 .schema(&namespace)
                 .expect("registered above")
                 .register_table(ident.name().to_string(), provider)
+                .map_err(|e| LakeError::engine("registering the tables", e))?;
+        }
+        // The completeness ledger, when this engine sees the writer's state: read only if
+        // the query scans it.
+        if self.state_root.is_some() {
+            let quality = Arc::new(MemorySchemaProvider::new());
+            for view in LedgerView::ALL {
+                quality
+                    .register_table(
+                        view.name().to_string(),
+                        Arc::new(self.ledger_table(view, pin).await?),
+                    )
+                    .map_err(|e| LakeError::engine("registering the tables", e))?;
+            }
+            catalog
+                .register_schema("quality", quality)
                 .map_err(|e| LakeError::engine("registering the tables", e))?;
         }
         ctx.register_catalog("k2", Arc::new(catalog));

@@ -1,5 +1,5 @@
 //! `k2 query`: the lake's everyday questions (trades, quotes, daily summaries, bars,
-//! symbols, snapshots), with time travel.
+//! symbols, snapshots, the completeness ledger), with time travel.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,8 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use k2_api::present;
 use k2_lake::LakeTable;
-use k2_lake::query::{BarInterval, MarketFilter, Pin};
+use k2_lake::query::{BarInterval, LedgerFilter, LedgerView, MarketFilter, Pin};
+use k2_pipeline::GapStatus;
 
 use super::OutputArgs;
 use super::times::{day_bounds, parse_time};
@@ -66,6 +67,49 @@ enum QueryCommand {
         #[arg(long, default_value = "trades")]
         table: String,
     },
+    /// The completeness ledger's gaps: every gap found, closed ones first, with its size,
+    /// status (open, filled, lost) and when it was found and closed.
+    Gaps {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Only gaps in this state: open, filled or lost.
+        #[arg(long, value_parser = ["open", "filled", "lost"])]
+        status: Option<String>,
+    },
+    /// The completeness ledger per stream: sequences, received, gaps, late fills, missing,
+    /// lost, duplicates, resets.
+    Completeness {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct LedgerArgs {
+    /// trades or quotes (default: both).
+    #[arg(long, value_parser = ["trades", "quotes"])]
+    table: Option<String>,
+    #[arg(long)]
+    exchange: Option<String>,
+    #[arg(long)]
+    symbol: Option<String>,
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
+impl LedgerArgs {
+    fn filter(&self, status: Option<&str>) -> LedgerFilter {
+        LedgerFilter {
+            table: self.table.as_deref().and_then(LakeTable::parse),
+            exchange: self.exchange.clone(),
+            symbol: self.symbol.clone(),
+            status: status.map(|s| match s {
+                "open" => GapStatus::Open,
+                "filled" => GapStatus::Filled,
+                _ => GapStatus::Lost,
+            }),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -224,6 +268,15 @@ async fn answer(config: &Config, query: QueryCommand) -> anyhow::Result<Vec<Reco
                     .map(present::SnapshotRow::from)
                     .collect::<Vec<_>>(),
             )?
+        }
+        QueryCommand::Gaps { ledger, status } => {
+            let ledgers = engine.ledgers(&ledger.pin.pin()?).await?;
+            let filter = ledger.filter(status.as_deref());
+            vec![LedgerView::Gaps.batch(&filter.apply(ledgers))?]
+        }
+        QueryCommand::Completeness { ledger } => {
+            let ledgers = engine.ledgers(&ledger.pin.pin()?).await?;
+            vec![LedgerView::Streams.batch(&ledger.filter(None).apply(ledgers))?]
         }
     })
 }

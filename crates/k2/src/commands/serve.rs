@@ -61,7 +61,10 @@ pub fn backends(
     tail: Option<Arc<Tail>>,
 ) -> anyhow::Result<Backends> {
     Ok(Backends {
-        engine: Arc::new(QueryEngine::new(catalog.clone(), config.query.clone())?),
+        engine: Arc::new(
+            QueryEngine::new(catalog.clone(), config.query.clone())?
+                .with_ledger(config.state_dir()),
+        ),
         checks: vec![
             ("catalog", catalog_check(catalog.clone())),
             ("storage", storage_check(catalog)),
