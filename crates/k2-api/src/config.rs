@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub struct ApiConfig {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
     pub listen: String,
+    /// Address of Arrow Flight SQL (gRPC) beside the REST API; empty: off.
+    pub flight_listen: String,
     /// Production mode: the server refuses to start without configured keys. Outside it, a
     /// server without keys makes one for its own lifetime and prints it once.
     pub production: bool,
@@ -62,6 +64,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "127.0.0.1:8000".into(),
+            flight_listen: String::new(),
             production: false,
             keys: Vec::new(),
             keys_file: String::new(),
@@ -109,6 +112,14 @@ impl ApiConfig {
             return Err(ConfigError::new(
                 "api.default_limit",
                 format!("must be between 1 and api.max_limit ({})", self.max_limit),
+            ));
+        }
+        if !self.flight_listen.is_empty()
+            && self.flight_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "api.flight_listen",
+                format!("'{}' is not an address (host:port)", self.flight_listen),
             ));
         }
         if self.max_limit > self.max_query_limit {

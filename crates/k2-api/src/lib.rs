@@ -32,6 +32,7 @@ mod cursor;
 mod docs;
 mod extract;
 mod failure;
+mod flight;
 pub mod format;
 mod handlers;
 mod keys;
@@ -105,13 +106,14 @@ pub enum ApiError {
     Serve(std::io::Error),
 }
 
-/// Serves the API on `config.listen` until `stop` is cancelled, then finishes the requests
-/// in flight (streams end at once). `on_listening` gets the bound address (before the
-/// first request).
+/// Serves the API on `config.listen` (and Flight SQL on `config.flight_listen` when set)
+/// until `stop` is cancelled, then finishes the requests in flight (streams end at once).
+/// `on_listening` gets the bound addresses, the API's and Flight SQL's (before the first
+/// request).
 pub async fn serve(
     config: ApiConfig,
     backends: Backends,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     stop: CancellationToken,
 ) -> Result<(), ApiError> {
     config
@@ -119,6 +121,10 @@ pub async fn serve(
         .map_err(|e| ApiError::Config(e.to_string()))?;
     let keys = keys::Keys::load(&config)?;
     let listener = bind(&config.listen).await?;
+    let flight = match config.flight_listen.as_str() {
+        "" => None,
+        addr => Some(bind(addr).await?),
+    };
     let threads = match config.query_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -132,17 +138,33 @@ pub async fn serve(
             .map_err(|e| ApiError::Config(format!("starting the query runtime: {e}")))?,
     ));
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
+    let flight_addr = flight
+        .as_ref()
+        .map(|l| l.local_addr().map_err(ApiError::Serve))
+        .transpose()?;
     let state = state::ApiState::new(config, keys, backends, queries.handle(), stop.clone());
-    let app = router::router(state)?;
+    let app = router::router(state.clone())?;
     tracing::info!(%addr, "query API listening");
-    on_listening(addr);
-    serve_until_stopped(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-        stop,
-    )
-    .await
-    .map_err(ApiError::Serve)
+    if let Some(flight_addr) = flight_addr {
+        tracing::info!(addr = %flight_addr, "Flight SQL listening");
+    }
+    on_listening(addr, flight_addr);
+    let api = async {
+        serve_until_stopped(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+            stop.clone(),
+        )
+        .await
+        .map_err(ApiError::Serve)
+    };
+    let flight = async {
+        match flight {
+            Some(listener) => flight::serve(listener, state, stop.clone()).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(api, flight).map(|_| ())
 }
 
 /// How long a server stopping finishes the requests in flight before it lets go of them

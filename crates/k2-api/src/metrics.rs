@@ -59,6 +59,19 @@ pub fn describe() {
     );
     describe_gauge!("k2_api_replays_active", "Streamed replays running now.");
     describe_counter!(
+        "k2_flight_requests_total",
+        "Arrow Flight SQL calls answered, by call (statement, prepare, bind, execute, fetch, close, metadata, handshake) and gRPC status (ok, unauthenticated, permission_denied, invalid_argument, not_found, resource_exhausted, deadline_exceeded, unavailable, internal)."
+    );
+    describe_histogram!(
+        "k2_flight_request_duration_seconds",
+        Unit::Seconds,
+        "Time of an Arrow Flight SQL call, by call."
+    );
+    describe_counter!(
+        "k2_flight_rows_total",
+        "Rows sent to Arrow Flight SQL clients."
+    );
+    describe_counter!(
         "k2_api_replays_total",
         "Streamed replays ended, by outcome (complete, client_gone, stopped, failed)."
     );
@@ -128,4 +141,20 @@ pub(crate) fn replay_started() {
 pub(crate) fn replay_ended(outcome: &'static str) {
     metrics::gauge!("k2_api_replays_active").decrement(1.0);
     metrics::counter!("k2_api_replays_total", "outcome" => outcome).increment(1);
+}
+
+/// `call` and `status` from closed sets (see the help text).
+pub(crate) fn flight_call(call: &'static str, status: &'static str, took: Duration) {
+    metrics::counter!("k2_flight_requests_total", "call" => call, "status" => status).increment(1);
+    metrics::histogram!("k2_flight_request_duration_seconds", "call" => call)
+        .record(took.as_secs_f64());
+}
+
+pub(crate) fn flight_rows(rows: u64) {
+    metrics::counter!("k2_flight_rows_total").increment(rows);
+}
+
+/// An expensive question refused under degradation (REST or Flight SQL).
+pub(crate) fn degradation_refusal() {
+    metrics::counter!("k2_degradation_actions_total", "action" => "refuse_query").increment(1);
 }

@@ -161,7 +161,9 @@ fn parameter(path: &str, name: &str, config: &ApiConfig) -> Option<Value> {
         "fields" => json!({"type": "string",
             "pattern": params::column_list_pattern(&params::market_columns())}),
         "snapshot_id" => json!({"type": "integer", "format": "int64"}),
+        "table" if path.starts_with("/v1/quality/") => string_enum(&["trades", "quotes"]),
         "table" => string_enum(&table_names()),
+        "status" => string_enum(&["open", "filled", "lost"]),
         "timeframe" => string_enum(&intervals()),
         "limit" => {
             let max = if path == "/v1/snapshots" {

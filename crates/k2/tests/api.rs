@@ -1131,7 +1131,7 @@ quotes = false
         (&json!(595), &json!(5), &json!(22))
     );
     let refused = server.get("/v1/quality/gaps?status=closed", Some(&server.reader));
-    assert_error(&refused, 422, "invalid_parameter");
+    assert_error(&refused, 400, "bad_request");
 }
 
 /// Sends SIGTERM to `k2 up` and waits (a minute at most) for it to exit.

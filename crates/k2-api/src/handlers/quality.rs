@@ -3,10 +3,11 @@
 //! `quality.gaps`, at the snapshot asked for.
 
 use axum::response::Response;
+use k2_lake::LakeTable;
 use k2_lake::query::{LedgerFilter, LedgerView};
 use k2_pipeline::GapStatus;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::call::Call;
 use crate::config::Scope;
@@ -16,18 +17,34 @@ use crate::params;
 use crate::respond;
 use crate::schema::{Answer, ErrorEnvelope, SqlRow};
 
+/// A table with source sequences.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SequencedTable {
+    Trades,
+    Quotes,
+}
+
+/// What became of a gap.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GapState {
+    Open,
+    Filled,
+    Lost,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct QualityParams {
+pub struct SummaryParams {
     /// `trades` or `quotes`; both when absent.
-    table: Option<String>,
+    #[param(inline)]
+    table: Option<SequencedTable>,
     /// Only this exchange's streams.
     exchange: Option<String>,
     /// Only this symbol's streams.
     symbol: Option<String>,
-    /// Gaps only: `open`, `filled` or `lost`.
-    status: Option<String>,
     /// As of this instant (RFC 3339, or a date: its start in UTC).
     as_of: Option<String>,
     /// As of this snapshot (an id or a tag), of each table.
@@ -36,49 +53,69 @@ pub struct QualityParams {
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/quality/summary", tag = "quality", params(QualityParams),
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GapParams {
+    /// `trades` or `quotes`; both when absent.
+    #[param(inline)]
+    table: Option<SequencedTable>,
+    /// Only this exchange's streams.
+    exchange: Option<String>,
+    /// Only this symbol's streams.
+    symbol: Option<String>,
+    /// Only gaps in this state.
+    #[param(inline)]
+    status: Option<GapState>,
+    /// As of this instant (RFC 3339, or a date: its start in UTC).
+    as_of: Option<String>,
+    /// As of this snapshot (an id or a tag), of each table.
+    snapshot: Option<String>,
+    /// `json` (default), `csv`, `parquet` or `arrow`.
+    format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/quality/summary", tag = "quality", params(SummaryParams),
     responses((status = 200, description = "One row per stream and table: its session, sequences, counts received, in order, gaps, late fills, missing, lost, duplicates (by sequence, and dropped by message id), resets", body = Answer<Vec<SqlRow>>),
               (status = 404, description = "No ledger here: the writer's state directory is not this server's, or the snapshot's state is no longer kept", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub async fn summary(
     call: Call,
-    ApiQuery(p): ApiQuery<QualityParams>,
+    ApiQuery(p): ApiQuery<SummaryParams>,
 ) -> Result<Response, Failure> {
-    if p.status.is_some() {
-        return Err(Failure::invalid(
-            "status",
-            "is a filter of /v1/quality/gaps",
-        ));
-    }
-    answer(call, p, LedgerView::Streams, "quality-summary").await
+    let gaps = GapParams {
+        table: p.table,
+        exchange: p.exchange,
+        symbol: p.symbol,
+        status: None,
+        as_of: p.as_of,
+        snapshot: p.snapshot,
+        format: p.format,
+    };
+    answer(call, gaps, LedgerView::Streams, "quality-summary").await
 }
 
-#[utoipa::path(get, path = "/v1/quality/gaps", tag = "quality", params(QualityParams),
+#[utoipa::path(get, path = "/v1/quality/gaps", tag = "quality", params(GapParams),
     responses((status = 200, description = "One row per gap found, closed ones first: its range, size, status, filled, lost and missing counts, when found and when closed (exchange times)", body = Answer<Vec<SqlRow>>),
               (status = 404, description = "No ledger here: the writer's state directory is not this server's, or the snapshot's state is no longer kept", body = ErrorEnvelope)),
     security(("api_key" = [])))]
-pub async fn gaps(call: Call, ApiQuery(p): ApiQuery<QualityParams>) -> Result<Response, Failure> {
+pub async fn gaps(call: Call, ApiQuery(p): ApiQuery<GapParams>) -> Result<Response, Failure> {
     answer(call, p, LedgerView::Gaps, "quality-gaps").await
 }
 
 async fn answer(
     call: Call,
-    p: QualityParams,
+    p: GapParams,
     view: LedgerView,
     name: &str,
 ) -> Result<Response, Failure> {
     call.require(Scope::Read)?;
     let format = call.format(p.format.as_deref())?;
     let filter = LedgerFilter {
-        table: p
-            .table
-            .as_deref()
-            .map(|t| {
-                params::market_table(Some(t)).map_err(|_| {
-                    Failure::invalid("table", format!("'{t}' is not trades or quotes"))
-                })
-            })
-            .transpose()?,
+        table: p.table.map(|t| match t {
+            SequencedTable::Trades => LakeTable::Trades,
+            SequencedTable::Quotes => LakeTable::Quotes,
+        }),
         exchange: p
             .exchange
             .as_deref()
@@ -89,7 +126,11 @@ async fn answer(
             .as_deref()
             .map(|x| params::symbol("symbol", x))
             .transpose()?,
-        status: p.status.as_deref().map(status).transpose()?,
+        status: p.status.map(|s| match s {
+            GapState::Open => GapStatus::Open,
+            GapState::Filled => GapStatus::Filled,
+            GapState::Lost => GapStatus::Lost,
+        }),
     };
     let pin = params::pin(p.as_of.as_deref(), p.snapshot.as_deref())?;
     let batch = call
@@ -104,16 +145,4 @@ async fn answer(
         })
         .await?;
     respond::table(format, &[batch], None, call.meta(None), name)
-}
-
-fn status(text: &str) -> Result<GapStatus, Failure> {
-    match text {
-        "open" => Ok(GapStatus::Open),
-        "filled" => Ok(GapStatus::Filled),
-        "lost" => Ok(GapStatus::Lost),
-        other => Err(Failure::invalid(
-            "status",
-            format!("'{other}' is not open, filled or lost"),
-        )),
-    }
 }

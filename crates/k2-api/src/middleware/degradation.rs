@@ -26,23 +26,32 @@ pub async fn refuse_expensive(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(d) = &s.backends.degradation {
-        let level = d.pressure.level();
-        if level >= d.refuse_from && expensive(&req, d) {
-            metrics::counter!("k2_degradation_actions_total", "action" => "refuse_query")
-                .increment(1);
-            return Failure::busy(
-                format!(
-                    "K2 is degraded ({}): SQL, replays and questions over more than {} are refused until the pressure passes; retry later",
-                    level.as_str(),
-                    humantime::format_duration(d.long_range)
-                ),
-                d.retry_after.as_secs().max(1),
-            )
-            .into_response();
-        }
+    if let Some(d) = &s.backends.degradation
+        && let Some(refusal) = refusal(&s)
+        && expensive(&req, d)
+    {
+        crate::metrics::degradation_refusal();
+        return refusal.into_response();
     }
     next.run(req).await
+}
+
+/// The answer to an expensive question while the process is degraded at or beyond the
+/// level that refuses them; None otherwise. (Flight SQL asks it too: all its questions
+/// are SQL.)
+pub(crate) fn refusal(s: &ApiState) -> Option<Failure> {
+    let d = s.backends.degradation.as_ref()?;
+    let level = d.pressure.level();
+    (level >= d.refuse_from).then(|| {
+        Failure::busy(
+            format!(
+                "K2 is degraded ({}): SQL, replays and questions over more than {} are refused until the pressure passes; retry later",
+                level.as_str(),
+                humantime::format_duration(d.long_range)
+            ),
+            d.retry_after.as_secs().max(1),
+        )
+    })
 }
 
 fn expensive(req: &Request, d: &ApiDegradation) -> bool {

@@ -8,6 +8,7 @@ mod observe;
 mod rate_limit;
 
 pub use self::auth::authenticate;
+pub(crate) use self::degradation::refusal;
 pub use self::degradation::refuse_expensive;
 pub use self::observe::{CallerName, REQUEST_ID, RequestId, observe};
 pub use self::rate_limit::ip_limit;

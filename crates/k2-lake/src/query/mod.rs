@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::CacheAccessor;
 use datafusion::execution::cache::DefaultFilesMetadataCache;
@@ -57,12 +56,15 @@ pub use self::options::QueryOptions;
 pub use self::pin::{Pin, Receipt, tags};
 pub use self::quality::{LedgerFilter, LedgerView, SEQUENCED};
 pub use self::request::{AggregateRequest, BarInterval, MarketFilter, RowKey, RowOrder};
+pub use self::sql::Prepared;
 use self::sql_text::uuids_as_text;
 pub use self::sql_text::{columns, default_columns};
 use crate::error::{LakeError, Result};
 use crate::metrics;
 use crate::scan::{ManifestCache, SnapshotTable};
 use crate::tables::LakeTable;
+/// A parameter's value (`$1`, …) of [`QueryEngine::sql_with`].
+pub use datafusion::common::ScalarValue;
 
 /// The engine. Cheap to share behind an `Arc`.
 pub struct QueryEngine {
@@ -79,6 +81,14 @@ pub struct QueryEngine {
     receipts: std::sync::Mutex<std::collections::HashMap<(LakeTable, i64), Receipt>>,
     /// The writer's sequence-state directory, where the completeness ledger is read.
     state_root: Option<std::path::PathBuf>,
+}
+
+/// What every statement may be: neither DDL, nor DML, nor a statement such as `SET`.
+pub(crate) fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// Receipts kept at most (a snapshot's receipt never changes; the set is cleared when full).
@@ -238,11 +248,7 @@ impl QueryEngine {
     ) -> Result<Vec<RecordBatch>> {
         let started = Instant::now();
         let work = async {
-            let options = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let mut df: DataFrame = ctx.sql_with_options(sql, options).await?;
+            let mut df: DataFrame = ctx.sql_with_options(sql, read_only()).await?;
             if !params.is_empty() {
                 df = df.with_param_values(params)?;
             }

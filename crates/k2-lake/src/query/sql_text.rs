@@ -106,6 +106,26 @@ pub(crate) fn uuid_text<'a>(
     text.finish()
 }
 
+/// The schema of results whose `uuid` columns are shown as text ([`uuids_as_text`]).
+pub(crate) fn uuids_as_text_schema(
+    schema: &arrow::datatypes::Schema,
+) -> arrow::datatypes::SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.data_type() == &ArrowType::FixedSizeBinary(16) {
+                    Arc::new(f.as_ref().clone().with_data_type(ArrowType::Utf8))
+                } else {
+                    f.clone()
+                }
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
 /// Results show Iceberg `uuid` columns (16-byte fixed binary in Arrow) in their text form.
 pub(crate) fn uuids_as_text(
     batch: &RecordBatch,

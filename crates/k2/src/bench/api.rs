@@ -68,7 +68,7 @@ pub async fn run(
             tail: None,
             degradation: None,
         };
-        let server = BenchServer::start(app, mb, &key, backends).await?;
+        let server = BenchServer::start(app, mb, &key, backends, false).await?;
         let addr = server.addr;
         for (path, (_, name)) in paths.iter().zip(super::query::NAMES) {
             let url = format!("http://{addr}{path}");
@@ -91,10 +91,12 @@ pub async fn run(
     Ok(())
 }
 
-/// The API in this process, exactly as `k2 serve` runs it, with one `read` key whose rate
-/// limits are lifted (or they would be measured instead of the server).
+/// The API in this process, exactly as `k2 serve` runs it (with Flight SQL when asked),
+/// with one `read` and `sql` key whose rate limits are lifted (or they would be measured
+/// instead of the server).
 pub(super) struct BenchServer {
     pub addr: SocketAddr,
+    pub flight: Option<SocketAddr>,
     stop: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<Result<(), k2_api::ApiError>>,
 }
@@ -105,9 +107,15 @@ impl BenchServer {
         cache_mb: u64,
         key: &str,
         backends: Backends,
+        flight: bool,
     ) -> anyhow::Result<BenchServer> {
         let mut api = ApiConfig {
             listen: "127.0.0.1:0".into(),
+            flight_listen: if flight {
+                "127.0.0.1:0".into()
+            } else {
+                String::new()
+            },
             cache_mb,
             keys_file: String::new(),
             ..app.config.api.clone()
@@ -115,7 +123,7 @@ impl BenchServer {
         api.keys = vec![k2_api::ApiKeyConfig {
             name: "bench".into(),
             sha256: k2_api::digest_hex(key),
-            scopes: vec![k2_api::Scope::Read],
+            scopes: vec![k2_api::Scope::Read, k2_api::Scope::Sql],
             rate_per_second: Some(1e9),
             burst: Some(u32::MAX),
         }];
@@ -124,13 +132,18 @@ impl BenchServer {
         let server = tokio::spawn(k2_api::serve(
             api,
             backends,
-            move |addr| {
-                let _ = addr_tx.send(addr);
+            move |addr, flight| {
+                let _ = addr_tx.send((addr, flight));
             },
             stop.clone(),
         ));
-        let addr = addr_rx.await.context("the API server did not start")?;
-        Ok(BenchServer { addr, stop, server })
+        let (addr, flight) = addr_rx.await.context("the API server did not start")?;
+        Ok(BenchServer {
+            addr,
+            flight,
+            stop,
+            server,
+        })
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {

@@ -34,6 +34,7 @@ mod catalog;
 mod compaction;
 mod dedup;
 mod feed;
+mod flight;
 mod ingest;
 mod kafka;
 mod otlp;
@@ -108,6 +109,22 @@ pub enum BenchCommand {
         sample: Option<PathBuf>,
         #[arg(long, default_value = "wrk")]
         wrk: String,
+    },
+    /// A whole day's trades into pyarrow over Arrow Flight SQL beside the same answer over
+    /// `POST /v1/sql` as Arrow IPC (synthetic trades; a Python client).
+    Flight {
+        /// Synthetic trades over five trading days.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        /// Companies the trades are spread over.
+        #[arg(long, default_value_t = 20)]
+        companies: u32,
+        /// Fetches per path.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// A Python with adbc-driver-flightsql and pyarrow (default: scripts/python-env's).
+        #[arg(long)]
+        python: Option<PathBuf>,
     },
     /// The live path against the local exchange simulator: parse rate, handler
     /// throughput into the log, freshness over lake ∪ tail, memory over the run.
@@ -246,6 +263,17 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<ExitCo
         } => {
             let (_tmp, app) = sample_lake(config, &sample(given)?).await?;
             catalog::run(&app, runs.max(1)).await?;
+        }
+        BenchCommand::Flight {
+            rows,
+            companies,
+            runs,
+            python,
+        } => {
+            let python = python
+                .or_else(flight::default_python)
+                .context("no Python given (--python) and no HOME to find scripts/python-env's")?;
+            flight::run(config, rows, companies.max(1), runs.max(1), &python).await?;
         }
         BenchCommand::Api {
             connections,

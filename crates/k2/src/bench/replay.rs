@@ -149,7 +149,7 @@ async fn over_http(
         degradation: None,
     };
     let server =
-        super::api::BenchServer::start(app, app.config.api.cache_mb, &key, backends).await?;
+        super::api::BenchServer::start(app, app.config.api.cache_mb, &key, backends, false).await?;
     let addr = server.addr;
     let iso = k2_api::present::iso_us;
     let query = format!(

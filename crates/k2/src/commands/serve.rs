@@ -18,16 +18,45 @@ use crate::{signal, telemetry};
 
 #[derive(Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+/// Where the API and Flight SQL listen.
+#[derive(Args)]
+pub struct ListenArgs {
     /// Overrides `api.listen`.
     #[arg(long)]
     listen: Option<String>,
+    /// Arrow Flight SQL here too (overrides `api.flight_listen`).
+    #[arg(long)]
+    flight_listen: Option<String>,
+}
+
+impl ListenArgs {
+    /// The API's configuration with these addresses.
+    pub fn apply(self, config: &Config) -> k2_api::config::ApiConfig {
+        let mut api = config.api.clone();
+        if let Some(l) = self.listen {
+            api.listen = l;
+        }
+        if let Some(l) = self.flight_listen {
+            api.flight_listen = l;
+        }
+        api
+    }
+}
+
+/// Says where the API (and Flight SQL) answer, on standard error.
+pub fn announce(addr: std::net::SocketAddr, flight: Option<std::net::SocketAddr>) {
+    eprintln!("query API on http://{addr} (documents at /docs)");
+    if let Some(flight) = flight {
+        eprintln!("Flight SQL on grpc://{flight}");
+    }
 }
 
 pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut api = config.api.clone();
-    if let Some(l) = args.listen {
-        api.listen = l;
-    }
+    let api = args.listen.apply(&config);
     let metrics = telemetry::recorder(&config.data_dir)?;
     let Some(catalog) = signal::unless_stopped(app::catalog(&config))
         .await
@@ -39,14 +68,9 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::degradation::Degrader::start(&config.degradation, &config.data_dir, signal::stop());
     let mut backends = backends(&config, catalog, metrics, None, None)?;
     backends.degradation = degrader.as_ref().map(crate::degradation::Degrader::for_api);
-    k2_api::serve(
-        api,
-        backends,
-        |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
-        signal::stop(),
-    )
-    .await
-    .context("serving the query API")?;
+    k2_api::serve(api, backends, announce, signal::stop())
+        .await
+        .context("serving the query API")?;
     Ok(ExitCode::SUCCESS)
 }
 

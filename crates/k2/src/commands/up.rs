@@ -16,9 +16,8 @@ use crate::{signal, telemetry};
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Overrides `api.listen`.
-    #[arg(long)]
-    listen: Option<String>,
+    #[command(flatten)]
+    listen: super::serve::ListenArgs,
     /// Comma-separated venues (overrides `feeds.run`).
     #[arg(long, value_delimiter = ',')]
     feeds: Option<Vec<String>>,
@@ -30,10 +29,7 @@ pub struct UpArgs {
 /// read and the API drains. A feed that gives up ends the process with an error.
 pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     let stop = signal::stop();
-    let mut api = config.api.clone();
-    if let Some(l) = args.listen {
-        api.listen = l;
-    }
+    let api = args.listen.apply(&config);
     let metrics = telemetry::recorder(&config.data_dir)?;
     let venues = match args.feeds {
         Some(names) => names
@@ -108,7 +104,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn(k2_api::serve(
         api,
         backends,
-        |addr| eprintln!("query API on http://{addr} (documents at /docs)"),
+        super::serve::announce,
         stop_api.clone(),
     ));
 

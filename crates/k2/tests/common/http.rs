@@ -146,26 +146,39 @@ pub fn exchange(
 /// after, is kept in `stderr` (drained on a thread so the server never blocks on a full
 /// pipe).
 pub fn listening_port(child: &mut Child, prefix: &str, stderr: Arc<Mutex<String>>) -> u16 {
+    listening_ports(child, &[prefix], stderr)[0]
+}
+
+/// [`listening_port`] for each of `prefixes`, in the order the server prints them.
+pub fn listening_ports(
+    child: &mut Child,
+    prefixes: &[&str],
+    stderr: Arc<Mutex<String>>,
+) -> Vec<u16> {
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| {
-                panic!(
-                    "the server ended before printing {prefix}…: {}",
-                    stderr.lock().unwrap()
-                )
-            })
-            .unwrap();
-        stderr.lock().unwrap().push_str(&format!("{line}\n"));
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let mut ports = Vec::new();
+    for prefix in prefixes {
+        let port = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "the server ended before printing {prefix}…: {}",
+                        stderr.lock().unwrap()
+                    )
+                })
+                .unwrap();
+            stderr.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        ports.push(port);
+    }
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             stderr.lock().unwrap().push_str(&format!("{line}\n"));
         }
     });
-    port
+    ports
 }

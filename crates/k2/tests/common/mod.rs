@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 pub mod http;
 
-pub use http::{Answer, exchange, listening_port, new_key};
+pub use http::{Answer, exchange, listening_port, listening_ports, new_key};
 pub use k2_testkit::sample::{QUOTES, TRADES};
 
 pub fn sample() -> PathBuf {
