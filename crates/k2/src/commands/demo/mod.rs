@@ -50,39 +50,51 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "K2 demo: ASX equities sample, 10–14 March 2014 (data in {})\n",
         app.config.data_dir.display()
     );
-    println!("1. Ingest: CSV files → durable log");
+    println!("1. Ingestion: CSV files → the durable log");
     let ingest = app.ingest_asx(&sample).await?;
-    println!("\n2. Lake writer: log → Iceberg tables (exactly once)");
+    println!(
+        "   {} rows read = {} appended to the log + {} dead-lettered",
+        ingest.rows_read(),
+        ingest.produced(),
+        ingest.dead_lettered()
+    );
+
+    println!("\n2. Storage: the log → Iceberg tables, exactly once");
     let written = app.consume(true).await?;
     let engine = app.engine().await?;
-
-    println!("\n3. Tables");
+    let committed: u64 = written.rows_committed.values().sum();
+    let audit = k2_lake::audit::read(&app.config.audit_path())?;
     for table in LakeTable::ALL {
+        let commits: Vec<_> = audit
+            .iter()
+            .filter(|e| e.table == table.qualified())
+            .collect();
         println!(
-            "   {:28} {:>8} rows",
+            "   {:28} {:>8} rows  {:>3} commits  {:>3} files  {:>6.1} MB",
             table.qualified(),
-            engine.count(table, None).await?
+            engine.count(table, None).await?,
+            commits.len(),
+            commits.iter().map(|e| e.files).sum::<u64>(),
+            commits.iter().map(|e| e.bytes).sum::<u64>() as f64 / 1e6
         );
     }
 
-    println!("\n4. Data quality");
+    println!("\n3. Monitoring: is every record accounted for, is the data complete?");
     let letters = app.dlq.len()?;
-    println!("   dead letters stored:              {letters}  (k2 dlq list)");
     // Accounting: nothing read goes missing between the file and the table.
-    let committed: u64 = written.rows_committed.values().sum();
     let file_ok = ingest.rows_read() == ingest.produced() + ingest.dead_lettered();
     let lake_ok =
         written.records_consumed == committed + written.dead_lettered + written.duplicates_dropped;
     let mark = |ok: bool| if ok { "holds" } else { "DOES NOT HOLD" };
     println!(
-        "   this run, files: {} rows read = {} appended to the log + {} dead-lettered ({})",
+        "   files: {} rows read = {} appended + {} dead-lettered ({})",
         ingest.rows_read(),
         ingest.produced(),
         ingest.dead_lettered(),
         mark(file_ok)
     );
     println!(
-        "   this run, lake:  {} records read from the log = {} stored + {} dead-lettered + {} duplicates dropped ({})",
+        "   lake:  {} records read from the log = {} stored + {} dead-lettered + {} duplicates dropped ({})",
         written.records_consumed,
         committed,
         written.dead_lettered,
@@ -92,29 +104,19 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(file_ok && lake_ok) {
         bail!("the record accounting does not balance (see above)");
     }
-    let dupes = scalar(
-        &engine
-            .sql("SELECT count(*) - count(DISTINCT message_id) FROM trades")
-            .await?
-            .batches,
-    )?;
-    println!("   duplicate trades (by message id): {dupes}");
-    let gaps = engine
-        .sql(
-            "SELECT symbol, count(*) AS trades, \
-             CAST(COALESCE(sum(CASE WHEN gap > 1 THEN gap - 1 ELSE 0 END), 0) AS BIGINT) AS missing_sequence_numbers, \
-             CAST(COALESCE(sum(CASE WHEN gap < 1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS repeated_sequence_numbers \
-             FROM (SELECT symbol, source_sequence - lag(source_sequence) OVER (PARTITION BY symbol ORDER BY source_sequence) AS gap FROM trades) \
-             GROUP BY symbol ORDER BY symbol",
-        )
-        .await?
-        .batches;
+    println!("   dead letters stored: {letters} (k2 dlq list)");
     println!(
-        "   per-symbol source sequence (file line numbers; a missing number is a rejected or blank line):"
+        "   the completeness ledger per stream (k2 query completeness, k2 query gaps, GET /v1/quality/summary):"
     );
-    render(&gaps, Format::Table, None)?;
+    let ledger = engine.sql(
+        "SELECT table, symbol, first_sequence, last_sequence, received, gaps, late_fills, missing, lost, duplicates_dropped FROM quality.streams ORDER BY 1 DESC, 2",
+    )
+    .await?
+    .batches;
+    render(&ledger, Format::Table, None)?;
 
-    println!("\n5. BHP daily summaries (ASX trading days, exact decimals; VWAP rounded half-even)");
+    println!("\n4. Query: answers from the lake");
+    println!("   BHP daily summaries (ASX trading days, exact decimals; VWAP rounded half-even)");
     let mut rows = Vec::new();
     for day in 10..=14 {
         let date = chrono::NaiveDate::from_ymd_opt(2014, 3, day).expect("valid date");
@@ -123,9 +125,8 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     render(&to_batches(&rows)?, Format::Table, None)?;
-
     println!(
-        "\n6. BHP 1h bars, 2014-03-10 (bar start in UTC; 10:00 AEDT is 23:00 UTC the day before)"
+        "   BHP 1h bars, 2014-03-10 (bar start in UTC; 10:00 AEDT is 23:00 UTC the day before)"
     );
     let date = chrono::NaiveDate::from_ymd_opt(2014, 3, 10).expect("valid date");
     let bars = engine
@@ -133,12 +134,18 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let bar_rows: Vec<present::BarRow> = bars.iter().map(present::BarRow::from).collect();
     render(&to_batches(&bar_rows)?, Format::Table, None)?;
-
-    println!("\n7. Snapshots of market_data.trades (time travel: k2 query trades --snapshot ID)");
+    println!("   Snapshots of market_data.trades (time travel: k2 query trades --snapshot ID)");
     let snaps = engine.snapshots(LakeTable::Trades).await?;
     let snap_rows: Vec<present::SnapshotRow> =
         snaps.iter().map(present::SnapshotRow::from).collect();
     render(&to_batches(&snap_rows)?, Format::Table, None)?;
+    let dupes = scalar(
+        &engine
+            .sql("SELECT count(*) - count(DISTINCT message_id) FROM trades")
+            .await?
+            .batches,
+    )?;
+    println!("   duplicate trades by message id in the table: {dupes}");
 
     println!(
         "\nDone in {:.2}s: {} rows appended to the log, {} rows committed to the lake this run; peak memory {} MiB.",
@@ -147,8 +154,15 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         committed,
         memory::peak_rss_mib().map_or_else(|| "unknown".to_string(), |m| m.to_string())
     );
+    println!("Next:");
     println!(
-        "Try: k2 query summary BHP 2014-03-12 --exchange ASX | k2 query ohlcv BHP --interval 5m --from 2014-03-11 --exchange ASX"
+        "   k2 query summary BHP 2014-03-12 --exchange ASX | k2 query ohlcv BHP --interval 5m --from 2014-03-11 --exchange ASX"
+    );
+    println!(
+        "   k2 serve --flight-listen 127.0.0.1:8815   # the REST API and Arrow Flight SQL over this lake"
+    );
+    println!(
+        "   notebooks/walkthrough.ipynb               # REST, Flight SQL, charts, time travel, replay, PyIceberg, DuckDB, the ledger"
     );
     Ok(ExitCode::SUCCESS)
 }
