@@ -177,11 +177,11 @@ async fn sequence_state_survives_a_restart_with(redis: Option<k2_lake::RedisTarg
         "{second:?}"
     );
     assert_eq!(second.sequence_missing, 1);
-    // Only the state named by the current snapshot is kept.
+    // The state of the newest commits is kept (five at most): both of this table's.
     let states: Vec<_> = std::fs::read_dir(l._dir.path().join("state/trades"))
         .unwrap()
         .collect();
-    assert_eq!(states.len(), 1);
+    assert_eq!(states.len(), 2);
 }
 
 proptest::proptest! {
