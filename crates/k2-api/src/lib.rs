@@ -199,13 +199,23 @@ where
     let graceful = stop.clone();
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(async move { graceful.cancelled().await });
+    drained(server.into_future(), &stop, "requests").await
+}
+
+/// Runs `server`, which stops taking work once `stop` is cancelled and then finishes
+/// what it holds; whatever `what` is still in flight [`DRAIN`] after the stop is let go.
+pub(crate) async fn drained<E>(
+    server: impl Future<Output = Result<(), E>>,
+    stop: &CancellationToken,
+    what: &'static str,
+) -> Result<(), E> {
     tokio::select! {
         served = server => served,
         () = async {
             stop.cancelled().await;
             tokio::time::sleep(DRAIN).await;
         } => {
-            tracing::warn!(drain_s = DRAIN.as_secs(), "requests still in flight at the end of the drain were let go");
+            tracing::warn!(drain_s = DRAIN.as_secs(), what, "still in flight at the end of the drain: let go");
             Ok(())
         }
     }

@@ -15,12 +15,12 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+use crate::ApiError;
 use crate::failure::Failure;
 use crate::state::ApiState;
-use crate::{ApiError, DRAIN};
 
 /// Serves Flight SQL on `listener` until `stop`, then finishes the calls in flight for at
-/// most [`DRAIN`].
+/// most [`crate::DRAIN`].
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
@@ -37,16 +37,9 @@ pub(crate) async fn serve(
             tonic::transport::server::TcpIncoming::from(listener),
             async move { graceful.cancelled().await },
         );
-    tokio::select! {
-        served = server => served.map_err(|e| ApiError::Serve(std::io::Error::other(e))),
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(DRAIN).await;
-        } => {
-            tracing::warn!(drain_s = DRAIN.as_secs(), "Flight SQL calls still in flight at the end of the drain were let go");
-            Ok(())
-        }
-    }
+    crate::drained(server, &stop, "Flight SQL calls")
+        .await
+        .map_err(|e| ApiError::Serve(std::io::Error::other(e)))
 }
 
 /// The gRPC status of an API failure.
