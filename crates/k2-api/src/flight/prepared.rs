@@ -18,6 +18,8 @@ const IDLE: Duration = Duration::from_secs(30 * 60);
 #[derive(Clone, Debug)]
 pub(super) struct Statement {
     pub sql: String,
+    /// The answer's schema, as planned when the statement was made.
+    pub schema: SchemaRef,
     pub parameters: SchemaRef,
     pub bound: Vec<ScalarValue>,
     owner: String,
@@ -29,7 +31,13 @@ pub(super) struct Statements(Mutex<HashMap<Vec<u8>, Statement>>);
 
 impl Statements {
     /// Holds a statement of `owner`'s; its handle.
-    pub fn add(&self, sql: String, parameters: SchemaRef, owner: &str) -> Vec<u8> {
+    pub fn add(
+        &self,
+        sql: String,
+        schema: SchemaRef,
+        parameters: SchemaRef,
+        owner: &str,
+    ) -> Vec<u8> {
         let handle = uuid::Uuid::new_v4().as_bytes().to_vec();
         let mut held = self.0.lock().expect("statements lock");
         let now = Instant::now();
@@ -46,6 +54,7 @@ impl Statements {
             handle.clone(),
             Statement {
                 sql,
+                schema,
                 parameters,
                 bound: Vec::new(),
                 owner: owner.to_string(),

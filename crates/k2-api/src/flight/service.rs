@@ -400,9 +400,12 @@ impl FlightSqlService for FlightSql {
         counted("prepare", async {
             let caller = self.caller(&request)?;
             let (schema, parameters) = self.plan(query.query.clone()).await?;
-            let handle = self
-                .statements
-                .add(query.query, parameters.clone(), &caller.name);
+            let handle = self.statements.add(
+                query.query,
+                schema.clone(),
+                parameters.clone(),
+                &caller.name,
+            );
             Ok(ActionCreatePreparedStatementResult {
                 prepared_statement_handle: handle.into(),
                 dataset_schema: ipc_schema(&schema)?,
@@ -470,9 +473,8 @@ impl FlightSqlService for FlightSql {
             let statement = self
                 .statements
                 .get(&query.prepared_statement_handle, &caller.name)?;
-            let (schema, _) = self.plan(statement.sql).await?;
             let info = info(
-                &schema,
+                &statement.schema,
                 query.as_any().encode_to_vec(),
                 request.into_inner(),
             )?;

@@ -260,6 +260,19 @@ pub(crate) struct LedgerTable {
 }
 
 impl LedgerTable {
+    /// `view` over `tables`, each at its snapshot (None: its current one).
+    pub(crate) fn new(
+        view: LedgerView,
+        tables: Vec<(LakeTable, Table, Option<i64>)>,
+        state_root: PathBuf,
+    ) -> Self {
+        LedgerTable {
+            view,
+            tables,
+            state_root,
+        }
+    }
+
     fn read(&self) -> Result<Vec<Ledger>> {
         self.tables
             .iter()
@@ -305,11 +318,6 @@ impl QueryEngine {
     /// The completeness ledgers of the trades and quotes tables at `pin`. Needs the
     /// writer's state directory ([`QueryEngine::with_ledger`]).
     pub async fn ledgers(&self, pin: &Pin) -> Result<Vec<Ledger>> {
-        self.ledger_table(LedgerView::Streams, pin).await?.read()
-    }
-
-    /// The table of `view` at `pin`, for a query's catalog.
-    pub(crate) async fn ledger_table(&self, view: LedgerView, pin: &Pin) -> Result<LedgerTable> {
         let Some(state_root) = self.state_root.clone() else {
             return Err(LakeError::NotFound(
                 "the completeness ledger (this server does not see the writer's state directory)"
@@ -325,10 +333,6 @@ impl QueryEngine {
                 tables.push((t, table, at));
             }
         }
-        Ok(LedgerTable {
-            view,
-            tables,
-            state_root,
-        })
+        LedgerTable::new(LedgerView::Streams, tables, state_root).read()
     }
 }

@@ -16,7 +16,7 @@ use datafusion::common::ScalarValue;
 
 use super::answer::SqlAnswer;
 use super::pin::{Pin, Receipt};
-use super::quality::LedgerView;
+use super::quality::{LedgerTable, LedgerView, SEQUENCED};
 use super::sql_text::uuids_as_text_schema;
 use super::{QueryEngine, read_only};
 use crate::error::{LakeError, Result};
@@ -113,6 +113,8 @@ impl QueryEngine {
     /// snapshots it holds.
     async fn sql_context(&self, pin: &Pin) -> Result<(SessionContext, Vec<Receipt>)> {
         let mut receipts = Vec::new();
+        // The sequenced tables as pinned here, for the completeness ledger's tables.
+        let mut sequenced = Vec::new();
         let ctx = SessionContext::new_with_config_rt(Self::config(), self.runtime.clone());
         let catalog = MemoryCatalogProvider::new();
         for table in LakeTable::ALL {
@@ -137,6 +139,9 @@ impl QueryEngine {
             } else {
                 let (snapshot, receipt) = self.pin(table, pin).await?;
                 receipts.push(receipt);
+                if SEQUENCED.contains(&table) {
+                    sequenced.push((table, t.clone(), snapshot));
+                }
                 Arc::new(
                     SnapshotTable::new(t, snapshot, self.manifests.clone())
                         .await
@@ -151,14 +156,12 @@ impl QueryEngine {
         }
         // The completeness ledger, when this engine sees the writer's state: read only if
         // the query scans it.
-        if self.state_root.is_some() {
+        if let Some(state_root) = &self.state_root {
             let quality = Arc::new(MemorySchemaProvider::new());
             for view in LedgerView::ALL {
+                let table = LedgerTable::new(view, sequenced.clone(), state_root.clone());
                 quality
-                    .register_table(
-                        view.name().to_string(),
-                        Arc::new(self.ledger_table(view, pin).await?),
-                    )
+                    .register_table(view.name().to_string(), Arc::new(table))
                     .map_err(|e| LakeError::engine("registering the tables", e))?;
             }
             catalog
