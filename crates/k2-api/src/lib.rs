@@ -4,7 +4,8 @@
 //!
 //! - [`config`] — `[api]` in `k2.toml`.
 //! - `router` — every route, registered once for the router and the OpenAPI document;
-//!   `openapi` — the document completed with what the server enforces; `docs` — serving it.
+//!   `openapi` — the document completed with what the server enforces; `docs` — serving it;
+//!   `page` — the web page at `/`, built from `web/` by `build.rs` and embedded.
 //! - `handlers` — the endpoints, by resource; `call` — what each handler starts from;
 //!   `state` — what they share (gate, runtime, cache).
 //! - `params` — the grammar of every value a request carries, checked and published once.
@@ -40,6 +41,7 @@ mod limits;
 pub mod metrics;
 mod middleware;
 mod openapi;
+mod page;
 mod params;
 pub mod present;
 mod respond;
@@ -78,6 +80,8 @@ pub struct Backends {
     /// The process's degradation: the query gate reports its queue to it, and expensive
     /// queries are refused at its level. None: never refused.
     pub degradation: Option<ApiDegradation>,
+    /// The dead-letter store `/v1/dead-letters` reads; None: those routes answer 404.
+    pub dead_letters: Option<k2_log::DeadLetterStore>,
 }
 
 /// What the API does under the process's degradation level.

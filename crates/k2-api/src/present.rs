@@ -83,6 +83,8 @@ pub struct SnapshotRow {
     pub added_records: Option<u64>,
     pub total_records: Option<u64>,
     pub added_files: Option<u64>,
+    /// The tags naming it, comma-separated (time travel by name: `snapshot=TAG`).
+    pub tags: String,
 }
 
 impl From<&SnapshotInfo> for SnapshotRow {
@@ -95,6 +97,7 @@ impl From<&SnapshotInfo> for SnapshotRow {
             added_records: s.added_records,
             total_records: s.total_records,
             added_files: s.added_files,
+            tags: s.tags.join(","),
         }
     }
 }

@@ -16,8 +16,11 @@ use utoipa_axum::routes;
 use crate::config::ApiConfig;
 use crate::docs;
 use crate::failure::Failure;
-use crate::handlers::{analytics, catalogue, market, operations, quality, replay, sql};
+use crate::handlers::{
+    analytics, catalogue, dead_letters, market, operations, quality, replay, sql,
+};
 use crate::middleware::{REQUEST_ID, authenticate, ip_limit, observe, refuse_expensive};
+use crate::page;
 use crate::state::ApiState;
 use crate::{ApiError, openapi};
 
@@ -48,6 +51,8 @@ pub fn router(state: Arc<ApiState>) -> Result<Router, ApiError> {
         .routes(routes!(sql::sql))
         .routes(routes!(quality::summary))
         .routes(routes!(quality::gaps))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::one))
         // A WebSocket conversation is beyond what OpenAPI describes (see `replay_ws`).
         .route("/v1/replay/ws", get(replay::replay_ws))
         // Layers run outside in: the key is checked before a question is weighed.
@@ -61,6 +66,11 @@ pub fn router(state: Arc<ApiState>) -> Result<Router, ApiError> {
         .route("/docs", get(docs::page))
         .route_layer(from_fn_with_state(state.clone(), ip_limit));
     let (routes, doc) = v1.merge(public).split_for_parts();
+    // The page is static and needs no key (its questions to `/v1` carry one).
+    let routes = routes
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/app.css", get(page::style));
     let document = Arc::new(docs::Document::new(openapi::document(doc, &state.config)));
     let cors = cors(&state.config)?;
     let body_limit = state.config.body_limit_bytes;

@@ -71,6 +71,17 @@ fn parse(key: &str, json: &[u8]) -> Result<DeadLetter> {
     serde_json::from_slice(json).map_err(|e| LogError::Corrupt(format!("dead letter {key}: {e}")))
 }
 
+/// What [`DeadLetterStore::census`] counts.
+#[derive(Debug, Default)]
+pub struct Census {
+    /// Letters stored.
+    pub total: u64,
+    /// Letters per (stage, kind).
+    pub by_reason: std::collections::BTreeMap<(String, String), u64>,
+    /// The newest letters asked for, with their ids, newest first.
+    pub newest: Vec<(u64, DeadLetter)>,
+}
+
 /// The store. Cheap to clone.
 #[derive(Clone)]
 pub struct DeadLetterStore {
@@ -192,6 +203,41 @@ impl DeadLetterStore {
             Some(json) => Ok(Some(parse(key.value(), json.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Letters per (stage, kind), and the newest `limit` letters (of `kind` when given),
+    /// newest first, from one read of the store. The counts read only each letter's stage
+    /// and kind.
+    pub fn census(&self, kind: Option<&str>, limit: usize) -> Result<Census> {
+        const WHAT: &str = "reading dead letters";
+        #[derive(Deserialize)]
+        struct Reason {
+            stage: String,
+            kind: String,
+        }
+        let txn = reading(&self.db, WHAT)?;
+        let mut census = Census::default();
+        let (Some(by_seq), Some(by_source)) =
+            (table(&txn, BY_SEQ, WHAT)?, table(&txn, BY_SOURCE, WHAT)?)
+        else {
+            return Ok(census);
+        };
+        for entry in by_seq.iter().map_err(failed(WHAT))?.rev() {
+            let (id, key) = entry.map_err(failed(WHAT))?;
+            let Some(json) = by_source.get(key.value()).map_err(failed(WHAT))? else {
+                continue;
+            };
+            let r: Reason = serde_json::from_slice(json.value())
+                .map_err(|e| LogError::Corrupt(format!("dead letter {}: {e}", key.value())))?;
+            census.total += 1;
+            if census.newest.len() < limit && kind.is_none_or(|k| k == r.kind) {
+                census
+                    .newest
+                    .push((id.value(), parse(key.value(), json.value())?));
+            }
+            *census.by_reason.entry((r.stage, r.kind)).or_default() += 1;
+        }
+        Ok(census)
     }
 
     /// Removes letters (e.g. those a replay got through); returns how many were stored.

@@ -30,7 +30,7 @@ mod store;
 
 pub use any::{AnyConsumer, AnyLog};
 pub use config::{DlqConfig, LogBackend, LogConfig, RegistryConfig};
-pub use dead_letter::{DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
+pub use dead_letter::{Census, DeadLetter, DeadLetterStore, LAKE_DECODE_STAGE};
 pub use embedded::{EmbeddedConsumer, EmbeddedLog};
 pub use error::{LogError, Result};
 pub use kafka::{

@@ -1471,3 +1471,74 @@ fn replay_streams_a_day_in_order_over_http_websocket_and_the_cli() {
     assert!(metrics.contains(r#"k2_api_replays_total{outcome="complete"}"#));
     assert!(metrics.contains(r#"k2_api_replays_total{outcome="client_gone"}"#));
 }
+
+#[test]
+fn dead_letters_are_counted_by_reason_and_each_is_shown_in_full() {
+    // The sample with three malformed trades of MWR.
+    let data = tempfile::tempdir().unwrap();
+    let sample_copy = data.path().join("sample");
+    k2_testkit::sample::copy_dir(&sample(), &sample_copy);
+    let bad =
+        "03/10/2014,25:99:00.000,1.11,3667,0,,\nnot a trade\n03/10/2014,10:00:01.000,-2,100,0,,\n";
+    let trades = sample_copy.join("trades/3153.csv");
+    let mut text = std::fs::read_to_string(&trades).unwrap();
+    text.push_str(bad);
+    std::fs::write(&trades, text).unwrap();
+    run_ok(k2(data.path()).arg("ingest").arg("asx").arg(&sample_copy));
+    let s = serve(data.path(), "");
+
+    let a = s.get("/v1/dead-letters", Some(&s.reader));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let d = &a.json()["data"];
+    assert_eq!(d["total"], 3, "{d}");
+    let counted: u64 = d["by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["stage"], "ingest.asx", "{r}");
+            r["count"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 3, "every letter has its reason: {d}");
+    let letters = d["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 3);
+    let ids: Vec<u64> = letters.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let raws: Vec<&str> = letters.iter().map(|l| l["raw"].as_str().unwrap()).collect();
+    assert!(raws.contains(&"not a trade"), "{raws:?}");
+
+    // One kind only; then each letter in full.
+    let kind = letters[0]["kind"].as_str().unwrap().to_string();
+    let only = s
+        .get(
+            &format!("/v1/dead-letters?kind={kind}&limit=1"),
+            Some(&s.reader),
+        )
+        .json();
+    let listed = only["data"]["letters"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], kind.as_str());
+    assert_eq!(only["data"]["total"], 3, "the counts cover the whole store");
+    for l in letters {
+        let one = s.get(&format!("/v1/dead-letters/{}", l["id"]), Some(&s.reader));
+        assert_eq!(one.status, 200, "{}", one.text());
+        assert_eq!(&one.json()["data"], l);
+    }
+    assert_error(
+        &s.get("/v1/dead-letters/999999", Some(&s.reader)),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.get("/v1/dead-letters/x", Some(&s.reader)),
+        422,
+        "invalid_parameter",
+    );
+    assert_error(
+        &s.get("/v1/dead-letters?limit=0", Some(&s.reader)),
+        422,
+        "invalid_parameter",
+    );
+    assert_error(&s.get("/v1/dead-letters", None), 401, "missing_key");
+}

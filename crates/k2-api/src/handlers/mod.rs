@@ -8,10 +8,12 @@
 //! - `catalogue` — symbols, table stats, snapshots.
 //! - `sql` — read-only SQL.
 //! - `quality` — the completeness ledger: streams and gaps.
+//! - `dead_letters` — rejected records by reason, and each in full.
 //! - `operations` — health, readiness, metrics.
 
 pub mod analytics;
 pub mod catalogue;
+pub mod dead_letters;
 pub mod market;
 pub mod operations;
 pub mod quality;

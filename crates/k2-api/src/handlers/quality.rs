@@ -47,7 +47,7 @@ pub struct SummaryParams {
     symbol: Option<String>,
     /// As of this instant (RFC 3339, or a date: its start in UTC).
     as_of: Option<String>,
-    /// As of this snapshot (an id or a tag), of each table.
+    /// As of this snapshot: a tag (of each table), or an id (of one table: give `table` too).
     snapshot: Option<String>,
     /// `json` (default), `csv`, `parquet` or `arrow`.
     format: Option<String>,
@@ -69,7 +69,7 @@ pub struct GapParams {
     status: Option<GapState>,
     /// As of this instant (RFC 3339, or a date: its start in UTC).
     as_of: Option<String>,
-    /// As of this snapshot (an id or a tag), of each table.
+    /// As of this snapshot: a tag (of each table), or an id (of one table: give `table` too).
     snapshot: Option<String>,
     /// `json` (default), `csv`, `parquet` or `arrow`.
     format: Option<String>,
@@ -137,7 +137,7 @@ async fn answer(
         .s
         .query(move |engine| async move {
             let ledgers = engine
-                .ledgers(&pin)
+                .ledgers(&pin, filter.table)
                 .await
                 .map_err(|e| Failure::from_lake(e, false))?;
             view.batch(&filter.apply(ledgers))

@@ -123,6 +123,8 @@ pub struct SnapshotInfo {
     pub total_records: Option<u64>,
     pub added_files: Option<u64>,
     pub log_offsets: Option<String>,
+    /// The tags naming this snapshot (`k2 snapshot tag`), sorted.
+    pub tags: Vec<String>,
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ impl QueryEngine {
             .load_table(&table.ident())
             .await
             .map_err(|e| LakeError::catalog(format!("loading {table}"), e))?;
+        let tags = super::tags(&t);
         let mut out: Vec<SnapshotInfo> = t
             .metadata()
             .snapshots()
@@ -53,6 +54,15 @@ impl QueryEngine {
                     total_records: num("total-records"),
                     added_files: num("added-data-files"),
                     log_offsets: commit_marks::offsets_text(s).map(str::to_string),
+                    tags: {
+                        let mut names: Vec<String> = tags
+                            .iter()
+                            .filter(|(_, id)| *id == s.snapshot_id())
+                            .map(|(name, _)| name.clone())
+                            .collect();
+                        names.sort();
+                        names
+                    },
                 }
             })
             .collect();

@@ -315,9 +315,10 @@ impl TableProvider for LedgerTable {
 }
 
 impl QueryEngine {
-    /// The completeness ledgers of the trades and quotes tables at `pin`. Needs the
-    /// writer's state directory ([`QueryEngine::with_ledger`]).
-    pub async fn ledgers(&self, pin: &Pin) -> Result<Vec<Ledger>> {
+    /// The completeness ledgers of the trades and quotes tables (of `only` when given) at
+    /// `pin`: a snapshot id names one table's snapshot, so it pins that table alone. Needs
+    /// the writer's state directory ([`QueryEngine::with_ledger`]).
+    pub async fn ledgers(&self, pin: &Pin, only: Option<LakeTable>) -> Result<Vec<Ledger>> {
         let Some(state_root) = self.state_root.clone() else {
             return Err(LakeError::NotFound(
                 "the completeness ledger (this server does not see the writer's state directory)"
@@ -325,7 +326,10 @@ impl QueryEngine {
             ));
         };
         let mut tables = Vec::new();
-        for t in SEQUENCED {
+        for t in SEQUENCED
+            .into_iter()
+            .filter(|t| only.is_none_or(|o| o == *t))
+        {
             let table = self.table(t).await?;
             // Before its first commit a table had no streams.
             if !pin.before_first_commit(&table) {

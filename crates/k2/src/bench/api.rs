@@ -67,6 +67,7 @@ pub async fn run(
             metrics: Some(metrics.clone()),
             tail: None,
             degradation: None,
+            dead_letters: None,
         };
         let server = BenchServer::start(app, mb, &key, backends, false).await?;
         let addr = server.addr;

@@ -53,6 +53,7 @@ pub async fn run(
         metrics: None,
         tail: None,
         degradation: None,
+        dead_letters: None,
     };
     let server = BenchServer::start(&app, 0, &key, backends, true).await?;
     let flight = server.flight.context("Flight SQL did not start")?;

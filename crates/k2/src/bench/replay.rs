@@ -147,6 +147,7 @@ async fn over_http(
         metrics: None,
         tail: None,
         degradation: None,
+        dead_letters: None,
     };
     let server =
         super::api::BenchServer::start(app, app.config.api.cache_mb, &key, backends, false).await?;

@@ -270,13 +270,14 @@ async fn answer(config: &Config, query: QueryCommand) -> anyhow::Result<Vec<Reco
             )?
         }
         QueryCommand::Gaps { ledger, status } => {
-            let ledgers = engine.ledgers(&ledger.pin.pin()?).await?;
             let filter = ledger.filter(status.as_deref());
+            let ledgers = engine.ledgers(&ledger.pin.pin()?, filter.table).await?;
             vec![LedgerView::Gaps.batch(&filter.apply(ledgers))?]
         }
         QueryCommand::Completeness { ledger } => {
-            let ledgers = engine.ledgers(&ledger.pin.pin()?).await?;
-            vec![LedgerView::Streams.batch(&ledger.filter(None).apply(ledgers))?]
+            let filter = ledger.filter(None);
+            let ledgers = engine.ledgers(&ledger.pin.pin()?, filter.table).await?;
+            vec![LedgerView::Streams.batch(&filter.apply(ledgers))?]
         }
     })
 }

@@ -10,7 +10,7 @@ use k2_api::{Backends, Check};
 use k2_lake::LakeTable;
 use k2_lake::query::QueryEngine;
 use k2_lake::tail::Tail;
-use k2_log::{AnyLog, Log};
+use k2_log::{AnyLog, DeadLetterStore, Log};
 
 use crate::app::{self, App};
 use crate::config::Config;
@@ -66,7 +66,15 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let degrader =
         crate::degradation::Degrader::start(&config.degradation, &config.data_dir, signal::stop());
+    let dlq = match DeadLetterStore::open(&config.dlq_path(), config.dlq.max_entries) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(error = %e, "no dead-letter store: /v1/dead-letters answers 404");
+            None
+        }
+    };
     let mut backends = backends(&config, catalog, metrics, None, None)?;
+    backends.dead_letters = dlq;
     backends.degradation = degrader.as_ref().map(crate::degradation::Degrader::for_api);
     k2_api::serve(api, backends, announce, signal::stop())
         .await
@@ -97,6 +105,7 @@ pub fn backends(
         metrics: Some(metrics),
         tail,
         degradation: None,
+        dead_letters: None,
     })
 }
 

@@ -100,6 +100,7 @@ pub async fn run(config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let mut backends = backends(&config, catalog, metrics, Some(app.log.clone()), Some(tail))?;
     backends.degradation = degrader.as_ref().map(crate::degradation::Degrader::for_api);
+    backends.dead_letters = Some(app.dlq.clone());
     let stop_api = CancellationToken::new();
     let server = tokio::spawn(k2_api::serve(
         api,

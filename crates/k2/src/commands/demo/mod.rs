@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::memory;
 use crate::output::{Format, render, to_batches};
 use crate::sample;
+use crate::{signal, telemetry};
 
 mod overload;
 
@@ -34,6 +35,12 @@ pub struct DemoArgs {
     /// record landed once (in `overload/` under the data directory).
     #[arg(long, conflicts_with = "sample")]
     overload: bool,
+    /// Then serve the API and the web page over the demo lake until stopped, and print the
+    /// page's address (with a key made for this run, when none is configured).
+    #[arg(long, conflicts_with = "overload")]
+    serve: bool,
+    #[command(flatten)]
+    listen: super::serve::ListenArgs,
 }
 
 pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +50,12 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let sample = match args.sample {
         Some(dir) => sample::check(&dir)?,
         None => sample::unpack(&config.data_dir.join("sample"))?,
+    };
+    // Serving shows the writer's series too, so the recorder is in place before it runs.
+    let metrics = if args.serve {
+        Some(telemetry::recorder(&config.data_dir)?)
+    } else {
+        None
     };
     let app = App::open(config).await?;
     let started = Instant::now();
@@ -154,6 +167,9 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         committed,
         memory::peak_rss_mib().map_or_else(|| "unknown".to_string(), |m| m.to_string())
     );
+    if let Some(metrics) = metrics {
+        return serve(app, metrics, args.listen).await;
+    }
     println!("Next:");
     println!(
         "   k2 query summary BHP 2014-03-12 --exchange ASX | k2 query ohlcv BHP --interval 5m --from 2014-03-11 --exchange ASX"
@@ -162,8 +178,59 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "   k2 serve --flight-listen 127.0.0.1:8815   # the REST API and Arrow Flight SQL over this lake"
     );
     println!(
+        "   k2 demo --serve                           # this lake on a web page: bars, summary, quality, pipeline, time travel"
+    );
+    println!(
         "   notebooks/walkthrough.ipynb               # REST, Flight SQL, charts, time travel, replay, PyIceberg, DuckDB, the ledger"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Section 5: the API and the page over the demo lake until stopped. Without a configured
+/// key, one is made for this run and put in the page's link (in the fragment, which the
+/// browser keeps to itself).
+async fn serve(
+    app: App,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    listen: super::serve::ListenArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut api = listen.apply(&app.config);
+    let key = (api.keys.is_empty() && api.keys_file.is_empty()).then(|| {
+        let key = k2_api::generate_key();
+        api.keys.push(k2_api::ApiKeyConfig {
+            name: "demo".into(),
+            sha256: k2_api::digest_hex(&key),
+            scopes: vec![k2_api::Scope::Read, k2_api::Scope::Sql],
+            rate_per_second: None,
+            burst: None,
+        });
+        key
+    });
+    let catalog = app.catalog().await?;
+    let mut backends =
+        super::serve::backends(&app.config, catalog, metrics, Some(app.log.clone()), None)?;
+    backends.dead_letters = Some(app.dlq.clone());
+    let announce = move |addr: std::net::SocketAddr, flight: Option<std::net::SocketAddr>| {
+        let view = "exchange=ASX&symbol=BHP&interval=5m&from=2014-03-12&to=2014-03-12";
+        println!("\n5. The page: bars, daily summary, data quality, pipeline health, time travel");
+        match &key {
+            Some(key) => println!("   http://{addr}/#key={key}&{view}"),
+            None => println!("   http://{addr}/#{view}   (it asks for one of the configured keys)"),
+        }
+        println!("   the API at http://{addr}/v1 (documents at /docs)");
+        if let Some(flight) = flight {
+            println!("   Flight SQL at grpc://{flight}");
+        }
+        println!(
+            "   notebooks/walkthrough.ipynb asks the same lake from Python. Serving until Ctrl-C."
+        );
+        // The link is read by whoever started the demo; a pipe must not hold it back.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    };
+    k2_api::serve(api, backends, announce, signal::stop())
+        .await
+        .context("serving the demo lake")?;
     Ok(ExitCode::SUCCESS)
 }
 
