@@ -80,14 +80,18 @@ async function start() {
   $('login').hidden = true;
   $('main').hidden = false;
   $('forget').hidden = false;
-  try {
-    await loadExchanges();
-    await loadSymbols();
-  } catch (e) {
-    return failed(e);
-  }
   chart ??= new BarChart($('chart'));
-  await Promise.all([loadChart(), pipelineLoop(), qualityLoop()]);
+  // A view the link names is drawn at once, the pickers filled meanwhile; the panels
+  // follow the first chart, so they do not hold it up.
+  const pickers = loadExchanges().then(loadSymbols);
+  try {
+    if (!view.symbol) await pickers;
+    await Promise.all([loadChart(), pickers]);
+  } catch (e) {
+    failed(e);
+  }
+  pipelineLoop();
+  qualityLoop();
 }
 
 async function loadExchanges() {

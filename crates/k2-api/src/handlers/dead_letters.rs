@@ -17,7 +17,10 @@ use crate::respond;
 use crate::schema::{Answer, ErrorEnvelope};
 
 /// Letters one answer lists at most (the counts cover the whole store).
-const MAX_LETTERS: usize = 1_000;
+pub const MAX_LETTERS: usize = 1_000;
+
+/// The grammar of a dead letter's kind (`column_count`, `negative_price`, …).
+pub const KIND: &str = "^[a-z0-9_]{1,64}$";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +61,17 @@ pub async fn list(
     call.require(Scope::Read)?;
     let limit = params::limit("limit", p.limit, 50, MAX_LETTERS)?;
     let kind = p.kind;
+    if let Some(k) = &kind {
+        let ok = (1..=64).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(Failure::invalid(
+                "kind",
+                format!("'{k}' is not a kind (lowercase letters, digits, _; e.g. column_count)"),
+            ));
+        }
+    }
     let store = store(&call)?;
     let census = call
         .s
