@@ -18,6 +18,7 @@ export async function refreshPipeline(current, onTravel) {
     get('/v1/snapshots', { table: 'trades', limit: 50 }),
   ]);
   const now = Date.now() / 1000;
+  const fresh = metrics.status === 'fulfilled' ? freshness(parse(metrics.value)) : new Map();
   show('tables', settled(stats, (a) =>
     table(a.data.tables, [
       'table',
@@ -25,6 +26,7 @@ export async function refreshPipeline(current, onTravel) {
       'snapshots',
       ['last commit', (r) => r.last_commit ?? 'never'],
       ['age', (r) => (r.last_commit ? age(now - Date.parse(r.last_commit) / 1000) : '')],
+      ['freshness (mean per commit)', (r) => fresh.get(r.table.split('.').pop()) ?? ''],
     ]),
   ));
   show('feeds', settled(metrics, (text) => feeds(parse(text), now)));
@@ -39,6 +41,21 @@ export async function refreshPipeline(current, onTravel) {
   }
   show('snapshots', settled(snaps, (a) => snapshots(a.data, current, onTravel)));
   return snaps.status === 'fulfilled' ? snaps.value.data : null;
+}
+
+/**
+ * Per table, the mean of `k2_lake_freshness_seconds` (received → queryable, per commit) over
+ * this process's commits.
+ */
+function freshness(m) {
+  const sums = new Map((m.get('k2_lake_freshness_seconds_sum') ?? []).map((s) => [s.labels.table, s.value]));
+  const out = new Map();
+  for (const c of m.get('k2_lake_freshness_seconds_count') ?? []) {
+    if (c.value > 0 && sums.has(c.labels.table)) {
+      out.set(c.labels.table, `${age(sums.get(c.labels.table) / c.value)} over ${c.value} commits`);
+    }
+  }
+  return out;
 }
 
 function feeds(m, now) {

@@ -164,6 +164,11 @@ fn the_page_draws_bhp_from_a_typed_key_and_from_a_link_without_console_errors() 
         received, "91,631",
         "every BHP trade of the sample is received"
     );
+    // Freshness per table, from the writer's commits in this process.
+    page.wait_for(
+        "[...document.querySelectorAll('#tables tbody tr')].some(r => r.cells[0].textContent === 'market_data.trades' && r.cells[5].textContent.endsWith('commits'))",
+        WAIT,
+    );
     // The dead letters by reason, each a click away in full.
     page.wait_for(
         "document.getElementById('letters').textContent.includes('2 stored')",

@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,13 @@ use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+use crate::common::Running;
+
 /// How long one protocol call may take.
 const CALL_WITHIN: Duration = Duration::from_secs(30);
 
 pub struct Browser {
-    child: Child,
+    _child: Running,
     _profile: tempfile::TempDir,
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     next_id: u64,
@@ -30,6 +32,8 @@ impl Browser {
     /// Starts `chromium` headless on a blank page and attaches to that page.
     pub fn launch(chromium: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
+        // Killed when dropped, from here on: a launch that fails midway leaves no browser
+        // running.
         let mut child = Command::new(chromium)
             .args([
                 "--headless",
@@ -50,6 +54,7 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
+            .map(Running)
             .unwrap_or_else(|e| panic!("starting {chromium}: {e}"));
         // Chromium names its DevTools endpoint on standard error.
         let log = Arc::new(Mutex::new(String::new()));
@@ -111,7 +116,7 @@ impl Browser {
                 .unwrap();
         }
         let mut browser = Browser {
-            child,
+            _child: child,
             _profile: profile,
             socket,
             next_id: 0,
@@ -258,8 +263,9 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// The browser is asked to close (its helper processes with it), then killed.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let close = json!({"id": u64::MAX, "method": "Browser.close"});
+        let _ = self.socket.send(Message::text(close.to_string()));
     }
 }
