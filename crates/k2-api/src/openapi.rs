@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::config::ApiConfig;
 use crate::handlers::analytics::{MAX_BATCH, METRICS};
 use crate::handlers::catalogue::{MAX_SNAPSHOTS, table_names};
-use crate::handlers::dead_letters::{KIND, MAX_LETTERS};
+use crate::handlers::dead_letters::MAX_LETTERS;
 use crate::params;
 use k2_lake::LakeTable;
 use k2_lake::query::{BarInterval, columns};
@@ -165,7 +165,7 @@ fn parameter(path: &str, name: &str, config: &ApiConfig) -> Option<Value> {
         "table" if path.starts_with("/v1/quality/") => string_enum(&["trades", "quotes"]),
         "table" => string_enum(&table_names()),
         "status" => string_enum(&["open", "filled", "lost"]),
-        "kind" => json!({"type": "string", "pattern": KIND}),
+        "kind" => json!({"type": "string", "pattern": params::LETTER_KIND}),
         "id" if path.starts_with("/v1/dead-letters/") => {
             json!({"type": "integer", "format": "int64", "minimum": 0})
         }

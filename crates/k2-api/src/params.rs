@@ -41,6 +41,8 @@ pub const SNAPSHOT: &str = r"^(-?[0-9]{1,19}|[A-Za-z0-9._\-]{1,128})$";
 pub const CURSOR: &str = r"^[A-Za-z0-9_\-]{64}$";
 /// Read-only SQL: any text with something besides white space.
 pub const SQL: &str = r"\S";
+/// A dead letter's kind (`column_count`, `negative_price`, …).
+pub const LETTER_KIND: &str = r"^[a-z0-9_]{1,64}$";
 
 fn compiled(pattern: &str) -> Regex {
     Regex::new(pattern).expect("the grammars are valid regular expressions")
@@ -56,6 +58,7 @@ static DECIMAL_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DECIMAL));
 static SPEED_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SPEED));
 static CURSOR_RE: LazyLock<Regex> = LazyLock::new(|| compiled(CURSOR));
 static SNAPSHOT_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SNAPSHOT));
+static LETTER_KIND_RE: LazyLock<Regex> = LazyLock::new(|| compiled(LETTER_KIND));
 
 fn check<'a>(re: &Regex, field: &str, text: &'a str, what: &str) -> Result<&'a str, Failure> {
     if re.is_match(text) {
@@ -63,6 +66,16 @@ fn check<'a>(re: &Regex, field: &str, text: &'a str, what: &str) -> Result<&'a s
     } else {
         Err(Failure::invalid(field, format!("'{text}' is not {what}")))
     }
+}
+
+pub fn letter_kind(field: &str, text: &str) -> Result<String, Failure> {
+    check(
+        &LETTER_KIND_RE,
+        field,
+        text,
+        "a kind (lowercase letters, digits, _; e.g. column_count)",
+    )
+    .map(str::to_string)
 }
 
 pub fn symbol(field: &str, text: &str) -> Result<String, Failure> {

@@ -4,41 +4,12 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k2_ingest::simulator::{FrameMaker, Simulator, Step};
+use k2_ingest::simulator::{Simulator, Step};
 use serde_json::Value;
-
-/// `k2 up --feeds binance` on a free port with the configuration `toml` (logging at
-/// info): the process, its API port, and its standard error as it comes.
-fn k2_up_with(data: &std::path::Path, toml: &str) -> (Running, u16, Arc<Mutex<String>>) {
-    let config = data.join("k2.toml");
-    std::fs::write(&config, toml).unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut child = k2(data)
-        .arg("--config")
-        .arg(&config)
-        .env("K2_LOG", "info")
-        .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Running)
-        .unwrap();
-    let port = listening_port(&mut child, "query API on http://127.0.0.1:", stderr.clone());
-    (child, port, stderr)
-}
-
-/// An exchange that trades BTCUSDT 20 times a second for as long as a connection lasts.
-fn live_script() -> Vec<Vec<Step>> {
-    vec![vec![Step::Paced {
-        count: 1_000_000,
-        frame: FrameMaker(Arc::new(|i| binance_trade(i as i64 + 1, "100.5"))),
-        per_second: 20,
-    }]]
-}
 
 /// A Prometheus server of the test's own on a free port, scraping `target` every second
 /// with K2's rules evaluated every second. Killed when dropped.
@@ -149,7 +120,7 @@ fn prometheus_fires_the_feed_down_alert_when_the_exchange_goes_away_and_resolves
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = rt.block_on(Simulator::start(live_script())).unwrap();
+    let sim = rt.block_on(Simulator::start(live_exchange())).unwrap();
     let exchange_at = sim.addr;
 
     let data = tempfile::tempdir().unwrap();
@@ -191,7 +162,7 @@ fn prometheus_fires_the_feed_down_alert_when_the_exchange_goes_away_and_resolves
     // The exchange returns where it was: the feed reconnects and the alert resolves.
     let back = Instant::now();
     let _sim = rt
-        .block_on(Simulator::start_at(exchange_at, live_script()))
+        .block_on(Simulator::start_at(exchange_at, live_exchange()))
         .unwrap();
     prom.wait_until("K2FeedDown resolved", |p| {
         p.alert("K2FeedDown", "binance").is_none()

@@ -258,16 +258,6 @@ fn the_page_draws_bhp_from_a_typed_key_and_from_a_link_without_console_errors() 
     assert!(!log.contains(&demo.key), "the key reached the server's log");
 }
 
-/// An exchange that trades BTCUSDT 20 times a second for as long as a connection lasts.
-fn live_exchange() -> Vec<Vec<k2_ingest::simulator::Step>> {
-    use k2_ingest::simulator::{FrameMaker, Step};
-    vec![vec![Step::Paced {
-        count: 1_000_000,
-        frame: FrameMaker(Arc::new(|i| common::binance_trade(i as i64 + 1, "100.5"))),
-        per_second: 20,
-    }]]
-}
-
 /// The sequence of the newest trade the page lists.
 const NEWEST_SEQ: &str =
     "Number(document.querySelector('#trades tbody tr')?.cells[5].textContent.replaceAll(',', ''))";
@@ -279,31 +269,18 @@ fn under_k2_up_the_page_follows_the_latest_trades_and_the_feed_live() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt
-        .block_on(k2_ingest::simulator::Simulator::start(live_exchange()))
+        .block_on(k2_ingest::simulator::Simulator::start(
+            common::live_exchange(),
+        ))
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (_up, port, stderr) = common::k2_up_with(
+        data.path(),
+        &format!(
             "[feeds.binance]\nurl = \"{}\"\nsymbols = [\"BTCUSDT\"]\nquotes = false\n",
             sim.url()
         ),
-    )
-    .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut up = common::Running(
-        k2(data.path())
-            .arg("--config")
-            .arg(&config)
-            .env("K2_LOG", "info")
-            .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
     );
-    let port = common::listening_port(&mut up, "query API on http://127.0.0.1:", stderr.clone());
     let key = {
         let log = stderr.lock().unwrap();
         let at = log

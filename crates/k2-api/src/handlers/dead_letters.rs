@@ -19,9 +19,6 @@ use crate::schema::{Answer, ErrorEnvelope};
 /// Letters one answer lists at most (the counts cover the whole store).
 pub const MAX_LETTERS: usize = 1_000;
 
-/// The grammar of a dead letter's kind (`column_count`, `negative_price`, …).
-pub const KIND: &str = "^[a-z0-9_]{1,64}$";
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -60,18 +57,11 @@ pub async fn list(
 ) -> Result<Response, Failure> {
     call.require(Scope::Read)?;
     let limit = params::limit("limit", p.limit, 50, MAX_LETTERS)?;
-    let kind = p.kind;
-    if let Some(k) = &kind {
-        let ok = (1..=64).contains(&k.len())
-            && k.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok {
-            return Err(Failure::invalid(
-                "kind",
-                format!("'{k}' is not a kind (lowercase letters, digits, _; e.g. column_count)"),
-            ));
-        }
-    }
+    let kind = p
+        .kind
+        .as_deref()
+        .map(|k| params::letter_kind("kind", k))
+        .transpose()?;
     let store = store(&call)?;
     let census = call
         .s

@@ -129,3 +129,37 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// `k2 up --feeds binance` on a free port with the configuration `toml` (logging at
+/// info): the process, its API port, and its standard error as it comes.
+pub fn k2_up_with(
+    data: &std::path::Path,
+    toml: &str,
+) -> (Running, u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    let config = data.join("k2.toml");
+    std::fs::write(&config, toml).unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut child = k2(data)
+        .arg("--config")
+        .arg(&config)
+        .env("K2_LOG", "info")
+        .args(["up", "--feeds", "binance", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    let port = listening_port(&mut child, "query API on http://127.0.0.1:", stderr.clone());
+    (child, port, stderr)
+}
+
+/// An exchange that trades BTCUSDT 20 times a second for as long as a connection lasts.
+pub fn live_exchange() -> Vec<Vec<k2_ingest::simulator::Step>> {
+    vec![vec![k2_ingest::simulator::Step::Paced {
+        count: 1_000_000,
+        frame: k2_ingest::simulator::FrameMaker(std::sync::Arc::new(|i| {
+            binance_trade(i as i64 + 1, "100.5")
+        })),
+        per_second: 20,
+    }]]
+}
